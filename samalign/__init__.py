@@ -1,0 +1,55 @@
+"""samalign: zero-shot NER (SAM-NER) as LangGraph graphs over vLLM LoRA adapters.
+
+Quick start::
+
+    from samalign import RunContext, build_ner_graph, vllm_server_models
+
+    graph = build_ner_graph()
+    context = RunContext(domain="crossner_ai", models=vllm_server_models("http://127.0.0.1:8000"))
+    result = graph.invoke({"text": "LSTM was proposed by Sepp Hochreiter."}, context=context)
+    for entity in result["entities"]:
+        print(entity.span.start, entity.span.end, entity.text, entity.label)
+"""
+
+from samalign.errors import (
+    BackendError,
+    ConfigError,
+    InputError,
+    ModelRequestBlockedError,
+    OutputParseError,
+    SamalignError,
+)
+from samalign.graphs import NerState, PipelineOptions, RunContext, build_ner_graph
+from samalign.prompts import Domain, EntityType, builtin_domains, load_domain
+from samalign.serving import StageModel, StageModels, check_server, vllm_server_models
+from samalign.types import Archetype, Diagnostic, Entity, NoiseRecord, Span, StageUsage
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Archetype",
+    "BackendError",
+    "ConfigError",
+    "Diagnostic",
+    "Domain",
+    "Entity",
+    "EntityType",
+    "InputError",
+    "ModelRequestBlockedError",
+    "NerState",
+    "NoiseRecord",
+    "OutputParseError",
+    "PipelineOptions",
+    "RunContext",
+    "SamalignError",
+    "Span",
+    "StageModel",
+    "StageModels",
+    "StageUsage",
+    "__version__",
+    "build_ner_graph",
+    "builtin_domains",
+    "check_server",
+    "load_domain",
+    "vllm_server_models",
+]

@@ -1,0 +1,154 @@
+"""The archetype classifier node (SAM-NER §3.2, Eq. 9, Figure 7).
+
+Every candidate occurrence is wrapped in ``<ENT></ENT>`` and the classifier assigns each
+marked mention one type from the full archetype schema (14 archetypes). With calibration
+disabled (the paper's "w/o cali." ablation) the same node types candidates directly with the
+domain's target types and writes the final entities.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.messages import HumanMessage
+from langchain_core.runnables import RunnableLambda
+
+from samalign.agents.base import AgentSettings, Prepared, StageContext, Update, stage_node
+from samalign.agents.runner import StageRequest, StageResult
+from samalign.prompts.formats import ParsedTypedMentions
+from samalign.prompts.specs import EXTRACTION_FORMAT, default_specs
+from samalign.types import Archetype, Diagnostic, Entity, Span
+
+ENT_OPEN = "<ENT>"
+ENT_CLOSE = "</ENT>"
+STAGE = "archetype"
+
+
+def tag_entities(text: str, spans: Sequence[Span]) -> str:
+    """Wrap every span of ``text`` in ``<ENT></ENT>`` (nested spans nest properly)."""
+    events: list[tuple[int, int, int, str]] = []
+    for span in spans:
+        # at one offset: closes before opens; outer opens first; inner closes first
+        events.append((span.start, 1, -(span.end - span.start), ENT_OPEN))
+        events.append((span.end, 0, span.end - span.start, ENT_CLOSE))
+    events.sort()
+    out: list[str] = []
+    last = 0
+    for pos, _, _, tag in events:
+        out.append(text[last:pos])
+        out.append(tag)
+        last = pos
+    out.append(text[last:])
+    return "".join(out)
+
+
+def assign_types(
+    parsed: ParsedTypedMentions, mentions: Sequence[str]
+) -> tuple[dict[str, str], list[Diagnostic]]:
+    """Map each candidate mention to the first type the classifier gave it.
+
+    Returns:
+        The assignments and diagnostics for mentions that were not candidates, for mentions
+        given several types, and for types outside the schema.
+    """
+    wanted = set(mentions)
+    assigned: dict[str, str] = {}
+    diagnostics: list[Diagnostic] = []
+    for type_, mention in parsed.pairs:
+        if mention not in wanted:
+            diagnostics.append(
+                Diagnostic(
+                    stage=STAGE,
+                    kind="hallucination",
+                    message=f"classified {mention!r}, which is not a marked candidate; ignored",
+                )
+            )
+        elif mention in assigned and assigned[mention] != type_:
+            diagnostics.append(
+                Diagnostic(
+                    stage=STAGE,
+                    kind="duplicate_assignment",
+                    message=f"{mention!r} got several types; kept {assigned[mention]!r}, "
+                    f"ignored {type_!r}",
+                )
+            )
+        else:
+            assigned.setdefault(mention, type_)
+    if parsed.out_of_schema:
+        diagnostics.append(
+            Diagnostic(
+                stage=STAGE,
+                kind="label_out_of_schema",
+                message=f"types outside the schema {list(parsed.out_of_schema)} were ignored",
+            )
+        )
+    return assigned, diagnostics
+
+
+def archetype_node(settings: AgentSettings, *, direct: bool = False) -> RunnableLambda[Any, Update]:
+    """Build the ``archetype`` node.
+
+    Args:
+        settings: Shared agent settings.
+        direct: Type candidates with the domain's target types instead of archetypes (the
+            "w/o calibration" ablation); the node then writes ``entities``.
+    """
+    spec_default = default_specs()[STAGE]
+
+    def prepare(state: Any, ctx: StageContext) -> Prepared | Update:
+        candidates: list[Entity] = state.candidates
+        if not candidates:
+            return {"entities": []} if direct else {"archetyped": []}
+        domain = ctx.domain
+        spec = spec_default.with_template(domain.prompts.get(STAGE))
+        types = domain.names if direct else [a.value for a in Archetype]
+        mentions = list(dict.fromkeys(c.text for c in candidates))
+        tagged = tag_entities(state.text, [c.span for c in candidates])
+        prompt = spec.render({"labels": types, "text": tagged})
+        schema = EXTRACTION_FORMAT.schema(types, mentions=mentions, max_items=len(mentions))
+        request = StageRequest(
+            stage=STAGE,
+            messages=[HumanMessage(content=prompt)],
+            schema=schema,
+            max_tokens=spec.max_tokens,
+            adapter=domain.adapters.get(STAGE),
+        )
+        return Prepared(request, lambda raw: EXTRACTION_FORMAT.parse(raw, types), extra=mentions)
+
+    def finish(
+        state: Any, ctx: StageContext, prepared: Prepared, result: StageResult[Any]
+    ) -> Update:
+        candidates: list[Entity] = state.candidates
+        mentions: list[str] = prepared.extra
+        parsed: ParsedTypedMentions | None = result.value
+        assigned, diagnostics = assign_types(parsed, mentions) if parsed is not None else ({}, [])
+        missing = [m for m in mentions if m not in assigned]
+        out: list[Entity] = []
+        for cand in candidates:
+            type_ = assigned.get(cand.text)
+            if direct:
+                label = ctx.domain.label_for_name(type_) if type_ else None
+                if label is not None:
+                    out.append(cand.model_copy(update={"label": label}))
+            else:
+                archetype = Archetype(type_) if type_ else Archetype.MISC
+                out.append(cand.model_copy(update={"archetype": archetype}))
+        if missing:
+            consequence = (
+                "dropped (no target type)" if direct else "given the catch-all archetype Misc"
+            )
+            diagnostics.append(
+                Diagnostic(
+                    stage=STAGE,
+                    kind="unclassified",
+                    message=f"the classifier left {missing} unclassified; {consequence}",
+                    raw=result.raw,
+                )
+            )
+        return {"entities" if direct else "archetyped": out, "diagnostics": diagnostics}
+
+    return stage_node(STAGE, prepare, finish, settings)
+
+
+__all__ = ["ENT_CLOSE", "ENT_OPEN", "archetype_node", "assign_types", "tag_entities"]

@@ -1,0 +1,149 @@
+"""What every stage node shares: settings, the run context view, input checks, node wiring."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from langchain_core.runnables import RunnableLambda
+from langgraph.runtime import get_runtime
+
+from samalign.agents.runner import StageRequest, StageResult, arun_stage, run_stage
+from samalign.errors import ConfigError, InputError
+from samalign.prompts.domain import Domain
+from samalign.serving.models import StageModels
+from samalign.types import Diagnostic, StageUsage
+
+Update = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """Knobs shared by the stage nodes (built from the graph's ``PipelineOptions``)."""
+
+    grounding: Literal["flat", "nested"] = "flat"
+    parse_retries: int = 1
+    max_text_chars: int = 4000
+    constrain_mentions: bool = True
+    max_mention_tokens: int = 12
+    max_mentions_per_type: int = 32
+    fuzzy_threshold: float = 0.8
+
+
+class StageContext(Protocol):
+    """What a node needs from the per-invocation run context."""
+
+    @property
+    def domain(self) -> Domain:
+        """The target domain."""
+
+    @property
+    def models(self) -> StageModels:
+        """Stage → chat model."""
+
+
+def current_context() -> StageContext:
+    """The run context of the current graph invocation.
+
+    Raises:
+        ConfigError: If the graph was invoked without ``context=RunContext(...)``.
+    """
+    context = get_runtime().context
+    if context is None:
+        raise ConfigError(
+            "the graph was invoked without a run context; pass "
+            "context=RunContext(domain=load_domain(...), models=...) to invoke/batch"
+        )
+    return context
+
+
+def validate_text(text: str, settings: AgentSettings) -> None:
+    """Reject text no sentence-level stage can process.
+
+    Raises:
+        InputError: Empty or whitespace-only text, or text over ``max_text_chars``.
+    """
+    if not isinstance(text, str):
+        raise InputError(f"text must be a string, got {type(text).__name__}")
+    if not text.strip():
+        raise InputError("text is empty or whitespace only; give a sentence to extract from")
+    if len(text) > settings.max_text_chars:
+        raise InputError(
+            f"text has {len(text)} characters, over the sentence limit of "
+            f"{settings.max_text_chars}; split long documents with the document graph "
+            "(build_document_graph) or raise PipelineOptions.max_text_chars"
+        )
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A prepared model call plus whatever the finish step needs."""
+
+    request: StageRequest
+    parse: Callable[[str], Any]
+    extra: Any = None
+
+
+Prepare = Callable[[Any, StageContext], "Prepared | Update"]
+Finish = Callable[[Any, StageContext, Prepared, StageResult[Any]], Update]
+
+
+def stage_update(stage: str, result: StageResult[Any], update: Update) -> Update:
+    """Add the stage's diagnostics and usage to a node's state update."""
+    diagnostics: list[Diagnostic] = [*result.diagnostics, *update.pop("diagnostics", [])]
+    return {**update, "diagnostics": diagnostics, "usage": {stage: result.usage}}
+
+
+def stage_node(
+    name: str, prepare: Prepare, finish: Finish, settings: AgentSettings
+) -> RunnableLambda[Any, Update]:
+    """A graph node (sync and async) from a prepare step and a finish step.
+
+    ``prepare`` returns either a :class:`Prepared` call or a finished update (no call needed,
+    e.g. nothing to classify). ``finish`` turns the stage result into the state update.
+    """
+
+    def sync(state: Any) -> Update:
+        ctx = current_context()
+        prepared = prepare(state, ctx)
+        if not isinstance(prepared, Prepared):
+            return {**prepared, "usage": {name: StageUsage()}}
+        model = ctx.models[name]
+        result = run_stage(prepared.request, model, prepared.parse, retries=settings.parse_retries)
+        return stage_update(name, result, finish(state, ctx, prepared, result))
+
+    async def asynchronous(state: Any) -> Update:
+        ctx = current_context()
+        prepared = prepare(state, ctx)
+        if not isinstance(prepared, Prepared):
+            return {**prepared, "usage": {name: StageUsage()}}
+        model = ctx.models[name]
+        result = await arun_stage(
+            prepared.request, model, prepared.parse, retries=settings.parse_retries
+        )
+        return stage_update(name, result, finish(state, ctx, prepared, result))
+
+    return RunnableLambda(sync, afunc=asynchronous, name=name)
+
+
+def pure_node(name: str, fn: Callable[[Any], Update]) -> RunnableLambda[Any, Update]:
+    """A node for a model-free step, with a native async path (no thread hop)."""
+
+    async def asynchronous(state: Any) -> Update:
+        return fn(state)
+
+    return RunnableLambda(fn, afunc=asynchronous, name=name)
+
+
+__all__ = [
+    "AgentSettings",
+    "Prepared",
+    "StageContext",
+    "Update",
+    "current_context",
+    "pure_node",
+    "stage_node",
+    "stage_update",
+    "validate_text",
+]

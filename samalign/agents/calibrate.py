@@ -1,0 +1,113 @@
+"""The definition-guided calibrator node (SAM-NER §3.3, Eq. 12, Figure 8).
+
+A frozen LLM (served through an identity adapter) maps each archetype-typed mention to one
+target-domain type, given the archetype definitions (Table 5) and the target type definitions.
+Answers are restricted to the domain's types by the JSON schema.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.messages import HumanMessage
+from langchain_core.runnables import RunnableLambda
+
+from samalign.agents.base import AgentSettings, Prepared, StageContext, Update, stage_node
+from samalign.agents.runner import StageRequest, StageResult
+from samalign.prompts.archetypes import archetype_table
+from samalign.prompts.formats import ParsedAssignments
+from samalign.prompts.specs import CALIBRATION_FORMAT, default_specs
+from samalign.types import Diagnostic, Entity
+
+STAGE = "calibrate"
+
+
+def calibrate_node(settings: AgentSettings) -> RunnableLambda[Any, Update]:
+    """Build the ``calibrate`` node."""
+    spec_default = default_specs()[STAGE]
+    table = archetype_table()
+    archetype_definitions = [
+        {"name": a.name.value, "definition": a.definition} for a in table.archetypes
+    ]
+
+    def prepare(state: Any, ctx: StageContext) -> Prepared | Update:
+        archetyped: list[Entity] = state.archetyped
+        if not archetyped:
+            return {"entities": []}
+        domain = ctx.domain
+        spec = spec_default.with_template(domain.prompts.get(STAGE))
+        initial: dict[str, str] = {}
+        for ent in archetyped:
+            if ent.archetype is not None:
+                initial.setdefault(ent.text, ent.archetype.value)
+        names = domain.names
+        prompt = spec.render(
+            {
+                "text": state.text,
+                "initial_output": initial,
+                "candidate_types": names,
+                "archetype_definitions": archetype_definitions,
+                "target_definitions": [
+                    {"name": t.name, "definition": t.definition} for t in domain.entity_types
+                ],
+            }
+        )
+        request = StageRequest(
+            stage=STAGE,
+            messages=[HumanMessage(content=prompt)],
+            schema=CALIBRATION_FORMAT.schema(list(initial), names),
+            max_tokens=spec.max_tokens,
+            adapter=domain.adapters.get(STAGE),
+        )
+        return Prepared(request, CALIBRATION_FORMAT.parse, extra=list(initial))
+
+    def finish(
+        state: Any, ctx: StageContext, prepared: Prepared, result: StageResult[Any]
+    ) -> Update:
+        archetyped: list[Entity] = state.archetyped
+        mentions: list[str] = prepared.extra
+        parsed: ParsedAssignments | None = result.value
+        labels: dict[str, str] = {}
+        diagnostics: list[Diagnostic] = []
+        wanted = set(mentions)
+        for mention, type_ in parsed.assignments if parsed is not None else ():
+            label = ctx.domain.label_for_name(type_)
+            if mention not in wanted:
+                diagnostics.append(
+                    Diagnostic(
+                        stage=STAGE,
+                        kind="hallucination",
+                        message=f"typed {mention!r}, which is not in the initial output; ignored",
+                    )
+                )
+            elif label is None:
+                diagnostics.append(
+                    Diagnostic(
+                        stage=STAGE,
+                        kind="label_out_of_schema",
+                        message=f"{mention!r} was typed {type_!r}, not a candidate type",
+                    )
+                )
+            else:
+                labels.setdefault(mention, label)
+        missing = [m for m in mentions if m not in labels]
+        if missing:
+            diagnostics.append(
+                Diagnostic(
+                    stage=STAGE,
+                    kind="unclassified",
+                    message=f"no valid target type for {missing}; dropped",
+                    raw=result.raw,
+                )
+            )
+        entities = [
+            ent.model_copy(update={"label": labels[ent.text]})
+            for ent in archetyped
+            if ent.text in labels
+        ]
+        return {"entities": entities, "diagnostics": diagnostics}
+
+    return stage_node(STAGE, prepare, finish, settings)
+
+
+__all__ = ["calibrate_node"]

@@ -1,0 +1,123 @@
+"""The anchor and explorer extractor nodes (SAM-NER §3.1, Eq. 1–2, Figures 5–6).
+
+Both extract type-agnostic mention strings for the domain's target types; the types they
+assign are not used downstream (archetype mediation re-types every candidate). A mention
+that cannot be found in the text is dropped and recorded as a hallucination Diagnostic.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from langchain_core.messages import HumanMessage
+from langchain_core.runnables import RunnableLambda
+
+from samalign.agents.base import (
+    AgentSettings,
+    Prepared,
+    StageContext,
+    Update,
+    stage_node,
+    validate_text,
+)
+from samalign.agents.grounding import ground_mentions
+from samalign.agents.runner import StageRequest, StageResult
+from samalign.prompts.formats import ParsedTypedMentions
+from samalign.prompts.specs import EXTRACTION_FORMAT, default_specs
+from samalign.types import Diagnostic
+
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+MAX_ENUM_MENTIONS = 3000
+"""Upper bound on the number of candidate strings in a constrained-decoding schema."""
+
+
+def text_ngrams(text: str, max_tokens: int) -> list[str]:
+    """Every substring of ``text`` spanning 1..max_tokens word/punctuation tokens.
+
+    Used to restrict extractor answers to strings that occur in the text (constrained
+    decoding), so a mention can always be grounded. N-grams that start with punctuation
+    (except a lone symbol) are left out; the list is capped at ``MAX_ENUM_MENTIONS``.
+    """
+    tokens = [(m.start(), m.end()) for m in _TOKEN.finditer(text)]
+    seen: dict[str, None] = {}
+    for i, (start, _) in enumerate(tokens):
+        first_is_word = text[start].isalnum() or text[start] == "_"
+        for j in range(i, min(i + max_tokens, len(tokens))):
+            if not first_is_word and j > i:
+                break
+            seen.setdefault(text[start : tokens[j][1]], None)
+            if len(seen) >= MAX_ENUM_MENTIONS:
+                return list(seen)
+    return list(seen)
+
+
+def extractor_node(
+    stage: Literal["anchor", "explorer"], settings: AgentSettings
+) -> RunnableLambda[Any, Update]:
+    """Build the ``anchor`` or ``explorer`` node."""
+    spec_default = default_specs()[stage]
+    key = f"{stage}_mentions"
+
+    def prepare(state: Any, ctx: StageContext) -> Prepared | Update:
+        validate_text(state.text, settings)
+        domain = ctx.domain
+        spec = spec_default.with_template(domain.prompts.get(stage))
+        names = domain.names
+        prompt = spec.render({"labels": names, "text": state.text})
+        mentions = (
+            text_ngrams(state.text, settings.max_mention_tokens)
+            if settings.constrain_mentions
+            else None
+        )
+        schema = EXTRACTION_FORMAT.schema(
+            names, mentions=mentions, max_items=settings.max_mentions_per_type
+        )
+        request = StageRequest(
+            stage=stage,
+            messages=[HumanMessage(content=prompt)],
+            schema=schema,
+            max_tokens=spec.max_tokens,
+            adapter=domain.adapters.get(stage),
+        )
+        return Prepared(request, lambda raw: EXTRACTION_FORMAT.parse(raw, names))
+
+    def finish(
+        state: Any, ctx: StageContext, prepared: Prepared, result: StageResult[Any]
+    ) -> Update:
+        parsed: ParsedTypedMentions | None = result.value
+        if parsed is None:
+            return {key: []}
+        raw_mentions = list(dict.fromkeys(m for _, m in (*parsed.pairs, *parsed.dropped)))
+        diagnostics: list[Diagnostic] = []
+        if parsed.out_of_schema:
+            diagnostics.append(
+                Diagnostic(
+                    stage=stage,
+                    kind="label_out_of_schema",
+                    message=f"types outside the schema {list(parsed.out_of_schema)}; "
+                    "their mentions are kept as type-agnostic candidates",
+                    raw=result.raw,
+                )
+            )
+        found: list[str] = []
+        for grounded in ground_mentions(
+            state.text, raw_mentions, mode="nested", fuzzy_threshold=settings.fuzzy_threshold
+        ):
+            if grounded.spans:
+                found.append(grounded.spans[0].text)
+            else:
+                diagnostics.append(
+                    Diagnostic(
+                        stage=stage,
+                        kind="hallucination",
+                        message=f"mention {grounded.mention!r} does not occur in the text; dropped",
+                        raw=result.raw,
+                    )
+                )
+        return {key: list(dict.fromkeys(found)), "diagnostics": diagnostics}
+
+    return stage_node(stage, prepare, finish, settings)
+
+
+__all__ = ["MAX_ENUM_MENTIONS", "extractor_node", "text_ngrams"]

@@ -1,0 +1,218 @@
+"""The one helper every stage node uses to call its model.
+
+It sends the stage's messages (with the stage's JSON schema as structured output where the
+backend supports it), parses the answer, retries a bounded number of times with the parse
+error fed back to the model, records usage, and turns what went wrong into Diagnostics. A
+parse failure never fails the graph: after the last retry the stage yields no value and a
+Diagnostic. Backend failures (unreachable server, unknown adapter) raise
+:class:`~samalign.errors.BackendError`.
+
+The call protocol is written once as a generator (no I/O), driven by a sync and an async
+driver, so ``invoke`` and ``ainvoke`` behave identically.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+
+from samalign.errors import ModelRequestBlockedError, OutputParseError
+from samalign.serving.errors import explain_error
+from samalign.serving.models import StageModel
+from samalign.types import Diagnostic, StageUsage
+
+T = TypeVar("T")
+
+BLOCK_ENV = "SAMALIGN_BLOCK_MODEL_REQUESTS"
+"""Set this environment variable to ``1`` to make any non-fake model call raise (tests)."""
+
+
+@dataclass(frozen=True)
+class StageRequest:
+    """What a stage asks its model.
+
+    Attributes:
+        stage: Stage name.
+        messages: The chat messages.
+        schema: JSON schema of the answer (sent as structured output), or ``None``.
+        max_tokens: Completion budget.
+        adapter: Adapter to use instead of the stage model's default, or ``None``.
+    """
+
+    stage: str
+    messages: list[BaseMessage]
+    schema: dict[str, Any] | None
+    max_tokens: int
+    adapter: str | None = None
+
+
+@dataclass
+class StageResult(Generic[T]):
+    """What a stage got: the parsed value (``None`` if unusable), diagnostics and usage."""
+
+    value: T | None
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    usage: StageUsage = field(default_factory=StageUsage)
+    raw: str = ""
+
+
+@dataclass(frozen=True)
+class _Reply:
+    text: str
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+
+
+def _is_fake(model: StageModel) -> bool:
+    llm_type = getattr(model.chat_model, "_llm_type", "")
+    return bool(getattr(model.chat_model, "samalign_fake", False)) or "fake" in str(llm_type)
+
+
+def _call_kwargs(request: StageRequest, model: StageModel) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    if model.structured_output:
+        kwargs["max_tokens"] = request.max_tokens
+        if request.schema is not None:
+            kwargs["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": f"{request.stage}_answer", "schema": request.schema},
+            }
+    if request.adapter and model.adapter_kwarg and request.adapter != model.adapter:
+        kwargs[model.adapter_kwarg] = request.adapter
+    return kwargs
+
+
+def _reply_from(message: BaseMessage, latency_s: float) -> _Reply:
+    text = message.content if isinstance(message.content, str) else message.text
+    usage = getattr(message, "usage_metadata", None) or {}
+    meta = message.response_metadata or {}
+    return _Reply(
+        text=text,
+        finish_reason=meta.get("finish_reason"),
+        prompt_tokens=int(usage.get("input_tokens", 0) or 0),
+        completion_tokens=int(usage.get("output_tokens", 0) or 0),
+        latency_s=latency_s,
+    )
+
+
+def _protocol(
+    request: StageRequest, parse: Callable[[str], T], retries: int
+) -> Generator[list[BaseMessage], _Reply, StageResult[T]]:
+    messages = list(request.messages)
+    diagnostics: list[Diagnostic] = []
+    usage = StageUsage()
+    raw = ""
+    for attempt in range(retries + 1):
+        reply = yield messages
+        raw = reply.text
+        usage = usage + StageUsage(
+            calls=1,
+            prompt_tokens=reply.prompt_tokens,
+            completion_tokens=reply.completion_tokens,
+            latency_s=reply.latency_s,
+        )
+        truncated = reply.finish_reason == "length"
+        try:
+            value = parse(raw)
+        except OutputParseError as err:
+            problem = f"{err.message}" + (" (the answer hit max_tokens)" if truncated else "")
+            last = attempt == retries
+            diagnostics.append(
+                Diagnostic(
+                    stage=request.stage,
+                    kind="truncated" if truncated else "parse_error",
+                    message=(
+                        f"attempt {attempt + 1}/{retries + 1}: {problem}"
+                        + ("; giving up, the stage yields nothing" if last else "; retrying")
+                    ),
+                    raw=raw,
+                )
+            )
+            messages = [
+                *messages,
+                AIMessage(content=raw),
+                HumanMessage(
+                    content=(
+                        f"Your answer could not be used: {problem}. Answer again with only the "
+                        "JSON value in the required format, and keep it short."
+                    )
+                ),
+            ]
+            continue
+        if truncated:
+            diagnostics.append(
+                Diagnostic(
+                    stage=request.stage,
+                    kind="truncated",
+                    message="the answer hit max_tokens; kept what could be parsed",
+                    raw=raw,
+                )
+            )
+        return StageResult(value=value, diagnostics=diagnostics, usage=usage, raw=raw)
+    return StageResult(value=None, diagnostics=diagnostics, usage=usage, raw=raw)
+
+
+def _guard(request: StageRequest, model: StageModel) -> None:
+    if os.environ.get(BLOCK_ENV, "") not in ("", "0") and not _is_fake(model):
+        raise ModelRequestBlockedError(
+            f"stage {request.stage!r} tried a real model call while {BLOCK_ENV} is set; "
+            "use a fake chat model from samalign.testing in unit tests"
+        )
+
+
+def run_stage(
+    request: StageRequest, model: StageModel, parse: Callable[[str], T], *, retries: int = 1
+) -> StageResult[T]:
+    """Call the stage model synchronously (see module docs).
+
+    Raises:
+        BackendError: The backend failed (after its own connection retries).
+    """
+    _guard(request, model)
+    kwargs = _call_kwargs(request, model)
+    gen = _protocol(request, parse, retries)
+    adapter = request.adapter or model.adapter
+    try:
+        messages = next(gen)
+        while True:
+            start = time.perf_counter()
+            try:
+                answer = model.chat_model.invoke(messages, **kwargs)
+            except Exception as exc:
+                raise explain_error(exc, stage=request.stage, adapter=adapter) from exc
+            messages = gen.send(_reply_from(answer, time.perf_counter() - start))
+    except StopIteration as stop:
+        result: StageResult[T] = stop.value
+        return result
+
+
+async def arun_stage(
+    request: StageRequest, model: StageModel, parse: Callable[[str], T], *, retries: int = 1
+) -> StageResult[T]:
+    """Call the stage model asynchronously (see :func:`run_stage`)."""
+    _guard(request, model)
+    kwargs = _call_kwargs(request, model)
+    gen = _protocol(request, parse, retries)
+    adapter = request.adapter or model.adapter
+    try:
+        messages = next(gen)
+        while True:
+            start = time.perf_counter()
+            try:
+                answer = await model.chat_model.ainvoke(messages, **kwargs)
+            except Exception as exc:
+                raise explain_error(exc, stage=request.stage, adapter=adapter) from exc
+            messages = gen.send(_reply_from(answer, time.perf_counter() - start))
+    except StopIteration as stop:
+        result: StageResult[T] = stop.value
+        return result
+
+
+__all__ = ["BLOCK_ENV", "StageRequest", "StageResult", "arun_stage", "run_stage"]

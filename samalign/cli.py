@@ -1,0 +1,227 @@
+"""Command line: ``samalign extract | serve | domains``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from samalign.errors import SamalignError
+from samalign.graphs import PipelineOptions, RunContext, build_ner_graph
+from samalign.graphs.batch import run_records
+from samalign.prompts import builtin_domains, load_domain
+from samalign.records import JsonlWriter, completed_ids, read_records
+from samalign.serving import check_server, vllm_server_models
+from samalign.serving.launcher import build_serve_command, read_model_dir
+
+log = logging.getLogger("samalign")
+
+
+def _pairs(values: Sequence[str], flag: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for value in values:
+        name, sep, target = value.partition("=")
+        if not sep or not name or not target:
+            raise SamalignError(f"{flag} expects NAME=VALUE, got {value!r}")
+        out[name] = target
+    return out
+
+
+def _add_extract(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "extract",
+        help="run the SAM-NER graph over a file of texts against a vLLM server",
+        description="Extract entities from INPUT (JSONL of {id, text}, plain text with one "
+        "document per line, or - for stdin) and write JSONL: one line per input record, in "
+        "input order, with entities, diagnostics and error. Rerunning with the same --out "
+        "resumes.",
+    )
+    p.add_argument("input", help="JSONL file, plain text file, or - for stdin")
+    p.add_argument("--domain", required=True, help="built-in domain name or domain YAML path")
+    p.add_argument("--server", required=True, help="vLLM server URL, e.g. http://127.0.0.1:8000")
+    p.add_argument("--out", type=Path, help="output JSONL (default: stdout; no resume)")
+    p.add_argument("--concurrency", type=int, default=16, help="records in flight (default 16)")
+    p.add_argument("--format", choices=["auto", "jsonl", "text"], default="auto")
+    p.add_argument(
+        "--adapter",
+        action="append",
+        default=[],
+        metavar="STAGE=NAME",
+        help="serve STAGE with adapter NAME (repeatable; default: the stage's name)",
+    )
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds per model request")
+    p.add_argument("--max-chars", type=int, default=4000, help="longest text accepted")
+    p.add_argument("--grounding", choices=["flat", "nested"], default="flat")
+    p.add_argument("--no-anchor", action="store_true", help="ablation: w/o anchor extractor")
+    p.add_argument("--no-explorer", action="store_true", help="ablation: w/o explorer extractor")
+    p.add_argument("--no-consensus", action="store_true", help="ablation: w/o CCR (plain union)")
+    p.add_argument("--no-calibration", action="store_true", help="ablation: direct target typing")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_extract)
+
+
+async def _extract_async(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    options = PipelineOptions(
+        use_anchor=not args.no_anchor,
+        use_explorer=not args.no_explorer,
+        use_consensus=not args.no_consensus,
+        use_calibration=not args.no_calibration,
+        grounding=args.grounding,
+        max_text_chars=args.max_chars,
+    )
+    domain = load_domain(args.domain)
+    overrides = _pairs(args.adapter, "--adapter")
+    adapters = {s: overrides.get(s, domain.adapter_for(s)) for s in options.model_stages}
+    check_server(args.server, adapters.values())
+    models = vllm_server_models(
+        args.server, stages=options.model_stages, adapters=adapters, timeout=args.timeout
+    )
+    context = RunContext(domain=domain, models=models)
+    graph = build_ner_graph(options)
+
+    done: set[str] = set()
+    handle: TextIO
+    if args.out is not None:
+        done = completed_ids(args.out)
+        handle = open(args.out, "a", encoding="utf-8")  # noqa: SIM115 - closed below
+    else:
+        handle = sys.stdout
+    writer = JsonlWriter(handle)
+    records = (r for r in read_records(args.input, fmt=args.format) if r.id not in done)
+    failed = 0
+    bar = tqdm(desc="extract", unit="rec", disable=args.quiet, file=sys.stderr, initial=len(done))
+    try:
+        async for result in run_records(graph, context, records, concurrency=args.concurrency):
+            writer.write(result)
+            failed += result.error is not None
+            bar.update(1)
+    finally:
+        bar.close()
+        if handle is not sys.stdout:
+            handle.close()
+    if failed:
+        print(
+            f"samalign: {failed} record(s) have an error; see their 'error' field", file=sys.stderr
+        )
+    return 0
+
+
+def _extract(args: argparse.Namespace) -> int:
+    if args.concurrency < 1:
+        raise SamalignError("--concurrency must be at least 1")
+    return asyncio.run(_extract_async(args))
+
+
+def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="start a vLLM OpenAI-compatible server with one LoRA adapter per stage",
+        description="Serve a samalign model directory (base/ + adapters/<name>/) or a base "
+        "model with named adapters through vLLM. Binds 127.0.0.1 unless --host says otherwise.",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model-dir", type=Path, help="model directory (base/ + adapters/<name>/)")
+    src.add_argument("--base", type=Path, help="base model folder (use with --adapter)")
+    p.add_argument("--adapter", action="append", default=[], metavar="NAME=PATH")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--python", help="interpreter of the environment vLLM is installed in")
+    p.add_argument("--max-model-len", type=int, help="context length limit")
+    p.add_argument("--dry-run", action="store_true", help="print the command, do not run it")
+    p.add_argument("vllm_args", nargs=argparse.REMAINDER, help="-- then extra vLLM arguments")
+    p.set_defaults(func=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    extra = [a for a in args.vllm_args if a != "--"]
+    if args.model_dir is not None:
+        model_dir = read_model_dir(args.model_dir)
+        base: Path = model_dir.base
+        adapters: dict[str, str | Path] = {
+            **model_dir.adapters,
+            **_pairs(args.adapter, "--adapter"),
+        }
+    else:
+        base = args.base
+        adapters = dict(_pairs(args.adapter, "--adapter"))
+    command = build_serve_command(
+        base,
+        adapters,
+        python=args.python,
+        host=args.host,
+        port=args.port,
+        max_model_len=args.max_model_len,
+        extra_args=extra,
+    )
+    if args.dry_run:
+        print(command.shell())
+        return 0
+    env = dict(os.environ)
+    for key, value in command.env.items():
+        env.setdefault(key, value)
+    print(f"samalign: starting {command.shell()}", file=sys.stderr, flush=True)
+    os.execvpe(command.argv[0], command.argv, env)
+
+
+def _add_domains(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("domains", help="list built-in domains, or show one")
+    p.add_argument("name", nargs="?", help="show this domain's types and definitions")
+    p.set_defaults(func=_domains)
+
+
+def _domains(args: argparse.Namespace) -> int:
+    if args.name:
+        domain = load_domain(args.name)
+        print(f"{domain.name}: {domain.description}")
+        for t in domain.entity_types:
+            arch = t.archetype.value if t.archetype else "-"
+            print(f"  {t.label:<20} {t.name!r:<28} [{arch}] {t.definition}")
+        return 0
+    for name in builtin_domains():
+        domain = load_domain(name)
+        print(f"{name:<22} {len(domain.entity_types):>3} entity types  {domain.description}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``samalign`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="samalign",
+        description="Zero-shot NER with SAM-NER graphs over vLLM LoRA adapters.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_extract(sub)
+    _add_serve(sub)
+    _add_domains(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (2 on a samalign error)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        status: int = args.func(args)
+    except SamalignError as err:
+        print(f"samalign: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("samalign: interrupted; rerun with the same --out to resume", file=sys.stderr)
+        return 130
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,99 @@
+"""Run a graph over many records concurrently, in input order, losing none."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from langgraph.graph.state import CompiledStateGraph
+
+from samalign.errors import SamalignError
+from samalign.graphs.context import RunContext
+from samalign.records import EntityRecord, InputRecord, OutputRecord
+from samalign.types import Diagnostic, Entity, StageUsage
+
+
+def to_output(record: InputRecord, state: dict[str, Any]) -> OutputRecord:
+    """Flatten a graph result into an output record, checking every span against the text."""
+    entities: list[Entity] = state.get("entities", [])
+    for entity in entities:
+        entity.span.check(record.text)
+    diagnostics: list[Diagnostic] = state.get("diagnostics", [])
+    usage: dict[str, StageUsage] = state.get("usage", {})
+    return OutputRecord(
+        id=record.id,
+        text=record.text,
+        entities=[EntityRecord.of(e) for e in entities],
+        diagnostics=diagnostics,
+        usage=usage,
+    )
+
+
+async def _run_one(
+    graph: CompiledStateGraph[Any, RunContext, Any, Any],
+    context: RunContext,
+    record: InputRecord,
+) -> OutputRecord:
+    if record.error is not None:
+        return OutputRecord(id=record.id, text=record.text, error=record.error)
+    try:
+        state = await graph.ainvoke({"text": record.text}, context=context)
+        return to_output(record, state)
+    except SamalignError as err:
+        return OutputRecord(id=record.id, text=record.text, error=f"{type(err).__name__}: {err}")
+    except Exception as err:
+        return OutputRecord(
+            id=record.id, text=record.text, error=f"unexpected {type(err).__name__}: {err}"
+        )
+
+
+async def run_records(
+    graph: CompiledStateGraph[Any, RunContext, Any, Any],
+    context: RunContext,
+    records: Iterable[InputRecord],
+    *,
+    concurrency: int = 8,
+) -> AsyncIterator[OutputRecord]:
+    """Run ``graph`` over records with bounded concurrency; yield results in input order.
+
+    Every input record yields exactly one output record: a failure (bad input, backend error,
+    anything unexpected) becomes the record's ``error``; other records go on.
+
+    Args:
+        graph: A compiled samalign graph.
+        context: The run context for every record.
+        records: Input records (read lazily).
+        concurrency: Records in flight at once.
+    """
+    if concurrency < 1:
+        raise ValueError("concurrency must be at least 1")
+    pending: asyncio.Queue[asyncio.Task[OutputRecord] | None] = asyncio.Queue(maxsize=concurrency)
+    slots = asyncio.Semaphore(concurrency)
+
+    async def bounded(record: InputRecord) -> OutputRecord:
+        async with slots:
+            return await _run_one(graph, context, record)
+
+    async def producer() -> None:
+        for record in records:
+            await pending.put(asyncio.create_task(bounded(record)))
+        await pending.put(None)
+
+    feeder = asyncio.create_task(producer())
+    try:
+        while True:
+            task = await pending.get()
+            if task is None:
+                break
+            yield await task
+        await feeder
+    finally:
+        feeder.cancel()
+        while not pending.empty():
+            leftover = pending.get_nowait()
+            if leftover is not None:
+                leftover.cancel()
+
+
+__all__ = ["run_records", "to_output"]

@@ -1,0 +1,261 @@
+"""Target domains: entity types (and relation types) with definitions, prompt and adapter overrides.
+
+A domain is a YAML file. Built-in domains live in ``samalign/prompts/domains/``; users pass
+a path to their own file. Loading validates the file and reports a broken one with an error
+naming the file, the field and the fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from samalign.errors import ConfigError
+from samalign.types import ALL_STAGES, Archetype
+
+KNOWN_STAGES: tuple[str, ...] = ALL_STAGES
+"""Every stage name a domain may override a prompt or adapter for."""
+
+
+class EntityType(BaseModel):
+    """One target entity type.
+
+    Attributes:
+        label: The tag written in outputs (e.g. ``programlang``).
+        name: The verbalised name shown to models (e.g. ``programming language``).
+        definition: A natural-language definition given to the calibrator.
+        archetype: The archetype entities of this type usually fall under (used for training
+            data and gold answers; the calibrator still sees every label).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    label: str = Field(min_length=1, max_length=100)
+    name: str = Field(default="", max_length=100)
+    definition: str = Field(min_length=1)
+    archetype: Archetype | None = None
+
+    @model_validator(mode="after")
+    def _default_name(self) -> Self:
+        if not self.name:
+            object.__setattr__(self, "name", self.label)
+        return self
+
+
+class RelationType(BaseModel):
+    """One target relation type with optional argument-type constraints."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    label: str = Field(min_length=1, max_length=100)
+    name: str = Field(default="", max_length=100)
+    definition: str = Field(min_length=1)
+    head_types: tuple[str, ...] = ()
+    tail_types: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _default_name(self) -> Self:
+        if not self.name:
+            object.__setattr__(self, "name", self.label)
+        return self
+
+
+class Domain(BaseModel):
+    """A target domain: what to extract, how it is defined, and per-stage overrides.
+
+    Attributes:
+        name: Domain identifier.
+        description: One line for humans.
+        source: Where the label set and definitions come from.
+        entity_types: The target entity types (at least one).
+        relation_types: The target relation types (may be empty).
+        prompts: Per-stage Jinja template overrides (stage name → template source).
+        adapters: Per-stage adapter names (stage name → adapter served by the backend).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    source: str = ""
+    entity_types: tuple[EntityType, ...] = Field(min_length=1)
+    relation_types: tuple[RelationType, ...] = ()
+    prompts: Mapping[str, str] = Field(default_factory=dict)
+    adapters: Mapping[str, str] = Field(default_factory=dict)
+
+    @field_validator("entity_types")
+    @classmethod
+    def _unique_entities(cls, value: tuple[EntityType, ...]) -> tuple[EntityType, ...]:
+        _check_unique([t.label for t in value], "label")
+        _check_unique([t.name.casefold() for t in value], "name")
+        return value
+
+    @field_validator("relation_types")
+    @classmethod
+    def _unique_relations(cls, value: tuple[RelationType, ...]) -> tuple[RelationType, ...]:
+        _check_unique([t.label for t in value], "label")
+        _check_unique([t.name.casefold() for t in value], "name")
+        return value
+
+    @field_validator("prompts", "adapters")
+    @classmethod
+    def _known_stages(cls, value: Mapping[str, str]) -> Mapping[str, str]:
+        unknown = sorted(set(value) - set(KNOWN_STAGES))
+        if unknown:
+            raise ValueError(
+                f"unknown stage(s) {unknown}; use stage names from {list(KNOWN_STAGES)}"
+            )
+        return dict(value)
+
+    @model_validator(mode="after")
+    def _relation_arguments(self) -> Self:
+        labels = {t.label for t in self.entity_types}
+        for rel in self.relation_types:
+            bad = sorted(set(rel.head_types + rel.tail_types) - labels)
+            if bad:
+                raise ValueError(
+                    f"relation {rel.label!r} constrains arguments to unknown entity types {bad}; "
+                    f"use labels from entity_types {sorted(labels)}"
+                )
+        return self
+
+    @property
+    def labels(self) -> list[str]:
+        """Entity labels (tags) in domain order."""
+        return [t.label for t in self.entity_types]
+
+    @property
+    def names(self) -> list[str]:
+        """Verbalised entity type names in domain order."""
+        return [t.name for t in self.entity_types]
+
+    def label_for_name(self, name: str) -> str | None:
+        """Map a verbalised name or a label (case-insensitive) back to its label."""
+        key = name.strip().casefold()
+        for t in self.entity_types:
+            if key in (t.name.casefold(), t.label.casefold()):
+                return t.label
+        return None
+
+    def entity_type(self, label: str) -> EntityType:
+        """The entity type with this label.
+
+        Raises:
+            ConfigError: If the domain has no such label.
+        """
+        for t in self.entity_types:
+            if t.label == label:
+                return t
+        raise ConfigError(
+            f"domain {self.name!r} has no entity type {label!r}; labels: {self.labels}"
+        )
+
+    def adapter_for(self, stage: str) -> str:
+        """The adapter name a stage uses in this domain (default: the stage's own name)."""
+        return self.adapters.get(stage, stage)
+
+
+def _check_unique(values: list[str], what: str) -> None:
+    seen: set[str] = set()
+    dupes = sorted({v for v in values if v in seen or seen.add(v)})  # type: ignore[func-returns-value]
+    if dupes:
+        raise ValueError(f"duplicate {what}(s) {dupes}; each must appear once")
+
+
+def builtin_domains() -> list[str]:
+    """Names of the domains shipped with samalign."""
+    folder = resources.files("samalign.prompts") / "domains"
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    lines = []
+    for item in err.errors():
+        loc = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        msg = item["msg"]
+        if item["type"] == "extra_forbidden":
+            msg = "unknown field; remove it or check its spelling"
+        elif item["type"] == "missing":
+            msg = "required field is missing; add it"
+        elif item["type"] == "enum":
+            msg = f"{msg} (got {item.get('input')!r})"
+        lines.append(f"  field {loc!r}: {msg}")
+    return "\n".join(lines)
+
+
+def domain_from_mapping(data: Any, *, origin: str) -> Domain:
+    """Validate a parsed domain mapping.
+
+    Args:
+        data: The parsed YAML/JSON content.
+        origin: Where it came from, for error messages.
+
+    Raises:
+        ConfigError: If the content is not a valid domain.
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(
+            f"{origin}: a domain file must be a mapping with 'name' and 'entity_types', "
+            f"got {type(data).__name__}"
+        )
+    try:
+        domain = Domain.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(f"{origin}: invalid domain\n{_format_validation_error(err)}") from None
+    from samalign.prompts.specs import validate_overrides  # local: specs imports domain
+
+    validate_overrides(domain, origin=origin)
+    return domain
+
+
+def load_domain(name_or_path: str | Path) -> Domain:
+    """Load a built-in domain by name or a user domain from a YAML file.
+
+    Args:
+        name_or_path: A built-in domain name (see :func:`builtin_domains`) or a path to a
+            YAML file.
+
+    Returns:
+        The validated domain.
+
+    Raises:
+        ConfigError: If the domain is unknown or the file is broken (the message names the
+            file, the field and the fix).
+    """
+    text = str(name_or_path)
+    path = Path(text)
+    if path.suffix in (".yaml", ".yml", ".json") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"{path}: domain file not found")
+        origin = str(path)
+        raw = path.read_text(encoding="utf-8")
+    else:
+        if text not in builtin_domains():
+            raise ConfigError(
+                f"unknown domain {text!r}; built-in domains: {builtin_domains()} "
+                "(or pass a path to a domain YAML file)"
+            )
+        resource = resources.files("samalign.prompts") / "domains" / f"{text}.yaml"
+        origin = f"built-in domain {text!r}"
+        raw = resource.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{origin}: not valid YAML: {err}") from None
+    return domain_from_mapping(data, origin=origin)
+
+
+__all__ = [
+    "KNOWN_STAGES",
+    "Domain",
+    "EntityType",
+    "RelationType",
+    "builtin_domains",
+    "domain_from_mapping",
+    "load_domain",
+]

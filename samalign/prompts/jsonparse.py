@@ -1,0 +1,161 @@
+"""Lenient JSON extraction from what LLMs really emit.
+
+Handles fenced code blocks, text before or after the JSON value, Python-style single quotes
+and ``True``/``None`` literals, trailing commas, and output cut off mid-value (a truncated
+answer is repaired by closing what is open and dropping the incomplete tail).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from samalign.errors import OutputParseError
+
+_FENCE = re.compile(r"```(?:json|JSON|python)?\s*\n?(.*?)(?:```|$)", re.DOTALL)
+_TRAILING_COMMA = re.compile(r",\s*([\]}])")
+
+
+@dataclass(frozen=True)
+class LenientResult:
+    """A parsed JSON value and whether it had to be repaired from a truncated text."""
+
+    value: Any
+    repaired: bool
+
+
+def _candidates(raw: str) -> list[str]:
+    texts = [m.group(1) for m in _FENCE.finditer(raw)]
+    texts.append(raw)
+    return texts
+
+
+def _first_value(text: str) -> tuple[Any, bool] | None:
+    starts = [i for i in (text.find("{"), text.find("[")) if i >= 0]
+    if not starts:
+        return None
+    start = min(starts)
+    body = text[start:]
+    decoder = json.JSONDecoder()
+    try:
+        value, _ = decoder.raw_decode(body)
+        return value, False
+    except json.JSONDecodeError:
+        pass
+    cleaned = _TRAILING_COMMA.sub(r"\1", body)
+    try:
+        value, _ = decoder.raw_decode(cleaned)
+        return value, False
+    except json.JSONDecodeError:
+        pass
+    literal = _python_literal(body)
+    if literal is not None:
+        return literal, False
+    repaired = _repair_truncated(body)
+    if repaired is not None:
+        return repaired, True
+    return None
+
+
+def _python_literal(body: str) -> Any | None:
+    end = _matching_end(body)
+    if end is None:
+        return None
+    try:
+        value = ast.literal_eval(body[:end])
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return None
+    return value if isinstance(value, dict | list) else None
+
+
+def _matching_end(body: str) -> int | None:
+    """Index after the bracket that closes ``body[0]``, respecting quoted strings."""
+    depth = 0
+    quote: str | None = None
+    escaped = False
+    for i, ch in enumerate(body):
+        if quote is not None:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == quote:
+                quote = None
+            continue
+        if ch in "\"'":
+            quote = ch
+        elif ch in "{[":
+            depth += 1
+        elif ch in "}]":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+    return None
+
+
+def _repair_truncated(body: str) -> Any | None:
+    """Close a JSON text cut off mid-value, dropping the incomplete last element."""
+    stack: list[str] = []
+    in_string = False
+    escaped = False
+    safe_cut = 0  # position after which we can cut and close
+    safe_stack: list[str] = []
+    for i, ch in enumerate(body):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+            continue
+        if ch == '"':
+            in_string = True
+        elif ch in "{[":
+            stack.append("}" if ch == "{" else "]")
+            safe_cut, safe_stack = i + 1, list(stack)
+        elif ch in "}]":
+            if not stack:
+                break
+            stack.pop()
+            safe_cut, safe_stack = i + 1, list(stack)
+            if not stack:
+                break
+        elif ch == ",":
+            safe_cut, safe_stack = i, list(stack)
+    for cut, closers in ((safe_cut, safe_stack), (len(body), stack)):
+        text = body[:cut].rstrip().rstrip(",:")
+        if in_string and cut == len(body):
+            text += '"'
+        candidate = _TRAILING_COMMA.sub(r"\1", text + "".join(reversed(closers)))
+        try:
+            return json.loads(candidate)
+        except json.JSONDecodeError:
+            continue
+    return None
+
+
+def loads_lenient(raw: str) -> LenientResult:
+    """Parse the first JSON object or array in an LLM answer.
+
+    Args:
+        raw: The model's raw text.
+
+    Returns:
+        The parsed value and whether it was repaired from a truncated answer.
+
+    Raises:
+        OutputParseError: If no JSON object or array can be recovered.
+    """
+    for text in _candidates(raw):
+        found = _first_value(text)
+        if found is not None:
+            return LenientResult(value=found[0], repaired=found[1])
+    snippet = raw if len(raw) <= 200 else raw[:200] + "…"
+    raise OutputParseError(f"no JSON object or array found in the answer: {snippet!r}", raw=raw)
+
+
+__all__ = ["LenientResult", "loads_lenient"]

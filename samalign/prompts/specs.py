@@ -1,0 +1,208 @@
+"""Stage prompt specs: a Jinja template (sandboxed) plus an answer format per stage.
+
+Defaults follow SAM-NER's Figures 5–8. The anchor prompt uses the IEPile instruction format
+(a JSON string with ``instruction``, ``schema`` and ``input``) so a public IEPile LoRA can
+serve as the anchor adapter. Templates put the constant parts (instruction, schema,
+definitions) first and the sentence last, so vLLM's prefix cache reuses them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from typing import Any
+
+from jinja2 import StrictUndefined, Template, TemplateError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from samalign.errors import ConfigError
+from samalign.prompts.formats import AssignmentsFormat, TypedMentionsFormat
+
+IEPILE_NER_INSTRUCTION = (
+    "You are an expert in named entity recognition. Please extract entities that match the "
+    "schema definition from the input. Return an empty list if the entity type does not exist. "
+    "Please respond in the format of a JSON string."
+)
+"""The English IEPile NER instruction (IEPile/DeepKE READMEs); the anchor's default."""
+
+EXPLORER_INSTRUCTION = (
+    "Please extract entities that match the schema definition from the input. Return an empty "
+    "list if the entity type does not exist. Please respond in the format of a JSON string. "
+)
+"""SAM-NER Figure 6."""
+
+ARCHETYPE_INSTRUCTION = (
+    "Your task is to classify each entity marked with <ENT></ENT> without omission and strictly "
+    "select the most appropriate and unique entity type from the given schema based on the "
+    "sentence semantics."
+)
+"""SAM-NER Figure 7."""
+
+CALIBRATE_INSTRUCTION = (
+    "Based on the given information, you need to strictly select the appropriate target domain "
+    "type from the 'Candidate Types' for each named entity of the 'Initial Output'."
+)
+"""SAM-NER Figure 8."""
+
+CALIBRATE_RULES: tuple[str, ...] = (
+    "Give every entity of the 'Initial Output' exactly one type, chosen from 'Candidate Types'.",
+    "Treat the entity's abstract type and its definition as a prior: prefer the target type "
+    "whose definition is compatible with it.",
+    "Decide by what the entity means in the Text, following the target type definitions.",
+    "Do not add, drop or rename entities.",
+)
+"""Guidance for the calibrator (Figure 8's 'Rules' section)."""
+
+
+def _json_filter(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _environment() -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(
+        undefined=StrictUndefined, keep_trailing_newline=False, autoescape=False
+    )
+    env.filters["json"] = _json_filter
+    return env
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """How one stage talks to its model.
+
+    Attributes:
+        name: Stage name (also the default adapter name).
+        template: Jinja source of the user message.
+        instruction: The instruction text passed to the template.
+        max_tokens: Completion budget for the stage.
+        required_variables: Variables every template of this stage must be able to use.
+    """
+
+    name: str
+    template: str
+    instruction: str
+    max_tokens: int
+    required_variables: tuple[str, ...]
+    rules: tuple[str, ...] = ()
+    _compiled: Template = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        try:
+            compiled = _environment().from_string(self.template)
+        except TemplateError as err:
+            raise ConfigError(f"prompt template of stage {self.name!r} is invalid: {err}") from None
+        object.__setattr__(self, "_compiled", compiled)
+
+    def render(self, variables: Mapping[str, Any]) -> str:
+        """Render the user message.
+
+        Raises:
+            ConfigError: If the template fails (e.g. uses an unknown variable).
+        """
+        context = {"instruction": self.instruction, "rules": list(self.rules), **variables}
+        try:
+            return self._compiled.render(context).strip()
+        except TemplateError as err:
+            raise ConfigError(
+                f"prompt template of stage {self.name!r} failed to render: {err}; "
+                f"available variables: {sorted(context)}"
+            ) from None
+
+    def with_template(self, template: str | None) -> StageSpec:
+        """This spec with another template (``None`` keeps the current one)."""
+        return self if template is None else replace(self, template=template)
+
+
+def _template(name: str) -> str:
+    return (resources.files("samalign.prompts") / "templates" / f"{name}.j2").read_text("utf-8")
+
+
+EXTRACTION_FORMAT = TypedMentionsFormat()
+"""Answer format of both extractors and the archetype classifier."""
+
+CALIBRATION_FORMAT = AssignmentsFormat()
+"""Answer format of the calibrator."""
+
+
+def default_specs() -> dict[str, StageSpec]:
+    """The default spec of every NER stage, keyed by stage name."""
+    extract_vars = ("labels", "text")
+    return {
+        "anchor": StageSpec(
+            "anchor", _template("anchor"), IEPILE_NER_INSTRUCTION, 512, extract_vars
+        ),
+        "explorer": StageSpec(
+            "explorer", _template("explorer"), EXPLORER_INSTRUCTION, 512, extract_vars
+        ),
+        "archetype": StageSpec(
+            "archetype", _template("archetype"), ARCHETYPE_INSTRUCTION, 512, extract_vars
+        ),
+        "calibrate": StageSpec(
+            "calibrate",
+            _template("calibrate"),
+            CALIBRATE_INSTRUCTION,
+            512,
+            (
+                "text",
+                "initial_output",
+                "candidate_types",
+                "archetype_definitions",
+                "target_definitions",
+            ),
+            rules=CALIBRATE_RULES,
+        ),
+    }
+
+
+_SENTINEL = "\u2063SAMALIGN-TEXT\u2063"
+
+
+def _sample_variables(stage: str) -> dict[str, Any]:
+    defs = [{"name": "a", "definition": "d"}]
+    if stage == "calibrate":
+        return {
+            "text": _SENTINEL,
+            "initial_output": {"x": "Person"},
+            "candidate_types": ["a"],
+            "archetype_definitions": defs,
+            "target_definitions": defs,
+        }
+    return {"labels": ["a"], "text": _SENTINEL}
+
+
+def validate_overrides(domain: Any, *, origin: str) -> None:
+    """Check a domain's prompt overrides compile, render, and include the input text.
+
+    Raises:
+        ConfigError: Naming the file, the stage and the fix.
+    """
+    specs = default_specs()
+    prompts: Mapping[str, str] = domain.prompts
+    for stage, source in prompts.items():
+        if stage not in specs:
+            continue  # relation stages are validated by their own specs
+        try:
+            rendered = specs[stage].with_template(source).render(_sample_variables(stage))
+        except ConfigError as err:
+            raise ConfigError(f"{origin}: field 'prompts.{stage}': {err}") from None
+        if _SENTINEL not in rendered:
+            raise ConfigError(
+                f"{origin}: field 'prompts.{stage}': the template never uses {{{{ text }}}}; "
+                "a stage prompt must include the input text"
+            )
+
+
+__all__ = [
+    "ARCHETYPE_INSTRUCTION",
+    "CALIBRATE_INSTRUCTION",
+    "CALIBRATE_RULES",
+    "CALIBRATION_FORMAT",
+    "EXPLORER_INSTRUCTION",
+    "EXTRACTION_FORMAT",
+    "IEPILE_NER_INSTRUCTION",
+    "StageSpec",
+    "default_specs",
+    "validate_overrides",
+]

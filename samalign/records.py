@@ -1,0 +1,206 @@
+"""Batch input and output records: reading JSONL/plain text robustly, writing and resuming JSONL.
+
+Every input line that holds a record yields exactly one :class:`InputRecord`; a line that
+cannot be read (bad UTF-8, bad JSON, no text) yields a record with ``error`` set, so the
+output can account for it. Nothing is silently dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from samalign.errors import InputError
+from samalign.types import Diagnostic, Entity, StageUsage
+
+InputFormat = Literal["auto", "jsonl", "text"]
+
+
+class InputRecord(BaseModel):
+    """One input record (``error`` set if the line could not be read)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    text: str
+    line: int
+    error: str | None = None
+
+
+class EntityRecord(BaseModel):
+    """An entity as written to the output JSONL."""
+
+    start: int
+    end: int
+    text: str
+    label: str | None
+    archetype: str | None
+    sources: list[str]
+
+    @classmethod
+    def of(cls, entity: Entity) -> EntityRecord:
+        """Flatten an :class:`~samalign.types.Entity`."""
+        return cls(
+            start=entity.start,
+            end=entity.end,
+            text=entity.text,
+            label=entity.label,
+            archetype=entity.archetype.value if entity.archetype else None,
+            sources=list(entity.sources),
+        )
+
+
+class OutputRecord(BaseModel):
+    """One output line: the record's entities, diagnostics and usage, or its error."""
+
+    id: str
+    text: str
+    entities: list[EntityRecord] = []
+    diagnostics: list[Diagnostic] = []
+    usage: dict[str, StageUsage] = {}
+    error: str | None = None
+
+
+def _detect(first: bytes, path: str) -> Literal["jsonl", "text"]:
+    if path.endswith((".jsonl", ".json", ".ndjson")):
+        return "jsonl"
+    return "jsonl" if first.lstrip().startswith(b"{") else "text"
+
+
+def _jsonl_record(line: str, number: int) -> InputRecord:
+    fallback = f"line-{number}"
+    try:
+        data: Any = json.loads(line)
+    except json.JSONDecodeError as err:
+        return InputRecord(id=fallback, text="", line=number, error=f"invalid JSON: {err}")
+    if not isinstance(data, dict):
+        return InputRecord(
+            id=fallback, text="", line=number, error="a JSONL record must be an object with 'text'"
+        )
+    raw_id = data.get("id", fallback)
+    rid = str(raw_id) if isinstance(raw_id, str | int) and str(raw_id) else fallback
+    text = data.get("text")
+    if not isinstance(text, str):
+        return InputRecord(id=rid, text="", line=number, error="record has no string field 'text'")
+    return InputRecord(id=rid, text=text, line=number)
+
+
+def read_records(
+    source: str | Path | IO[bytes], *, fmt: InputFormat = "auto", name: str = ""
+) -> Iterator[InputRecord]:
+    """Read input records from a path, ``-`` (stdin) or a binary stream.
+
+    JSONL lines are ``{"id": ..., "text": ...}`` objects (``id`` defaults to ``line-N``);
+    plain text has one document per line (id ``line-N``). Blank lines are skipped. Duplicate
+    ids get an error record.
+
+    Raises:
+        InputError: If the file cannot be opened.
+    """
+    if isinstance(source, str | Path):
+        if str(source) == "-":
+            import sys
+
+            stream: IO[bytes] = sys.stdin.buffer
+            name = name or "-"
+        else:
+            try:
+                stream = open(source, "rb")  # noqa: SIM115 - closed below
+            except OSError as err:
+                raise InputError(f"cannot open input {source}: {err.strerror}") from None
+            name = name or str(source)
+    else:
+        stream = source
+    seen: set[str] = set()
+    chosen: Literal["jsonl", "text"] | None = None if fmt == "auto" else fmt
+    try:
+        for number, raw in enumerate(stream, start=1):
+            if not raw.strip():
+                continue
+            if chosen is None:
+                chosen = _detect(raw, name)
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as err:
+                yield InputRecord(
+                    id=f"line-{number}",
+                    text="",
+                    line=number,
+                    error=f"line is not valid UTF-8 (byte {err.start}); "
+                    "re-encode the file as UTF-8",
+                )
+                continue
+            if chosen == "jsonl":
+                record = _jsonl_record(line, number)
+            else:
+                record = InputRecord(id=f"line-{number}", text=line, line=number)
+            if record.id in seen:
+                record = record.model_copy(
+                    update={
+                        "error": f"duplicate id {record.id!r} (first seen earlier); "
+                        "ids must be unique"
+                    }
+                )
+            seen.add(record.id)
+            yield record
+    finally:
+        if stream is not source and name != "-":
+            stream.close()
+
+
+def completed_ids(path: Path) -> set[str]:
+    """Ids already written to an output file, for resuming.
+
+    A trailing partial line (an interrupted write) is cut off the file so the run can append.
+    """
+    if not path.exists():
+        return set()
+    done: set[str] = set()
+    valid_end = 0
+    with open(path, "rb") as handle:
+        offset = 0
+        for raw in handle:
+            offset += len(raw)
+            if not raw.endswith(b"\n"):
+                break
+            try:
+                data = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                break
+            if isinstance(data, dict) and "id" in data:
+                done.add(str(data["id"]))
+            valid_end = offset
+    if valid_end != path.stat().st_size:
+        with open(path, "r+b") as handle:
+            handle.truncate(valid_end)
+    return done
+
+
+class JsonlWriter:
+    """Appends output records, one JSON line each, flushed and fsync'ed per record."""
+
+    def __init__(self, handle: IO[str]) -> None:
+        self._handle = handle
+
+    def write(self, record: OutputRecord) -> None:
+        """Write one record."""
+        self._handle.write(record.model_dump_json() + "\n")
+        self._handle.flush()
+        if self._handle.fileno() > 2:
+            os.fsync(self._handle.fileno())
+
+
+__all__ = [
+    "EntityRecord",
+    "InputFormat",
+    "InputRecord",
+    "JsonlWriter",
+    "OutputRecord",
+    "completed_ids",
+    "read_records",
+]

@@ -1,0 +1,41 @@
+"""Turn backend exceptions into :class:`~samalign.errors.BackendError` with a useful message."""
+
+from __future__ import annotations
+
+import openai
+
+from samalign.errors import BackendError, SamalignError
+
+
+def explain_error(exc: BaseException, *, stage: str, adapter: str) -> SamalignError:
+    """Wrap an exception raised by a chat model call.
+
+    Args:
+        exc: What the chat model raised.
+        stage: The stage that made the call.
+        adapter: The adapter (served model name) it asked for.
+
+    Returns:
+        ``exc`` itself if it already is a samalign error, else a :class:`BackendError`.
+    """
+    if isinstance(exc, SamalignError):
+        return exc
+    where = f"stage {stage!r} (adapter {adapter!r})"
+    if isinstance(exc, openai.NotFoundError):
+        msg = (
+            f"{where}: the server does not serve adapter {adapter!r} (HTTP 404). Check the "
+            "adapter names the server was started with (GET /v1/models) or name the right one "
+            "in the domain's 'adapters' or in vllm_server_models(adapters=...)."
+        )
+    elif isinstance(exc, openai.APITimeoutError):
+        msg = f"{where}: the request timed out; raise the timeout or lower the concurrency"
+    elif isinstance(exc, openai.APIConnectionError):
+        msg = f"{where}: cannot reach the model server ({exc}); is it running at that URL?"
+    elif isinstance(exc, openai.APIStatusError):
+        msg = f"{where}: the server answered HTTP {exc.status_code}: {exc.message}"
+    else:
+        msg = f"{where}: the model call failed: {type(exc).__name__}: {exc}"
+    return BackendError(msg)
+
+
+__all__ = ["explain_error"]

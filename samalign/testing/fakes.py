@@ -1,0 +1,104 @@
+"""Test doubles: scripted chat models that never touch the network.
+
+Example:
+    >>> models = fake_stage_models({
+    ...     "anchor": '{"person": ["Sepp Hochreiter"]}',
+    ...     "explorer": '{"person": ["Sepp Hochreiter", "LSTM"]}',
+    ...     "archetype": '{"Person": ["Sepp Hochreiter"], "Computer_Science": ["LSTM"]}',
+    ...     "calibrate": '{"Sepp Hochreiter": "researcher", "LSTM": "algorithm"}',
+    ... })
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from pydantic import ConfigDict, Field, PrivateAttr
+
+from samalign.serving.models import StageModel, StageModels
+
+Responder = Callable[[Sequence[BaseMessage]], str]
+Script = str | Sequence[str] | Responder
+
+
+class ScriptedChatModel(BaseChatModel):
+    """A chat model that answers from a script and records every call.
+
+    Attributes:
+        script: A fixed answer, a list of answers given in turn (the last one repeats), or a
+            function of the messages.
+        finish_reason: Reported finish reason (set ``"length"`` to simulate truncation).
+        calls: Each call's messages and keyword arguments (e.g. ``response_format``).
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    script: Any
+    finish_reason: str = "stop"
+    calls: list[dict[str, Any]] = Field(default_factory=list)
+    samalign_fake: bool = True
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    @property
+    def _llm_type(self) -> str:
+        return "samalign-scripted-fake"
+
+    def _answer(self, messages: Sequence[BaseMessage]) -> str:
+        with self._lock:
+            index = len(self.calls)
+            script = self.script
+            if callable(script):
+                answer: str = str(script(messages))
+                return answer
+            if isinstance(script, str):
+                return script
+            answers = [str(a) for a in script]
+            return answers[min(index, len(answers) - 1)]
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        text = self._answer(messages)
+        with self._lock:
+            self.calls.append({"messages": list(messages), "kwargs": dict(kwargs)})
+        prompt_tokens = sum(len(str(m.content).split()) for m in messages)
+        message = AIMessage(
+            content=text,
+            response_metadata={"finish_reason": self.finish_reason},
+            usage_metadata={
+                "input_tokens": prompt_tokens,
+                "output_tokens": len(text.split()),
+                "total_tokens": prompt_tokens + len(text.split()),
+            },
+        )
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+def fake_stage_models(
+    scripts: Mapping[str, Script], *, structured_output: bool = True
+) -> StageModels:
+    """Stage models answering from scripts (see :class:`ScriptedChatModel`)."""
+    return StageModels(
+        {
+            stage: StageModel(
+                ScriptedChatModel(script=script),
+                adapter=stage,
+                structured_output=structured_output,
+                adapter_kwarg="model",
+            )
+            for stage, script in scripts.items()
+        }
+    )
+
+
+__all__ = ["Responder", "Script", "ScriptedChatModel", "fake_stage_models"]
