@@ -134,6 +134,12 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--python", help="interpreter of the environment vLLM is installed in")
     p.add_argument("--max-model-len", type=int, help="context length limit")
+    p.add_argument(
+        "--allow-json-whitespace",
+        action="store_true",
+        help="let constrained JSON contain free whitespace (default: compact JSON, which keeps "
+        "weak models from running away on whitespace)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the command, do not run it")
     p.add_argument("vllm_args", nargs=argparse.REMAINDER, help="-- then extra vLLM arguments")
     p.set_defaults(func=_serve)
@@ -158,6 +164,7 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         max_model_len=args.max_model_len,
+        compact_json=not args.allow_json_whitespace,
         extra_args=extra,
     )
     if args.dry_run:

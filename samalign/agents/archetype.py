@@ -111,7 +111,7 @@ def archetype_node(settings: AgentSettings, *, direct: bool = False) -> Runnable
             stage=STAGE,
             messages=[HumanMessage(content=prompt)],
             schema=schema,
-            max_tokens=spec.max_tokens,
+            max_tokens=settings.max_completion_tokens or spec.max_tokens,
             adapter=domain.adapters.get(STAGE),
         )
         return Prepared(request, lambda raw: EXTRACTION_FORMAT.parse(raw, types), extra=mentions)

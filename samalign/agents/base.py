@@ -29,6 +29,7 @@ class AgentSettings:
     max_mention_tokens: int = 12
     max_mentions_per_type: int = 32
     fuzzy_threshold: float = 0.8
+    max_completion_tokens: int | None = None
 
 
 class StageContext(Protocol):

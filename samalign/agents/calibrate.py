@@ -56,7 +56,7 @@ def calibrate_node(settings: AgentSettings) -> RunnableLambda[Any, Update]:
             stage=STAGE,
             messages=[HumanMessage(content=prompt)],
             schema=CALIBRATION_FORMAT.schema(list(initial), names),
-            max_tokens=spec.max_tokens,
+            max_tokens=settings.max_completion_tokens or spec.max_tokens,
             adapter=domain.adapters.get(STAGE),
         )
         return Prepared(request, CALIBRATION_FORMAT.parse, extra=list(initial))

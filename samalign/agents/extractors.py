@@ -77,7 +77,7 @@ def extractor_node(
             stage=stage,
             messages=[HumanMessage(content=prompt)],
             schema=schema,
-            max_tokens=spec.max_tokens,
+            max_tokens=settings.max_completion_tokens or spec.max_tokens,
             adapter=domain.adapters.get(stage),
         )
         return Prepared(request, lambda raw: EXTRACTION_FORMAT.parse(raw, names))

@@ -80,10 +80,14 @@ def _call_kwargs(request: StageRequest, model: StageModel) -> dict[str, Any]:
     if model.structured_output:
         kwargs["max_tokens"] = request.max_tokens
         if request.schema is not None:
-            kwargs["response_format"] = {
+            response_format = {
                 "type": "json_schema",
                 "json_schema": {"name": f"{request.stage}_answer", "schema": request.schema},
             }
+            if model.schema_in_extra_body:
+                kwargs["extra_body"] = {"response_format": response_format}
+            else:
+                kwargs["response_format"] = response_format
     if request.adapter and model.adapter_kwarg and request.adapter != model.adapter:
         kwargs[model.adapter_kwarg] = request.adapter
     return kwargs

@@ -31,6 +31,8 @@ class PipelineOptions(BaseModel):
         max_mention_tokens: Longest mention, in word/punctuation tokens, when constrained.
         max_mentions_per_type: Upper bound on mentions per type in one answer.
         fuzzy_threshold: Word-level LCS score needed for fuzzy grounding.
+        max_completion_tokens: Completion budget of every stage (default: each stage's own,
+            512).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -46,6 +48,7 @@ class PipelineOptions(BaseModel):
     max_mention_tokens: int = Field(default=12, ge=1, le=64)
     max_mentions_per_type: int = Field(default=32, ge=1, le=512)
     fuzzy_threshold: float = Field(default=0.8, gt=0.0, le=1.0)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _one_extractor(self) -> Self:
@@ -81,6 +84,7 @@ class PipelineOptions(BaseModel):
             max_mention_tokens=self.max_mention_tokens,
             max_mentions_per_type=self.max_mentions_per_type,
             fuzzy_threshold=self.fuzzy_threshold,
+            max_completion_tokens=self.max_completion_tokens,
         )
 
 

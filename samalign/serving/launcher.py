@@ -23,6 +23,9 @@ from pathlib import Path
 
 from samalign.errors import ConfigError
 
+COMPACT_JSON_CONFIG = '{"backend": "xgrammar", "disable_any_whitespace": true}'
+"""vLLM structured-output settings used by default: no free whitespace inside JSON answers."""
+
 VLLM_LORA_RANKS: tuple[int, ...] = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 """The values vLLM accepts for ``--max-lora-rank``."""
 
@@ -124,6 +127,7 @@ def build_serve_command(
     port: int = 8000,
     max_model_len: int | None = None,
     served_model_name: str | None = None,
+    compact_json: bool = True,
     extra_args: Sequence[str] = (),
 ) -> ServeCommand:
     """The vLLM OpenAI-compatible server command for a base model and named adapters.
@@ -139,6 +143,9 @@ def build_serve_command(
         port: Port.
         max_model_len: Context length limit passed to vLLM.
         served_model_name: Name of the base model in ``/v1/models``.
+        compact_json: Forbid free whitespace in schema-constrained JSON (xgrammar backend,
+            ``disable_any_whitespace``). Weak models otherwise can fill the budget with
+            whitespace; vLLM honours this only as a server setting, not per request.
         extra_args: More vLLM arguments, appended as given.
     """
     if not adapters:
@@ -172,11 +179,14 @@ def build_serve_command(
         argv += ["--served-model-name", served_model_name]
     if max_model_len:
         argv += ["--max-model-len", str(max_model_len)]
+    if compact_json:
+        argv += ["--structured-outputs-config", COMPACT_JSON_CONFIG]
     argv += list(extra_args)
     return ServeCommand(argv=argv, env=vllm_cpu_env(exe))
 
 
 __all__ = [
+    "COMPACT_JSON_CONFIG",
     "VLLM_LORA_RANKS",
     "ModelDir",
     "ServeCommand",

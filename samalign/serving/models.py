@@ -23,12 +23,16 @@ class StageModel:
         adapter_kwarg: The invoke keyword that selects another adapter per call (``"model"``
             for OpenAI-compatible servers), used when a domain names its own adapter; ``None``
             if the model cannot switch adapters per call.
+        schema_in_extra_body: Send ``response_format`` inside ``extra_body`` (for
+            ``ChatOpenAI``: keeps the plain completion path, so a truncated answer comes back
+            as text with ``finish_reason="length"`` instead of raising).
     """
 
     chat_model: BaseChatModel
     adapter: str = ""
     structured_output: bool = True
     adapter_kwarg: str | None = None
+    schema_in_extra_body: bool = False
 
 
 class StageModels(Mapping[str, StageModel]):

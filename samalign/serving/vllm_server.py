@@ -31,6 +31,8 @@ def vllm_server_models(
     temperature: float = 0.0,
     api_key: str = "EMPTY",
     seed: int | None = 0,
+    http_client: httpx.Client | None = None,
+    http_async_client: httpx.AsyncClient | None = None,
 ) -> StageModels:
     """Build :class:`StageModels` for a vLLM server, one adapter per stage.
 
@@ -49,6 +51,8 @@ def vllm_server_models(
         temperature: Sampling temperature (0 = greedy).
         api_key: Sent as bearer token (vLLM ignores it unless started with ``--api-key``).
         seed: Sampling seed sent with each request.
+        http_client: Custom ``httpx.Client`` for sync calls (proxies, auth, hooks).
+        http_async_client: Custom ``httpx.AsyncClient`` for async calls.
 
     Returns:
         The stage models; pass them in the graph's ``RunContext``.
@@ -71,9 +75,15 @@ def vllm_server_models(
             max_retries=max_retries,
             use_responses_api=False,
             seed=seed,
+            http_client=http_client,
+            http_async_client=http_async_client,
         )
         models[stage] = StageModel(
-            chat, adapter=adapter, structured_output=True, adapter_kwarg="model"
+            chat,
+            adapter=adapter,
+            structured_output=True,
+            adapter_kwarg="model",
+            schema_in_extra_body=True,
         )
     return StageModels(models)
 

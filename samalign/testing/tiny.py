@@ -263,7 +263,7 @@ def _train_tokenizer() -> Any:
     )
     printable = "".join(c for c in string.printable if c not in "\x0b\x0c")
     tok.train_from_iterator([_CORPUS, printable, " " + " ".join(printable)], trainer=trainer)
-    return PreTrainedTokenizerFast(
+    return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=tok,
         bos_token=BOS_TOKEN,
         eos_token=EOS_TOKEN,
@@ -285,12 +285,12 @@ def _build(
     from transformers.utils import logging as hf_logging
 
     bars_were_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     try:
         _build_with(out, adapters, identity_adapters, seed, rank)
     finally:
         if bars_were_enabled:
-            hf_logging.enable_progress_bar()
+            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
 
 
 def _build_with(
@@ -326,8 +326,8 @@ def _build_with(
     base_dir = out / "base"
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = LlamaForCausalLM(config).to(torch.float32).eval()
-    model.generation_config = GenerationConfig(
+        model = LlamaForCausalLM(config)
+    model.generation_config = GenerationConfig(  # type: ignore[no-untyped-call]
         bos_token_id=bos_id, eos_token_id=eos_id, pad_token_id=eos_id
     )
     model.save_pretrained(base_dir, safe_serialization=True)
@@ -364,7 +364,7 @@ def _build_with(
                 else:
                     param.copy_(torch.randn(param.shape, generator=generator) * _LORA_INIT_STD)
         rel = f"adapters/{name}"
-        peft_model.save_pretrained(out / rel, safe_serialization=True)
+        peft_model.save_pretrained(str(out / rel), safe_serialization=True)
         (out / rel / "README.md").unlink(missing_ok=True)  # peft's empty model card
         adapter_paths[name] = rel
 

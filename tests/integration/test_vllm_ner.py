@@ -1,0 +1,170 @@
+"""The SAM-NER graph and `samalign extract` end to end against a real vLLM server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from samalign import (
+    BackendError,
+    PipelineOptions,
+    RunContext,
+    build_ner_graph,
+    check_server,
+    load_domain,
+    vllm_server_models,
+)
+from samalign.evaluation import read_crossner
+from samalign.types import NER_STAGES
+
+pytestmark = pytest.mark.integration
+
+SENTENCES = [
+    "The long short-term memory ( LSTM ) network was proposed by Sepp Hochreiter in Munich .",
+    "Jürgen Schmidhuber élève à Lugano , 東京 , and the IDSIA lab published papers at NeurIPS .",
+]
+
+
+def _recording_client() -> tuple[httpx.AsyncClient, list[dict[str, Any]]]:
+    bodies: list[dict[str, Any]] = []
+
+    async def hook(request: httpx.Request) -> None:
+        if request.url.path.endswith("/chat/completions"):
+            bodies.append(json.loads(request.content))
+
+    return httpx.AsyncClient(event_hooks={"request": [hook]}, timeout=120), bodies
+
+
+def test_server_serves_every_stage_adapter(vllm_server: str) -> None:
+    check_server(vllm_server, [*NER_STAGES, "relations_forward", "relations_reverse"])
+    with pytest.raises(BackendError, match="does not serve adapter"):
+        check_server(vllm_server, ["no-such-adapter"])
+
+
+async def test_graph_end_to_end_each_stage_names_its_adapter(vllm_server: str) -> None:
+    client, bodies = _recording_client()
+    models = vllm_server_models(vllm_server, http_async_client=client)
+    context = RunContext(domain=load_domain("crossner_ai"), models=models)
+    graph = build_ner_graph()
+    results = await graph.abatch([{"text": t} for t in SENTENCES], context=context)
+    await client.aclose()
+    for text, result in zip(SENTENCES, results, strict=True):
+        assert result["candidates"], "constrained extractors always propose grounded mentions"
+        for entity in result["entities"]:
+            assert text[entity.start : entity.end] == entity.text
+            assert entity.label in load_domain("crossner_ai").labels
+            assert entity.archetype is not None
+            assert entity.sources
+        for stage in NER_STAGES:
+            assert result["usage"][stage].calls >= 1
+            assert result["usage"][stage].prompt_tokens > 0
+    assert {b["model"] for b in bodies} == set(NER_STAGES)
+    for body in bodies:
+        assert body["response_format"]["type"] == "json_schema"
+        assert "guided_json" not in body
+
+
+def test_sync_invoke_and_ablation_shapes(vllm_server: str) -> None:
+    models = vllm_server_models(vllm_server)
+    context = RunContext(domain="crossner_music", models=models)
+    full = build_ner_graph().invoke({"text": SENTENCES[0]}, context=context)
+    assert set(full["usage"]) >= {"anchor", "explorer", "consensus", "archetype", "calibrate"}
+    direct = build_ner_graph(PipelineOptions(use_calibration=False, use_anchor=False)).invoke(
+        {"text": SENTENCES[0]}, context=context
+    )
+    assert "calibrate" not in direct["usage"] and "anchor" not in direct["usage"]
+    assert "merge" in direct["usage"]
+    for entity in direct["entities"]:
+        assert entity.archetype is None
+        assert entity.label in context.domain.labels
+
+
+def test_unknown_adapter_is_a_clear_backend_error(vllm_server: str) -> None:
+    models = vllm_server_models(vllm_server, adapters={"anchor": "iepile-missing"})
+    context = RunContext(domain="crossner_ai", models=models)
+    with pytest.raises(BackendError, match="iepile-missing.*404"):
+        build_ner_graph().invoke({"text": SENTENCES[0]}, context=context)
+
+
+def _run_cli(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "samalign", *args],
+        input=stdin,
+        capture_output=True,
+        timeout=1200,
+        check=False,
+    )
+
+
+def test_extract_cli_keeps_every_record_and_resumes(
+    vllm_server: str, tmp_path: Path, shared_data: Path
+) -> None:
+    sentences = read_crossner(shared_data / "crossner" / "ai" / "dev.txt")[:40]
+    lines = [json.dumps({"id": s.id, "text": s.text}).encode() for s in sentences]
+    lines.insert(5, b'{"id": "broken", "text": ')  # invalid JSON
+    lines.insert(9, b'{"id": "latin1", "text": "caf\xe9"}')  # invalid UTF-8
+    lines.insert(12, json.dumps({"id": "empty", "text": "   "}).encode())
+    lines.insert(15, json.dumps({"id": "long", "text": "x " * 5000}).encode())
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b"\n".join(lines) + b"\n")
+    out = tmp_path / "out.jsonl"
+
+    done = _run_cli("extract", str(source), "--domain", "crossner_ai", "--server", vllm_server,
+                    "--out", str(out), "--concurrency", "8")
+    assert done.returncode == 0, done.stderr.decode()
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    expected_ids = [s.id for s in sentences]
+    for pos, rid in ((5, "line-6"), (9, "line-10"), (12, "empty"), (15, "long")):
+        expected_ids.insert(pos, rid)
+    assert [r["id"] for r in records] == expected_ids
+    by_id = {r["id"]: r for r in records}
+    assert "invalid JSON" in by_id["line-6"]["error"]
+    assert "UTF-8" in by_id["line-10"]["error"]
+    assert "empty" in by_id["empty"]["error"]
+    assert "document graph" in by_id["long"]["error"]
+    good = [r for r in records if r["error"] is None]
+    assert len(good) == len(sentences)
+    assert sum(len(r["entities"]) for r in good) > 0
+    for r in good:
+        for e in r["entities"]:
+            assert r["text"][e["start"] : e["end"]] == e["text"]
+            assert set(e) == {"start", "end", "text", "label", "archetype", "sources"}
+
+    # Resume: keep 10 complete lines and half of the 11th, rerun, get the same ids once each.
+    kept = out.read_text().splitlines(keepends=True)
+    out.write_text("".join(kept[:10]) + kept[10][: len(kept[10]) // 2])
+    again = _run_cli("extract", str(source), "--domain", "crossner_ai", "--server", vllm_server,
+                     "--out", str(out), "--concurrency", "8", "--quiet")
+    assert again.returncode == 0, again.stderr.decode()
+    resumed = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in resumed] == expected_ids
+
+
+def test_extract_cli_plain_text_stdin_and_bad_server(vllm_server: str) -> None:
+    text = "\n".join(SENTENCES).encode() + b"\n\n"
+    done = _run_cli("extract", "-", "--domain", "crossner_politics", "--server", vllm_server,
+                    "--quiet", stdin=text)
+    assert done.returncode == 0, done.stderr.decode()
+    records = [json.loads(line) for line in done.stdout.decode().splitlines()]
+    assert [r["id"] for r in records] == ["line-1", "line-2"]
+
+    down = _run_cli("extract", "-", "--domain", "crossner_ai", "--server", "http://127.0.0.1:9",
+                    stdin=text)
+    assert down.returncode == 2
+    assert "cannot reach the model server" in down.stderr.decode()
+
+    missing = _run_cli("extract", "-", "--domain", "crossner_ai", "--server", vllm_server,
+                       "--adapter", "anchor=nope", stdin=text)
+    assert missing.returncode == 2
+    assert "does not serve adapter(s) ['nope']" in missing.stderr.decode()
+
+    unknown = _run_cli("extract", "-", "--domain", "no_such_domain", "--server", vllm_server,
+                       stdin=text)
+    assert unknown.returncode == 2
+    assert "unknown domain" in unknown.stderr.decode()

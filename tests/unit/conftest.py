@@ -1,0 +1,205 @@
+"""Unit-test kill-switch: no real model request and no network connection can happen.
+
+Every unit test runs with
+
+* ``SAMALIGN_BLOCK_MODEL_REQUESTS=1``: samalign's stage runner refuses any chat model that is
+  not a fake from :mod:`samalign.testing` (``ModelRequestBlockedError``);
+* ``socket.socket.connect`` / ``connect_ex`` replaced: any connection attempt raises
+  :class:`NetworkBlockedError` (not an ``OSError``, so HTTP clients cannot swallow it as a
+  retryable connection failure);
+* ``socket.getaddrinfo`` refusing host names other than ``localhost`` and numeric addresses, so
+  no DNS query leaves the machine.
+
+A test that needs a *refused* connection (an unreachable server) asks the ``network_guard``
+fixture to refuse one address: connecting to it then raises ``ConnectionRefusedError`` without
+touching the network, exactly what the OS reports for a closed port.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import socket
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from langchain_core.messages import BaseMessage
+
+from samalign.agents.runner import BLOCK_ENV
+from samalign.serving.models import StageModels
+from samalign.testing.fakes import ScriptedChatModel, fake_stage_models
+
+
+class NetworkBlockedError(RuntimeError):
+    """A unit test tried to open a network connection."""
+
+
+def _address_key(address: Any) -> tuple[str, int] | None:
+    if isinstance(address, tuple) and len(address) >= 2:
+        return str(address[0]), int(address[1])
+    return None
+
+
+class NetworkGuard:
+    """The installed kill-switch; lets a test simulate a refused connection to one address."""
+
+    error_type = NetworkBlockedError
+
+    def __init__(self) -> None:
+        self.refused: set[tuple[str, int]] = set()
+        self.attempts: list[Any] = []
+
+    def refuse(self, host: str, port: int) -> None:
+        """Connections to ``(host, port)`` fail with ``ConnectionRefusedError`` (simulated)."""
+        self.refused.add((host, port))
+
+    def check(self, address: Any) -> None:
+        self.attempts.append(address)
+        key = _address_key(address)
+        if key is not None and key in self.refused:
+            raise ConnectionRefusedError(111, "Connection refused (simulated by the kill-switch)")
+        raise NetworkBlockedError(
+            f"unit tests must not open network connections (tried to connect to {address!r})"
+        )
+
+
+def _is_local_name(host: Any) -> bool:
+    if host is None:
+        return True
+    if isinstance(host, bytes):
+        host = host.decode("ascii", "replace")
+    if host in ("localhost", ""):
+        return True
+    try:
+        ipaddress.ip_address(str(host).split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.fixture(autouse=True)
+def network_guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[NetworkGuard]:
+    """Autouse kill-switch (see module docs); request it by name to refuse an address."""
+    guard = NetworkGuard()
+    monkeypatch.setenv(BLOCK_ENV, "1")
+    real_getaddrinfo = socket.getaddrinfo
+
+    def connect(self: socket.socket, address: Any) -> None:
+        guard.check(address)
+
+    def connect_ex(self: socket.socket, address: Any) -> int:
+        guard.check(address)
+        return 1  # pragma: no cover - check always raises
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if not _is_local_name(host):
+            raise NetworkBlockedError(f"unit tests must not resolve host names (tried {host!r})")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    yield guard
+
+
+# ---------------------------------------------------------------------------------------------
+# A scripted "perfect" SAM-NER pipeline: fake stage models that answer from their prompt
+# ---------------------------------------------------------------------------------------------
+
+_ENT = re.compile(r"<ENT>(.*?)</ENT>")
+_INITIAL = re.compile(r"Initial Output:\s*(\{.*\})", re.DOTALL)
+
+
+def prompt_of(messages: Sequence[BaseMessage]) -> str:
+    """The text of the first (user) message of a call."""
+    content = messages[0].content
+    return content if isinstance(content, str) else str(content)
+
+
+@dataclass
+class FakeNer:
+    """Fake stage models answering like a pipeline that knows the gold answer.
+
+    Attributes:
+        anchor: Input text → mentions the anchor extractor emits.
+        explorer: Input text → mentions the explorer extractor emits.
+        gold: Mention → (archetype, target type *name*) used by the classifier and calibrator.
+        scripts: Per-stage script overrides (any :class:`ScriptedChatModel` script).
+    """
+
+    anchor: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    explorer: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    gold: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    scripts: Mapping[str, Any] = field(default_factory=dict)
+    default_type: str = "miscellaneous"
+
+    def _extract(
+        self, table: Mapping[str, Sequence[str]]
+    ) -> Callable[[Sequence[BaseMessage]], str]:
+        def answer(messages: Sequence[BaseMessage]) -> str:
+            prompt = prompt_of(messages)
+            texts = sorted(
+                (
+                    t
+                    for t in table
+                    if json.dumps(t, ensure_ascii=False)[1:-1] in prompt or t in prompt
+                ),
+                key=len,
+            )
+            out: dict[str, list[str]] = {}
+            for mention in table[texts[-1]] if texts else ():
+                name = self.gold.get(mention, ("Misc", self.default_type))[1]
+                out.setdefault(name, []).append(mention)
+            return json.dumps(out, ensure_ascii=False)
+
+        return answer
+
+    def _archetype(self, messages: Sequence[BaseMessage]) -> str:
+        prompt = prompt_of(messages)
+        direct = "Computer_Science" not in prompt  # schema lists target types, not archetypes
+        out: dict[str, list[str]] = {}
+        for mention in dict.fromkeys(_ENT.findall(prompt)):
+            archetype, name = self.gold.get(mention, ("Misc", self.default_type))
+            out.setdefault(name if direct else archetype, []).append(mention)
+        return json.dumps(out, ensure_ascii=False)
+
+    def _calibrate(self, messages: Sequence[BaseMessage]) -> str:
+        match = _INITIAL.search(prompt_of(messages))
+        initial: dict[str, str] = json.loads(match.group(1)) if match else {}
+        answer = {m: self.gold.get(m, ("Misc", self.default_type))[1] for m in initial}
+        return json.dumps(answer, ensure_ascii=False)
+
+    def scripts_by_stage(self) -> dict[str, Any]:
+        base: dict[str, Any] = {
+            "anchor": self._extract(self.anchor),
+            "explorer": self._extract(self.explorer),
+            "archetype": self._archetype,
+            "calibrate": self._calibrate,
+        }
+        base.update(self.scripts)
+        return base
+
+    def models(self, **kwargs: Any) -> StageModels:
+        return fake_stage_models(self.scripts_by_stage(), **kwargs)
+
+
+@pytest.fixture
+def fake_ner() -> type[FakeNer]:
+    """The :class:`FakeNer` class (build one per test)."""
+    return FakeNer
+
+
+def calls_of(models: StageModels, stage: str) -> list[dict[str, Any]]:
+    """The recorded calls of a fake stage model."""
+    chat = models[stage].chat_model
+    assert isinstance(chat, ScriptedChatModel)
+    return chat.calls
+
+
+@pytest.fixture
+def stage_calls() -> Callable[[StageModels, str], list[dict[str, Any]]]:
+    """``stage_calls(models, stage)``: the recorded calls of a fake stage model."""
+    return calls_of
