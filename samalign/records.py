@@ -7,6 +7,7 @@ output can account for it. Nothing is silently dropped.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Iterator
@@ -167,14 +168,14 @@ def completed_ids(path: Path) -> set[str]:
         for raw in handle:
             offset += len(raw)
             if not raw.endswith(b"\n"):
-                break
+                break  # an interrupted last write
+            valid_end = offset
             try:
                 data = json.loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError):
-                break
+                continue  # a damaged complete line: its record is redone
             if isinstance(data, dict) and "id" in data:
                 done.add(str(data["id"]))
-            valid_end = offset
     if valid_end != path.stat().st_size:
         with open(path, "r+b") as handle:
             handle.truncate(valid_end)
@@ -191,8 +192,12 @@ class JsonlWriter:
         """Write one record."""
         self._handle.write(record.model_dump_json() + "\n")
         self._handle.flush()
-        if self._handle.fileno() > 2:
-            os.fsync(self._handle.fileno())
+        try:
+            descriptor = self._handle.fileno()
+            if descriptor > 2:
+                os.fsync(descriptor)
+        except (OSError, AttributeError, io.UnsupportedOperation):
+            pass  # not a real file (StringIO, notebook stream): nothing to sync
 
 
 __all__ = [

@@ -7,7 +7,6 @@ that cannot be found in the text is dropped and recorded as a hallucination Diag
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 from langchain_core.messages import HumanMessage
@@ -21,25 +20,29 @@ from samalign.agents.base import (
     stage_node,
     validate_text,
 )
-from samalign.agents.grounding import ground_mentions
+from samalign.agents.grounding import ground_mentions, word_spans
 from samalign.agents.runner import StageRequest, StageResult
 from samalign.prompts.formats import ParsedTypedMentions
 from samalign.prompts.specs import EXTRACTION_FORMAT, default_specs
 from samalign.types import Diagnostic
 
-_TOKEN = re.compile(r"\w+|[^\w\s]")
 MAX_ENUM_MENTIONS = 3000
 """Upper bound on the number of candidate strings in a constrained-decoding schema."""
 
 
-def text_ngrams(text: str, max_tokens: int) -> list[str]:
+def text_ngrams(text: str, max_tokens: int) -> list[str] | None:
     """Every substring of ``text`` spanning 1..max_tokens word/punctuation tokens.
 
     Used to restrict extractor answers to strings that occur in the text (constrained
-    decoding), so a mention can always be grounded. N-grams that start with punctuation
-    (except a lone symbol) are left out; the list is capped at ``MAX_ENUM_MENTIONS``.
+    decoding), so a mention can always be grounded. Tokens are those of the grounding module
+    (each CJK character is a token). N-grams that start with punctuation (except a lone
+    symbol) are left out.
+
+    Returns:
+        The strings, or ``None`` when there would be more than ``MAX_ENUM_MENTIONS`` (then the
+        answer is not restricted and grounding alone catches hallucinated mentions).
     """
-    tokens = [(m.start(), m.end()) for m in _TOKEN.finditer(text)]
+    tokens = word_spans(text)
     seen: dict[str, None] = {}
     for i, (start, _) in enumerate(tokens):
         first_is_word = text[start].isalnum() or text[start] == "_"
@@ -47,8 +50,8 @@ def text_ngrams(text: str, max_tokens: int) -> list[str]:
             if not first_is_word and j > i:
                 break
             seen.setdefault(text[start : tokens[j][1]], None)
-            if len(seen) >= MAX_ENUM_MENTIONS:
-                return list(seen)
+            if len(seen) > MAX_ENUM_MENTIONS:
+                return None
     return list(seen)
 
 

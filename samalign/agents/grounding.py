@@ -170,6 +170,11 @@ def _tokenize(s: str) -> list[tuple[int, int]]:
     return tokens
 
 
+def word_spans(text: str) -> list[tuple[int, int]]:
+    """Word and punctuation token offsets of ``text`` (each CJK/kana/Hangul char is a token)."""
+    return _tokenize(text)
+
+
 def _fold(word: str) -> str:
     """Case- and accent-insensitive form of a word ("Brontë" -> "bronte")."""
     decomposed = unicodedata.normalize("NFKD", word.casefold())
@@ -505,4 +510,5 @@ __all__ = [
     "MatchTier",
     "find_occurrences",
     "ground_mentions",
+    "word_spans",
 ]

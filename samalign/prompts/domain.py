@@ -175,7 +175,12 @@ def builtin_domains() -> list[str]:
 
 def _format_validation_error(err: ValidationError) -> str:
     lines = []
-    for item in err.errors():
+    errors = err.errors()
+    located = {tuple(e["loc"]) for e in errors if e["type"] != "too_short"}
+    for item in errors:
+        loc_key = tuple(item["loc"])
+        if item["type"] == "too_short" and any(k[: len(loc_key)] == loc_key for k in located):
+            continue  # an invalid item was removed from the list; report the item, not the length
         loc = ".".join(str(p) for p in item["loc"]) or "(top level)"
         msg = item["msg"]
         if item["type"] == "extra_forbidden":

@@ -122,6 +122,12 @@ class TypedMentionsFormat:
                 elif isinstance(mentions, str):
                     add(type_, mentions)
         elif isinstance(value, list):
+            if value and not any(isinstance(rec, dict) for rec in value):
+                raise OutputParseError(
+                    "expected a JSON object mapping types to mention lists, got a list without "
+                    "records",
+                    raw=raw,
+                )
             for rec in value:
                 if not isinstance(rec, dict):
                     continue

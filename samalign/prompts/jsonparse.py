@@ -33,31 +33,46 @@ def _candidates(raw: str) -> list[str]:
     return texts
 
 
+_MAX_STARTS = 20
+
+
+def _complete_value(body: str) -> Any | None:
+    decoder = json.JSONDecoder()
+    for candidate in (body, _TRAILING_COMMA.sub(r"\1", body)):
+        try:
+            value, _ = decoder.raw_decode(candidate)
+            return value
+        except json.JSONDecodeError:
+            continue
+    return _python_literal(body)
+
+
 def _first_value(text: str) -> tuple[Any, bool] | None:
-    starts = [i for i in (text.find("{"), text.find("[")) if i >= 0]
+    starts = [i for i, ch in enumerate(text) if ch in "{["][:_MAX_STARTS]
     if not starts:
         return None
-    start = min(starts)
-    body = text[start:]
-    decoder = json.JSONDecoder()
-    try:
-        value, _ = decoder.raw_decode(body)
-        return value, False
-    except json.JSONDecodeError:
-        pass
-    cleaned = _TRAILING_COMMA.sub(r"\1", body)
-    try:
-        value, _ = decoder.raw_decode(cleaned)
-        return value, False
-    except json.JSONDecodeError:
-        pass
-    literal = _python_literal(body)
-    if literal is not None:
-        return literal, False
-    repaired = _repair_truncated(body)
-    if repaired is not None:
-        return repaired, True
-    return None
+    fallback: Any | None = None  # e.g. "[1]" in "see [1]: {...}" is kept only if nothing better
+    for start in starts:
+        body = text[start:]
+        value = _complete_value(body)
+        if isinstance(value, dict) or (
+            isinstance(value, list) and all(isinstance(v, dict | str | list) for v in value)
+        ):
+            return value, False
+        if isinstance(value, list):
+            fallback = value if fallback is None else fallback
+            continue
+        if _looks_like_json(body):
+            repaired = _repair_truncated(body)
+            if repaired is not None:
+                return repaired, True
+    return (fallback, False) if fallback is not None else None
+
+
+def _looks_like_json(body: str) -> bool:
+    """Whether the text after an opening bracket starts like a JSON value (not prose)."""
+    rest = body[1:].lstrip()
+    return not rest or rest[0] in "\"'{[]}-0123456789tfn"
 
 
 def _python_literal(body: str) -> Any | None:
@@ -126,7 +141,10 @@ def _repair_truncated(body: str) -> Any | None:
                 break
         elif ch == ",":
             safe_cut, safe_stack = i, list(stack)
-    for cut, closers in ((safe_cut, safe_stack), (len(body), stack)):
+    attempts = [(safe_cut, safe_stack), (len(body), stack)]
+    if not in_string:
+        attempts.reverse()  # nothing half-written: keep the last complete value too
+    for cut, closers in attempts:
         text = body[:cut].rstrip().rstrip(",:")
         if in_string and cut == len(body):
             text += '"'

@@ -49,17 +49,15 @@ class ScriptedChatModel(BaseChatModel):
     def _llm_type(self) -> str:
         return "samalign-scripted-fake"
 
-    def _answer(self, messages: Sequence[BaseMessage]) -> str:
-        with self._lock:
-            index = len(self.calls)
-            script = self.script
-            if callable(script):
-                answer: str = str(script(messages))
-                return answer
-            if isinstance(script, str):
-                return script
-            answers = [str(a) for a in script]
-            return answers[min(index, len(answers) - 1)]
+    def _answer(self, messages: Sequence[BaseMessage], index: int) -> str:
+        script = self.script
+        if callable(script):
+            answer: str = str(script(messages))
+            return answer
+        if isinstance(script, str):
+            return script
+        answers = [str(a) for a in script]
+        return answers[min(index, len(answers) - 1)]
 
     def _generate(
         self,
@@ -68,9 +66,10 @@ class ScriptedChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        text = self._answer(messages)
-        with self._lock:
+        with self._lock:  # reserve this call's index, then answer outside the lock
+            index = len(self.calls)
             self.calls.append({"messages": list(messages), "kwargs": dict(kwargs)})
+        text = self._answer(messages, index)
         prompt_tokens = sum(len(str(m.content).split()) for m in messages)
         message = AIMessage(
             content=text,

@@ -81,7 +81,9 @@ def vllm_server(
     try:
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"vLLM server exited ({proc.returncode}):\n{log_path.read_text()[-4000:]}")
+                pytest.fail(
+                    f"vLLM server exited ({proc.returncode}):\n{log_path.read_text()[-4000:]}"
+                )
             try:
                 if httpx.get(url + "/v1/models", timeout=2).status_code == 200:
                     break

@@ -88,7 +88,7 @@ def test_sync_invoke_and_ablation_shapes(vllm_server: str) -> None:
 def test_unknown_adapter_is_a_clear_backend_error(vllm_server: str) -> None:
     models = vllm_server_models(vllm_server, adapters={"anchor": "iepile-missing"})
     context = RunContext(domain="crossner_ai", models=models)
-    with pytest.raises(BackendError, match="iepile-missing.*404"):
+    with pytest.raises(BackendError, match=r"iepile-missing.*404"):
         build_ner_graph().invoke({"text": SENTENCES[0]}, context=context)
 
 
@@ -115,8 +115,18 @@ def test_extract_cli_keeps_every_record_and_resumes(
     source.write_bytes(b"\n".join(lines) + b"\n")
     out = tmp_path / "out.jsonl"
 
-    done = _run_cli("extract", str(source), "--domain", "crossner_ai", "--server", vllm_server,
-                    "--out", str(out), "--concurrency", "8")
+    done = _run_cli(
+        "extract",
+        str(source),
+        "--domain",
+        "crossner_ai",
+        "--server",
+        vllm_server,
+        "--out",
+        str(out),
+        "--concurrency",
+        "8",
+    )
     assert done.returncode == 0, done.stderr.decode()
     records = [json.loads(line) for line in out.read_text().splitlines()]
     expected_ids = [s.id for s in sentences]
@@ -139,8 +149,19 @@ def test_extract_cli_keeps_every_record_and_resumes(
     # Resume: keep 10 complete lines and half of the 11th, rerun, get the same ids once each.
     kept = out.read_text().splitlines(keepends=True)
     out.write_text("".join(kept[:10]) + kept[10][: len(kept[10]) // 2])
-    again = _run_cli("extract", str(source), "--domain", "crossner_ai", "--server", vllm_server,
-                     "--out", str(out), "--concurrency", "8", "--quiet")
+    again = _run_cli(
+        "extract",
+        str(source),
+        "--domain",
+        "crossner_ai",
+        "--server",
+        vllm_server,
+        "--out",
+        str(out),
+        "--concurrency",
+        "8",
+        "--quiet",
+    )
     assert again.returncode == 0, again.stderr.decode()
     resumed = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in resumed] == expected_ids
@@ -148,23 +169,42 @@ def test_extract_cli_keeps_every_record_and_resumes(
 
 def test_extract_cli_plain_text_stdin_and_bad_server(vllm_server: str) -> None:
     text = "\n".join(SENTENCES).encode() + b"\n\n"
-    done = _run_cli("extract", "-", "--domain", "crossner_politics", "--server", vllm_server,
-                    "--quiet", stdin=text)
+    done = _run_cli(
+        "extract",
+        "-",
+        "--domain",
+        "crossner_politics",
+        "--server",
+        vllm_server,
+        "--quiet",
+        stdin=text,
+    )
     assert done.returncode == 0, done.stderr.decode()
     records = [json.loads(line) for line in done.stdout.decode().splitlines()]
     assert [r["id"] for r in records] == ["line-1", "line-2"]
 
-    down = _run_cli("extract", "-", "--domain", "crossner_ai", "--server", "http://127.0.0.1:9",
-                    stdin=text)
+    down = _run_cli(
+        "extract", "-", "--domain", "crossner_ai", "--server", "http://127.0.0.1:9", stdin=text
+    )
     assert down.returncode == 2
     assert "cannot reach the model server" in down.stderr.decode()
 
-    missing = _run_cli("extract", "-", "--domain", "crossner_ai", "--server", vllm_server,
-                       "--adapter", "anchor=nope", stdin=text)
+    missing = _run_cli(
+        "extract",
+        "-",
+        "--domain",
+        "crossner_ai",
+        "--server",
+        vllm_server,
+        "--adapter",
+        "anchor=nope",
+        stdin=text,
+    )
     assert missing.returncode == 2
     assert "does not serve adapter(s) ['nope']" in missing.stderr.decode()
 
-    unknown = _run_cli("extract", "-", "--domain", "no_such_domain", "--server", vllm_server,
-                       stdin=text)
+    unknown = _run_cli(
+        "extract", "-", "--domain", "no_such_domain", "--server", vllm_server, stdin=text
+    )
     assert unknown.returncode == 2
     assert "unknown domain" in unknown.stderr.decode()

@@ -229,11 +229,6 @@ def test_broken_archetype_names_file_field_and_fix(tmp_path: Path) -> None:
     assert "Medicine" in message  # the allowed values tell the user what to write
 
 
-@pytest.mark.xfail(
-    reason="BUG: a domain whose only entity type is invalid also gets a misleading second error "
-    "\"field 'entity_types': Tuple should have at least 1 item after validation, not 0\"",
-    strict=True,
-)
 def test_broken_entity_type_reports_only_the_real_problem(tmp_path: Path) -> None:
     data = {
         "name": "one",

@@ -85,11 +85,6 @@ def test_loads_lenient_repairs_truncated_list_of_records() -> None:
     assert all("z" not in rec for rec in result.value)
 
 
-@pytest.mark.xfail(
-    reason="BUG: _repair_truncated cuts at the last comma/bracket first, so a complete final "
-    "value cut off only before its closing bracket is lost (data loss on finish_reason=length)",
-    strict=True,
-)
 @pytest.mark.parametrize(
     ("raw", "value"),
     [
@@ -106,11 +101,6 @@ def test_loads_lenient_truncation_keeps_complete_last_value(raw: str, value: Any
     assert result.repaired is True
 
 
-@pytest.mark.xfail(
-    reason="BUG: _first_value only tries the first '{' or '['; a bracket in prose before the "
-    "JSON answer makes the whole answer unparseable",
-    strict=True,
-)
 @pytest.mark.parametrize(
     "raw",
     [
@@ -282,12 +272,6 @@ def test_typed_mentions_parse_garbage_raises() -> None:
     assert info.value.raw == "no entities here"
 
 
-@pytest.mark.xfail(
-    reason="BUG: TypedMentionsFormat.parse returns an empty result for a JSON list of plain "
-    "strings (neither documented form) instead of raising OutputParseError, so no retry or "
-    "parse_error Diagnostic happens and the answer is silently lost",
-    strict=True,
-)
 def test_typed_mentions_list_of_strings_is_a_parse_error() -> None:
     with pytest.raises(OutputParseError):
         TypedMentionsFormat().parse('["Ada Lovelace", "LSTM"]', TYPES)

@@ -593,34 +593,28 @@ def test_extractor_out_of_schema_type_keeps_mention(fake_ner: Any) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _anchor_enum(text: str, fake_ner: Any, stage_calls: Any) -> set[str]:
+def _anchor_enum(text: str, fake_ner: Any, stage_calls: Any) -> set[str] | None:
+    """The mentions the anchor may emit (None: unrestricted, grounding checks them)."""
     models = fake_ner(anchor={text: []}, explorer={text: []}).models()
     build_ner_graph().invoke({"text": text}, context=RunContext("crossner_ai", models))
     schema = stage_calls(models, "anchor")[0]["kwargs"]["response_format"]["json_schema"]["schema"]
+    if "$defs" not in schema:
+        return None
     return set(schema["$defs"]["mention"]["enum"])
 
 
-@pytest.mark.xfail(
-    reason="BUG: extractors.text_ngrams tokenises with \\w+, so a CJK run without spaces is one "
-    "token and its words (e.g. 東京 in 他住在東京。) are not allowed by the mention enum",
-    strict=True,
-)
 def test_mention_enum_allows_cjk_words(fake_ner: Any, stage_calls: Any) -> None:
-    assert "東京" in _anchor_enum("他住在東京。", fake_ner, stage_calls)
+    enum = _anchor_enum("他住在東京。", fake_ner, stage_calls)
+    assert enum is not None and "東京" in enum
 
 
-@pytest.mark.xfail(
-    reason="BUG: text_ngrams stops at MAX_ENUM_MENTIONS (3000) n-grams, so under constrained "
-    "decoding no mention after roughly the 250th token of an accepted text can be emitted",
-    strict=True,
-)
 def test_mention_enum_covers_the_end_of_a_long_accepted_text(
     fake_ner: Any, stage_calls: Any
 ) -> None:
     text = " ".join(f"w{i}" for i in range(600)) + " Sepp Hochreiter ."
     assert len(text) <= PipelineOptions().max_text_chars
     enum = _anchor_enum(text, fake_ner, stage_calls)
-    assert "Sepp Hochreiter" in enum
+    assert enum is None or "Sepp Hochreiter" in enum
 
 
 def test_unconstrained_mentions_have_no_enum(fake_ner: Any, stage_calls: Any) -> None:

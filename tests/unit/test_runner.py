@@ -360,11 +360,6 @@ def test_scripted_model_records_kwargs_and_finish_reason() -> None:
     assert chat.calls[0]["kwargs"] == {"max_tokens": 5}
 
 
-@pytest.mark.xfail(
-    reason="BUG: ScriptedChatModel._answer calls a callable script while holding its lock, so "
-    "concurrent calls are serialised and a fake cannot simulate parallel latency",
-    strict=True,
-)
 def test_scripted_model_calls_can_overlap() -> None:
     def slow(messages: Sequence[BaseMessage]) -> str:
         time.sleep(0.2)
