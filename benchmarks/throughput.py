@@ -67,7 +67,11 @@ async def _tokenize(client: httpx.AsyncClient, server: str, body: dict[str, Any]
 
 
 async def _run_graph(
-    server: str, domain: str, texts: list[tuple[str, str]], concurrency: int, options: PipelineOptions
+    server: str,
+    domain: str,
+    texts: list[tuple[str, str]],
+    concurrency: int,
+    options: PipelineOptions,
 ) -> tuple[float, list[dict[str, Any]], list[Any]]:
     bodies: list[dict[str, Any]] = []
 
@@ -75,7 +79,9 @@ async def _run_graph(
         if request.url.path.endswith("/chat/completions"):
             bodies.append(json.loads(request.content))
 
-    limits = httpx.Limits(max_connections=concurrency * 4, max_keepalive_connections=concurrency * 4)
+    limits = httpx.Limits(
+        max_connections=concurrency * 4, max_keepalive_connections=concurrency * 4
+    )
     client = httpx.AsyncClient(event_hooks={"request": [record]}, limits=limits, timeout=300)
     models = vllm_server_models(server, stages=options.model_stages, http_async_client=client)
     context = RunContext(domain=load_domain(domain), models=models)
@@ -107,9 +113,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     domain_dir = args.data / args.domain.removeprefix("crossner_")
     sentences = read_crossner(domain_dir / "dev.txt")
     texts = [(s.id, s.text) for s in sentences[: args.n]]
-    options = PipelineOptions()
+    options = PipelineOptions(
+        constrain_mentions=args.constrain_mentions, max_completion_tokens=args.max_tokens
+    )
     # warm-up: compile schemas' grammars once, fill the prefix cache, start connections
-    await _run_graph(args.server, args.domain, texts[: min(8, len(texts))], args.concurrency, options)
+    await _run_graph(
+        args.server, args.domain, texts[: min(8, len(texts))], args.concurrency, options
+    )
     graph_s, bodies, results = await _run_graph(
         args.server, args.domain, texts, args.concurrency, options
     )
@@ -121,7 +131,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     async with httpx.AsyncClient() as client:
         prefix_share = {}
         for stage, stage_bodies in by_stage.items():
-            tokens = await asyncio.gather(*(_tokenize(client, args.server, b) for b in stage_bodies))
+            tokens = await asyncio.gather(
+                *(_tokenize(client, args.server, b) for b in stage_bodies)
+            )
             prefix_share[stage] = round(_shared_prefix_share(list(tokens)), 4)
     prompt_tokens = sum(u.prompt_tokens for r in results for u in r.usage.values())
     completion_tokens = sum(u.completion_tokens for r in results for u in r.usage.values())
@@ -132,6 +144,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "n": n,
         "concurrency": args.concurrency,
+        "constrain_mentions": args.constrain_mentions,
+        "max_tokens": args.max_tokens,
         "errors": errors,
         "graph_seconds": round(graph_s, 3),
         "direct_seconds": round(direct_s, 3),
@@ -154,6 +168,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--data", type=Path, default=DATA, help="CrossNER folder")
+    parser.add_argument("--constrain-mentions", action="store_true")
+    parser.add_argument("--max-tokens", type=int, default=None, help="completion budget/stage")
     args = parser.parse_args()
     result = asyncio.run(main_async(args))
     json.dump(result, sys.stdout, indent=2)

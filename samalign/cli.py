@@ -56,7 +56,16 @@ def _add_extract(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per model request")
     p.add_argument("--max-chars", type=int, default=4000, help="longest text accepted")
+    p.add_argument(
+        "--max-tokens", type=int, default=None, help="completion budget per stage (default 512)"
+    )
     p.add_argument("--grounding", choices=["flat", "nested"], default="flat")
+    p.add_argument(
+        "--constrain-mentions",
+        action="store_true",
+        help="restrict answers to strings of the text (per-request schemas: slower, never "
+        "hallucinates a mention)",
+    )
     p.add_argument("--no-anchor", action="store_true", help="ablation: w/o anchor extractor")
     p.add_argument("--no-explorer", action="store_true", help="ablation: w/o explorer extractor")
     p.add_argument("--no-consensus", action="store_true", help="ablation: w/o CCR (plain union)")
@@ -75,6 +84,8 @@ async def _extract_async(args: argparse.Namespace) -> int:
         use_calibration=not args.no_calibration,
         grounding=args.grounding,
         max_text_chars=args.max_chars,
+        max_completion_tokens=args.max_tokens,
+        constrain_mentions=args.constrain_mentions,
     )
     domain = load_domain(args.domain)
     overrides = _pairs(args.adapter, "--adapter")

@@ -46,7 +46,10 @@ NER_STAGES: tuple[str, ...] = ("anchor", "explorer", "archetype", "calibrate")
 RELATION_STAGES: tuple[str, ...] = ("relations_forward", "relations_reverse")
 """The AnchorAlign relation decoder stages."""
 
-ALL_STAGES: tuple[str, ...] = NER_STAGES + RELATION_STAGES
+DIRECT_TYPING_STAGE = "direct_typing"
+"""The classifier trained on target types directly: SAM-NER's "w/o cali." ablation (§6)."""
+
+ALL_STAGES: tuple[str, ...] = (*NER_STAGES, DIRECT_TYPING_STAGE, *RELATION_STAGES)
 """Every stage that calls a model."""
 
 
@@ -155,6 +158,8 @@ DiagnosticKind = Literal[
     "unclassified",
     "duplicate_assignment",
     "empty_answer",
+    "subsumed",
+    "stage_failed",
 ]
 
 
@@ -200,6 +205,7 @@ class StageUsage(_Frozen):
 
 __all__ = [
     "ALL_STAGES",
+    "DIRECT_TYPING_STAGE",
     "NER_STAGES",
     "RELATION_STAGES",
     "Archetype",

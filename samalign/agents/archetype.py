@@ -15,10 +15,11 @@ from langchain_core.messages import HumanMessage
 from langchain_core.runnables import RunnableLambda
 
 from samalign.agents.base import AgentSettings, Prepared, StageContext, Update, stage_node
+from samalign.agents.matching import resolve_mention
 from samalign.agents.runner import StageRequest, StageResult
 from samalign.prompts.formats import ParsedTypedMentions
 from samalign.prompts.specs import EXTRACTION_FORMAT, default_specs
-from samalign.types import Archetype, Diagnostic, Entity, Span
+from samalign.types import DIRECT_TYPING_STAGE, Archetype, Diagnostic, Entity, Span
 
 ENT_OPEN = "<ENT>"
 ENT_CLOSE = "</ENT>"
@@ -52,11 +53,11 @@ def assign_types(
         The assignments and diagnostics for mentions that were not candidates, for mentions
         given several types, and for types outside the schema.
     """
-    wanted = set(mentions)
     assigned: dict[str, str] = {}
     diagnostics: list[Diagnostic] = []
-    for type_, mention in parsed.pairs:
-        if mention not in wanted:
+    for type_, answer in parsed.pairs:
+        mention = resolve_mention(answer, mentions) or answer
+        if mention not in mentions:
             diagnostics.append(
                 Diagnostic(
                     stage=STAGE,
@@ -92,9 +93,11 @@ def archetype_node(settings: AgentSettings, *, direct: bool = False) -> Runnable
     Args:
         settings: Shared agent settings.
         direct: Type candidates with the domain's target types instead of archetypes (the
-            "w/o calibration" ablation); the node then writes ``entities``.
+            "w/o calibration" ablation, served by the ``direct_typing`` stage model); the node
+            then writes ``entities``.
     """
     spec_default = default_specs()[STAGE]
+    model_stage = DIRECT_TYPING_STAGE if direct else STAGE
 
     def prepare(state: Any, ctx: StageContext) -> Prepared | Update:
         candidates: list[Entity] = state.candidates
@@ -106,13 +109,17 @@ def archetype_node(settings: AgentSettings, *, direct: bool = False) -> Runnable
         mentions = list(dict.fromkeys(c.text for c in candidates))
         tagged = tag_entities(state.text, [c.span for c in candidates])
         prompt = spec.render({"labels": types, "text": tagged})
-        schema = EXTRACTION_FORMAT.schema(types, mentions=mentions, max_items=len(mentions))
+        schema = EXTRACTION_FORMAT.schema(
+            types,
+            mentions=mentions if settings.constrain_mentions else None,
+            max_items=max(settings.max_mentions_per_type, len(mentions)),
+        )
         request = StageRequest(
             stage=STAGE,
             messages=[HumanMessage(content=prompt)],
             schema=schema,
             max_tokens=settings.max_completion_tokens or spec.max_tokens,
-            adapter=domain.adapters.get(STAGE),
+            adapter=domain.adapters.get(model_stage),
         )
         return Prepared(request, lambda raw: EXTRACTION_FORMAT.parse(raw, types), extra=mentions)
 
@@ -148,7 +155,7 @@ def archetype_node(settings: AgentSettings, *, direct: bool = False) -> Runnable
             )
         return {"entities" if direct else "archetyped": out, "diagnostics": diagnostics}
 
-    return stage_node(STAGE, prepare, finish, settings)
+    return stage_node(STAGE, prepare, finish, settings, model_stage=model_stage)
 
 
 __all__ = ["ENT_CLOSE", "ENT_OPEN", "archetype_node", "assign_types", "tag_entities"]

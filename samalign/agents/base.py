@@ -25,7 +25,7 @@ class AgentSettings:
     grounding: Literal["flat", "nested"] = "flat"
     parse_retries: int = 1
     max_text_chars: int = 4000
-    constrain_mentions: bool = True
+    constrain_mentions: bool = False
     max_mention_tokens: int = 12
     max_mentions_per_type: int = 32
     fuzzy_threshold: float = 0.8
@@ -72,8 +72,9 @@ def validate_text(text: str, settings: AgentSettings) -> None:
     if len(text) > settings.max_text_chars:
         raise InputError(
             f"text has {len(text)} characters, over the sentence limit of "
-            f"{settings.max_text_chars}; split long documents with the document graph "
-            "(build_document_graph) or raise PipelineOptions.max_text_chars"
+            f"{settings.max_text_chars}; the sentence graph takes sentences: split long "
+            "documents into sentences (the document graph, build_document_graph, arrives with "
+            "joint extraction) or raise PipelineOptions.max_text_chars (--max-chars)"
         )
 
 
@@ -97,12 +98,18 @@ def stage_update(stage: str, result: StageResult[Any], update: Update) -> Update
 
 
 def stage_node(
-    name: str, prepare: Prepare, finish: Finish, settings: AgentSettings
+    name: str,
+    prepare: Prepare,
+    finish: Finish,
+    settings: AgentSettings,
+    *,
+    model_stage: str | None = None,
 ) -> RunnableLambda[Any, Update]:
     """A graph node (sync and async) from a prepare step and a finish step.
 
     ``prepare`` returns either a :class:`Prepared` call or a finished update (no call needed,
     e.g. nothing to classify). ``finish`` turns the stage result into the state update.
+    ``model_stage`` is the key of the stage model in ``StageModels`` (default: ``name``).
     """
 
     def sync(state: Any) -> Update:
@@ -110,7 +117,7 @@ def stage_node(
         prepared = prepare(state, ctx)
         if not isinstance(prepared, Prepared):
             return {**prepared, "usage": {name: StageUsage()}}
-        model = ctx.models[name]
+        model = ctx.models.require(model_stage or name)
         result = run_stage(prepared.request, model, prepared.parse, retries=settings.parse_retries)
         return stage_update(name, result, finish(state, ctx, prepared, result))
 
@@ -119,7 +126,7 @@ def stage_node(
         prepared = prepare(state, ctx)
         if not isinstance(prepared, Prepared):
             return {**prepared, "usage": {name: StageUsage()}}
-        model = ctx.models[name]
+        model = ctx.models.require(model_stage or name)
         result = await arun_stage(
             prepared.request, model, prepared.parse, retries=settings.parse_retries
         )

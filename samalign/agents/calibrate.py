@@ -13,6 +13,7 @@ from langchain_core.messages import HumanMessage
 from langchain_core.runnables import RunnableLambda
 
 from samalign.agents.base import AgentSettings, Prepared, StageContext, Update, stage_node
+from samalign.agents.matching import resolve_mention
 from samalign.agents.runner import StageRequest, StageResult
 from samalign.prompts.archetypes import archetype_table
 from samalign.prompts.formats import ParsedAssignments
@@ -20,6 +21,8 @@ from samalign.prompts.specs import CALIBRATION_FORMAT, default_specs
 from samalign.types import Diagnostic, Entity
 
 STAGE = "calibrate"
+CALIBRATION_MAX_ITEMS = 64
+"""Records per calibrator answer (fixed so the schema is the same for every request)."""
 
 
 def calibrate_node(settings: AgentSettings) -> RunnableLambda[Any, Update]:
@@ -55,7 +58,11 @@ def calibrate_node(settings: AgentSettings) -> RunnableLambda[Any, Update]:
         request = StageRequest(
             stage=STAGE,
             messages=[HumanMessage(content=prompt)],
-            schema=CALIBRATION_FORMAT.schema(list(initial), names),
+            schema=CALIBRATION_FORMAT.schema(
+                names,
+                mentions=list(initial) if settings.constrain_mentions else None,
+                max_items=max(CALIBRATION_MAX_ITEMS, len(initial)),
+            ),
             max_tokens=settings.max_completion_tokens or spec.max_tokens,
             adapter=domain.adapters.get(STAGE),
         )
@@ -69,10 +76,10 @@ def calibrate_node(settings: AgentSettings) -> RunnableLambda[Any, Update]:
         parsed: ParsedAssignments | None = result.value
         labels: dict[str, str] = {}
         diagnostics: list[Diagnostic] = []
-        wanted = set(mentions)
-        for mention, type_ in parsed.assignments if parsed is not None else ():
+        for answer, type_ in parsed.assignments if parsed is not None else ():
             label = ctx.domain.label_for_name(type_)
-            if mention not in wanted:
+            mention = resolve_mention(answer, mentions) or answer
+            if mention not in mentions:
                 diagnostics.append(
                     Diagnostic(
                         stage=STAGE,
@@ -86,6 +93,15 @@ def calibrate_node(settings: AgentSettings) -> RunnableLambda[Any, Update]:
                         stage=STAGE,
                         kind="label_out_of_schema",
                         message=f"{mention!r} was typed {type_!r}, not a candidate type",
+                    )
+                )
+            elif mention in labels and labels[mention] != label:
+                diagnostics.append(
+                    Diagnostic(
+                        stage=STAGE,
+                        kind="duplicate_assignment",
+                        message=f"{mention!r} got several types; kept {labels[mention]!r}, "
+                        f"ignored {label!r}",
                     )
                 )
             else:

@@ -10,7 +10,7 @@ from langchain_core.runnables import RunnableLambda
 from samalign.agents.base import AgentSettings, Update, pure_node
 from samalign.agents.consensus import NOISE_REASON, refine
 from samalign.agents.grounding import ground_mentions
-from samalign.types import Entity, NoiseRecord, Source, StageUsage
+from samalign.types import Diagnostic, Entity, NoiseRecord, Source, StageUsage
 
 
 def build_candidates(
@@ -19,16 +19,34 @@ def build_candidates(
     anchor: Sequence[str],
     explorer: Sequence[str],
     settings: AgentSettings,
-) -> list[Entity]:
+    *,
+    stage: str = "consensus",
+) -> tuple[list[Entity], list[Diagnostic]]:
     """Ground candidate mention strings to spans and record which extractor proposed each.
 
-    Spans are sorted by position; in flat mode no two candidates overlap.
+    Spans are sorted by position; in flat mode no two candidates overlap, and a mention all of
+    whose occurrences lie inside longer mentions is reported as ``subsumed``.
     """
     anchor_set, explorer_set = set(anchor), set(explorer)
     entities: list[Entity] = []
+    diagnostics: list[Diagnostic] = []
     for grounded in ground_mentions(
         text, mentions, mode=settings.grounding, fuzzy_threshold=settings.fuzzy_threshold
     ):
+        if grounded.subsumed or not grounded.spans:
+            diagnostics.append(
+                Diagnostic(
+                    stage=stage,
+                    kind="subsumed" if grounded.subsumed else "hallucination",
+                    message=(
+                        f"{grounded.mention!r} lies inside longer candidates everywhere it "
+                        "occurs (flat grounding); use grounding='nested' to keep nested mentions"
+                        if grounded.subsumed
+                        else f"{grounded.mention!r} could not be grounded; dropped"
+                    ),
+                )
+            )
+            continue
         sources: list[Source] = []
         if grounded.mention in anchor_set:
             sources.append("anchor")
@@ -36,7 +54,7 @@ def build_candidates(
             sources.append("explorer")
         entities.extend(Entity(span=span, sources=tuple(sources)) for span in grounded.spans)
     entities.sort(key=lambda e: (e.start, -e.end))
-    return entities
+    return entities, diagnostics
 
 
 def consensus_node(settings: AgentSettings) -> RunnableLambda[Any, Update]:
@@ -44,12 +62,22 @@ def consensus_node(settings: AgentSettings) -> RunnableLambda[Any, Update]:
 
     def run(state: Any) -> Update:
         final, noise = refine(state.anchor_mentions, state.explorer_mentions)
-        candidates = build_candidates(
+        candidates, diagnostics = build_candidates(
             state.text, final, state.anchor_mentions, state.explorer_mentions, settings
         )
+        if "anchor" in state.failed_stages and noise:
+            diagnostics.append(
+                Diagnostic(
+                    stage="consensus",
+                    kind="stage_failed",
+                    message="the anchor gave no usable answer, so no single-token explorer "
+                    f"mention could be corroborated; CCR dropped {noise} as noise",
+                )
+            )
         return {
             "noise": [NoiseRecord(mention=m, reason=NOISE_REASON) for m in noise],
             "candidates": candidates,
+            "diagnostics": diagnostics,
             "usage": {"consensus": StageUsage()},
         }
 
@@ -61,10 +89,19 @@ def merge_node(settings: AgentSettings) -> RunnableLambda[Any, Update]:
 
     def run(state: Any) -> Update:
         union = list(dict.fromkeys([*state.anchor_mentions, *state.explorer_mentions]))
-        candidates = build_candidates(
-            state.text, union, state.anchor_mentions, state.explorer_mentions, settings
+        candidates, diagnostics = build_candidates(
+            state.text,
+            union,
+            state.anchor_mentions,
+            state.explorer_mentions,
+            settings,
+            stage="merge",
         )
-        return {"candidates": candidates, "usage": {"merge": StageUsage()}}
+        return {
+            "candidates": candidates,
+            "diagnostics": diagnostics,
+            "usage": {"merge": StageUsage()},
+        }
 
     return pure_node("merge", run)
 

@@ -90,7 +90,7 @@ def extractor_node(
     ) -> Update:
         parsed: ParsedTypedMentions | None = result.value
         if parsed is None:
-            return {key: []}
+            return {key: [], "failed_stages": [stage]}
         raw_mentions = list(dict.fromkeys(m for _, m in (*parsed.pairs, *parsed.dropped)))
         diagnostics: list[Diagnostic] = []
         if parsed.out_of_schema:
@@ -104,20 +104,23 @@ def extractor_node(
                 )
             )
         found: list[str] = []
+        missing: list[str] = []
         for grounded in ground_mentions(
             state.text, raw_mentions, mode="nested", fuzzy_threshold=settings.fuzzy_threshold
         ):
             if grounded.spans:
                 found.append(grounded.spans[0].text)
             else:
-                diagnostics.append(
-                    Diagnostic(
-                        stage=stage,
-                        kind="hallucination",
-                        message=f"mention {grounded.mention!r} does not occur in the text; dropped",
-                        raw=result.raw,
-                    )
+                missing.append(grounded.mention)
+        if missing:
+            diagnostics.append(
+                Diagnostic(
+                    stage=stage,
+                    kind="hallucination",
+                    message=f"mentions not found in the text, dropped: {missing}",
+                    raw=result.raw,
                 )
+            )
         return {key: list(dict.fromkeys(found)), "diagnostics": diagnostics}
 
     return stage_node(stage, prepare, finish, settings)

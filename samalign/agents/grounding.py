@@ -26,7 +26,7 @@ from __future__ import annotations
 import bisect
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Self
 
@@ -225,6 +225,18 @@ class _TextIndex:
         )
 
 
+def _lazy_index(text: str) -> Callable[[], _TextIndex]:
+    """The text's index, built on first use (only the fuzzy tier needs it)."""
+    built: list[_TextIndex] = []
+
+    def get() -> _TextIndex:
+        if not built:
+            built.append(_TextIndex.build(text))
+        return built[0]
+
+    return get
+
+
 # --------------------------------------------------------------------------------------------
 # Tiers
 # --------------------------------------------------------------------------------------------
@@ -382,9 +394,8 @@ def _check_threshold(fuzzy_threshold: float) -> None:
 
 
 def _find(
-    index: _TextIndex, mention: str, fuzzy_threshold: float
+    text: str, index: Callable[[], _TextIndex], mention: str, fuzzy_threshold: float
 ) -> tuple[list[Span], MatchTier | None]:
-    text = index.text
     needle = mention.strip()
     if not needle or not text:
         return [], None
@@ -393,7 +404,7 @@ def _find(
     if not offsets:
         offsets, tier = _normalized(text, needle), "normalized"
     if not offsets:
-        offsets, tier = _fuzzy(index, needle, fuzzy_threshold), "fuzzy"
+        offsets, tier = _fuzzy(index(), needle, fuzzy_threshold), "fuzzy"
     if not offsets:
         return [], None
     return [Span.of(text, s, e) for s, e in offsets], tier
@@ -426,7 +437,7 @@ def find_occurrences(
         ConfigError: If ``fuzzy_threshold`` is outside ``(0, 1]``.
     """
     _check_threshold(fuzzy_threshold)
-    return _find(_TextIndex.build(text), mention, fuzzy_threshold)
+    return _find(text, _lazy_index(text), mention, fuzzy_threshold)
 
 
 def ground_mentions(
@@ -463,9 +474,9 @@ def ground_mentions(
         raise ConfigError(f"unknown grounding mode {mode!r}; expected 'flat' or 'nested'")
     _check_threshold(fuzzy_threshold)
 
-    index = _TextIndex.build(text)
+    index = _lazy_index(text)
     unique = list(dict.fromkeys(mentions))
-    found = [_find(index, mention, fuzzy_threshold) for mention in unique]
+    found = [_find(text, index, mention, fuzzy_threshold) for mention in unique]
 
     if mode == "nested":
         return [

@@ -150,12 +150,12 @@ def _protocol(
                 ),
             ]
             continue
-        if truncated:
+        if truncated or getattr(value, "repaired", False):
             diagnostics.append(
                 Diagnostic(
                     stage=request.stage,
                     kind="truncated",
-                    message="the answer hit max_tokens; kept what could be parsed",
+                    message="the answer was cut off (max_tokens); kept what could be parsed",
                     raw=raw,
                 )
             )

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from langgraph.graph.state import CompiledStateGraph
 
-from samalign.errors import SamalignError
+from samalign.errors import ConfigError, SamalignError
 from samalign.graphs.context import RunContext
 from samalign.records import EntityRecord, InputRecord, OutputRecord
 from samalign.types import Diagnostic, Entity, StageUsage
+
+log = logging.getLogger(__name__)
 
 
 def to_output(record: InputRecord, state: dict[str, Any]) -> OutputRecord:
@@ -42,7 +45,8 @@ async def _run_one(
         return to_output(record, state)
     except SamalignError as err:
         return OutputRecord(id=record.id, text=record.text, error=f"{type(err).__name__}: {err}")
-    except Exception as err:
+    except Exception as err:  # one bad record must not stop the batch
+        log.exception("record %s failed unexpectedly", record.id)
         return OutputRecord(
             id=record.id, text=record.text, error=f"unexpected {type(err).__name__}: {err}"
         )
@@ -67,8 +71,11 @@ async def run_records(
         concurrency: Records in flight at once.
     """
     if concurrency < 1:
-        raise ValueError("concurrency must be at least 1")
-    pending: asyncio.Queue[asyncio.Task[OutputRecord] | None] = asyncio.Queue(maxsize=concurrency)
+        raise ConfigError("concurrency must be at least 1")
+    # The semaphore bounds work in flight; the queue is a wider reorder window, so one slow
+    # record does not stall the records behind it.
+    window = max(4 * concurrency, 64)
+    pending: asyncio.Queue[asyncio.Task[OutputRecord] | None] = asyncio.Queue(maxsize=window)
     slots = asyncio.Semaphore(concurrency)
 
     async def bounded(record: InputRecord) -> OutputRecord:
@@ -76,9 +83,11 @@ async def run_records(
             return await _run_one(graph, context, record)
 
     async def producer() -> None:
-        for record in records:
-            await pending.put(asyncio.create_task(bounded(record)))
-        await pending.put(None)
+        try:
+            for record in records:
+                await pending.put(asyncio.create_task(bounded(record)))
+        finally:
+            await pending.put(None)  # always wake the consumer; errors surface via `feeder`
 
     feeder = asyncio.create_task(producer())
     try:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from samalign.agents.base import AgentSettings
+from samalign.errors import ConfigError
+from samalign.types import DIRECT_TYPING_STAGE
 
 
 class PipelineOptions(BaseModel):
@@ -21,13 +23,19 @@ class PipelineOptions(BaseModel):
             union). CCR needs both extractors; with one of them disabled, candidates are that
             extractor's mentions.
         use_calibration: Archetype mediation then definition-guided calibration. False is
-            "w/o cali.": the classifier types candidates directly with the target types.
+            "w/o cali." (§6): the ``archetype`` node types candidates directly with the target
+            types, using the ``direct_typing`` stage model (in the paper, a classifier
+            retrained on the unmapped fine-grained types).
         grounding: ``flat`` (longest mention first, non-overlapping occurrences) or
             ``nested`` (every occurrence).
         parse_retries: Retries after an unparseable answer, with the error fed back.
         max_text_chars: Longest text the sentence graph accepts.
-        constrain_mentions: Restrict extractor answers to strings occurring in the text
-            (JSON-schema ``enum`` of text n-grams) so every mention can be grounded.
+        constrain_mentions: Restrict mentions in every answer to strings of the text
+            (extractors: an ``enum`` of text n-grams; classifier and calibrator: the
+            candidates), so no mention can be hallucinated. Off by default: each request then
+            has its own schema, which the server compiles per request (slower); with it off,
+            schemas depend only on the domain and are compiled once, and grounding turns
+            invented mentions into Diagnostics.
         max_mention_tokens: Longest mention, in word/punctuation tokens, when constrained.
         max_mentions_per_type: Upper bound on mentions per type in one answer.
         fuzzy_threshold: Word-level LCS score needed for fuzzy grounding.
@@ -44,11 +52,21 @@ class PipelineOptions(BaseModel):
     grounding: Literal["flat", "nested"] = "flat"
     parse_retries: int = Field(default=1, ge=0, le=5)
     max_text_chars: int = Field(default=4000, ge=1)
-    constrain_mentions: bool = True
+    constrain_mentions: bool = False
     max_mention_tokens: int = Field(default=12, ge=1, le=64)
     max_mentions_per_type: int = Field(default=32, ge=1, le=512)
     fuzzy_threshold: float = Field(default=0.8, gt=0.0, le=1.0)
     max_completion_tokens: int | None = Field(default=None, ge=1)
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as err:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'options'}: {e['msg']}"
+                for e in err.errors()
+            )
+            raise ConfigError(f"invalid PipelineOptions: {problems}") from None
 
     @model_validator(mode="after")
     def _one_extractor(self) -> Self:
@@ -69,9 +87,10 @@ class PipelineOptions(BaseModel):
             stages.append("anchor")
         if self.use_explorer:
             stages.append("explorer")
-        stages.append("archetype")
         if self.use_calibration:
-            stages.append("calibrate")
+            stages += ["archetype", "calibrate"]
+        else:
+            stages.append(DIRECT_TYPING_STAGE)
         return stages
 
     def agent_settings(self) -> AgentSettings:

@@ -33,6 +33,7 @@ class NerState(BaseModel):
         candidates: Grounded, type-agnostic candidate entities (E_final as spans).
         archetyped: Candidates with their archetype.
         entities: Final entities with target labels.
+        failed_stages: Stages whose answer was unusable after every retry.
         diagnostics: Everything the stages noticed and handled (append-only).
         usage: Per-stage model calls, tokens and latency.
     """
@@ -46,6 +47,7 @@ class NerState(BaseModel):
     candidates: list[Entity] = Field(default_factory=list)
     archetyped: list[Entity] = Field(default_factory=list)
     entities: list[Entity] = Field(default_factory=list)
+    failed_stages: Annotated[list[str], operator.add] = Field(default_factory=list)
     diagnostics: Annotated[list[Diagnostic], operator.add] = Field(default_factory=list)
     usage: Annotated[dict[str, StageUsage], merge_usage] = Field(default_factory=dict)
 

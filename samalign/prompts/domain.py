@@ -212,7 +212,7 @@ def domain_from_mapping(data: Any, *, origin: str) -> Domain:
         domain = Domain.model_validate(data)
     except ValidationError as err:
         raise ConfigError(f"{origin}: invalid domain\n{_format_validation_error(err)}") from None
-    from samalign.prompts.specs import validate_overrides  # local: specs imports domain
+    from samalign.prompts.specs import validate_overrides  # local: avoids an import cycle
 
     validate_overrides(domain, origin=origin)
     return domain
@@ -238,7 +238,14 @@ def load_domain(name_or_path: str | Path) -> Domain:
         if not path.is_file():
             raise ConfigError(f"{path}: domain file not found")
         origin = str(path)
-        raw = path.read_text(encoding="utf-8")
+        try:
+            raw = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise ConfigError(
+                f"{origin}: not UTF-8 text (byte {err.start}); save the domain file as UTF-8"
+            ) from None
+        except OSError as err:
+            raise ConfigError(f"{origin}: cannot read the domain file: {err.strerror}") from None
     else:
         if text not in builtin_domains():
             raise ConfigError(

@@ -149,25 +149,46 @@ class TypedMentionsFormat:
 
 
 class AssignmentsFormat:
-    """``{"mention": "type", ...}`` — the calibrator's answer (Figure 8's output format).
+    """``[{"entity": "mention", "type": "type"}, ...]`` — the calibrator's answer.
 
-    The parser also accepts Figure 8's list of one-key objects ``[{"mention": "type"}]``.
+    Figure 8 asks for ``[{"entity name": "corrected type"}]``; naming the two fields lets the
+    schema restrict the type to the domain's types while staying the same for every request
+    of a domain (so the server compiles its grammar once). The parser accepts Figure 8's
+    one-key objects and a plain ``{"mention": "type"}`` object too.
     """
 
-    def schema(self, mentions: Sequence[str], types: Sequence[str]) -> dict[str, Any]:
-        """JSON schema: every mention is a required key whose value is one of ``types``."""
-        value = {"type": "string", "enum": list(dict.fromkeys(types))}
-        keys = list(dict.fromkeys(mentions))
-        return {
+    def schema(
+        self, types: Sequence[str], *, mentions: Sequence[str] | None = None, max_items: int = 64
+    ) -> dict[str, Any]:
+        """JSON schema of an answer.
+
+        Args:
+            types: The allowed types.
+            mentions: If given, ``entity`` is restricted to these strings (a per-request
+                schema); otherwise it is a bounded free string.
+            max_items: Upper bound on records.
+        """
+        entity: dict[str, Any]
+        if mentions is not None:
+            entity = {"type": "string", "enum": list(dict.fromkeys(mentions))}
+        else:
+            entity = {"type": "string", "minLength": 1, "maxLength": MAX_MENTION_CHARS}
+        record = {
             "type": "object",
-            "properties": {m: value for m in keys},
-            "required": keys,
+            "properties": {
+                "entity": entity,
+                "type": {"type": "string", "enum": list(dict.fromkeys(types))},
+            },
+            "required": ["entity", "type"],
             "additionalProperties": False,
         }
+        return {"type": "array", "items": record, "maxItems": max_items}
 
     def render_gold(self, assignments: Mapping[str, str]) -> str:
-        """The gold answer text for training."""
-        return json.dumps(dict(assignments), ensure_ascii=False)
+        """The gold answer text for training (records in the given order)."""
+        return json.dumps(
+            [{"entity": m, "type": t} for m, t in assignments.items()], ensure_ascii=False
+        )
 
     def parse(self, raw: str) -> ParsedAssignments:
         """Parse a model answer into (mention, type) assignments.

@@ -57,12 +57,21 @@ class StageModels(Mapping[str, StageModel]):
                 )
 
     def __getitem__(self, stage: str) -> StageModel:
+        return self._models[stage]
+
+    def require(self, stage: str) -> StageModel:
+        """The model of ``stage``.
+
+        Raises:
+            ConfigError: If no model serves that stage, naming the configured ones.
+        """
         try:
             return self._models[stage]
         except KeyError:
             raise ConfigError(
                 f"no model configured for stage {stage!r}; configured stages: "
-                f"{sorted(self._models)}. Add it to StageModels."
+                f"{sorted(self._models)}. Add it to StageModels (for a vLLM server: "
+                f"vllm_server_models(url, stages=options.model_stages))."
             ) from None
 
     def __iter__(self) -> Iterator[str]:

@@ -48,6 +48,7 @@ DEFAULT_ADAPTERS: Final[tuple[str, ...]] = (
     "explorer",
     "archetype",
     "calibrate",
+    "direct_typing",
     "relations_forward",
     "relations_reverse",
 )

@@ -25,6 +25,10 @@ from samalign.types import NER_STAGES
 
 pytestmark = pytest.mark.integration
 
+# A tiny random model only emits grounded mentions when answers are restricted to the text;
+# a small completion budget keeps its runaway answers short (they are repaired, not lost).
+FAST = PipelineOptions(constrain_mentions=True, max_completion_tokens=96)
+
 SENTENCES = [
     "The long short-term memory ( LSTM ) network was proposed by Sepp Hochreiter in Munich .",
     "Jürgen Schmidhuber élève à Lugano , 東京 , and the IDSIA lab published papers at NeurIPS .",
@@ -51,7 +55,7 @@ async def test_graph_end_to_end_each_stage_names_its_adapter(vllm_server: str) -
     client, bodies = _recording_client()
     models = vllm_server_models(vllm_server, http_async_client=client)
     context = RunContext(domain=load_domain("crossner_ai"), models=models)
-    graph = build_ner_graph()
+    graph = build_ner_graph(FAST)
     results = await graph.abatch([{"text": t} for t in SENTENCES], context=context)
     await client.aclose()
     for text, result in zip(SENTENCES, results, strict=True):
@@ -73,11 +77,10 @@ async def test_graph_end_to_end_each_stage_names_its_adapter(vllm_server: str) -
 def test_sync_invoke_and_ablation_shapes(vllm_server: str) -> None:
     models = vllm_server_models(vllm_server)
     context = RunContext(domain="crossner_music", models=models)
-    full = build_ner_graph().invoke({"text": SENTENCES[0]}, context=context)
+    full = build_ner_graph(FAST).invoke({"text": SENTENCES[0]}, context=context)
     assert set(full["usage"]) >= {"anchor", "explorer", "consensus", "archetype", "calibrate"}
-    direct = build_ner_graph(PipelineOptions(use_calibration=False, use_anchor=False)).invoke(
-        {"text": SENTENCES[0]}, context=context
-    )
+    ablation = FAST.model_copy(update={"use_calibration": False, "use_anchor": False})
+    direct = build_ner_graph(ablation).invoke({"text": SENTENCES[0]}, context=context)
     assert "calibrate" not in direct["usage"] and "anchor" not in direct["usage"]
     assert "merge" in direct["usage"]
     for entity in direct["entities"]:
@@ -90,6 +93,9 @@ def test_unknown_adapter_is_a_clear_backend_error(vllm_server: str) -> None:
     context = RunContext(domain="crossner_ai", models=models)
     with pytest.raises(BackendError, match=r"iepile-missing.*404"):
         build_ner_graph().invoke({"text": SENTENCES[0]}, context=context)
+
+
+FAST_CLI = ("--constrain-mentions", "--max-tokens", "96")
 
 
 def _run_cli(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:

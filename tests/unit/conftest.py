@@ -177,6 +177,7 @@ class FakeNer:
             "anchor": self._extract(self.anchor),
             "explorer": self._extract(self.explorer),
             "archetype": self._archetype,
+            "direct_typing": self._archetype,
             "calibrate": self._calibrate,
         }
         base.update(self.scripts)

@@ -289,28 +289,40 @@ def test_typed_mentions_empty_answer_is_valid() -> None:
 NAMES = ["researcher", "algorithm", "programming language"]
 
 
-def test_assignments_schema() -> None:
-    schema = AssignmentsFormat().schema(["LSTM", "Sepp Hochreiter", "LSTM"], NAMES)
+def test_assignments_schema_is_request_invariant_and_restricts_types() -> None:
+    schema = AssignmentsFormat().schema(NAMES)
+    assert schema == AssignmentsFormat().schema(NAMES), "same schema for every request"
     v = validator(schema)
-    assert schema["required"] == ["LSTM", "Sepp Hochreiter"]
-    assert list(schema["properties"]) == ["LSTM", "Sepp Hochreiter"]
-    assert schema["additionalProperties"] is False
-    for prop in schema["properties"].values():
-        assert prop == {"type": "string", "enum": NAMES}
-    v.validate({"LSTM": "algorithm", "Sepp Hochreiter": "researcher"})
+    assert schema["type"] == "array"
+    record = schema["items"]
+    assert record["required"] == ["entity", "type"]
+    assert record["additionalProperties"] is False
+    assert record["properties"]["type"] == {"type": "string", "enum": NAMES}
+    assert "enum" not in record["properties"]["entity"]
+    v.validate([{"entity": "LSTM", "type": "algorithm"}])
     with pytest.raises(ValidationError):
-        v.validate({"LSTM": "Computer_Science", "Sepp Hochreiter": "researcher"})
+        v.validate([{"entity": "LSTM", "type": "Computer_Science"}])
     with pytest.raises(ValidationError):
-        v.validate({"LSTM": "algorithm"})
+        v.validate([{"entity": "LSTM"}])
     with pytest.raises(ValidationError):
-        v.validate({"LSTM": "algorithm", "Sepp Hochreiter": "researcher", "GRU": "algorithm"})
+        v.validate([{"entity": "LSTM", "type": "algorithm", "extra": 1}])
+
+
+def test_assignments_schema_constrained_mentions() -> None:
+    schema = AssignmentsFormat().schema(NAMES, mentions=["LSTM", "Sepp Hochreiter", "LSTM"])
+    entity = schema["items"]["properties"]["entity"]
+    assert entity == {"type": "string", "enum": ["LSTM", "Sepp Hochreiter"]}
+    v = validator(schema)
+    v.validate([{"entity": "Sepp Hochreiter", "type": "researcher"}])
+    with pytest.raises(ValidationError):
+        v.validate([{"entity": "GRU", "type": "algorithm"}])
 
 
 def test_assignments_gold_matches_schema_and_round_trips() -> None:
     fmt = AssignmentsFormat()
     gold = fmt.render_gold({"LSTM": "algorithm", "Jürgen Schmidhuber": "researcher"})
     assert "Jürgen" in gold
-    validator(fmt.schema(["LSTM", "Jürgen Schmidhuber"], NAMES)).validate(json.loads(gold))
+    validator(fmt.schema(NAMES, mentions=["LSTM", "Jürgen Schmidhuber"])).validate(json.loads(gold))
     assert fmt.parse(gold).assignments == (
         ("LSTM", "algorithm"),
         ("Jürgen Schmidhuber", "researcher"),

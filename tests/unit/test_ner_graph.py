@@ -226,7 +226,7 @@ def test_graph_nodes_follow_options(options: PipelineOptions, nodes: set[str]) -
 
 
 def test_no_extractor_is_rejected() -> None:
-    with pytest.raises(ValueError, match="at least one extractor"):
+    with pytest.raises(ConfigError, match="at least one extractor"):
         PipelineOptions(use_anchor=False, use_explorer=False)
 
 
@@ -268,8 +268,9 @@ def test_without_calibration_types_directly(fakes: Any, stage_calls: Any) -> Non
     )
     assert summary(result["entities"]) == expected(FULL_EXPECTED, archetypes=False)
     assert stage_calls(models, "calibrate") == []
+    assert stage_calls(models, "archetype") == [], "w/o cali. uses the direct_typing model"
     assert "calibrate" not in result["usage"]
-    archetype_call = stage_calls(models, "archetype")[0]
+    archetype_call = stage_calls(models, "direct_typing")[0]
     prompt = json.loads(archetype_call["messages"][0].content)
     domain = load_domain("crossner_ai")
     assert prompt["Schema"] == domain.names
@@ -340,7 +341,9 @@ def test_stream_emits_stage_updates(context: RunContext) -> None:
 
 
 def test_extractor_requests(context: RunContext, stage_calls: Any) -> None:
-    build_ner_graph().invoke({"text": TEXT}, context=context)
+    build_ner_graph(PipelineOptions(constrain_mentions=True)).invoke(
+        {"text": TEXT}, context=context
+    )
     domain = load_domain("crossner_ai")
     anchor = calls(context, "anchor", stage_calls)[0]
     prompt = json.loads(anchor["messages"][0].content)
@@ -358,7 +361,9 @@ def test_extractor_requests(context: RunContext, stage_calls: Any) -> None:
 
 
 def test_archetype_prompt_marks_candidates(context: RunContext, stage_calls: Any) -> None:
-    build_ner_graph().invoke({"text": TEXT}, context=context)
+    build_ner_graph(PipelineOptions(constrain_mentions=True)).invoke(
+        {"text": TEXT}, context=context
+    )
     call = calls(context, "archetype", stage_calls)[0]
     prompt = json.loads(call["messages"][0].content)
     tagged = prompt["Sentence"]
@@ -382,14 +387,12 @@ def test_calibrate_schema_restricts_to_domain_types(context: RunContext, stage_c
     assert response_format["type"] == "json_schema"
     schema = response_format["json_schema"]["schema"]
     Draft202012Validator.check_schema(schema)
-    assert set(schema["required"]) == set(FULL_EXPECTED)
-    for prop in schema["properties"].values():
-        assert prop["enum"] == domain.names
+    assert schema["items"]["properties"]["type"]["enum"] == domain.names
     validator = Draft202012Validator(schema)
-    good = {m: GOLD[m][1] for m in FULL_EXPECTED}
+    good = [{"entity": m, "type": GOLD[m][1]} for m in FULL_EXPECTED]
     validator.validate(good)
     with pytest.raises(ValidationError):
-        validator.validate({**good, "LSTM": "Computer_Science"})
+        validator.validate([*good, {"entity": "LSTM", "type": "Computer_Science"}])
     prompt = call["messages"][0].content
     assert "Candidate Types" in prompt
     assert f"Text: {TEXT}" in prompt
@@ -596,7 +599,9 @@ def test_extractor_out_of_schema_type_keeps_mention(fake_ner: Any) -> None:
 def _anchor_enum(text: str, fake_ner: Any, stage_calls: Any) -> set[str] | None:
     """The mentions the anchor may emit (None: unrestricted, grounding checks them)."""
     models = fake_ner(anchor={text: []}, explorer={text: []}).models()
-    build_ner_graph().invoke({"text": text}, context=RunContext("crossner_ai", models))
+    build_ner_graph(PipelineOptions(constrain_mentions=True)).invoke(
+        {"text": text}, context=RunContext("crossner_ai", models)
+    )
     schema = stage_calls(models, "anchor")[0]["kwargs"]["response_format"]["json_schema"]["schema"]
     if "$defs" not in schema:
         return None
@@ -615,6 +620,21 @@ def test_mention_enum_covers_the_end_of_a_long_accepted_text(
     assert len(text) <= PipelineOptions().max_text_chars
     enum = _anchor_enum(text, fake_ner, stage_calls)
     assert enum is None or "Sepp Hochreiter" in enum
+
+
+def test_default_schemas_are_request_invariant(fake_ner: Any, stage_calls: Any) -> None:
+    """Without constrained mentions, a stage sends the same schema for every sentence."""
+    texts = [TEXT, "Yann LeCun works on convolutional networks at NYU ."]
+    models = fake_ner(anchor={t: [] for t in texts}, explorer={t: [] for t in texts}).models()
+    graph = build_ner_graph()
+    for text in texts:
+        graph.invoke({"text": text}, context=RunContext("crossner_ai", models))
+    for stage in ("anchor", "explorer"):
+        schemas = [
+            json.dumps(c["kwargs"]["response_format"], sort_keys=True)
+            for c in stage_calls(models, stage)
+        ]
+        assert len(schemas) == 2 and schemas[0] == schemas[1]
 
 
 def test_unconstrained_mentions_have_no_enum(fake_ner: Any, stage_calls: Any) -> None:
