@@ -7,16 +7,23 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from samalign.errors import SamalignError
+from samalign.errors import ConfigError, InputError, SamalignError
 from samalign.graphs import PipelineOptions, RunContext, build_ner_graph
 from samalign.graphs.batch import run_records
 from samalign.prompts import builtin_domains, load_domain
-from samalign.records import JsonlWriter, completed_ids, read_records
+from samalign.records import (
+    InputRecord,
+    JsonlWriter,
+    completed_ids,
+    finalize_output,
+    read_records,
+)
 from samalign.serving import check_server, vllm_server_models
+from samalign.serving.identity import cached_identity_adapter
 from samalign.serving.launcher import build_serve_command, read_model_dir
 
 log = logging.getLogger("samalign")
@@ -27,7 +34,7 @@ def _pairs(values: Sequence[str], flag: str) -> dict[str, str]:
     for value in values:
         name, sep, target = value.partition("=")
         if not sep or not name or not target:
-            raise SamalignError(f"{flag} expects NAME=VALUE, got {value!r}")
+            raise ConfigError(f"{flag} expects NAME=VALUE, got {value!r}")
         out[name] = target
     return out
 
@@ -70,6 +77,11 @@ def _add_extract(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--no-explorer", action="store_true", help="ablation: w/o explorer extractor")
     p.add_argument("--no-consensus", action="store_true", help="ablation: w/o CCR (plain union)")
     p.add_argument("--no-calibration", action="store_true", help="ablation: direct target typing")
+    p.add_argument(
+        "--retry-errors",
+        action="store_true",
+        help="when resuming, redo records whose earlier result has an error",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_extract)
 
@@ -89,7 +101,17 @@ async def _extract_async(args: argparse.Namespace) -> int:
     )
     domain = load_domain(args.domain)
     overrides = _pairs(args.adapter, "--adapter")
+    unknown = sorted(set(overrides) - set(options.model_stages))
+    if unknown:
+        raise ConfigError(
+            f"--adapter names stage(s) {unknown} this pipeline does not run; "
+            f"stages: {options.model_stages}"
+        )
+    # One place decides each stage's adapter: --adapter, else the domain, else the stage name.
     adapters = {s: overrides.get(s, domain.adapter_for(s)) for s in options.model_stages}
+    domain = domain.model_copy(update={"adapters": {**domain.adapters, **adapters}})
+    if args.input != "-" and not Path(args.input).is_file():
+        raise InputError(f"input file {args.input} not found")
     check_server(args.server, adapters.values())
     models = vllm_server_models(
         args.server, stages=options.model_stages, adapters=adapters, timeout=args.timeout
@@ -100,12 +122,23 @@ async def _extract_async(args: argparse.Namespace) -> int:
     done: set[str] = set()
     handle: TextIO
     if args.out is not None:
-        done = completed_ids(args.out)
-        handle = open(args.out, "a", encoding="utf-8")  # noqa: SIM115 - closed below
+        done = completed_ids(args.out, retry_errors=args.retry_errors)
+        try:
+            handle = open(args.out, "a", encoding="utf-8")  # noqa: SIM115 - closed below
+        except OSError as err:
+            raise InputError(f"cannot write {args.out}: {err.strerror}") from None
     else:
         handle = sys.stdout
     writer = JsonlWriter(handle)
-    records = (r for r in read_records(args.input, fmt=args.format) if r.id not in done)
+    order: list[str] = []
+
+    def pending() -> Iterator[InputRecord]:
+        for record in read_records(args.input, fmt=args.format):
+            order.append(record.id)
+            if record.id not in done:
+                yield record
+
+    records = pending()
     failed = 0
     bar = tqdm(desc="extract", unit="rec", disable=args.quiet, file=sys.stderr, initial=len(done))
     try:
@@ -117,6 +150,8 @@ async def _extract_async(args: argparse.Namespace) -> int:
         bar.close()
         if handle is not sys.stdout:
             handle.close()
+    if args.out is not None and done:
+        finalize_output(args.out, order)
     if failed:
         print(
             f"samalign: {failed} record(s) have an error; see their 'error' field", file=sys.stderr
@@ -126,7 +161,7 @@ async def _extract_async(args: argparse.Namespace) -> int:
 
 def _extract(args: argparse.Namespace) -> int:
     if args.concurrency < 1:
-        raise SamalignError("--concurrency must be at least 1")
+        raise ConfigError("--concurrency must be at least 1")
     return asyncio.run(_extract_async(args))
 
 
@@ -151,6 +186,11 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="let constrained JSON contain free whitespace (default: compact JSON, which keeps "
         "weak models from running away on whitespace)",
     )
+    p.add_argument(
+        "--no-identity",
+        action="store_true",
+        help="do not add an identity adapter as 'calibrate' when none is given",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the command, do not run it")
     p.add_argument("vllm_args", nargs=argparse.REMAINDER, help="-- then extra vLLM arguments")
     p.set_defaults(func=_serve)
@@ -168,6 +208,14 @@ def _serve(args: argparse.Namespace) -> int:
     else:
         base = args.base
         adapters = dict(_pairs(args.adapter, "--adapter"))
+    if "calibrate" not in adapters and adapters and not args.no_identity:
+        like = next(iter(adapters.values()))
+        adapters["calibrate"] = cached_identity_adapter(like)
+        print(
+            f"samalign: no 'calibrate' adapter given; serving an identity adapter (zero LoRA "
+            f"update, shaped like {like}) as 'calibrate'",
+            file=sys.stderr,
+        )
     command = build_serve_command(
         base,
         adapters,
@@ -185,7 +233,13 @@ def _serve(args: argparse.Namespace) -> int:
     for key, value in command.env.items():
         env.setdefault(key, value)
     print(f"samalign: starting {command.shell()}", file=sys.stderr, flush=True)
-    os.execvpe(command.argv[0], command.argv, env)
+    try:
+        os.execvpe(command.argv[0], command.argv, env)
+    except OSError as err:
+        raise ConfigError(
+            f"cannot run {command.argv[0]}: {err.strerror}; pass --python with the interpreter "
+            "of the environment vLLM is installed in"
+        ) from None
 
 
 def _add_domains(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -154,11 +154,25 @@ def read_records(
             stream.close()
 
 
-def completed_ids(path: Path) -> set[str]:
+def completed_ids(path: Path, *, retry_errors: bool = False) -> set[str]:
     """Ids already written to an output file, for resuming.
 
     A trailing partial line (an interrupted write) is cut off the file so the run can append.
+
+    Args:
+        path: The output JSONL file.
+        retry_errors: Leave out ids whose record has an ``error`` (they are redone).
+
+    Raises:
+        InputError: If the file cannot be read or repaired.
     """
+    try:
+        return _completed_ids(path, retry_errors)
+    except OSError as err:
+        raise InputError(f"cannot resume from {path}: {err.strerror or err}") from None
+
+
+def _completed_ids(path: Path, retry_errors: bool) -> set[str]:
     if not path.exists():
         return set()
     done: set[str] = set()
@@ -175,11 +189,43 @@ def completed_ids(path: Path) -> set[str]:
             except (json.JSONDecodeError, UnicodeDecodeError):
                 continue  # a damaged complete line: its record is redone
             if isinstance(data, dict) and "id" in data:
-                done.add(str(data["id"]))
+                if retry_errors and data.get("error") is not None:
+                    done.discard(str(data["id"]))
+                else:
+                    done.add(str(data["id"]))
     if valid_end != path.stat().st_size:
         with open(path, "r+b") as handle:
             handle.truncate(valid_end)
     return done
+
+
+def finalize_output(path: Path, order: list[str]) -> None:
+    """Rewrite a resumed output file in input order, one line per id (the newest wins).
+
+    Damaged lines and lines of ids not in ``order`` are kept at the end rather than lost.
+    The file is replaced atomically.
+    """
+    newest: dict[str, bytes] = {}
+    extra: list[bytes] = []
+    with open(path, "rb") as handle:
+        for raw in handle:
+            try:
+                data = json.loads(raw)
+                newest[str(data["id"])] = raw
+            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+                extra.append(raw)
+    wanted = set(order)
+    lines = [newest[i] for i in dict.fromkeys(order) if i in newest]
+    lines += [raw for i, raw in newest.items() if i not in wanted] + extra
+    with open(path, "rb") as handle:
+        if handle.read() == b"".join(lines):
+            return
+    temp = path.with_name(path.name + ".tmp")
+    with open(temp, "wb") as handle:
+        handle.writelines(lines)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, path)
 
 
 class JsonlWriter:
@@ -207,5 +253,6 @@ __all__ = [
     "JsonlWriter",
     "OutputRecord",
     "completed_ids",
+    "finalize_output",
     "read_records",
 ]

@@ -33,8 +33,20 @@ ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ROOT / "samalign" / "prompts"
 DOMAINS = ("ai", "literature", "music", "politics", "science")
 ARCHETYPES = (
-    "Person", "Organization", "Location", "Biology", "Medicine", "Food", "Vehicle",
-    "Creative_Work", "Event", "Artifact", "Computer_Science", "Political", "Science", "Misc",
+    "Person",
+    "Organization",
+    "Location",
+    "Biology",
+    "Medicine",
+    "Food",
+    "Vehicle",
+    "Creative_Work",
+    "Event",
+    "Artifact",
+    "Computer_Science",
+    "Political",
+    "Science",
+    "Misc",
 )
 # GoLLIE key naming differs from the CrossNER tags (see crossner_label_definitions/SOURCE.md).
 GOLLIE_DOMAIN = {"science": "naturalscience"}
@@ -68,7 +80,8 @@ def data_labels(data: Path, domain: str) -> tuple[set[str], dict[str, Counter[st
     labels: set[str] = set()
     examples: dict[str, Counter[str]] = defaultdict(Counter)
     for split in ("train", "dev", "test"):
-        for line in (data / "crossner" / domain / f"{split}.txt").read_text(encoding="utf-8").splitlines():
+        path = data / "crossner" / domain / f"{split}.txt"
+        for line in path.read_text(encoding="utf-8").splitlines():
             if line and line.split("\t")[1] != "O":
                 labels.add(line.split("\t")[1][2:])
         for label, surface in bio_spans(data / "crossner" / domain / f"{split}.txt"):
@@ -98,8 +111,10 @@ def slimer_definition(gpt_answer: str) -> tuple[str, bool]:
 
 def cmd_show(data: Path, domain: str) -> None:
     defs = data / "crossner_label_definitions"
-    gollie = json.loads((defs / "gollie" / "crossner_guidelines_gold.json").read_text())["GUIDELINES"]
-    slimer = {o["named_entity"]: o for o in json.loads((defs / "slimer" / f"{domain}_NE_definitions.json").read_text())}
+    gollie_path = defs / "gollie" / "crossner_guidelines_gold.json"
+    gollie = json.loads(gollie_path.read_text())["GUIDELINES"]
+    slimer_path = defs / "slimer" / f"{domain}_NE_definitions.json"
+    slimer = {o["named_entity"]: o for o in json.loads(slimer_path.read_text())}
     _, examples = data_labels(data, domain)
     for label in source_order(data, domain):
         key = f"crossner_{GOLLIE_DOMAIN.get(domain, domain)}_{GOLLIE_LABEL.get(label, label)}"
@@ -146,7 +161,8 @@ def cmd_check(data: Path) -> int:
             words = len(str(t.get("definition", "")).split())
             if not 3 <= words <= MAX_WORDS:
                 errors.append(f"{path.name}: {t['label']}: definition has {words} words")
-        print(f"{domain:10s} {len(labels):2d} labels: " + ", ".join(f"{t['label']}={t['archetype']}" for t in types))
+        pairs = ", ".join(f"{t['label']}={t['archetype']}" for t in types)
+        print(f"{domain:10s} {len(labels):2d} labels: {pairs}")
     for e in errors:
         print("ERROR", e, file=sys.stderr)
     print("OK" if not errors else f"{len(errors)} error(s)")

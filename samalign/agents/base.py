@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -30,6 +31,7 @@ class AgentSettings:
     max_mentions_per_type: int = 32
     fuzzy_threshold: float = 0.8
     max_completion_tokens: int | None = None
+    anchor_schema_chunk: int | None = None
 
 
 class StageContext(Protocol):
@@ -87,8 +89,21 @@ class Prepared:
     extra: Any = None
 
 
-Prepare = Callable[[Any, StageContext], "Prepared | Update"]
+Prepare = Callable[[Any, StageContext], "Prepared | list[Prepared] | Update"]
 Finish = Callable[[Any, StageContext, Prepared, StageResult[Any]], Update]
+
+
+def _combine(results: list[StageResult[Any]]) -> StageResult[Any]:
+    """One result for a stage that made several calls: ``value`` is the list of values."""
+    usage = StageUsage()
+    for r in results:
+        usage = usage + r.usage
+    return StageResult(
+        value=[r.value for r in results],
+        diagnostics=[d for r in results for d in r.diagnostics],
+        usage=usage,
+        raw="\n".join(r.raw for r in results),
+    )
 
 
 def stage_update(stage: str, result: StageResult[Any], update: Update) -> Update:
@@ -107,30 +122,37 @@ def stage_node(
 ) -> RunnableLambda[Any, Update]:
     """A graph node (sync and async) from a prepare step and a finish step.
 
-    ``prepare`` returns either a :class:`Prepared` call or a finished update (no call needed,
-    e.g. nothing to classify). ``finish`` turns the stage result into the state update.
+    ``prepare`` returns a :class:`Prepared` call, a list of them (made concurrently; ``finish``
+    then gets a result whose ``value`` is the list of values), or a finished update (no call
+    needed, e.g. nothing to classify). ``finish`` turns the stage result into the update.
     ``model_stage`` is the key of the stage model in ``StageModels`` (default: ``name``).
     """
 
     def sync(state: Any) -> Update:
         ctx = current_context()
         prepared = prepare(state, ctx)
-        if not isinstance(prepared, Prepared):
+        if isinstance(prepared, dict):
             return {**prepared, "usage": {name: StageUsage()}}
         model = ctx.models.require(model_stage or name)
-        result = run_stage(prepared.request, model, prepared.parse, retries=settings.parse_retries)
-        return stage_update(name, result, finish(state, ctx, prepared, result))
+        calls = prepared if isinstance(prepared, list) else [prepared]
+        results = [
+            run_stage(p.request, model, p.parse, retries=settings.parse_retries) for p in calls
+        ]
+        result = _combine(results) if isinstance(prepared, list) else results[0]
+        return stage_update(name, result, finish(state, ctx, calls[0], result))
 
     async def asynchronous(state: Any) -> Update:
         ctx = current_context()
         prepared = prepare(state, ctx)
-        if not isinstance(prepared, Prepared):
+        if isinstance(prepared, dict):
             return {**prepared, "usage": {name: StageUsage()}}
         model = ctx.models.require(model_stage or name)
-        result = await arun_stage(
-            prepared.request, model, prepared.parse, retries=settings.parse_retries
+        calls = prepared if isinstance(prepared, list) else [prepared]
+        results = await asyncio.gather(
+            *(arun_stage(p.request, model, p.parse, retries=settings.parse_retries) for p in calls)
         )
-        return stage_update(name, result, finish(state, ctx, prepared, result))
+        result = _combine(list(results)) if isinstance(prepared, list) else results[0]
+        return stage_update(name, result, finish(state, ctx, calls[0], result))
 
     return RunnableLambda(sync, afunc=asynchronous, name=name)
 

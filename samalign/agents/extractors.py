@@ -62,17 +62,12 @@ def extractor_node(
     spec_default = default_specs()[stage]
     key = f"{stage}_mentions"
 
-    def prepare(state: Any, ctx: StageContext) -> Prepared | Update:
-        validate_text(state.text, settings)
+    def request_for(
+        state: Any, ctx: StageContext, names: list[str], mentions: list[str] | None
+    ) -> Prepared:
         domain = ctx.domain
         spec = spec_default.with_template(domain.prompts.get(stage))
-        names = domain.names
         prompt = spec.render({"labels": names, "text": state.text})
-        mentions = (
-            text_ngrams(state.text, settings.max_mention_tokens)
-            if settings.constrain_mentions
-            else None
-        )
         schema = EXTRACTION_FORMAT.schema(
             names, mentions=mentions, max_items=settings.max_mentions_per_type
         )
@@ -85,12 +80,35 @@ def extractor_node(
         )
         return Prepared(request, lambda raw: EXTRACTION_FORMAT.parse(raw, names))
 
+    def prepare(state: Any, ctx: StageContext) -> Prepared | list[Prepared] | Update:
+        validate_text(state.text, settings)
+        names = ctx.domain.names
+        mentions = (
+            text_ngrams(state.text, settings.max_mention_tokens)
+            if settings.constrain_mentions
+            else None
+        )
+        chunk = settings.anchor_schema_chunk if stage == "anchor" else None
+        if chunk is None or len(names) <= chunk:
+            return request_for(state, ctx, names, mentions)
+        ordered = sorted(names)  # IEPile's evaluation: sorted schema, split into chunks
+        return [
+            request_for(state, ctx, ordered[i : i + chunk], mentions)
+            for i in range(0, len(ordered), chunk)
+        ]
+
     def finish(
         state: Any, ctx: StageContext, prepared: Prepared, result: StageResult[Any]
     ) -> Update:
-        parsed: ParsedTypedMentions | None = result.value
-        if parsed is None:
+        values = result.value if isinstance(result.value, list) else [result.value]
+        answers: list[ParsedTypedMentions] = [v for v in values if v is not None]
+        if not answers:
             return {key: [], "failed_stages": [stage]}
+        parsed = ParsedTypedMentions(
+            pairs=tuple(p for a in answers for p in a.pairs),
+            out_of_schema=tuple(dict.fromkeys(t for a in answers for t in a.out_of_schema)),
+            dropped=tuple(p for a in answers for p in a.dropped),
+        )
         raw_mentions = list(dict.fromkeys(m for _, m in (*parsed.pairs, *parsed.dropped)))
         diagnostics: list[Diagnostic] = []
         if parsed.out_of_schema:

@@ -4,6 +4,11 @@ Defaults follow SAM-NER's Figures 5–8. The anchor prompt uses the IEPile instr
 (a JSON string with ``instruction``, ``schema`` and ``input``) so a public IEPile LoRA can
 serve as the anchor adapter. Templates put the constant parts (instruction, schema,
 definitions) first and the sentence last, so vLLM's prefix cache reuses them.
+
+Deviations from Figure 8 (the calibrator), all deliberate: its 'Text' and 'Initial Output'
+come last (prefix caching); its output format is ``[{"entity": ..., "type": ...}]`` instead of
+``[{"entity name": "corrected type"}]``, so one JSON schema per domain restricts the type; its
+'Rules' text is this project's (the paper shows only a placeholder).
 """
 
 from __future__ import annotations

@@ -39,11 +39,28 @@ class ModelDir:
 
 
 def _check_adapter(name: str, path: Path) -> None:
-    if not (path / "adapter_config.json").is_file():
+    """Reject adapter folders vLLM cannot load, before the server starts."""
+    config_path = path / "adapter_config.json"
+    if not config_path.is_file():
         raise ConfigError(
             f"adapter {name!r} at {path} has no adapter_config.json; point it at a folder "
             "written by peft's save_pretrained"
         )
+    try:
+        config = json.loads(config_path.read_text("utf-8"))
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"cannot read {config_path}: {err}") from None
+    problems = []
+    if config.get("bias", "none") != "none":
+        problems.append(f"bias={config.get('bias')!r} (vLLM needs bias='none')")
+    if config.get("use_dora"):
+        problems.append("use_dora=true (vLLM does not serve DoRA)")
+    if config.get("modules_to_save"):
+        problems.append(f"modules_to_save={config.get('modules_to_save')} (not servable)")
+    if not any((path / f).is_file() for f in ("adapter_model.safetensors", "adapter_model.bin")):
+        problems.append("no adapter_model.safetensors")
+    if problems:
+        raise ConfigError(f"adapter {name!r} at {path} cannot be served: {'; '.join(problems)}")
 
 
 def read_model_dir(path: str | Path) -> ModelDir:
@@ -151,6 +168,9 @@ def build_serve_command(
     if not adapters:
         raise ConfigError("give at least one adapter (--adapter NAME=PATH)")
     exe = python or sys.executable
+    base_dir = Path(base).expanduser()
+    if not (base_dir / "config.json").is_file():
+        raise ConfigError(f"base model folder {base_dir} has no config.json")
     resolved = {name: Path(p).expanduser().resolve() for name, p in adapters.items()}
     for name, path in resolved.items():
         if not name or any(c.isspace() or c == "=" for c in name):

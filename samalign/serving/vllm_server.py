@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import httpx
 from langchain_openai import ChatOpenAI
@@ -31,8 +32,8 @@ def vllm_server_models(
     temperature: float = 0.0,
     api_key: str = "EMPTY",
     seed: int | None = 0,
-    http_client: httpx.Client | None = None,
-    http_async_client: httpx.AsyncClient | None = None,
+    http_client: Any | None = None,
+    http_async_client: Any | None = None,
 ) -> StageModels:
     """Build :class:`StageModels` for a vLLM server, one adapter per stage.
 
@@ -51,8 +52,12 @@ def vllm_server_models(
         temperature: Sampling temperature (0 = greedy).
         api_key: Sent as bearer token (vLLM ignores it unless started with ``--api-key``).
         seed: Sampling seed sent with each request.
-        http_client: Custom ``httpx.Client`` for sync calls (proxies, auth, hooks).
-        http_async_client: Custom ``httpx.AsyncClient`` for async calls.
+        http_client: Custom HTTP client for sync calls (proxies, auth, hooks); prefer
+            ``openai.DefaultHttpxClient(...)`` (openai's native client keeps its pool
+            defaults; a plain ``httpx.Client`` goes through a slower compatibility path).
+        http_async_client: Custom HTTP client for async calls, e.g.
+            ``openai.DefaultAsyncHttpxClient(event_hooks=...)``. One client is shared by all
+            the stages built by this call.
 
     Returns:
         The stage models; pass them in the graph's ``RunContext``.

@@ -344,3 +344,49 @@ def test_missing_local_extra_gives_install_hint(
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
     with pytest.raises(ConfigError, match=r"missing: peft.*pip install 'samalign\[local\]'"):
         build_tiny_model(tmp_path / "m")
+
+
+# -- identity adapters for real base models ---------------------------------------------------
+
+
+def test_written_identity_adapter_equals_base(
+    model_dir: Path, tmp_path: Path, prompt_ids: Any, base_logits: Any
+) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from samalign.serving.identity import cached_identity_adapter, write_identity_adapter
+
+    out = write_identity_adapter(model_dir / "adapters" / "anchor", tmp_path / "identity")
+    base = AutoModelForCausalLM.from_pretrained(model_dir / "base")
+    model = PeftModel.from_pretrained(base, out, adapter_name="identity").eval()
+    assert torch.equal(_logits(model, "identity", prompt_ids), base_logits)
+    model.load_adapter(model_dir / "adapters" / "anchor", adapter_name="anchor")
+    assert not torch.allclose(_logits(model, "anchor", prompt_ids), base_logits)
+    with pytest.raises(ConfigError, match="not empty"):
+        write_identity_adapter(model_dir / "adapters" / "anchor", tmp_path / "identity")
+    with pytest.raises(ConfigError, match="not a peft adapter"):
+        write_identity_adapter(model_dir / "base", tmp_path / "other")
+    cached = cached_identity_adapter(model_dir / "adapters" / "anchor", cache_dir=tmp_path / "c")
+    assert cached == cached_identity_adapter(
+        model_dir / "adapters" / "anchor", cache_dir=tmp_path / "c"
+    )
+    assert (cached / "adapter_model.safetensors").read_bytes() == (
+        out / "adapter_model.safetensors"
+    ).read_bytes()
+
+
+def test_serve_adds_identity_calibrate_adapter(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: Any
+) -> None:
+    from samalign.cli import main
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    argv = ["serve", "--base", str(model_dir / "base"), "--dry-run"]
+    argv += ["--adapter", f"anchor={model_dir / 'adapters' / 'anchor'}"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "identity adapter" in captured.err
+    assert "calibrate=" in captured.out and "--max-loras 2" in captured.out
+    assert main([*argv, "--no-identity"]) == 0
+    assert "calibrate=" not in capsys.readouterr().out

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import httpx
+import openai
 import pytest
 
 from samalign import (
@@ -35,14 +35,14 @@ SENTENCES = [
 ]
 
 
-def _recording_client() -> tuple[httpx.AsyncClient, list[dict[str, Any]]]:
+def _recording_client() -> tuple[Any, list[dict[str, Any]]]:
     bodies: list[dict[str, Any]] = []
 
-    async def hook(request: httpx.Request) -> None:
+    async def hook(request: Any) -> None:
         if request.url.path.endswith("/chat/completions"):
             bodies.append(json.loads(request.content))
 
-    return httpx.AsyncClient(event_hooks={"request": [hook]}, timeout=120), bodies
+    return openai.DefaultAsyncHttpxClient(event_hooks={"request": [hook]}, timeout=120), bodies
 
 
 def test_server_serves_every_stage_adapter(vllm_server: str) -> None:
@@ -75,13 +75,14 @@ async def test_graph_end_to_end_each_stage_names_its_adapter(vllm_server: str) -
 
 
 def test_sync_invoke_and_ablation_shapes(vllm_server: str) -> None:
-    models = vllm_server_models(vllm_server)
+    models = vllm_server_models(vllm_server, stages=[*NER_STAGES, "direct_typing"])
     context = RunContext(domain="crossner_music", models=models)
     full = build_ner_graph(FAST).invoke({"text": SENTENCES[0]}, context=context)
     assert set(full["usage"]) >= {"anchor", "explorer", "consensus", "archetype", "calibrate"}
     ablation = FAST.model_copy(update={"use_calibration": False, "use_anchor": False})
     direct = build_ner_graph(ablation).invoke({"text": SENTENCES[0]}, context=context)
     assert "calibrate" not in direct["usage"] and "anchor" not in direct["usage"]
+    assert ablation.model_stages == ["explorer", "direct_typing"]
     assert "merge" in direct["usage"]
     for entity in direct["entities"]:
         assert entity.archetype is None

@@ -81,10 +81,13 @@ def _is_local_name(host: Any) -> bool:
 
 
 @pytest.fixture(autouse=True)
-def network_guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[NetworkGuard]:
+def network_guard(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[NetworkGuard]:
     """Autouse kill-switch (see module docs); request it by name to refuse an address."""
     guard = NetworkGuard()
     monkeypatch.setenv(BLOCK_ENV, "1")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
     real_getaddrinfo = socket.getaddrinfo
 
     def connect(self: socket.socket, address: Any) -> None:

@@ -644,3 +644,20 @@ def test_unconstrained_mentions_have_no_enum(fake_ner: Any, stage_calls: Any) ->
     )
     schema = stage_calls(models, "anchor")[0]["kwargs"]["response_format"]["json_schema"]["schema"]
     assert "$defs" not in schema
+
+
+def test_anchor_schema_chunks_follow_iepile(fake_ner: Any, stage_calls: Any) -> None:
+    """With anchor_schema_chunk=6 the anchor asks about sorted type chunks and unites mentions."""
+    models = fake_ner(anchor={TEXT: ANCHOR}, explorer={TEXT: []}).models()
+    options = PipelineOptions(anchor_schema_chunk=6)
+    result = build_ner_graph(options).invoke(
+        {"text": TEXT}, context=RunContext("crossner_ai", models)
+    )
+    calls = stage_calls(models, "anchor")
+    names = load_domain("crossner_ai").names
+    schemas = [json.loads(c["messages"][0].content)["schema"] for c in calls]
+    assert [len(s) for s in schemas] == [6, 6, 2]
+    assert [n for s in schemas for n in s] == sorted(names)
+    assert result["usage"]["anchor"].calls == 3
+    assert result["anchor_mentions"], "mentions from every chunk are united"
+    assert stage_calls(models, "explorer") and len(stage_calls(models, "explorer")) == 1
