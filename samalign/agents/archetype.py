@@ -15,7 +15,7 @@ from langchain_core.messages import HumanMessage
 from langchain_core.runnables import RunnableLambda
 
 from samalign.agents.base import AgentSettings, Prepared, StageContext, Update, stage_node
-from samalign.agents.matching import resolve_mention
+from samalign.agents.matching import assign_types
 from samalign.agents.runner import StageRequest, StageResult
 from samalign.prompts.formats import ParsedTypedMentions
 from samalign.prompts.specs import EXTRACTION_FORMAT, default_specs
@@ -42,49 +42,6 @@ def tag_entities(text: str, spans: Sequence[Span]) -> str:
         last = pos
     out.append(text[last:])
     return "".join(out)
-
-
-def assign_types(
-    parsed: ParsedTypedMentions, mentions: Sequence[str]
-) -> tuple[dict[str, str], list[Diagnostic]]:
-    """Map each candidate mention to the first type the classifier gave it.
-
-    Returns:
-        The assignments and diagnostics for mentions that were not candidates, for mentions
-        given several types, and for types outside the schema.
-    """
-    assigned: dict[str, str] = {}
-    diagnostics: list[Diagnostic] = []
-    for type_, answer in parsed.pairs:
-        mention = resolve_mention(answer, mentions) or answer
-        if mention not in mentions:
-            diagnostics.append(
-                Diagnostic(
-                    stage=STAGE,
-                    kind="hallucination",
-                    message=f"classified {mention!r}, which is not a marked candidate; ignored",
-                )
-            )
-        elif mention in assigned and assigned[mention] != type_:
-            diagnostics.append(
-                Diagnostic(
-                    stage=STAGE,
-                    kind="duplicate_assignment",
-                    message=f"{mention!r} got several types; kept {assigned[mention]!r}, "
-                    f"ignored {type_!r}",
-                )
-            )
-        else:
-            assigned.setdefault(mention, type_)
-    if parsed.out_of_schema:
-        diagnostics.append(
-            Diagnostic(
-                stage=STAGE,
-                kind="label_out_of_schema",
-                message=f"types outside the schema {list(parsed.out_of_schema)} were ignored",
-            )
-        )
-    return assigned, diagnostics
 
 
 def archetype_node(settings: AgentSettings, *, direct: bool = False) -> RunnableLambda[Any, Update]:
@@ -129,7 +86,21 @@ def archetype_node(settings: AgentSettings, *, direct: bool = False) -> Runnable
         candidates: list[Entity] = state.candidates
         mentions: list[str] = prepared.extra
         parsed: ParsedTypedMentions | None = result.value
-        assigned, diagnostics = assign_types(parsed, mentions) if parsed is not None else ({}, [])
+        allowed = set(ctx.domain.names) if direct else {a.value for a in Archetype}
+        assigned, diagnostics = assign_types(
+            [(m, t) for t, m in parsed.pairs] if parsed is not None else [],
+            mentions,
+            stage=STAGE,
+            to_label=lambda t: t if t in allowed else None,
+        )
+        if parsed is not None and parsed.out_of_schema:
+            diagnostics.append(
+                Diagnostic(
+                    stage=STAGE,
+                    kind="label_out_of_schema",
+                    message=f"types outside the schema {list(parsed.out_of_schema)} were ignored",
+                )
+            )
         missing = [m for m in mentions if m not in assigned]
         out: list[Entity] = []
         for cand in candidates:
@@ -158,4 +129,4 @@ def archetype_node(settings: AgentSettings, *, direct: bool = False) -> Runnable
     return stage_node(STAGE, prepare, finish, settings, model_stage=model_stage)
 
 
-__all__ = ["ENT_CLOSE", "ENT_OPEN", "archetype_node", "assign_types", "tag_entities"]
+__all__ = ["ENT_CLOSE", "ENT_OPEN", "archetype_node", "tag_entities"]

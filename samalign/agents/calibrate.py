@@ -13,7 +13,7 @@ from langchain_core.messages import HumanMessage
 from langchain_core.runnables import RunnableLambda
 
 from samalign.agents.base import AgentSettings, Prepared, StageContext, Update, stage_node
-from samalign.agents.matching import resolve_mention
+from samalign.agents.matching import assign_types
 from samalign.agents.runner import StageRequest, StageResult
 from samalign.prompts.archetypes import archetype_table
 from samalign.prompts.formats import ParsedAssignments
@@ -74,38 +74,12 @@ def calibrate_node(settings: AgentSettings) -> RunnableLambda[Any, Update]:
         archetyped: list[Entity] = state.archetyped
         mentions: list[str] = prepared.extra
         parsed: ParsedAssignments | None = result.value
-        labels: dict[str, str] = {}
-        diagnostics: list[Diagnostic] = []
-        for answer, type_ in parsed.assignments if parsed is not None else ():
-            label = ctx.domain.label_for_name(type_)
-            mention = resolve_mention(answer, mentions) or answer
-            if mention not in mentions:
-                diagnostics.append(
-                    Diagnostic(
-                        stage=STAGE,
-                        kind="hallucination",
-                        message=f"typed {mention!r}, which is not in the initial output; ignored",
-                    )
-                )
-            elif label is None:
-                diagnostics.append(
-                    Diagnostic(
-                        stage=STAGE,
-                        kind="label_out_of_schema",
-                        message=f"{mention!r} was typed {type_!r}, not a candidate type",
-                    )
-                )
-            elif mention in labels and labels[mention] != label:
-                diagnostics.append(
-                    Diagnostic(
-                        stage=STAGE,
-                        kind="duplicate_assignment",
-                        message=f"{mention!r} got several types; kept {labels[mention]!r}, "
-                        f"ignored {label!r}",
-                    )
-                )
-            else:
-                labels.setdefault(mention, label)
+        labels, diagnostics = assign_types(
+            parsed.assignments if parsed is not None else [],
+            mentions,
+            stage=STAGE,
+            to_label=ctx.domain.label_for_name,
+        )
         missing = [m for m in mentions if m not in labels]
         if missing:
             diagnostics.append(

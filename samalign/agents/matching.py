@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+
+from samalign.types import Diagnostic
 
 _TAGS = re.compile(r"</?ENT>", re.IGNORECASE)
 _SPACE = re.compile(r"\s+")
@@ -29,4 +31,67 @@ def resolve_mention(answer: str, candidates: Sequence[str]) -> str | None:
     return matches[0] if len(matches) == 1 else None
 
 
-__all__ = ["resolve_mention"]
+def assign_types(
+    answers: Iterable[tuple[str, str]],
+    candidates: Sequence[str],
+    *,
+    stage: str,
+    to_label: Callable[[str], str | None],
+) -> tuple[dict[str, str], list[Diagnostic]]:
+    """Map each candidate to the first valid type a model gave it.
+
+    Args:
+        answers: (mention as written, type as written) pairs, in answer order.
+        candidates: The mentions the model was asked about.
+        stage: Stage name for diagnostics.
+        to_label: Maps a written type to the label to keep (``None``: not a valid type).
+
+    Returns:
+        The assignments, and one diagnostic per kind of problem: answers about mentions that
+        were not asked about, types outside the schema, mentions given several types.
+    """
+    assigned: dict[str, str] = {}
+    unknown: list[str] = []
+    invalid: list[str] = []
+    ignored: dict[str, list[str]] = {}
+    for answer, written in answers:
+        mention = resolve_mention(answer, candidates)
+        label = to_label(written)
+        if mention is None:
+            unknown.append(answer)
+        elif label is None:
+            invalid.append(written)
+        elif mention in assigned and assigned[mention] != label:
+            ignored.setdefault(mention, []).append(label)
+        else:
+            assigned.setdefault(mention, label)
+    diagnostics: list[Diagnostic] = []
+    if unknown:
+        diagnostics.append(
+            Diagnostic(
+                stage=stage,
+                kind="hallucination",
+                message=f"answers about mentions it was not asked about, ignored: {unknown}",
+            )
+        )
+    if invalid:
+        diagnostics.append(
+            Diagnostic(
+                stage=stage,
+                kind="label_out_of_schema",
+                message=f"types outside the schema, ignored: {list(dict.fromkeys(invalid))}",
+            )
+        )
+    if ignored:
+        kept = {m: assigned[m] for m in ignored}
+        diagnostics.append(
+            Diagnostic(
+                stage=stage,
+                kind="duplicate_assignment",
+                message=f"mentions given several types; kept the first {kept}, ignored {ignored}",
+            )
+        )
+    return assigned, diagnostics
+
+
+__all__ = ["assign_types", "resolve_mention"]
