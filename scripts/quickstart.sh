@@ -34,8 +34,11 @@ done
 
 echo "== samalign extract"
 rm -f runs/entities.jsonl
+# --constrain-mentions: a random model can only answer with strings of the sentence, so the
+# demo shows real grounded spans; --max-tokens keeps its runaway answers short.
 "$VENV/bin/samalign" extract examples/sentences.jsonl --domain crossner_ai \
-  --server "http://127.0.0.1:$PORT" --out runs/entities.jsonl --max-tokens 96
+  --server "http://127.0.0.1:$PORT" --out runs/entities.jsonl --constrain-mentions \
+  --max-tokens 256
 "$VENV/bin/python" - <<'PY'
 import json
 records = [json.loads(line) for line in open("runs/entities.jsonl", encoding="utf-8")]
