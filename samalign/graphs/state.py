@@ -25,6 +25,10 @@ def merge_usage(left: dict[str, StageUsage], right: dict[str, StageUsage]) -> di
 class NerState(BaseModel):
     """State of the SAM-NER graph.
 
+    ``diagnostics``, ``failed_stages`` and ``usage`` accumulate (reducers): with a
+    checkpointer, reusing a thread id for a new text keeps adding to them — use one thread per
+    text.
+
     Attributes:
         text: The input sentence.
         anchor_mentions: Grounded mention strings from the anchor extractor (E_anc).

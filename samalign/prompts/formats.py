@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from samalign.errors import OutputParseError
+from samalign.errors import InputError, OutputParseError
 from samalign.prompts.jsonparse import loads_lenient
 
 MAX_MENTION_CHARS = 300
@@ -81,7 +81,7 @@ class TypedMentionsFormat:
         """The gold answer text for training: every schema type present, in schema order."""
         unknown = sorted(set(answer) - set(types))
         if unknown:
-            raise ValueError(f"gold answer uses types {unknown} that are not in the schema")
+            raise InputError(f"gold answer uses types {unknown} that are not in the schema")
         return json.dumps({t: list(answer.get(t, ())) for t in types}, ensure_ascii=False)
 
     def parse(self, raw: str, types: Sequence[str]) -> ParsedTypedMentions:

@@ -9,7 +9,7 @@ import pytest
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from samalign.errors import OutputParseError, SamalignError
+from samalign.errors import InputError, OutputParseError, SamalignError
 from samalign.prompts.formats import (
     MAX_MENTION_CHARS,
     AssignmentsFormat,
@@ -202,7 +202,7 @@ def test_typed_mentions_gold_has_all_types_in_order_and_matches_schema() -> None
 
 
 def test_typed_mentions_gold_rejects_unknown_types() -> None:
-    with pytest.raises(ValueError, match="location"):
+    with pytest.raises(InputError, match="location"):
         TypedMentionsFormat().render_gold(TYPES, {"location": ["Paris"]})
 
 

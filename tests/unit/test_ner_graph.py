@@ -661,3 +661,11 @@ def test_anchor_schema_chunks_follow_iepile(fake_ner: Any, stage_calls: Any) -> 
     assert result["usage"]["anchor"].calls == 3
     assert result["anchor_mentions"], "mentions from every chunk are united"
     assert stage_calls(models, "explorer") and len(stage_calls(models, "explorer")) == 1
+
+
+def test_stream_yields_one_update_per_stage(context: RunContext) -> None:
+    updates = list(build_ner_graph().stream({"text": TEXT}, context=context, stream_mode="updates"))
+    nodes = [next(iter(u)) for u in updates]
+    assert set(nodes[:2]) == {"anchor", "explorer"}
+    assert nodes[2:] == ["consensus", "archetype", "calibrate"]
+    assert updates[-1]["calibrate"]["entities"]
