@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from samalign.errors import ConfigError
+from samalign.serving.launcher import VLLM_LORA_RANKS
 
 __all__ = [
     "BOS_TOKEN",
@@ -94,7 +95,6 @@ _TARGET_MODULES: Final[tuple[str, ...]] = (
     "down_proj",
 )
 _LORA_INIT_STD: Final = 0.1
-_VALID_RANKS: Final = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
 _CORPUS: Final = """\
 The river town woke slowly on Monday morning. Fishermen pulled their boats onto the gravel
@@ -243,8 +243,8 @@ def _validate(adapters: Sequence[str], identity_adapters: Sequence[str], rank: i
         raise ConfigError(
             f"identity adapters {unknown} are not among the adapters {list(adapters)}"
         )
-    if rank not in _VALID_RANKS:
-        raise ConfigError(f"rank must be one of {_VALID_RANKS} (vLLM's --max-lora-rank choices)")
+    if rank not in VLLM_LORA_RANKS:
+        raise ConfigError(f"rank must be one of {VLLM_LORA_RANKS} (vLLM's --max-lora-rank choices)")
 
 
 def _train_tokenizer() -> Any:
