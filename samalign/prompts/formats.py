@@ -203,7 +203,7 @@ class AssignmentsFormat:
         for rec in records:
             if not isinstance(rec, dict):
                 continue
-            if "entity" in rec and ("type" in rec or "entity_type" in rec):
+            if "entity" in rec:  # the record form; one without a type (cut off) says nothing
                 m, t = rec.get("entity"), rec.get("type", rec.get("entity_type"))
                 if isinstance(m, str) and isinstance(t, str):
                     items.append((m, t))

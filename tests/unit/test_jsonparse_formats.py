@@ -374,3 +374,9 @@ def test_assignments_truncated_answer_is_flagged() -> None:
     parsed = AssignmentsFormat().parse('{"LSTM": "algorithm", "Sepp Hochreiter": "resea')
     assert parsed.assignments == (("LSTM", "algorithm"),)
     assert parsed.repaired is True
+
+
+def test_assignments_cut_off_record_is_not_read_as_a_mention() -> None:
+    raw = '[{"entity":"LSTM","type":"algorithm"},{"entity":"Sepp Hochreiter","ty'
+    parsed = AssignmentsFormat().parse(raw)
+    assert parsed.assignments == (("LSTM", "algorithm"),)
