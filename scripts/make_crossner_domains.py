@@ -29,25 +29,12 @@ from pathlib import Path
 
 import yaml
 
+from samalign.types import Archetype
+
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ROOT / "samalign" / "prompts"
 DOMAINS = ("ai", "literature", "music", "politics", "science")
-ARCHETYPES = (
-    "Person",
-    "Organization",
-    "Location",
-    "Biology",
-    "Medicine",
-    "Food",
-    "Vehicle",
-    "Creative_Work",
-    "Event",
-    "Artifact",
-    "Computer_Science",
-    "Political",
-    "Science",
-    "Misc",
-)
+ARCHETYPES = tuple(a.value for a in Archetype)  # Table 5, in order
 # GoLLIE key naming differs from the CrossNER tags (see crossner_label_definitions/SOURCE.md).
 GOLLIE_DOMAIN = {"science": "naturalscience"}
 GOLLIE_LABEL = {

@@ -124,20 +124,10 @@ def test_extract_cli_keeps_every_record_and_resumes(
     source = tmp_path / "in.jsonl"
     source.write_bytes(b"\n".join(lines) + b"\n")
     out = tmp_path / "out.jsonl"
+    extract = ("extract", str(source), "--domain", "crossner_ai", "--server", vllm_server)
+    extract += ("--out", str(out), "--concurrency", "8", *FAST_CLI)
 
-    done = _run_cli(
-        "extract",
-        str(source),
-        "--domain",
-        "crossner_ai",
-        "--server",
-        vllm_server,
-        "--out",
-        str(out),
-        "--concurrency",
-        "8",
-        *FAST_CLI,
-    )
+    done = _run_cli(*extract)
     assert done.returncode == 0, done.stderr.decode()
     records = [json.loads(line) for line in out.read_text().splitlines()]
     expected_ids = [s.id for s in sentences]
@@ -162,20 +152,7 @@ def test_extract_cli_keeps_every_record_and_resumes(
     # Resume: keep 10 complete lines and half of the 11th, rerun, get the same ids once each.
     kept = out.read_text().splitlines(keepends=True)
     out.write_text("".join(kept[:10]) + kept[10][: len(kept[10]) // 2])
-    again = _run_cli(
-        "extract",
-        str(source),
-        "--domain",
-        "crossner_ai",
-        "--server",
-        vllm_server,
-        "--out",
-        str(out),
-        "--concurrency",
-        "8",
-        "--quiet",
-        *FAST_CLI,
-    )
+    again = _run_cli(*extract, "--quiet")
     assert again.returncode == 0, again.stderr.decode()
     resumed = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in resumed] == expected_ids
