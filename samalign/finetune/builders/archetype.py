@@ -1,0 +1,231 @@
+"""Archetype classifier training data (SAM-NER §3.2, Eq. 6–8, Figure 7).
+
+Each passage's gold mentions are wrapped in ``<ENT></ENT>`` exactly as the classifier node
+wraps candidates at inference (same grounding, same tagging function), and the answer maps
+archetypes to the tagged mentions. Gold labels are projected to archetypes by, in order: an
+explicit label → archetype map, the domain's ``archetype`` of the label, and the mapping M of
+Table 4 (``archetypes.yaml``). The schema is the *instance-specific* abstract schema
+``A^i = M(T^i)`` (the projection of the types the passage is annotated for, Eq. 7), in the
+archetype order; ``schema="full"`` uses all 14 archetypes (what inference sends, Eq. 9).
+
+``direct=True`` builds the ``direct_typing`` classifier of the "w/o cali." ablation instead:
+the same tagged prompt with the domain's target type names as the schema.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+from samalign.agents.archetype import tag_entities
+from samalign.agents.grounding import GroundingMode
+from samalign.errors import ConfigError
+from samalign.finetune.builders.common import (
+    DEFAULT_MAX_TEXT_CHARS,
+    ground_gold,
+    stage_spec,
+    too_long,
+)
+from samalign.finetune.builders.io import BuildReport, ChatExample
+from samalign.finetune.builders.sources import SourceDataset, SourceRecord
+from samalign.prompts.archetypes import archetype_table
+from samalign.prompts.domain import Domain
+from samalign.prompts.specs import EXTRACTION_FORMAT
+from samalign.types import DIRECT_TYPING_STAGE, Archetype
+
+Unmapped = Literal["skip", "misc", "error"]
+"""What to do with a mention whose label has no archetype."""
+
+
+class ArchetypeProjection:
+    """Label → archetype: an explicit map, then the domain's table, then the mapping M.
+
+    Args:
+        archetype_map: Source label → archetype name (overrides everything).
+        domain: A domain whose entity types carry ``archetype``.
+    """
+
+    def __init__(
+        self,
+        archetype_map: Mapping[str, str] | None = None,
+        domain: Domain | None = None,
+    ) -> None:
+        self._map: dict[str, Archetype] = {}
+        for label, name in (archetype_map or {}).items():
+            try:
+                self._map[label] = Archetype(name)
+            except ValueError:
+                raise ConfigError(
+                    f"archetype map: {label!r} → {name!r} is not an archetype; use one of "
+                    f"{[a.value for a in Archetype]}"
+                ) from None
+        self._domain = domain
+        self._table = archetype_table()
+
+    def __call__(self, label: str) -> Archetype | None:
+        """The archetype of a source label, or ``None`` if nothing maps it."""
+        if label in self._map:
+            return self._map[label]
+        if self._domain is not None:
+            resolved = self._domain.label_for_name(label)
+            if resolved is not None:
+                archetype = self._domain.entity_type(resolved).archetype
+                if archetype is not None:
+                    return archetype
+        return self._table.project(label)
+
+
+def record_schema(record: SourceRecord, dataset: SourceDataset) -> list[str]:
+    """The fine-grained schema ``T^i`` a record is annotated for.
+
+    The types it asks about if it lists them, else the dataset's closed label set, else the
+    types it mentions.
+    """
+    if record.asked:
+        return list(dict.fromkeys([*record.asked, *record.types]))
+    if dataset.label_set is not None:
+        return list(dataset.label_set)
+    return record.types
+
+
+def build_archetype_examples(
+    datasets: Sequence[SourceDataset],
+    *,
+    domain: Domain | None = None,
+    archetype_map: Mapping[str, str] | None = None,
+    unmapped: Unmapped = "skip",
+    schema: Literal["instance", "full"] = "instance",
+    direct: bool = False,
+    grounding: GroundingMode = "flat",
+    max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
+) -> tuple[list[ChatExample], BuildReport]:
+    """Build archetype classifier examples (or ``direct_typing`` examples).
+
+    Args:
+        datasets: Source datasets with gold mentions.
+        domain: Labels' archetypes come from the domain's table; the domain's prompt
+            override for ``archetype`` is used. Required for ``direct``.
+        archetype_map: Source label → archetype name, checked first.
+        unmapped: A mention whose label has no archetype is ``skip``-ped (not tagged),
+            typed ``misc`` (the catch-all), or an ``error``.
+        schema: ``instance`` (``A^i``, the paper's training schema) or ``full`` (all 14).
+        direct: Build the ``direct_typing`` ablation's classifier (target type names).
+        grounding: How gold mentions become tagged spans (the pipeline's grounding mode).
+        max_text_chars: Skip passages longer than the sentence graph accepts.
+
+    Returns:
+        The examples and a report of counts.
+
+    Raises:
+        ConfigError: A label cannot be projected with ``unmapped="error"``, a bad option, or
+            ``direct`` without a domain / with labels outside the domain.
+    """
+    if unmapped not in ("skip", "misc", "error"):
+        raise ConfigError(f"unmapped must be 'skip', 'misc' or 'error', got {unmapped!r}")
+    if schema not in ("instance", "full"):
+        raise ConfigError(f"schema must be 'instance' or 'full', got {schema!r}")
+    if direct and domain is None:
+        raise ConfigError("direct typing examples need a domain (its type names are the schema)")
+    stage = DIRECT_TYPING_STAGE if direct else "archetype"
+    spec = stage_spec("archetype", domain)  # the direct_typing node renders the same template
+    project = ArchetypeProjection(archetype_map, domain)
+    report = BuildReport(stage=stage)
+    examples: list[ChatExample] = []
+    unmapped_labels: set[str] = set()
+    for dataset in datasets:
+        for rec in dataset.records:
+            report.records += 1
+            if too_long(rec, max_text_chars):
+                report.skip("text_too_long")
+                continue
+            gold: list[tuple[str, str]] = []
+            for m in rec.mentions:
+                value = _target(m.type, domain, direct, project, unmapped, rec)
+                if value is None:
+                    unmapped_labels.add(m.type)
+                    report.skip("mention_without_archetype")
+                    continue
+                gold.append((m.text, value))
+            tagged_spans = ground_gold(rec.text, gold, grounding=grounding, report=report)
+            if not tagged_spans:
+                report.skip("no_entities")  # no candidates: the classifier is not called
+                continue
+            types = _schema(rec, dataset, domain, direct, schema, project, tagged_spans)
+            answer: dict[str, list[str]] = {}
+            seen: set[str] = set()
+            for span, value in tagged_spans:  # one type per mention string, as at inference
+                if span.text not in seen:
+                    seen.add(span.text)
+                    answer.setdefault(value, []).append(span.text)
+                    report.count("mentions")
+            prompt = spec.render(
+                {"labels": types, "text": tag_entities(rec.text, [s for s, _ in tagged_spans])}
+            )
+            examples.append(
+                ChatExample(
+                    id=rec.id,
+                    stage=stage,
+                    task="ner",
+                    prompt=prompt,
+                    answer=EXTRACTION_FORMAT.render_gold(types, answer),
+                    source=rec.origin,
+                )
+            )
+    report.examples = len(examples)
+    if unmapped_labels:
+        report.count("unmapped_labels", len(unmapped_labels))
+    return examples, report
+
+
+def _target(
+    label: str,
+    domain: Domain | None,
+    direct: bool,
+    project: ArchetypeProjection,
+    unmapped: Unmapped,
+    rec: SourceRecord,
+) -> str | None:
+    if direct:
+        assert domain is not None
+        resolved = domain.label_for_name(label)
+        if resolved is None:
+            raise ConfigError(
+                f"{rec.origin}: label {label!r} is not in domain {domain.name!r} "
+                f"(labels {domain.labels})"
+            )
+        return domain.entity_type(resolved).name
+    archetype = project(label)
+    if archetype is None:
+        if unmapped == "error":
+            raise ConfigError(
+                f"{rec.origin}: label {label!r} has no archetype: it is not in the mapping M "
+                "(archetypes.yaml), the domain's table or the archetype map; add it to an "
+                "archetype map, or pass unmapped='skip' or 'misc'"
+            )
+        if unmapped == "misc":
+            return Archetype.MISC.value
+        return None
+    return archetype.value
+
+
+def _schema(
+    rec: SourceRecord,
+    dataset: SourceDataset,
+    domain: Domain | None,
+    direct: bool,
+    schema: str,
+    project: ArchetypeProjection,
+    tagged: Sequence[tuple[object, str]],
+) -> list[str]:
+    present = {value for _, value in tagged}
+    if direct:
+        assert domain is not None
+        return list(domain.names)
+    if schema == "full":
+        return [a.value for a in Archetype]
+    projected = {a.value for a in (project(t) for t in record_schema(rec, dataset)) if a}
+    projected |= present  # misc-typed or map-typed mentions are always in the schema
+    return [a.value for a in Archetype if a.value in projected]
+
+
+__all__ = ["ArchetypeProjection", "Unmapped", "build_archetype_examples", "record_schema"]

@@ -1,0 +1,172 @@
+"""Helpers shared by the builders: type naming, stage specs, grounding checks, sampling."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Mapping, Sequence
+
+from samalign.agents.base import AgentSettings
+from samalign.agents.grounding import GroundingMode, find_occurrences, ground_mentions
+from samalign.errors import ConfigError
+from samalign.finetune.builders.io import BuildReport
+from samalign.finetune.builders.sources import SourceDataset, SourceRecord
+from samalign.prompts.domain import Domain
+from samalign.prompts.specs import StageSpec, default_specs
+from samalign.types import Span
+
+DEFAULT_MAX_TEXT_CHARS = AgentSettings().max_text_chars
+"""Longest text a sentence graph accepts at inference; longer records are skipped."""
+
+
+def stage_spec(stage: str, domain: Domain | None) -> StageSpec:
+    """The spec a stage node renders with: the default, or the domain's prompt override."""
+    specs = default_specs()
+    if stage not in specs:
+        raise ConfigError(f"no prompt spec for stage {stage!r}; known: {sorted(specs)}")
+    spec = specs[stage]
+    return spec.with_template(domain.prompts.get(stage)) if domain is not None else spec
+
+
+def type_names(
+    labels: Sequence[str],
+    *,
+    domain: Domain | None = None,
+    label_names: Mapping[str, str] | None = None,
+    origin: str = "",
+) -> dict[str, str]:
+    """Map source type labels to the names shown in prompts.
+
+    With a domain, a label maps to its entity type's verbalised ``name`` (the names the
+    agents put in the schema at inference); ``label_names`` overrides single labels; other
+    labels keep their own spelling.
+
+    Raises:
+        ConfigError: A domain is given and some labels are neither domain labels nor names.
+    """
+    names: dict[str, str] = {}
+    unknown: list[str] = []
+    for label in labels:
+        if label_names and label in label_names:
+            names[label] = label_names[label]
+        elif domain is not None:
+            resolved = domain.label_for_name(label)
+            if resolved is None:
+                unknown.append(label)
+            else:
+                names[label] = domain.entity_type(resolved).name
+        else:
+            names[label] = label
+    if unknown:
+        assert domain is not None
+        raise ConfigError(
+            f"{origin}: entity types {sorted(unknown)} are not in domain {domain.name!r} "
+            f"(labels {domain.labels}); use the dataset's domain, or map them with a label map"
+        )
+    return names
+
+
+def grounded(text: str, mention: str) -> bool:
+    """Whether a gold mention can be found in the text by the inference-time grounding."""
+    spans, _ = find_occurrences(text, mention)
+    return bool(spans)
+
+
+def type_frequencies(dataset: SourceDataset) -> Counter[str]:
+    """Per type, the number of records that mention it (the negative-sampling weights)."""
+    freq: Counter[str] = Counter()
+    for rec in dataset.records:
+        freq.update(set(rec.types))
+    return freq
+
+
+class NegativeSampler:
+    """Draws entity types absent from a passage, with probability ∝ dataset frequency.
+
+    This is UniversalNER's negative entity-type sampling (GNER calls it "external entity
+    sampling"): the schema of a training passage also lists types the passage does not
+    contain, answered with an empty list, drawn by how often they occur in the dataset.
+
+    Args:
+        frequencies: Type → weight (e.g. :func:`type_frequencies`).
+        rng: The random generator (seeded by the builder, so output is reproducible).
+    """
+
+    def __init__(self, frequencies: Mapping[str, int], rng: random.Random) -> None:
+        self._types = [t for t, w in frequencies.items() if w > 0]
+        self._cum: list[float] = []
+        total = 0.0
+        for t in self._types:
+            total += frequencies[t]
+            self._cum.append(total)
+        self._rng = rng
+
+    def sample(self, k: int, exclude: set[str]) -> list[str]:
+        """``k`` distinct types not in ``exclude`` (fewer if the pool runs out)."""
+        chosen: list[str] = []
+        if k <= 0 or not self._types:
+            return chosen
+        taken = set(exclude)
+        attempts = 0
+        while len(chosen) < k and attempts < 50 * k:
+            attempts += 1
+            (t,) = self._rng.choices(self._types, cum_weights=self._cum, k=1)
+            if t not in taken:
+                taken.add(t)
+                chosen.append(t)
+        if len(chosen) < k:  # a small pool mostly excluded: fall back to the remaining types
+            rest = [t for t in self._types if t not in taken]
+            self._rng.shuffle(rest)
+            chosen.extend(rest[: k - len(chosen)])
+        return chosen
+
+
+def ground_gold(
+    text: str,
+    gold: Sequence[tuple[str, str]],
+    *,
+    grounding: GroundingMode = "flat",
+    report: BuildReport | None = None,
+) -> list[tuple[Span, str]]:
+    """Ground gold (mention, value) pairs to spans the way candidates are built at inference.
+
+    The consensus node grounds the candidate strings with :func:`ground_mentions` (flat by
+    default: longest first, no overlaps) and sorts the spans by position; the classifier then
+    wraps every span in ``<ENT></ENT>``. Doing the same here tags exactly what inference
+    would tag if the extractors found the gold mentions. A mention string with two gold values
+    keeps the first.
+
+    Returns:
+        (span, value) pairs sorted by position (start, then longest first).
+    """
+    values: dict[str, str] = {}
+    for mention, value in gold:
+        if mention in values and values[mention] != value and report is not None:
+            report.skip("conflicting_types_for_one_mention")
+        values.setdefault(mention, value)
+    out: list[tuple[Span, str]] = []
+    for g in ground_mentions(text, list(values), mode=grounding):
+        if not g.spans:
+            if report is not None:
+                report.skip("subsumed_mention" if g.subsumed else "mention_not_in_text")
+            continue
+        out.extend((span, values[g.mention]) for span in g.spans)
+    out.sort(key=lambda item: (item[0].start, -item[0].end))
+    return out
+
+
+def too_long(record: SourceRecord, max_text_chars: int) -> bool:
+    """Whether the record's text is longer than inference accepts."""
+    return len(record.text) > max_text_chars
+
+
+__all__ = [
+    "DEFAULT_MAX_TEXT_CHARS",
+    "NegativeSampler",
+    "ground_gold",
+    "grounded",
+    "stage_spec",
+    "too_long",
+    "type_frequencies",
+    "type_names",
+]
