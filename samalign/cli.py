@@ -1,4 +1,4 @@
-"""Command line: ``samalign extract | serve | domains``."""
+"""Command line: ``samalign extract | serve | domains | finetune``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TextIO
 
 from samalign.errors import ConfigError, InputError, SamalignError
+from samalign.finetune.cli import add_finetune_parser
 from samalign.graphs import PipelineOptions, RunContext, build_ner_graph
 from samalign.graphs.batch import run_records
 from samalign.prompts import builtin_domains, load_domain
@@ -273,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_extract(sub)
     _add_serve(sub)
     _add_domains(sub)
+    add_finetune_parser(sub)
     return parser
 
 

@@ -28,6 +28,7 @@ import random
 import shutil
 import struct
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +52,15 @@ SUMMARY_NAME = "training_summary.json"
 CHECKPOINTS_DIR = "checkpoints"
 _STATE_FILE = "trainer_state.pt"
 _COSMETIC_FIELDS = frozenset(
-    {"progress_bar", "logging_steps", "eval_steps", "save_steps", "save_total_limit", "max_steps"}
+    {
+        "progress_bar",
+        "logging_steps",
+        "eval_steps",
+        "save_steps",
+        "save_total_limit",
+        "max_steps",
+        "output_dir",
+    }
 )
 """Fields that may change between a checkpoint and its resumed run."""
 
@@ -535,7 +544,9 @@ def train(
         use_rslora=config.use_rslora,
         task_type="CAUSAL_LM",
     )
-    model = get_peft_model(model, lora)
+    with warnings.catch_warnings():  # transformers 5 deprecation noise from inside peft
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+        model = get_peft_model(model, lora)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()

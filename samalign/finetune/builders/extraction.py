@@ -115,7 +115,7 @@ def build_extraction_examples(
                 schema = list(dict.fromkeys([*label_order, *positives]))
             else:
                 asked = [names[t] for t in rec.asked]
-                schema = list(dict.fromkeys([*positives, *asked]))
+                schema = list(dict.fromkeys([*asked, *positives]))
                 target = math.ceil(negative_ratio * len(positives)) if negative_ratio else 0
                 if negative_ratio > 0:
                     target = max(target, 1)

@@ -1,0 +1,295 @@
+"""``samalign finetune``: build training data, train adapters, check them.
+
+::
+
+    samalign finetune build STAGE INPUT [INPUT ...] --out FILE.jsonl [options]
+    samalign finetune train CONFIG.yaml [--resume] [--set key=value ...]
+    samalign finetune config [--out CONFIG.yaml]
+    samalign finetune check ADAPTER_DIR
+
+The command functions return the exit status; samalign errors propagate to the main CLI,
+which prints them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from samalign.errors import ConfigError, InputError
+
+BUILD_STAGES: tuple[str, ...] = (
+    "explorer",
+    "anchor",
+    "archetype",
+    "direct_typing",
+    "calibrate",
+)
+"""Stages ``samalign finetune build`` writes examples for."""
+
+
+def add_finetune_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``finetune`` command group to the main parser's subcommands."""
+    parser = sub.add_parser(
+        "finetune",
+        help="build training data from public datasets and train stage adapters (peft LoRA)",
+        description="Build chat training examples with the same prompt specs the stages use "
+        "at inference, and train LoRA adapters that vLLM and peft load unchanged.",
+    )
+    commands = parser.add_subparsers(dest="finetune_command", required=True, metavar="COMMAND")
+    _add_build(commands)
+    _add_train(commands)
+    _add_config(commands)
+    _add_check(commands)
+
+
+def _add_build(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = commands.add_parser(
+        "build",
+        help="write JSONL training examples for one stage",
+        description="Read source datasets (Pile-NER JSONL, UniNER conversations, IEPile NER, "
+        "BIO files such as CrossNER, SpERT JSON such as CoNLL04/SciERC/ADE; detected "
+        "automatically) and write training examples for STAGE rendered by its prompt spec. "
+        "Prints the counts (JSON on stdout, a summary on stderr).",
+    )
+    p.add_argument("stage", choices=BUILD_STAGES, help="the stage the examples train")
+    p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="source data files")
+    p.add_argument("--out", required=True, type=Path, help="JSONL file to write")
+    p.add_argument(
+        "--format",
+        default="auto",
+        choices=["auto", "pilener", "uniner", "iepile", "bio", "spert"],
+        help="source format (default: detect)",
+    )
+    p.add_argument(
+        "--domain",
+        help="target domain (built-in name or YAML): verbalised type names, label→archetype "
+        "table, prompt overrides; required for calibrate and direct_typing",
+    )
+    p.add_argument("--label-map", type=Path, help="YAML/JSON mapping source label → prompt name")
+    p.add_argument(
+        "--archetype-map", type=Path, help="YAML/JSON mapping source label → archetype"
+    )
+    p.add_argument(
+        "--iepile-schema",
+        type=Path,
+        help="IEPile schema.json (its first line lists the types) for raw IEPile records",
+    )
+    p.add_argument(
+        "--negative-ratio",
+        type=float,
+        default=1.0,
+        help="extractors: negative types per positive type, sampled by frequency "
+        "(open label sets such as Pile-NER; default 1.0)",
+    )
+    p.add_argument(
+        "--sample-negatives",
+        action="store_true",
+        help="extractors: for closed label sets (BIO, SpERT) sample negatives instead of "
+        "asking about every label",
+    )
+    shuffle = p.add_mutually_exclusive_group()
+    shuffle.add_argument(
+        "--shuffle-types",
+        dest="shuffle",
+        action="store_const",
+        const=True,
+        help="shuffle the schema order per example (default for the explorer)",
+    )
+    shuffle.add_argument(
+        "--no-shuffle-types",
+        dest="shuffle",
+        action="store_const",
+        const=False,
+        help="keep the schema order (default for the anchor)",
+    )
+    p.add_argument(
+        "--keep-ungrounded",
+        action="store_true",
+        help="extractors: keep gold mentions that do not occur in the text",
+    )
+    p.add_argument(
+        "--schema",
+        choices=["instance", "full"],
+        default="instance",
+        help="archetype: instance-specific archetype schema (paper, default) or all 14",
+    )
+    p.add_argument(
+        "--unmapped",
+        choices=["skip", "misc", "error"],
+        default="skip",
+        help="archetype: a label with no archetype is skipped (default), typed Misc, or an error",
+    )
+    p.add_argument("--grounding", choices=["flat", "nested"], default="flat")
+    p.add_argument("--max-chars", type=int, default=None, help="skip longer passages")
+    p.add_argument("--limit", type=int, default=None, help="use the first N records per input")
+    p.add_argument("--seed", type=int, default=0, help="seed for sampling and shuffling")
+    p.set_defaults(func=_build)
+
+
+def _add_train(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = commands.add_parser(
+        "train",
+        help="train a LoRA adapter from a YAML config",
+        description="Train a peft LoRA adapter with a completion-only loss (SAM-NER Table 7 "
+        "defaults) and write it to the config's output_dir, with the config, the loss log "
+        "and resumable checkpoints. `samalign finetune config` prints every setting.",
+    )
+    p.add_argument("config", type=Path, help="training config (YAML)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest checkpoint in output_dir",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config setting (repeatable), e.g. --set max_steps=100",
+    )
+    p.set_defaults(func=_train)
+
+
+def _add_config(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = commands.add_parser(
+        "config",
+        help="print a training config template with every setting and its help",
+    )
+    p.add_argument("--out", type=Path, help="write the template here instead of stdout")
+    p.set_defaults(func=_config)
+
+
+def _add_check(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = commands.add_parser(
+        "check", help="check that an adapter folder can be served by vLLM and peft unchanged"
+    )
+    p.add_argument("adapter", type=Path, help="adapter folder")
+    p.set_defaults(func=_check)
+
+
+def _read_mapping(path: Path | None, what: str) -> dict[str, str] | None:
+    if path is None:
+        return None
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML/JSON: {err}") from None
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+    ):
+        raise ConfigError(f"{path}: a {what} must map label strings to strings")
+    return data
+
+
+def _build(args: argparse.Namespace) -> int:
+    from samalign.finetune.builders import (
+        build_archetype_examples,
+        build_calibrate_examples,
+        build_extraction_examples,
+        read_source,
+        write_examples,
+    )
+    from samalign.finetune.builders.common import DEFAULT_MAX_TEXT_CHARS
+    from samalign.prompts import load_domain
+
+    domain = load_domain(args.domain) if args.domain else None
+    schema = None
+    if args.iepile_schema is not None:
+        try:
+            first = args.iepile_schema.read_text(encoding="utf-8").splitlines()[0]
+            schema = json.loads(first)
+        except (OSError, IndexError, json.JSONDecodeError):
+            raise InputError(
+                f"{args.iepile_schema}: expected IEPile's schema.json (first line: a JSON list)"
+            ) from None
+    datasets = []
+    for path in args.inputs:
+        dataset = read_source(path, args.format, schema=schema)
+        if args.limit is not None:
+            dataset = dataclasses.replace(dataset, records=dataset.records[: args.limit])
+        datasets.append(dataset)
+    max_chars = args.max_chars or DEFAULT_MAX_TEXT_CHARS
+    stage: str = args.stage
+    if stage in ("explorer", "anchor"):
+        examples, report = build_extraction_examples(
+            "explorer" if stage == "explorer" else "anchor",
+            datasets,
+            domain=domain,
+            label_names=_read_mapping(args.label_map, "label map"),
+            negative_ratio=args.negative_ratio,
+            all_labels=not args.sample_negatives,
+            shuffle_types=args.shuffle if args.shuffle is not None else stage == "explorer",
+            keep_ungrounded=args.keep_ungrounded,
+            max_text_chars=max_chars,
+            seed=args.seed,
+        )
+    elif stage in ("archetype", "direct_typing"):
+        examples, report = build_archetype_examples(
+            datasets,
+            domain=domain,
+            archetype_map=_read_mapping(args.archetype_map, "archetype map"),
+            unmapped=args.unmapped,
+            schema=args.schema,
+            direct=stage == "direct_typing",
+            grounding=args.grounding,
+            max_text_chars=max_chars,
+        )
+    else:
+        if domain is None:
+            raise ConfigError("calibrate examples need --domain (its types and definitions)")
+        examples, report = build_calibrate_examples(
+            datasets,
+            domain=domain,
+            archetype_map=_read_mapping(args.archetype_map, "archetype map"),
+            grounding=args.grounding,
+            max_text_chars=max_chars,
+        )
+    if not examples:
+        raise InputError(f"no {stage} examples could be built: {report.summary()}")
+    write_examples(args.out, examples)
+    print(f"samalign: {report.summary()} -> {args.out}", file=sys.stderr)
+    print(json.dumps({**report.to_dict(), "out": str(args.out)}, ensure_ascii=False))
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from samalign.finetune.config import load_config, parse_override
+    from samalign.finetune.trainer import train
+
+    overrides: dict[str, Any] = dict(parse_override(item) for item in args.set)
+    config = load_config(args.config, overrides)
+    result = train(config, resume=args.resume)
+    print(json.dumps(result.to_dict(), indent=2))
+    return 0
+
+
+def _config(args: argparse.Namespace) -> int:
+    from samalign.finetune.config import config_yaml
+
+    text = config_yaml()
+    if args.out is not None:
+        args.out.write_text(text, encoding="utf-8")
+        print(f"samalign: wrote {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from samalign.finetune.trainer import check_servable
+
+    check_servable(args.adapter)
+    print(f"{args.adapter}: servable by vLLM and peft")
+    return 0
+
+
+__all__ = ["BUILD_STAGES", "add_finetune_parser"]

@@ -1,0 +1,349 @@
+"""Real peft LoRA training on the tiny model: masking, loss, determinism, resume, serving.
+
+Runs take a few optimizer steps on a handful of short examples (seconds on a laptop CPU).
+The served-adapter test starts a real vLLM (CPU build) server with the trained adapter and
+checks that vLLM computes the same next-token distribution as peft does with that adapter.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from samalign.cli import main
+from samalign.errors import ConfigError
+from samalign.finetune.builders import ChatExample, write_examples
+from samalign.finetune.config import CONFIG_FILE_NAME, TrainConfig
+from samalign.finetune.trainer import (
+    IGNORE_INDEX,
+    LOSS_LOG_NAME,
+    SUMMARY_NAME,
+    check_servable,
+    latest_checkpoint,
+    tokenize_example,
+    train,
+)
+
+pytestmark = pytest.mark.integration
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("peft")
+safetensors_torch = pytest.importorskip("safetensors.torch")
+
+EXAMPLES = [
+    ChatExample(
+        id=f"e{i}",
+        stage="explorer",
+        task="ner",
+        prompt=json.dumps({"Schema": ["person", "city"], "Input": text}),
+        answer=json.dumps(answer),
+    )
+    for i, (text, answer) in enumerate(
+        [
+            ("Marie Curie was born in Warsaw .", {"person": ["Marie Curie"], "city": ["Warsaw"]}),
+            ("Pierre lived in Paris .", {"person": ["Pierre"], "city": ["Paris"]}),
+            ("The museum in Vienna reopened .", {"person": [], "city": ["Vienna"]}),
+            ("Sepp Hochreiter wrote about LSTM .", {"person": ["Sepp Hochreiter"], "city": []}),
+        ]
+    )
+]
+RELATION = ChatExample(
+    id="r0",
+    stage="relations_forward",
+    task="re",
+    prompt="Relations in: Pierre lived in Paris .",
+    answer='[{"head": "Pierre", "relation": "Live_In", "tail": "Paris"}]',
+)
+
+
+@pytest.fixture(scope="module")
+def base(tiny_model_dir: Path) -> Path:
+    return tiny_model_dir / "base"
+
+
+@pytest.fixture(scope="module")
+def train_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "train.jsonl"
+    write_examples(path, EXAMPLES)
+    return path
+
+
+def config(base: Path, train_file: Path, out: Path, **changes: Any) -> TrainConfig:
+    settings: dict[str, Any] = {
+        "base_model": str(base),
+        "train_file": str(train_file),
+        "output_dir": str(out),
+        "stage": "explorer",
+        "learning_rate": 1e-2,
+        "max_steps": 4,
+        "batch_size": 2,
+        "gradient_accumulation": 1,
+        "logging_steps": 1,
+        "progress_bar": False,
+        **changes,
+    }
+    return TrainConfig(**settings)
+
+
+def adapter_weights(folder: Path) -> dict[str, Any]:
+    weights: dict[str, Any] = safetensors_torch.load_file(str(folder / "adapter_model.safetensors"))
+    return weights
+
+
+def test_prompt_tokens_are_exactly_the_served_prompt_and_masked(base: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    tok = tokenize_example(tokenizer, EXAMPLES[0])
+    served = tokenizer.apply_chat_template(
+        [{"role": "user", "content": EXAMPLES[0].prompt}],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
+    prompt_ids = tokenizer(served, add_special_tokens=False)["input_ids"]
+    assert tok.input_ids[: len(prompt_ids)] == prompt_ids
+    assert tok.labels[: len(prompt_ids)] == [IGNORE_INDEX] * len(prompt_ids)
+    target = tok.input_ids[len(prompt_ids) :]
+    assert tok.labels[len(prompt_ids) :] == target
+    assert tokenizer.eos_token_id in target
+    assert tokenizer.decode(target).startswith(EXAMPLES[0].answer + "<|end|>")
+    # the full conversation tokenises to the same ids: nothing merges across the boundary
+    full = tokenizer.apply_chat_template(EXAMPLES[0].messages, tokenize=False)
+    assert tokenizer(full, add_special_tokens=False)["input_ids"] == tok.input_ids
+
+
+def test_training_lowers_the_loss_and_writes_a_servable_adapter(
+    base: Path, train_file: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "explorer"
+    result = train(config(base, train_file, out, max_steps=6, eval_fraction=0.25))
+    assert result.steps == 6 and result.examples == 3
+    assert result.first_loss is not None and result.final_loss is not None
+    assert result.final_loss < result.first_loss - 0.2
+    assert result.eval_loss is not None and math.isfinite(result.eval_loss)
+    check_servable(out)
+    adapter_config = json.loads((out / "adapter_config.json").read_text())
+    assert adapter_config["r"] == 8 and adapter_config["lora_alpha"] == 16
+    assert adapter_config["bias"] == "none" and not adapter_config.get("modules_to_save")
+    assert sorted(adapter_config["target_modules"]) == sorted(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    assert adapter_config["base_model_name_or_path"] == str(base.resolve())
+    assert (out / CONFIG_FILE_NAME).is_file()
+    log = [json.loads(x) for x in (out / LOSS_LOG_NAME).read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4, 5, 6]
+    assert any("eval_loss" in r for r in log)
+    summary = json.loads((out / SUMMARY_NAME).read_text())
+    assert summary["steps"] == 6 and summary["precision"] == "fp32"
+    # the adapter changes the model: lora_B moved away from its zero initialisation
+    assert any(float(t.abs().max()) > 0 for k, t in adapter_weights(out).items() if "lora_B" in k)
+    with pytest.raises(ConfigError, match="already holds an adapter"):
+        train(config(base, train_file, out))
+
+
+def test_same_seed_same_adapter(base: Path, train_file: Path, tmp_path: Path) -> None:
+    a = train(config(base, train_file, tmp_path / "a", max_steps=3))
+    b = train(config(base, train_file, tmp_path / "b", max_steps=3))
+    assert [h["loss"] for h in a.history] == [h["loss"] for h in b.history]
+    wa, wb = adapter_weights(tmp_path / "a"), adapter_weights(tmp_path / "b")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    c = train(config(base, train_file, tmp_path / "c", max_steps=3, seed=7))
+    assert [h["loss"] for h in c.history] != [h["loss"] for h in a.history]
+
+
+def test_resume_from_a_checkpoint_gives_the_uninterrupted_result(
+    base: Path, train_file: Path, tmp_path: Path
+) -> None:
+    settings = {"max_steps": 4, "save_steps": 2, "save_total_limit": 5}
+    full = tmp_path / "full"
+    train(config(base, train_file, full, **settings))
+    # an interrupted run: only the step-2 checkpoint exists
+    cut = tmp_path / "cut"
+    (cut / "checkpoints").mkdir(parents=True)
+    shutil.copytree(full / "checkpoints" / "step-000002", cut / "checkpoints" / "step-000002")
+    assert latest_checkpoint(cut) == cut / "checkpoints" / "step-000002"
+    resumed = train(config(base, train_file, cut, **settings), resume=True)
+    assert resumed.steps == 4
+    wa, wb = adapter_weights(full), adapter_weights(cut)
+    for key in wa:
+        assert torch.allclose(wa[key], wb[key], atol=1e-6), key
+    with pytest.raises(ConfigError, match="settings changed since it was written: lora_r"):
+        train(config(base, train_file, cut, lora_r=16, **settings), resume=True)
+
+
+def test_joint_lambda_weights_relation_examples(base: Path, tmp_path: Path) -> None:
+    path = tmp_path / "re.jsonl"
+    write_examples(path, [RELATION, RELATION])
+    train(config(base, path, tmp_path / "zero", joint_lambda=0.0, max_steps=2))
+    # with λ = 0 the relation loss contributes no gradient: lora_B stays at its zero init
+    assert all(
+        float(t.abs().max()) == 0
+        for k, t in adapter_weights(tmp_path / "zero").items()
+        if "lora_B" in k
+    )
+    result = train(config(base, path, tmp_path / "half", joint_lambda=0.5, max_steps=2))
+    assert "weighted_loss" in result.history[0]
+    assert result.history[0]["weighted_loss"] == pytest.approx(result.history[0]["loss"] * 0.5)
+
+
+def test_cli_train_with_overrides(
+    base: Path, train_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        f"base_model: {base}\ntrain_file: {train_file}\noutput_dir: out\nstage: explorer\n"
+        "learning_rate: 1e-3\nbatch_size: 2\ngradient_accumulation: 1\nprogress_bar: false\n"
+    )
+    assert main(["finetune", "train", str(path), "--set", "max_steps=2"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["steps"] == 2 and summary["output_dir"] == str(tmp_path / "out")
+    assert main(["finetune", "check", str(tmp_path / "out")]) == 0
+    assert main(["finetune", "train", str(path), "--set", "lora_r=2048"]) == 2
+    assert "vLLM serves LoRA ranks" in capsys.readouterr().err
+
+
+def test_trained_adapter_loads_in_peft(base: Path, train_file: Path, tmp_path: Path) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path / "explorer"
+    train(config(base, train_file, out, max_steps=3))
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(base), str(out), adapter_name="explorer"
+    ).eval()
+    ids = torch.tensor([tokenize_example(tokenizer, EXAMPLES[0]).input_ids])
+    with torch.no_grad():
+        adapted = model(input_ids=ids).logits
+        with model.disable_adapter():
+            plain = model(input_ids=ids).logits
+    assert not torch.allclose(adapted, plain, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------
+# served by a real vLLM server
+# ------------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def trained_adapter(base: Path, train_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("served") / "explorer"
+    train(config(base, train_file, out, max_steps=6))
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained_server(
+    base: Path, trained_adapter: Path, vllm_python: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """``samalign serve --base BASE --adapter trained=DIR`` on loopback (real vLLM)."""
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("vllm-ft") / "server.log"
+    samalign = shutil.which("samalign", path=str(Path(sys.executable).parent)) or "samalign"
+    argv = [
+        samalign, "serve", "--base", str(base), "--adapter", f"trained={trained_adapter}",
+        "--python", vllm_python, "--port", str(port), "--max-model-len", "2048",
+        "--", "--dtype", "float32", "--served-model-name", "base",
+    ]  # fmt: skip
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 600
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"vLLM exited ({proc.returncode}):\n{log_path.read_text()[-4000:]}")
+            try:
+                if httpx.get(url + "/v1/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"vLLM not ready in time:\n{log_path.read_text()[-4000:]}")
+            time.sleep(1)
+        yield url
+    finally:
+        if proc.poll() is None:
+            import os
+            import signal
+
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _vllm_top_logprobs(url: str, model: str, prompt: str) -> dict[str, float]:
+    reply = httpx.post(
+        url + "/v1/chat/completions",
+        json={
+            "model": model,
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": 1,
+            "temperature": 0,
+            "logprobs": True,
+            "top_logprobs": 5,
+        },
+        timeout=120,
+    )
+    reply.raise_for_status()
+    content = reply.json()["choices"][0]["logprobs"]["content"][0]
+    return {item["token"]: item["logprob"] for item in content["top_logprobs"]}
+
+
+def test_vllm_serves_the_trained_adapter_as_peft_computes_it(
+    trained_server: str, trained_adapter: Path, base: Path
+) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    models = {m["id"] for m in httpx.get(trained_server + "/v1/models", timeout=10).json()["data"]}
+    assert {"trained", "calibrate"} <= models
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(base), str(trained_adapter)
+    ).eval()
+    for example in EXAMPLES[:2]:
+        served = _vllm_top_logprobs(trained_server, "trained", example.prompt)
+        identity = _vllm_top_logprobs(trained_server, "calibrate", example.prompt)
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": example.prompt}],
+            tokenize=False,
+            add_generation_prompt=True,
+        )
+        ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
+        with torch.no_grad():
+            logprobs = torch.log_softmax(model(input_ids=ids).logits[0, -1].float(), dim=-1)
+            with model.disable_adapter():
+                plain = torch.log_softmax(model(input_ids=ids).logits[0, -1].float(), dim=-1)
+        for served_top, dist in ((served, logprobs), (identity, plain)):
+            top = torch.topk(dist, 5)
+            expected = {
+                tokenizer.decode([int(i)]): float(v)
+                for v, i in zip(top.values, top.indices, strict=True)
+            }
+            assert max(served_top, key=served_top.__getitem__) == next(iter(expected))
+            common = set(served_top) & set(expected)
+            assert len(common) >= 3  # near-ties at rank 5 may swap between implementations
+            for token in common:
+                assert served_top[token] == pytest.approx(expected[token], abs=2e-3)
+        # the trained adapter really changes the distribution the identity adapter serves
+        assert any(abs(served[t] - identity.get(t, -1e9)) > 1e-2 for t in served)

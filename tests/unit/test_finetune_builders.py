@@ -1,0 +1,477 @@
+"""Training-data builders: readers, validation, negatives, archetype projection, parity."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from samalign.cli import main
+from samalign.errors import ConfigError, InputError
+from samalign.finetune.builders import (
+    ChatExample,
+    build_archetype_examples,
+    build_calibrate_examples,
+    build_extraction_examples,
+    detect_format,
+    read_examples,
+    read_source,
+    write_examples,
+)
+from samalign.finetune.builders.common import NegativeSampler
+from samalign.finetune.builders.sources import SourceDataset, SourceMention, SourceRecord
+from samalign.graphs import RunContext, build_ner_graph
+from samalign.prompts import load_domain
+from samalign.prompts.specs import CALIBRATION_FORMAT, EXTRACTION_FORMAT
+from samalign.testing.fakes import fake_stage_models
+from samalign.types import Archetype
+
+PILENER = "pilener_slimer/5pos_5neg_perNE_top391NEs_TrueDef/validation.jsonl"
+ARCHETYPES = [a.value for a in Archetype]
+
+
+def user(example: ChatExample) -> str:
+    return example.messages[0]["content"]
+
+
+def prompt_json(example: ChatExample) -> dict[str, Any]:
+    value: dict[str, Any] = json.loads(example.prompt)
+    return value
+
+
+# ------------------------------------------------------------------------------------------
+# readers on the shared data
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "fmt", "records"),
+    [
+        (PILENER, "pilener", 880),  # 1,317 (passage, type) lines over 880 passages
+        ("uniner_format/CrossNER_AI.json", "uniner", 430),  # 5,603 queries over 430 texts
+        ("iepile/NER/train.json", "iepile", 6),
+        ("crossner/ai/train.txt", "bio", 100),
+        ("conll04/train_triples.json", "spert", 922),
+        ("scierc/dev_triples.json", "spert", 275),
+        ("ade/ade_split_0_test.json", "spert", 427),
+    ],
+)
+def test_readers_detect_and_count_the_shared_data(
+    shared_data: Path, path: str, fmt: str, records: int
+) -> None:
+    assert detect_format(shared_data / path) == fmt
+    dataset = read_source(shared_data / path)
+    assert dataset.format == fmt
+    assert len(dataset.records) == records
+    assert len({r.id for r in dataset.records}) == records
+
+
+def test_pilener_groups_the_per_type_lines_of_a_passage(shared_data: Path) -> None:
+    dataset = read_source(shared_data / PILENER)
+    lines = [json.loads(x) for x in (shared_data / PILENER).read_text().splitlines()]
+    asked = sum(len(r.asked) for r in dataset.records)
+    assert asked == len({(x["input"], x["tagName"]) for x in lines})
+    record = next(r for r in dataset.records if r.id == "pilener:41753")
+    assert "name" in record.asked
+    assert SourceMention("name", "map-stream") in record.mentions
+
+
+def test_uniner_counts_match_its_source(shared_data: Path) -> None:
+    dataset = read_source(shared_data / "uniner_format" / "CrossNER_AI.json")
+    assert {len(r.asked) for r in dataset.records} == {13}  # every text asked about 13 labels
+    # SOURCE.md: 1,624 gold answer strings (one text is duplicated, so a few collapse)
+    assert 1600 <= sum(len(r.mentions) for r in dataset.records) <= 1624
+
+
+def test_spert_mentions_are_character_spans_of_the_joined_tokens(shared_data: Path) -> None:
+    dataset = read_source(shared_data / "conll04" / "train_triples.json")
+    assert dataset.label_set == ("Loc", "Org", "Other", "Peop")
+    assert set(dataset.relation_set) == {"Kill", "Live_In", "Located_In", "OrgBased_In", "Work_For"}
+    for record in dataset.records:
+        for m in record.mentions:
+            assert m.start is not None and m.end is not None
+            assert record.text[m.start : m.end] == m.text
+        for rel in record.relations:
+            assert 0 <= rel.head < len(record.mentions)
+    assert sum(len(r.relations) for r in dataset.records) == 1283
+
+
+def test_bio_mentions_match_the_evaluation_loader(shared_data: Path) -> None:
+    from samalign.evaluation import read_crossner
+
+    path = shared_data / "crossner" / "ai" / "dev.txt"
+    ours = read_source(path)
+    theirs = read_crossner(path)
+    for a, b in zip(ours.records, theirs, strict=True):
+        assert a.text == b.text
+        assert [(m.start, m.end, m.type) for m in a.mentions] == [
+            (e.span.start, e.span.end, e.label) for e in b.entities
+        ]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "fragment"),
+    [
+        ("bad.jsonl", '{"tagName": "x", "input": "t", "output": "[]"}\n{oops\n', "bad.jsonl:2"),
+        ("bad.jsonl", '{"tagName": "x", "output": "[]"}\n', "field 'input' is missing"),
+        (
+            "bad.jsonl",
+            '{"tagName": "x", "input": "t", "output": "not json"}\n',
+            "field 'output' is not a JSON list",
+        ),
+        (
+            "bad.json",
+            '[{"tokens": ["a", "b"], "entities": [{"type": "X", "start": 0, "end": 1}]},'
+            ' {"tokens": ["a"], "entities": [{"type": "X", "start": 0, "end": 3}]}]',
+            "item 1: entity 0: token range [0, 3)",
+        ),
+        (
+            "bad.json",
+            '[{"tokens": ["a"], "entities": [], "relations": [{"type": "R", "head": 0, '
+            '"tail": 1}], "orig_id": 7}]',
+            "item 0 (orig_id 7): relation 0: 'head' = 0 is not an index",
+        ),
+        (
+            "bad.json",
+            '[{"conversations": [{"from": "human", "value": "Text: a b"}, {"from": "gpt", '
+            '"value": "ok"}, {"from": "human", "value": "Who?"}, {"from": "gpt", "value": "[]"}]}]',
+            "turn 2 must be 'What describes <type> in the text?'",
+        ),
+        ("bad.txt", "a\tO\nb\tB-x\nc\tZ-x\n", "bad.txt:3: tag 'Z-x'"),
+        (
+            "bad.jsonl",
+            '{"instruction": "{\\"schema\\": [\\"a\\"], \\"input\\": \\"t\\"}", '
+            '"output": "{\\"b\\": []}"}\n',
+            "'output' uses types ['b'] that are not in the schema",
+        ),
+    ],
+)
+def test_malformed_records_are_named(
+    tmp_path: Path, name: str, content: str, fragment: str
+) -> None:
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    fmt = {"bad.txt": "bio"}.get(name, "auto")
+    if "tagName" in content:
+        fmt = "pilener"
+    with pytest.raises(InputError) as err:
+        read_source(path, fmt)
+    assert fragment in str(err.value)
+    assert str(path) in str(err.value)
+
+
+def test_undetectable_file_says_which_formats_exist(tmp_path: Path) -> None:
+    path = tmp_path / "x.json"
+    path.write_text('{"foo": 1}\n')
+    with pytest.raises(InputError, match="pass it explicitly"):
+        detect_format(path)
+
+
+# ------------------------------------------------------------------------------------------
+# extractor examples
+# ------------------------------------------------------------------------------------------
+
+
+def test_explorer_closed_label_set_asks_every_domain_type_in_domain_order(
+    shared_data: Path,
+) -> None:
+    domain = load_domain("crossner_ai")
+    dataset = read_source(shared_data / "crossner" / "ai" / "train.txt")
+    examples, report = build_extraction_examples(
+        "explorer", [dataset], domain=domain, shuffle_types=False
+    )
+    assert report.examples == report.records == 100
+    first = examples[0]
+    assert prompt_json(first)["Schema"] == domain.names
+    answer = json.loads(first.answer)
+    assert list(answer) == domain.names
+    assert answer["programming language"] == [] or isinstance(answer["programming language"], list)
+    # labels are verbalised: "programlang" never appears, "organisation" is "organization"
+    assert all("programlang" not in ex.prompt for ex in examples)
+    gold = Counter(m.type for r in dataset.records for m in r.mentions)
+    assert report.counts["mentions"] <= sum(gold.values())
+
+
+def test_explorer_open_set_samples_absent_types_by_frequency(shared_data: Path) -> None:
+    dataset = read_source(shared_data / PILENER)
+    examples, report = build_extraction_examples("explorer", [dataset], negative_ratio=2.0, seed=3)
+    for ex, rec in zip(examples, dataset.records, strict=True):
+        schema = prompt_json(ex)["Schema"]
+        answer = json.loads(ex.answer)
+        positives = [t for t, v in answer.items() if v]
+        assert set(positives) == {m.type for m in rec.mentions}
+        negatives = [t for t in schema if t not in positives]
+        assert set(rec.asked) <= set(schema)  # explicit negatives are kept
+        assert len(negatives) >= max(1, 2 * len(positives))
+        assert len(schema) == len(set(schema))
+    again, _ = build_extraction_examples("explorer", [dataset], negative_ratio=2.0, seed=3)
+    assert [e.prompt for e in again] == [e.prompt for e in examples]
+    other, _ = build_extraction_examples("explorer", [dataset], negative_ratio=2.0, seed=4)
+    assert [e.prompt for e in other] != [e.prompt for e in examples]
+    assert report.counts["negative_types"] >= 2 * report.counts["mentions"] // 4
+
+
+def test_negative_sampler_follows_frequencies_and_excludes() -> None:
+    sampler = NegativeSampler({"a": 80, "b": 15, "c": 5, "d": 0}, random.Random(0))
+    draws = Counter(t for _ in range(4000) for t in sampler.sample(1, {"x"}))
+    assert set(draws) == {"a", "b", "c"}
+    assert draws["a"] / 4000 == pytest.approx(0.80, abs=0.03)
+    assert draws["c"] / 4000 == pytest.approx(0.05, abs=0.02)
+    assert sampler.sample(5, {"a"}) in (["b", "c"], ["c", "b"])
+    assert sampler.sample(0, set()) == []
+
+
+def test_mentions_not_in_the_text_are_dropped_and_counted() -> None:
+    rec = SourceRecord(
+        id="r1",
+        text="Marie Curie worked in Paris .",
+        mentions=(SourceMention("person", "Marie Curie"), SourceMention("city", "London")),
+        asked=("person", "city"),
+    )
+    dataset = SourceDataset(path=Path("x"), format="pilener", records=[rec])
+    examples, report = build_extraction_examples("explorer", [dataset], shuffle_types=False)
+    assert json.loads(examples[0].answer) == {"person": ["Marie Curie"], "city": []}
+    assert report.skipped["mention_not_in_text"] == 1
+    kept, _ = build_extraction_examples(
+        "explorer", [dataset], shuffle_types=False, keep_ungrounded=True
+    )
+    assert json.loads(kept[0].answer)["city"] == ["London"]
+
+
+def test_anchor_uses_the_iepile_instruction_and_the_records_schema(shared_data: Path) -> None:
+    dataset = read_source(shared_data / "iepile" / "NER" / "train.json")
+    examples, _ = build_extraction_examples("anchor", [dataset], shuffle_types=False)
+    source = [
+        json.loads(x) for x in (shared_data / "iepile/NER/train.json").read_text().splitlines()
+    ]
+    for ex, rec in zip(examples, source, strict=True):
+        inner = json.loads(rec["instruction"])
+        prompt = prompt_json(ex)
+        assert prompt["instruction"].startswith("You are an expert in named entity recognition.")
+        assert prompt["schema"] == inner["schema"]
+        assert prompt["input"] == inner["input"]
+        assert json.loads(ex.answer) == json.loads(rec["output"])
+
+
+def test_too_long_texts_are_skipped() -> None:
+    rec = SourceRecord(id="r", text="word " * 50, mentions=(SourceMention("x", "word"),))
+    dataset = SourceDataset(path=Path("x"), format="bio", records=[rec], label_set=("x",))
+    examples, report = build_extraction_examples("explorer", [dataset], max_text_chars=100)
+    assert examples == [] and report.skipped["text_too_long"] == 1
+
+
+def test_labels_outside_the_domain_are_a_config_error(shared_data: Path) -> None:
+    dataset = read_source(shared_data / "crossner" / "ai" / "train.txt")
+    with pytest.raises(ConfigError, match="not in domain 'crossner_music'"):
+        build_extraction_examples("explorer", [dataset], domain=load_domain("crossner_music"))
+
+
+# ------------------------------------------------------------------------------------------
+# archetype and calibrate examples
+# ------------------------------------------------------------------------------------------
+
+
+def test_archetype_examples_tag_gold_mentions_and_project_through_m() -> None:
+    rec = SourceRecord(
+        id="r",
+        text="Sepp Hochreiter visited Munich and Munich again with LSTM .",
+        mentions=(
+            SourceMention("person", "Sepp Hochreiter"),
+            SourceMention("location", "Munich"),
+            SourceMention("programlang", "LSTM"),  # not in M
+        ),
+        asked=("person", "location", "disease", "programlang"),
+    )
+    dataset = SourceDataset(path=Path("x"), format="pilener", records=[rec])
+    examples, report = build_archetype_examples([dataset])
+    (ex,) = examples
+    prompt = prompt_json(ex)
+    assert prompt["Sentence"] == (
+        "<ENT>Sepp Hochreiter</ENT> visited <ENT>Munich</ENT> and <ENT>Munich</ENT> again "
+        "with LSTM ."
+    )
+    # A^i = M(T^i): person → Person, location → Location, disease → Medicine, in archetype order
+    assert prompt["Schema"] == ["Person", "Location", "Medicine"]
+    assert json.loads(ex.answer) == {
+        "Person": ["Sepp Hochreiter"],
+        "Location": ["Munich"],
+        "Medicine": [],
+    }
+    assert report.skipped["mention_without_archetype"] == 1
+
+    misc, _ = build_archetype_examples([dataset], unmapped="misc")
+    assert json.loads(misc[0].answer)["Misc"] == ["LSTM"]
+    assert "<ENT>LSTM</ENT>" in prompt_json(misc[0])["Sentence"]
+    full, _ = build_archetype_examples([dataset], schema="full")
+    assert prompt_json(full[0])["Schema"] == ARCHETYPES
+    with pytest.raises(ConfigError, match="'programlang' has no archetype"):
+        build_archetype_examples([dataset], unmapped="error")
+    mapped, _ = build_archetype_examples(
+        [dataset], archetype_map={"programlang": "Computer_Science"}
+    )
+    assert json.loads(mapped[0].answer)["Computer_Science"] == ["LSTM"]
+    with pytest.raises(ConfigError, match="is not an archetype"):
+        build_archetype_examples([dataset], archetype_map={"programlang": "Software"})
+
+
+def test_archetype_examples_use_the_domains_table(shared_data: Path) -> None:
+    domain = load_domain("crossner_ai")
+    dataset = read_source(shared_data / "crossner" / "ai" / "train.txt")
+    examples, report = build_archetype_examples([dataset], domain=domain)
+    assert report.examples == 100
+    table = {t.name: t.archetype for t in domain.entity_types}
+    for ex, rec in zip(examples, dataset.records, strict=True):
+        answer = json.loads(ex.answer)
+        tagged = re.findall(r"<ENT>(.*?)</ENT>", prompt_json(ex)["Sentence"])
+        assert sorted(set(tagged)) == sorted(m for ms in answer.values() for m in ms)
+        for m in rec.mentions:
+            arch = table[domain.entity_type(m.type).name]
+            assert arch is not None
+            if m.text in answer.get(arch.value, []):
+                break
+        else:
+            pytest.fail(f"no gold mention of {rec.id} kept its archetype")
+
+
+def test_direct_typing_examples_use_target_names(shared_data: Path) -> None:
+    domain = load_domain("crossner_ai")
+    dataset = read_source(shared_data / "crossner" / "ai" / "train.txt")
+    examples, report = build_archetype_examples([dataset], domain=domain, direct=True)
+    assert report.stage == "direct_typing"
+    assert prompt_json(examples[0])["Schema"] == domain.names
+    with pytest.raises(ConfigError, match="need a domain"):
+        build_archetype_examples([dataset], direct=True)
+
+
+def test_calibrate_examples_round_trip_through_the_parser(shared_data: Path) -> None:
+    domain = load_domain("crossner_ai")
+    dataset = read_source(shared_data / "crossner" / "ai" / "train.txt")
+    examples, _ = build_calibrate_examples([dataset], domain=domain)
+    names = set(domain.names)
+    for ex in examples:
+        parsed = CALIBRATION_FORMAT.parse(ex.answer)
+        initial = json.loads(ex.prompt.rsplit("Initial Output: ", 1)[1])
+        assert [m for m, _ in parsed.assignments] == list(initial)
+        assert {t for _, t in parsed.assignments} <= names
+        assert set(initial.values()) <= set(ARCHETYPES)
+
+
+# ------------------------------------------------------------------------------------------
+# train/serve parity: the graph sends exactly the builders' prompts
+# ------------------------------------------------------------------------------------------
+
+
+def test_builders_render_exactly_what_the_graph_sends(shared_data: Path) -> None:
+    """Answer every stage with the builders' gold answers and compare the prompts sent."""
+    domain = load_domain("crossner_ai")
+    dataset = read_source(shared_data / "crossner" / "ai" / "train.txt")
+    dataset = SourceDataset(
+        path=dataset.path, format="bio", records=dataset.records[:12], label_set=dataset.label_set
+    )
+    explorer, _ = build_extraction_examples(
+        "explorer", [dataset], domain=domain, shuffle_types=False
+    )
+    anchor, _ = build_extraction_examples("anchor", [dataset], domain=domain, shuffle_types=False)
+    archetype, _ = build_archetype_examples([dataset], domain=domain, schema="full")
+    calibrate, _ = build_calibrate_examples([dataset], domain=domain)
+    by_text = {rec.text: i for i, rec in enumerate(dataset.records)}
+
+    def answer_with(examples: list[ChatExample], key: str) -> Any:
+        table = {ex.prompt: ex.answer for ex in examples}
+
+        def respond(messages: Any) -> str:
+            return table[str(messages[0].content)]
+
+        return respond
+
+    models = fake_stage_models(
+        {
+            "anchor": answer_with(anchor, "anchor"),
+            "explorer": answer_with(explorer, "explorer"),
+            "archetype": answer_with(archetype, "archetype"),
+            "calibrate": answer_with(calibrate, "calibrate"),
+        }
+    )
+    graph = build_ner_graph()
+    context = RunContext(domain=domain, models=models)
+    for rec in dataset.records:
+        result = graph.invoke({"text": rec.text}, context=context)  # a KeyError = no match
+        i = by_text[rec.text]
+        gold = {(m.start, m.end, m.type) for m in rec.mentions}
+        got = {(e.start, e.end, e.label) for e in result["entities"]}
+        assert got == gold, rec.id
+        assert explorer[i].prompt and anchor[i].prompt
+    for stage in ("anchor", "explorer", "archetype", "calibrate"):
+        chat = models[stage].chat_model
+        assert len(chat.calls) == len(dataset.records)  # type: ignore[attr-defined]
+
+
+def test_extraction_answers_parse_back_to_the_gold(shared_data: Path) -> None:
+    dataset = read_source(shared_data / "conll04" / "dev_triples.json")
+    examples, _ = build_extraction_examples("explorer", [dataset])
+    for ex, rec in zip(examples, dataset.records, strict=True):
+        schema = prompt_json(ex)["Schema"]
+        parsed = EXTRACTION_FORMAT.parse(ex.answer, schema)
+        assert {m for _, m in parsed.pairs} == {m.text for m in rec.mentions}
+
+
+# ------------------------------------------------------------------------------------------
+# files and CLI
+# ------------------------------------------------------------------------------------------
+
+
+def test_examples_file_round_trip_and_validation(tmp_path: Path) -> None:
+    ex = ChatExample(id="a", stage="explorer", task="ner", prompt="p", answer="{}", source="s")
+    path = tmp_path / "ex.jsonl"
+    assert write_examples(path, [ex, ex]) == 2
+    assert read_examples(path) == [ex, ex]
+    path.write_text('{"messages": [{"role": "user", "content": "p"}]}\n')
+    with pytest.raises(InputError, match=r"ex.jsonl:1: 'messages' must be a list of two"):
+        read_examples(path)
+    path.write_text(
+        '{"messages": [{"role": "user", "content": "p"}, {"role": "assistant", "content": "a"}],'
+        ' "task": "x"}\n'
+    )
+    with pytest.raises(InputError, match="'task' must be one of"):
+        read_examples(path)
+
+
+def test_cli_build_writes_examples_and_reports_counts(
+    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "arch.jsonl"
+    status = main(
+        [
+            "finetune",
+            "build",
+            "archetype",
+            str(shared_data / "crossner" / "ai" / "train.txt"),
+            "--domain",
+            "crossner_ai",
+            "--limit",
+            "10",
+            "--out",
+            str(out),
+        ]
+    )
+    assert status == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["examples"] == 10 == len(read_examples(out))
+    assert report["stage"] == "archetype"
+    status = main(
+        [
+            "finetune",
+            "build",
+            "calibrate",
+            str(shared_data / "crossner" / "ai" / "train.txt"),
+            "--out",
+            str(tmp_path / "c.jsonl"),
+        ]
+    )
+    assert status == 2
+    assert "need --domain" in capsys.readouterr().err
