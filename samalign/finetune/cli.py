@@ -30,8 +30,12 @@ BUILD_STAGES: tuple[str, ...] = (
     "archetype",
     "direct_typing",
     "calibrate",
+    "relations_forward",
+    "relations_reverse",
+    "joint",
 )
-"""Stages ``samalign finetune build`` writes examples for."""
+"""What ``samalign finetune build`` writes examples for (``joint``: NER + both relation
+decoders, for one adapter trained with the joint loss)."""
 
 
 def add_finetune_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -56,7 +60,8 @@ def _add_build(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Read source datasets (Pile-NER JSONL, UniNER conversations, IEPile NER, "
         "BIO files such as CrossNER, SpERT JSON such as CoNLL04/SciERC/ADE; detected "
         "automatically) and write training examples for STAGE rendered by its prompt spec. "
-        "Prints the counts (JSON on stdout, a summary on stderr).",
+        "Prints the counts (JSON on stdout, a summary on stderr). Relation and joint "
+        "examples need SpERT-style data and a domain with relation types.",
     )
     p.add_argument("stage", choices=BUILD_STAGES, help="the stage the examples train")
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="source data files")
@@ -73,9 +78,7 @@ def _add_build(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "table, prompt overrides; required for calibrate and direct_typing",
     )
     p.add_argument("--label-map", type=Path, help="YAML/JSON mapping source label → prompt name")
-    p.add_argument(
-        "--archetype-map", type=Path, help="YAML/JSON mapping source label → archetype"
-    )
+    p.add_argument("--archetype-map", type=Path, help="YAML/JSON mapping source label → archetype")
     p.add_argument(
         "--iepile-schema",
         type=Path,
@@ -125,6 +128,17 @@ def _add_build(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         choices=["skip", "misc", "error"],
         default="skip",
         help="archetype: a label with no archetype is skipped (default), typed Misc, or an error",
+    )
+    p.add_argument(
+        "--no-empty",
+        action="store_true",
+        help="relations: skip sentences without relations (default: keep them, answer [])",
+    )
+    p.add_argument(
+        "--ner-stage",
+        choices=["explorer", "anchor"],
+        default="explorer",
+        help="joint: which extractor prompt the NER examples use (default explorer)",
     )
     p.add_argument("--grounding", choices=["flat", "nested"], default="flat")
     p.add_argument("--max-chars", type=int, default=None, help="skip longer passages")
@@ -195,6 +209,8 @@ def _build(args: argparse.Namespace) -> int:
         build_archetype_examples,
         build_calibrate_examples,
         build_extraction_examples,
+        build_joint_examples,
+        build_relation_examples,
         read_source,
         write_examples,
     )
@@ -227,7 +243,7 @@ def _build(args: argparse.Namespace) -> int:
             label_names=_read_mapping(args.label_map, "label map"),
             negative_ratio=args.negative_ratio,
             all_labels=not args.sample_negatives,
-            shuffle_types=args.shuffle if args.shuffle is not None else stage == "explorer",
+            shuffle_types=args.shuffle,
             keep_ungrounded=args.keep_ungrounded,
             max_text_chars=max_chars,
             seed=args.seed,
@@ -243,6 +259,27 @@ def _build(args: argparse.Namespace) -> int:
             grounding=args.grounding,
             max_text_chars=max_chars,
         )
+    elif stage in ("relations_forward", "relations_reverse", "joint"):
+        if domain is None:
+            raise ConfigError(
+                f"{stage} examples need --domain with relation types (e.g. conll04, scierc, ade)"
+            )
+        if stage == "joint":
+            examples, report = build_joint_examples(
+                datasets,
+                domain=domain,
+                ner_stage=args.ner_stage,
+                shuffle_types=bool(args.shuffle),
+                seed=args.seed,
+            )
+        else:
+            examples, report = build_relation_examples(
+                stage,
+                datasets,
+                domain=domain,
+                keep_empty=not args.no_empty,
+                max_text_chars=max_chars,
+            )
     else:
         if domain is None:
             raise ConfigError("calibrate examples need --domain (its types and definitions)")

@@ -10,6 +10,8 @@ from samalign.finetune.builders.io import (
     read_examples,
     write_examples,
 )
+from samalign.finetune.builders.joint import build_joint_examples, mix_examples
+from samalign.finetune.builders.relations import RELATION_STAGES, build_relation_examples
 from samalign.finetune.builders.sources import (
     SOURCE_FORMATS,
     SourceDataset,
@@ -21,6 +23,7 @@ from samalign.finetune.builders.sources import (
 )
 
 __all__ = [
+    "RELATION_STAGES",
     "SOURCE_FORMATS",
     "ArchetypeProjection",
     "BuildReport",
@@ -32,8 +35,11 @@ __all__ = [
     "build_archetype_examples",
     "build_calibrate_examples",
     "build_extraction_examples",
+    "build_joint_examples",
+    "build_relation_examples",
     "detect_format",
     "iter_examples",
+    "mix_examples",
     "read_examples",
     "read_source",
     "write_examples",

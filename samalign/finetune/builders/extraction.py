@@ -12,7 +12,8 @@ negative types (types absent from the passage, answered with ``[]``):
   label set by default (``all_labels``), which is what the agents send at inference; with
   ``all_labels=False`` they sample negatives like open sets.
 
-The schema order is shuffled per example by default (GNER's class-order shuffling).
+The explorer's schema order is shuffled per example by default (GNER's class-order
+shuffling); the anchor keeps the order (IEPile's instructions fix it).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def build_extraction_examples(
     label_names: Mapping[str, str] | None = None,
     negative_ratio: float = 1.0,
     all_labels: bool = True,
-    shuffle_types: bool = True,
+    shuffle_types: bool | None = None,
     keep_ungrounded: bool = False,
     max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
     seed: int = 0,
@@ -65,7 +66,8 @@ def build_extraction_examples(
         negative_ratio: Negative types per positive type for records without a closed label
             set (at least one per example when > 0).
         all_labels: For closed label sets, ask about every label in every example.
-        shuffle_types: Shuffle the schema order per example.
+        shuffle_types: Shuffle the schema order per example (GNER's class-order shuffling);
+            default: on for the explorer, off for the anchor (IEPile keeps its order).
         keep_ungrounded: Keep gold mentions that cannot be found in the text (silver
             annotations sometimes paraphrase); by default they are dropped, because the
             agents drop such mentions as hallucinations.
@@ -83,6 +85,8 @@ def build_extraction_examples(
     if negative_ratio < 0:
         raise ConfigError(f"negative_ratio must be >= 0, got {negative_ratio}")
     spec = stage_spec(stage, domain)
+    if shuffle_types is None:
+        shuffle_types = stage == "explorer"
     rng = random.Random(seed)
     report = BuildReport(stage=stage)
     examples: list[ChatExample] = []
