@@ -1,4 +1,4 @@
-"""Command line: ``samalign extract | serve | domains | finetune``."""
+"""Command line: ``samalign extract | serve | domains | finetune | demo``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TextIO
 
 from samalign.errors import ConfigError, InputError, SamalignError
-from samalign.finetune.cli import add_finetune_parser
+from samalign.finetune.cli import add_demo_parser, add_finetune_parser
 from samalign.graphs import (
     PipelineOptions,
     RunContext,
@@ -347,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(sub)
     _add_domains(sub)
     add_finetune_parser(sub)
+    add_demo_parser(sub)
     return parser
 
 

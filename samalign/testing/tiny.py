@@ -247,8 +247,12 @@ def _validate(adapters: Sequence[str], identity_adapters: Sequence[str], rank: i
         raise ConfigError(f"rank must be one of {VLLM_LORA_RANKS} (vLLM's --max-lora-rank choices)")
 
 
-def _train_tokenizer() -> Any:
-    """Train the byte-level BPE tokenizer and wrap it as a PreTrainedTokenizerFast."""
+def _train_tokenizer(corpus: Sequence[str] = ()) -> Any:
+    """Train the byte-level BPE tokenizer and wrap it as a PreTrainedTokenizerFast.
+
+    ``corpus`` adds texts to the embedded one (e.g. the prompts a demo model will see, so
+    that they tokenise into fewer tokens).
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -263,7 +267,9 @@ def _train_tokenizer() -> Any:
         show_progress=False,
     )
     printable = "".join(c for c in string.printable if c not in "\x0b\x0c")
-    tok.train_from_iterator([_CORPUS, printable, " " + " ".join(printable)], trainer=trainer)
+    tok.train_from_iterator(
+        [_CORPUS, *corpus, printable, " " + " ".join(printable)], trainer=trainer
+    )
     return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=tok,
         bos_token=BOS_TOKEN,
@@ -281,6 +287,7 @@ def _build(
     identity_adapters: Sequence[str],
     seed: int,
     rank: int,
+    corpus: Sequence[str] = (),
 ) -> None:
     """Write base/, adapters/ and the manifest into the (empty, temporary) directory out."""
     from transformers.utils import logging as hf_logging
@@ -288,7 +295,7 @@ def _build(
     bars_were_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     try:
-        _build_with(out, adapters, identity_adapters, seed, rank)
+        _build_with(out, adapters, identity_adapters, seed, rank, corpus)
     finally:
         if bars_were_enabled:
             hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
@@ -300,13 +307,14 @@ def _build_with(
     identity_adapters: Sequence[str],
     seed: int,
     rank: int,
+    corpus: Sequence[str] = (),
 ) -> None:
     """Do the work of :func:`_build` (progress bars already off)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-    tokenizer = _train_tokenizer()
+    tokenizer = _train_tokenizer(corpus)
     bos_id = tokenizer.convert_tokens_to_ids(BOS_TOKEN)
     eos_id = tokenizer.convert_tokens_to_ids(EOS_TOKEN)
 
@@ -390,6 +398,7 @@ def build_tiny_model(
     identity_adapters: Sequence[str] = ("calibrate",),
     seed: int = 0,
     rank: int = 8,
+    corpus: Sequence[str] = (),
 ) -> Path:
     """Build a tiny random model directory (base model, tokenizer, LoRA adapters), offline.
 
@@ -408,6 +417,8 @@ def build_tiny_model(
             so that the adapter computes exactly the base model.
         seed: Seed for the base weights and the adapter weights.
         rank: LoRA rank; one of vLLM's ``--max-lora-rank`` choices (1, 8, 16, 32, ...).
+        corpus: Extra texts the tokenizer is trained on besides the embedded corpus (the
+            demo passes its prompts, so they tokenise into fewer tokens).
 
     Returns:
         The absolute path of the model directory.
@@ -431,7 +442,7 @@ def build_tiny_model(
             # peft warns about base_model_name_or_path (fixed below); transformers about
             # deprecations that do not concern a freshly built model.
             warnings.simplefilter("ignore")
-            _build(tmp, list(adapters), list(identity_adapters), seed, rank)
+            _build(tmp, list(adapters), list(identity_adapters), seed, rank, list(corpus))
         _fix_base_paths(tmp, out)
         if out.exists():
             out.rmdir()

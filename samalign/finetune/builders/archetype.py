@@ -22,6 +22,7 @@ from samalign.agents.grounding import GroundingMode
 from samalign.errors import ConfigError
 from samalign.finetune.builders.common import (
     DEFAULT_MAX_TEXT_CHARS,
+    compact_answer,
     ground_gold,
     stage_spec,
     too_long,
@@ -167,7 +168,7 @@ def build_archetype_examples(
                     stage=stage,
                     task="ner",
                     prompt=prompt,
-                    answer=EXTRACTION_FORMAT.render_gold(types, answer),
+                    answer=compact_answer(EXTRACTION_FORMAT.render_gold(types, answer)),
                     source=rec.origin,
                 )
             )

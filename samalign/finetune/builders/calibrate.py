@@ -17,6 +17,7 @@ from samalign.errors import ConfigError
 from samalign.finetune.builders.archetype import ArchetypeProjection
 from samalign.finetune.builders.common import (
     DEFAULT_MAX_TEXT_CHARS,
+    compact_answer,
     ground_gold,
     stage_spec,
     too_long,
@@ -104,7 +105,7 @@ def build_calibrate_examples(
                     stage="calibrate",
                     task="ner",
                     prompt=prompt,
-                    answer=CALIBRATION_FORMAT.render_gold(answer),
+                    answer=compact_answer(CALIBRATION_FORMAT.render_gold(answer)),
                     source=rec.origin,
                 )
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -155,6 +156,17 @@ def ground_gold(
     return out
 
 
+def compact_answer(answer: str) -> str:
+    """A gold answer as compact JSON (no whitespace between tokens).
+
+    The stages' answer formats render gold answers with ``json.dumps``' default separators
+    (``", "`` and ``": "``), but the server constrains decoding to compact JSON by default
+    (``disable_any_whitespace``): a model trained on spaced JSON is then forced off the token
+    path it learned. Compact answers are valid under both server settings.
+    """
+    return json.dumps(json.loads(answer), ensure_ascii=False, separators=(",", ":"))
+
+
 def too_long(record: SourceRecord, max_text_chars: int) -> bool:
     """Whether the record's text is longer than inference accepts."""
     return len(record.text) > max_text_chars
@@ -163,6 +175,7 @@ def too_long(record: SourceRecord, max_text_chars: int) -> bool:
 __all__ = [
     "DEFAULT_MAX_TEXT_CHARS",
     "NegativeSampler",
+    "compact_answer",
     "ground_gold",
     "grounded",
     "stage_spec",

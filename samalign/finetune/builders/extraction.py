@@ -27,6 +27,7 @@ from samalign.errors import ConfigError
 from samalign.finetune.builders.common import (
     DEFAULT_MAX_TEXT_CHARS,
     NegativeSampler,
+    compact_answer,
     grounded,
     stage_spec,
     too_long,
@@ -138,7 +139,7 @@ def build_extraction_examples(
                     stage=stage,
                     task="ner",
                     prompt=prompt,
-                    answer=EXTRACTION_FORMAT.render_gold(schema, answer),
+                    answer=compact_answer(EXTRACTION_FORMAT.render_gold(schema, answer)),
                     source=rec.origin,
                 )
             )

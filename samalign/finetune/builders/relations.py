@@ -15,7 +15,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from samalign.errors import ConfigError
-from samalign.finetune.builders.common import DEFAULT_MAX_TEXT_CHARS, stage_spec, too_long
+from samalign.finetune.builders.common import (
+    DEFAULT_MAX_TEXT_CHARS,
+    compact_answer,
+    stage_spec,
+    too_long,
+)
 from samalign.finetune.builders.io import BuildReport, ChatExample
 from samalign.finetune.builders.sources import SourceDataset
 from samalign.prompts.domain import Domain
@@ -110,7 +115,7 @@ def build_relation_examples(
                     stage=stage,
                     task="re",
                     prompt=prompt,
-                    answer=fmt.render_gold(triples, names),
+                    answer=compact_answer(fmt.render_gold(triples, names)),
                     source=rec.origin,
                 )
             )

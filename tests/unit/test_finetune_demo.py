@@ -1,0 +1,86 @@
+"""The demo's data and label-free language-model corpus (the training run is integration)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from samalign.finetune.demo import (
+    DEMO_STAGES,
+    demo_dataset,
+    demo_domain,
+    demo_examples,
+    format_flow,
+    language_model_corpus,
+    strict_micro_prf,
+)
+from samalign.prompts import load_domain
+
+
+def test_bundled_demo_set_is_24_conll04_sentences() -> None:
+    dataset = demo_dataset()
+    assert len(dataset.records) == 24
+    assert {r.type for rec in dataset.records for r in rec.relations} == {
+        "Kill",
+        "Live_In",
+        "Located_In",
+        "OrgBased_In",
+        "Work_For",
+    }
+    assert all(rec.relations for rec in dataset.records)
+    assert len(demo_dataset(5).records) == 5
+
+
+def test_every_stage_has_one_example_per_sentence() -> None:
+    dataset = demo_dataset()
+    examples = demo_examples(dataset, load_domain("conll04"))
+    assert set(examples) == set(DEMO_STAGES)
+    assert {len(v) for v in examples.values()} == {24}
+    # answers are compact JSON, the form constrained decoding produces
+    for exs in examples.values():
+        for ex in exs:
+            assert ex.answer == json.dumps(json.loads(ex.answer), separators=(",", ":"))
+
+
+def test_language_model_corpus_holds_no_gold_answer() -> None:
+    dataset = demo_dataset()
+    examples = demo_examples(dataset, demo_domain())
+    corpus = language_model_corpus(dataset, demo_domain(), copy_exercises=4)
+    assert len(corpus) == 24 * 6 + 24 * 4 + 3 * 4  # 6 prompts, 4 copy exercises, skeletons
+    joined = "\n".join(corpus)
+    assert not re.search(r"<ENT>[^<]", joined)  # only the instruction's "<ENT></ENT>"
+    assert '"Initial Output": {}' in joined and '"Initial Output": {"' not in joined
+    for exs in examples.values():
+        for ex in exs:
+            assert ex.answer not in joined
+    copies = [json.loads(t) for t in corpus if t.startswith('{"Input"')]
+    assert len(copies) == 24 * 4
+    for item in copies:  # copy exercises list random word spans, never typed mentions
+        assert set(item) - {"Input"} <= {"spans", "words", "phrases", "items"}
+        for span in next(v for k, v in item.items() if k != "Input"):
+            assert span in item["Input"]
+
+
+def test_strict_micro_prf_and_flow_lines() -> None:
+    scores = strict_micro_prf([{1, 2}, {3}], [{1}, {3, 4}])
+    assert scores == {"precision": 0.6667, "recall": 0.6667, "f1": 0.6667, "tp": 2,
+                      "predicted": 3, "gold": 3}  # fmt: skip
+    record = {
+        "text": "Betsy Ross was born in Philadelphia .",
+        "anchor": ["Betsy Ross"],
+        "explorer": ["Betsy Ross", "born"],
+        "ccr_dropped": ["born"],
+        "archetypes": {"Betsy Ross": "Person"},
+        "entities": [{"start": 0, "end": 10, "text": "Betsy Ross", "label": "Peop"}],
+        "forward": [],
+        "reverse": [],
+        "kept": [],
+        "filtered": [],
+        "gold_entities": [(0, 10, "Peop"), (23, 35, "Loc")],
+        "gold_triplets": [],
+    }
+    lines = format_flow(record, 0)
+    assert lines[0].startswith("[0] Betsy Ross")
+    assert any("CCR dropped ['born']" in line for line in lines)
+    assert any("Betsy Ross=Peop (ok)" in line for line in lines)
+    assert any("missed" in line and "Philadelphia=Loc" in line for line in lines)
