@@ -53,12 +53,22 @@ def test_language_model_corpus_holds_no_gold_answer() -> None:
     for exs in examples.values():
         for ex in exs:
             assert ex.answer not in joined
-    copies = [json.loads(t) for t in corpus if t.startswith('{"Input"')]
-    assert len(copies) == 24 * 4
-    for item in copies:  # copy exercises list random word spans, never typed mentions
-        assert set(item) - {"Input"} <= {"spans", "words", "phrases", "items"}
-        for span in next(v for k, v in item.items() if k != "Input"):
-            assert span in item["Input"]
+    prompts = [t for t in corpus if t.startswith('{"instruction"') or t.startswith("#")]
+    assert len(prompts) == 24 * 6
+    exercises = [json.loads(t) for t in corpus[:-12] if t not in prompts]
+    assert len(exercises) == 24 * 4
+    for item in exercises:  # random word spans; types and relations are the placeholder "span"
+        if isinstance(item, dict):
+            assert set(item) == {"Input", "spans"}
+            assert all(span in item["Input"] for span in item["spans"])
+        else:
+            for record in item:
+                assert record.get("type", "span") == "span"
+                assert all(pair["relation"] == "span" for pair in record.get("pairs", []))
+    names = set(demo_domain().names)
+    skeletons = [json.loads(t) for t in corpus[-12:]]
+    assert all(not any(v) for s in skeletons if isinstance(s, dict) for v in s.values())
+    assert {frozenset(s) for s in skeletons if isinstance(s, dict)} >= {frozenset(names)}
 
 
 def test_strict_micro_prf_and_flow_lines() -> None:
