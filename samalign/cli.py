@@ -1,4 +1,4 @@
-"""Command line: ``samalign extract | serve | domains``."""
+"""Command line: ``samalign extract | eval | serve | domains``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TextIO
 
 from samalign.errors import ConfigError, InputError, SamalignError
+from samalign.evaluation.cli import add_eval_parser
 from samalign.graphs import PipelineOptions, RunContext, build_ner_graph
 from samalign.graphs.batch import run_records
 from samalign.prompts import builtin_domains, load_domain
@@ -271,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_extract(sub)
+    add_eval_parser(sub)
     _add_serve(sub)
     _add_domains(sub)
     return parser
