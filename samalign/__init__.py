@@ -19,10 +19,28 @@ from samalign.errors import (
     OutputParseError,
     SamalignError,
 )
-from samalign.graphs import NerState, PipelineOptions, RunContext, build_ner_graph
-from samalign.prompts import Domain, EntityType, builtin_domains, load_domain
+from samalign.graphs import (
+    DocumentState,
+    JointState,
+    NerState,
+    PipelineOptions,
+    RunContext,
+    build_document_graph,
+    build_joint_graph,
+    build_ner_graph,
+)
+from samalign.prompts import Domain, EntityType, RelationType, builtin_domains, load_domain
 from samalign.serving import StageModel, StageModels, check_server, vllm_server_models
-from samalign.types import Archetype, Diagnostic, Entity, NoiseRecord, Span, StageUsage
+from samalign.types import (
+    Archetype,
+    Diagnostic,
+    DroppedTriplet,
+    Entity,
+    NoiseRecord,
+    Span,
+    StageUsage,
+    Triplet,
+)
 
 __version__ = "0.1.0"
 
@@ -31,22 +49,29 @@ __all__ = [
     "BackendError",
     "ConfigError",
     "Diagnostic",
+    "DocumentState",
     "Domain",
+    "DroppedTriplet",
     "Entity",
     "EntityType",
     "InputError",
+    "JointState",
     "ModelRequestBlockedError",
     "NerState",
     "NoiseRecord",
     "OutputParseError",
     "PipelineOptions",
+    "RelationType",
     "RunContext",
     "SamalignError",
     "Span",
     "StageModel",
     "StageModels",
     "StageUsage",
+    "Triplet",
     "__version__",
+    "build_document_graph",
+    "build_joint_graph",
     "build_ner_graph",
     "builtin_domains",
     "check_server",

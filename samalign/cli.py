@@ -13,7 +13,13 @@ from typing import TextIO
 
 from samalign.errors import ConfigError, InputError, SamalignError
 from samalign.evaluation.cli import add_eval_parser
-from samalign.graphs import PipelineOptions, RunContext, build_ner_graph
+from samalign.graphs import (
+    PipelineOptions,
+    RunContext,
+    build_document_graph,
+    build_joint_graph,
+    build_ner_graph,
+)
 from samalign.graphs.batch import run_records
 from samalign.prompts import builtin_domains, load_domain
 from samalign.records import (
@@ -43,15 +49,31 @@ def _pairs(values: Sequence[str], flag: str) -> dict[str, str]:
 def _add_extract(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "extract",
-        help="run the SAM-NER graph over a file of texts against a vLLM server",
-        description="Extract entities from INPUT (JSONL of {id, text}, plain text with one "
-        "document per line, or - for stdin) and write JSONL: one line per input record, in "
-        "input order, with entities, diagnostics and error. Rerunning with the same --out "
-        "resumes.",
+        help="run the NER, joint or document graph over a file of texts against a vLLM server",
+        description="Extract entities (and, with --graph joint or document, relation "
+        "triplets) from INPUT (JSONL of {id, text}, plain text with one document per line, or "
+        "- for stdin) and write JSONL: one line per input record, in input order, with "
+        "entities, triplets, diagnostics and error. Rerunning with the same --out resumes.",
     )
     p.add_argument("input", help="JSONL file, plain text file, or - for stdin")
     p.add_argument("--domain", required=True, help="built-in domain name or domain YAML path")
     p.add_argument("--server", required=True, help="vLLM server URL, e.g. http://127.0.0.1:8000")
+    p.add_argument(
+        "--graph",
+        choices=["ner", "joint", "document"],
+        default="ner",
+        help="ner: entities of each sentence (default); joint: entities and relation triplets "
+        "(AnchorAlign; needs a domain with relation types); document: split each record into "
+        "sentences and run the sentence graph (joint if the domain has relation types, else "
+        "ner; see --sentence-graph) on each",
+    )
+    p.add_argument(
+        "--sentence-graph",
+        choices=["ner", "joint"],
+        default=None,
+        help="the sentence graph of --graph document (default: joint when the domain has "
+        "relation types, else ner)",
+    )
     p.add_argument("--out", type=Path, help="output JSONL (default: stdout; no resume)")
     p.add_argument("--concurrency", type=int, default=16, help="records in flight (default 16)")
     p.add_argument("--format", choices=["auto", "jsonl", "text"], default="auto")
@@ -79,6 +101,22 @@ def _add_extract(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--no-consensus", action="store_true", help="ablation: w/o CCR (plain union)")
     p.add_argument("--no-calibration", action="store_true", help="ablation: direct target typing")
     p.add_argument(
+        "--no-aggregation",
+        action="store_true",
+        help="ablation: forward relation decoder only (w/o decoder aggregation)",
+    )
+    p.add_argument(
+        "--no-anchor-constraint",
+        action="store_true",
+        help="ablation: keep every relation candidate (w/o generation constraint)",
+    )
+    p.add_argument(
+        "--recover-dropped",
+        action="store_true",
+        help="ask the anchor whether a relation argument NER missed is an entity, and keep the "
+        "triplet if so (beyond the paper)",
+    )
+    p.add_argument(
         "--retry-errors",
         action="store_true",
         help="when resuming, redo records whose earlier result has an error",
@@ -99,26 +137,42 @@ async def _extract_async(args: argparse.Namespace) -> int:
         max_text_chars=args.max_chars,
         max_completion_tokens=args.max_tokens,
         constrain_mentions=args.constrain_mentions,
+        aggregate_relations=not args.no_aggregation,
+        anchor_constraint=not args.no_anchor_constraint,
+        recover_dropped=args.recover_dropped,
     )
     domain = load_domain(args.domain)
+    sentence_graph = args.sentence_graph or (
+        "joint" if args.graph == "joint" or domain.relation_types else "ner"
+    )
+    if args.graph == "ner":
+        sentence_graph = "ner"
+    if sentence_graph == "joint" and not domain.relation_types:
+        raise ConfigError(
+            f"domain {domain.name!r} has no relation types; joint extraction needs them (use "
+            "a domain such as conll04, scierc or ade, or --graph ner)"
+        )
+    stages = options.joint_model_stages if sentence_graph == "joint" else options.model_stages
     overrides = _pairs(args.adapter, "--adapter")
-    unknown = sorted(set(overrides) - set(options.model_stages))
+    unknown = sorted(set(overrides) - set(stages))
     if unknown:
         raise ConfigError(
-            f"--adapter names stage(s) {unknown} this pipeline does not run; "
-            f"stages: {options.model_stages}"
+            f"--adapter names stage(s) {unknown} this pipeline does not run; stages: {stages}"
         )
     # One place decides each stage's adapter: --adapter, else the domain, else the stage name.
-    adapters = {s: overrides.get(s, domain.adapter_for(s)) for s in options.model_stages}
+    adapters = {s: overrides.get(s, domain.adapter_for(s)) for s in stages}
     domain = domain.model_copy(update={"adapters": {**domain.adapters, **adapters}})
     if args.input != "-" and not Path(args.input).is_file():
         raise InputError(f"input file {args.input} not found")
     check_server(args.server, adapters.values())
-    models = vllm_server_models(
-        args.server, stages=options.model_stages, adapters=adapters, timeout=args.timeout
-    )
+    models = vllm_server_models(args.server, stages=stages, adapters=adapters, timeout=args.timeout)
     context = RunContext(domain=domain, models=models)
-    graph = build_ner_graph(options)
+    inner = build_joint_graph(options) if sentence_graph == "joint" else build_ner_graph(options)
+    graph = (
+        build_document_graph(inner, max_sentence_chars=min(2000, args.max_chars))
+        if args.graph == "document"
+        else inner
+    )
 
     done: set[str] = set()
     handle: TextIO
@@ -142,13 +196,31 @@ async def _extract_async(args: argparse.Namespace) -> int:
     records = pending()
     failed = 0
     bar = tqdm(desc="extract", unit="rec", disable=args.quiet, file=sys.stderr, initial=len(done))
+    sentence_bar = (
+        tqdm(desc="sentences", unit="sent", disable=args.quiet, file=sys.stderr, position=1)
+        if args.graph == "document"
+        else None
+    )
+
+    def on_event(event: object) -> None:
+        if sentence_bar is not None and isinstance(event, dict) and "document_progress" in event:
+            sentence_bar.update(1)
+
     try:
-        async for result in run_records(graph, context, records, concurrency=args.concurrency):
+        async for result in run_records(
+            graph,
+            context,
+            records,
+            concurrency=args.concurrency,
+            on_event=on_event if sentence_bar is not None else None,
+        ):
             writer.write(result)
             failed += result.error is not None
             bar.update(1)
     finally:
         bar.close()
+        if sentence_bar is not None:
+            sentence_bar.close()
         if handle is not sys.stdout:
             handle.close()
     if args.out is not None and done:

@@ -17,7 +17,7 @@ from typing import IO, Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from samalign.errors import InputError
-from samalign.types import Diagnostic, Entity, StageUsage
+from samalign.types import Diagnostic, DroppedTriplet, Entity, StageUsage, Triplet
 
 InputFormat = Literal["auto", "jsonl", "text"]
 
@@ -56,12 +56,51 @@ class EntityRecord(BaseModel):
         )
 
 
+class TripletRecord(BaseModel):
+    """A relation triplet as written to the output JSONL (arguments with offsets and labels)."""
+
+    head: EntityRecord
+    relation: str
+    tail: EntityRecord
+    sources: list[str]
+
+    @classmethod
+    def of(cls, triplet: Triplet) -> TripletRecord:
+        """Flatten a :class:`~samalign.types.Triplet`."""
+        return cls(
+            head=EntityRecord.of(triplet.head),
+            relation=triplet.relation,
+            tail=EntityRecord.of(triplet.tail),
+            sources=list(triplet.sources),
+        )
+
+
+class DroppedTripletRecord(TripletRecord):
+    """A triplet the anchor filter removed, with the reason."""
+
+    reason: str
+
+    @classmethod
+    def of_dropped(cls, dropped: DroppedTriplet) -> DroppedTripletRecord:
+        """Flatten a :class:`~samalign.types.DroppedTriplet`."""
+        base = TripletRecord.of(dropped.triplet)
+        return cls(**base.model_dump(), reason=dropped.reason)
+
+
 class OutputRecord(BaseModel):
-    """One output line: the record's entities, diagnostics and usage, or its error."""
+    """One output line: the record's entities (and triplets), diagnostics and usage, or its error.
+
+    ``triplets`` and ``dropped_triplets`` are written by the joint and document graphs;
+    ``sentence_errors`` lists the sentences of a document that failed (document graph; the
+    record's other sentences still count).
+    """
 
     id: str
     text: str
     entities: list[EntityRecord] = []
+    triplets: list[TripletRecord] = []
+    dropped_triplets: list[DroppedTripletRecord] = []
+    sentence_errors: list[str] = []
     diagnostics: list[Diagnostic] = []
     usage: dict[str, StageUsage] = {}
     error: str | None = None
@@ -247,11 +286,13 @@ class JsonlWriter:
 
 
 __all__ = [
+    "DroppedTripletRecord",
     "EntityRecord",
     "InputFormat",
     "InputRecord",
     "JsonlWriter",
     "OutputRecord",
+    "TripletRecord",
     "completed_ids",
     "finalize_output",
     "read_records",

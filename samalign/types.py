@@ -150,6 +150,18 @@ class Triplet(_Frozen):
     sources: tuple[RelationSource, ...] = ()
 
 
+class DroppedTriplet(_Frozen):
+    """A candidate triplet the anchor filter removed, and why (AnchorAlign Eq. 13).
+
+    Attributes:
+        triplet: The candidate (forward and/or reverse).
+        reason: Which argument mention(s) NER did not recognise.
+    """
+
+    triplet: Triplet
+    reason: str
+
+
 DiagnosticKind = Literal[
     "hallucination",
     "parse_error",
@@ -160,6 +172,10 @@ DiagnosticKind = Literal[
     "empty_answer",
     "subsumed",
     "stage_failed",
+    "malformed",
+    "self_relation",
+    "argument_type",
+    "recovered",
 ]
 
 
@@ -211,6 +227,7 @@ __all__ = [
     "Archetype",
     "Diagnostic",
     "DiagnosticKind",
+    "DroppedTriplet",
     "Entity",
     "NoiseRecord",
     "RelationSource",

@@ -32,6 +32,7 @@ class AgentSettings:
     fuzzy_threshold: float = 0.8
     max_completion_tokens: int | None = None
     anchor_schema_chunk: int | None = None
+    max_relation_blocks: int = 16
 
 
 class StageContext(Protocol):

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 from langgraph.graph.state import CompiledStateGraph
 
 from samalign.errors import ConfigError, SamalignError
 from samalign.graphs.context import RunContext
-from samalign.records import EntityRecord, InputRecord, OutputRecord
-from samalign.types import Diagnostic, Entity, StageUsage
+from samalign.records import (
+    DroppedTripletRecord,
+    EntityRecord,
+    InputRecord,
+    OutputRecord,
+    TripletRecord,
+)
+from samalign.types import Diagnostic, DroppedTriplet, Entity, StageUsage, Triplet
 
 log = logging.getLogger(__name__)
 
@@ -22,26 +28,55 @@ def to_output(record: InputRecord, state: dict[str, Any]) -> OutputRecord:
     entities: list[Entity] = state.get("entities", [])
     for entity in entities:
         entity.span.check(record.text)
+    triplets: list[Triplet] = state.get("triplets", [])
+    dropped: list[DroppedTriplet] = state.get("dropped_triplets", [])
+    for triplet in (*triplets, *(d.triplet for d in dropped)):
+        triplet.head.span.check(record.text)
+        triplet.tail.span.check(record.text)
     diagnostics: list[Diagnostic] = state.get("diagnostics", [])
     usage: dict[str, StageUsage] = state.get("usage", {})
     return OutputRecord(
         id=record.id,
         text=record.text,
         entities=[EntityRecord.of(e) for e in entities],
+        triplets=[TripletRecord.of(t) for t in triplets],
+        dropped_triplets=[DroppedTripletRecord.of_dropped(d) for d in dropped],
+        sentence_errors=list(state.get("errors", [])),
         diagnostics=diagnostics,
         usage=usage,
     )
+
+
+async def _invoke(
+    graph: CompiledStateGraph[Any, RunContext, Any, Any],
+    context: RunContext,
+    text: str,
+    on_event: Callable[[Any], None] | None,
+) -> dict[str, Any]:
+    if on_event is None:
+        state: dict[str, Any] = await graph.ainvoke({"text": text}, context=context)
+        return state
+    final: dict[str, Any] = {}
+    async for mode, chunk in graph.astream(
+        {"text": text}, context=context, stream_mode=["custom", "values"]
+    ):
+        if mode == "custom":
+            on_event(chunk)
+        elif isinstance(chunk, dict):
+            final = chunk
+    return final
 
 
 async def _run_one(
     graph: CompiledStateGraph[Any, RunContext, Any, Any],
     context: RunContext,
     record: InputRecord,
+    on_event: Callable[[Any], None] | None = None,
 ) -> OutputRecord:
     if record.error is not None:
         return OutputRecord(id=record.id, text=record.text, error=record.error)
     try:
-        state = await graph.ainvoke({"text": record.text}, context=context)
+        state = await _invoke(graph, context, record.text, on_event)
         return to_output(record, state)
     except SamalignError as err:
         return OutputRecord(id=record.id, text=record.text, error=f"{type(err).__name__}: {err}")
@@ -58,6 +93,7 @@ async def run_records(
     records: Iterable[InputRecord],
     *,
     concurrency: int = 8,
+    on_event: Callable[[Any], None] | None = None,
 ) -> AsyncIterator[OutputRecord]:
     """Run ``graph`` over records with bounded concurrency; yield results in input order.
 
@@ -69,6 +105,8 @@ async def run_records(
         context: The run context for every record.
         records: Input records (read lazily).
         concurrency: Records in flight at once.
+        on_event: Called with every custom stream event of the graph (e.g. the document
+            graph's per-sentence progress); ``None``: plain ``ainvoke``.
     """
     if concurrency < 1:
         raise ConfigError("concurrency must be at least 1")
@@ -80,7 +118,7 @@ async def run_records(
 
     async def bounded(record: InputRecord) -> OutputRecord:
         async with slots:
-            return await _run_one(graph, context, record)
+            return await _run_one(graph, context, record, on_event)
 
     async def producer() -> None:
         try:

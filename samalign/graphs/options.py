@@ -41,6 +41,15 @@ class PipelineOptions(BaseModel):
         fuzzy_threshold: Word-level LCS score needed for fuzzy grounding.
         max_completion_tokens: Completion budget of every stage (default: each stage's own,
             512).
+        aggregate_relations: Pool the forward and reverse relation decoders (AnchorAlign
+            Eq. 13); False is "w/o decoder aggregation": no reverse node.
+        anchor_constraint: Keep a relation candidate only when NER recognised both of its
+            mentions; False is "w/o generation constraint": keep every candidate.
+        recover_dropped: Beyond the paper (off by default): instead of discarding a candidate
+            whose argument NER missed, ask the anchor (the NER verifier) whether the missed
+            mention is an entity of a type the relation allows, and keep the triplet if so.
+        max_relation_blocks: Upper bound on blocks, and on pairs per block, in a relation
+            answer.
         anchor_schema_chunk: Ask the anchor about at most this many types per request
             (sorted, then split; the requests run concurrently and their mentions are united).
             IEPile trained and evaluated its LoRA with at most 6 types per instruction, so set
@@ -62,6 +71,10 @@ class PipelineOptions(BaseModel):
     fuzzy_threshold: float = Field(default=0.8, gt=0.0, le=1.0)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     anchor_schema_chunk: int | None = Field(default=None, ge=1)
+    aggregate_relations: bool = True
+    anchor_constraint: bool = True
+    recover_dropped: bool = False
+    max_relation_blocks: int = Field(default=16, ge=1, le=256)
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -77,6 +90,15 @@ class PipelineOptions(BaseModel):
     def _one_extractor(self) -> Self:
         if not (self.use_anchor or self.use_explorer):
             raise ValueError("enable at least one extractor (use_anchor or use_explorer)")
+        return self
+
+    @model_validator(mode="after")
+    def _recovery_needs_filter(self) -> Self:
+        if self.recover_dropped and not self.anchor_constraint:
+            raise ValueError(
+                "recover_dropped needs anchor_constraint=True (without the constraint nothing "
+                "is dropped, so there is nothing to recover)"
+            )
         return self
 
     @property
@@ -98,6 +120,22 @@ class PipelineOptions(BaseModel):
             stages.append(DIRECT_TYPING_STAGE)
         return stages
 
+    @property
+    def relation_stages(self) -> list[str]:
+        """The relation stages of the joint graph that call a model."""
+        stages = ["relations_forward"]
+        if self.aggregate_relations:
+            stages.append("relations_reverse")
+        return stages
+
+    @property
+    def joint_model_stages(self) -> list[str]:
+        """The stages of the joint graph that call a model, in pipeline order."""
+        stages = [*self.model_stages, *self.relation_stages]
+        if self.recover_dropped and "anchor" not in stages:
+            stages.append("anchor")
+        return stages
+
     def agent_settings(self) -> AgentSettings:
         """The settings the stage nodes use."""
         return AgentSettings(
@@ -110,6 +148,7 @@ class PipelineOptions(BaseModel):
             fuzzy_threshold=self.fuzzy_threshold,
             max_completion_tokens=self.max_completion_tokens,
             anchor_schema_chunk=self.anchor_schema_chunk,
+            max_relation_blocks=self.max_relation_blocks,
         )
 
 

@@ -11,7 +11,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from samalign.types import Diagnostic, Entity, NoiseRecord, StageUsage
+from samalign.types import Diagnostic, DroppedTriplet, Entity, NoiseRecord, StageUsage, Triplet
 
 
 def merge_usage(left: dict[str, StageUsage], right: dict[str, StageUsage]) -> dict[str, StageUsage]:
@@ -56,4 +56,20 @@ class NerState(BaseModel):
     usage: Annotated[dict[str, StageUsage], merge_usage] = Field(default_factory=dict)
 
 
-__all__ = ["NerState", "merge_usage"]
+class JointState(NerState):
+    """State of the joint entity + relation graph: the NER state plus the relation stages.
+
+    Attributes:
+        forward_triplets: The forward (subject-centric) decoder's checked triplets (T_fwd).
+        reverse_triplets: The reverse (object-centric) decoder's checked triplets (T_rev).
+        triplets: The anchor filter's kept triplets (T_final), plus any recovered ones.
+        dropped_triplets: Candidates the filter removed, each with the reason.
+    """
+
+    forward_triplets: list[Triplet] = Field(default_factory=list)
+    reverse_triplets: list[Triplet] = Field(default_factory=list)
+    triplets: list[Triplet] = Field(default_factory=list)
+    dropped_triplets: list[DroppedTriplet] = Field(default_factory=list)
+
+
+__all__ = ["JointState", "NerState", "merge_usage"]

@@ -155,6 +155,36 @@ class Domain(BaseModel):
             f"domain {self.name!r} has no entity type {label!r}; labels: {self.labels}"
         )
 
+    @property
+    def relation_names(self) -> list[str]:
+        """Verbalised relation names in domain order (what the relation prompts show)."""
+        return [r.name for r in self.relation_types]
+
+    def relation_for_name(self, name: str) -> RelationType | None:
+        """The relation type with this verbalised name or label (case-insensitive)."""
+        key = name.strip().casefold()
+        for r in self.relation_types:
+            if key in (r.name.casefold(), r.label.casefold()):
+                return r
+        return None
+
+    def relation_schema(self) -> list[dict[str, object]]:
+        """The relation types as the relation prompts show them.
+
+        One record per relation: its name, definition and, when constrained, the names of
+        the entity types allowed as subject and object.
+        """
+        names = {t.label: t.name for t in self.entity_types}
+        items: list[dict[str, object]] = []
+        for r in self.relation_types:
+            item: dict[str, object] = {"relation": r.name, "definition": r.definition}
+            if r.head_types:
+                item["subject types"] = [names[t] for t in r.head_types]
+            if r.tail_types:
+                item["object types"] = [names[t] for t in r.tail_types]
+            items.append(item)
+        return items
+
     def adapter_for(self, stage: str) -> str:
         """The adapter name a stage uses in this domain (default: the stage's own name)."""
         return self.adapters.get(stage, stage)

@@ -24,6 +24,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from samalign.errors import ConfigError
 from samalign.prompts.formats import AssignmentsFormat, TypedMentionsFormat
+from samalign.prompts.relations import FORWARD_FORMAT, REVERSE_FORMAT, RelationsFormat
 
 IEPILE_NER_INSTRUCTION = (
     "You are an expert in named entity recognition. Please extract entities that match the "
@@ -50,6 +51,28 @@ CALIBRATE_INSTRUCTION = (
     "type from the 'Candidate Types' for each named entity of the 'Initial Output'."
 )
 """SAM-NER Figure 8."""
+
+RELATIONS_FORWARD_INSTRUCTION = (
+    "You are an expert in relation extraction. Please extract the relation triples that match "
+    "the schema definition from the input. Group the triples by subject: write each subject "
+    "entity once, followed by all of its (object, relation) pairs, as "
+    '[{"subject": "...", "pairs": [{"object": "...", "relation": "..."}]}]. '
+    "Copy entity mentions exactly from the input, use only relations of the schema and respect "
+    "their subject and object types. Return an empty list if there is no such relation. "
+    "Please respond in the format of a JSON string."
+)
+"""The forward (subject-centric) relation decoder's instruction (AnchorAlign paradigm 3)."""
+
+RELATIONS_REVERSE_INSTRUCTION = (
+    "You are an expert in relation extraction. Please extract the relation triples that match "
+    "the schema definition from the input. Group the triples by object: write each object "
+    "entity once, followed by all of its (subject, relation) pairs, as "
+    '[{"object": "...", "pairs": [{"subject": "...", "relation": "..."}]}]. '
+    "Copy entity mentions exactly from the input, use only relations of the schema and respect "
+    "their subject and object types. Return an empty list if there is no such relation. "
+    "Please respond in the format of a JSON string."
+)
+"""The reverse (object-centric) relation decoder's instruction, the mirror of the forward one."""
 
 CALIBRATE_RULES: tuple[str, ...] = (
     "Give every entity of the 'Initial Output' exactly one type, chosen from 'Candidate Types'.",
@@ -130,9 +153,15 @@ EXTRACTION_FORMAT = TypedMentionsFormat()
 CALIBRATION_FORMAT = AssignmentsFormat()
 """Answer format of the calibrator."""
 
+RELATION_FORMATS: Mapping[str, RelationsFormat] = {
+    "relations_forward": FORWARD_FORMAT,
+    "relations_reverse": REVERSE_FORMAT,
+}
+"""Answer format of each relation stage."""
+
 
 def default_specs() -> dict[str, StageSpec]:
-    """The default spec of every NER stage, keyed by stage name."""
+    """The default spec of every stage (NER and relations), keyed by stage name."""
     extract_vars = ("labels", "text")
     return {
         "anchor": StageSpec(
@@ -158,6 +187,20 @@ def default_specs() -> dict[str, StageSpec]:
             ),
             rules=CALIBRATE_RULES,
         ),
+        "relations_forward": StageSpec(
+            "relations_forward",
+            _template("relations_forward"),
+            RELATIONS_FORWARD_INSTRUCTION,
+            512,
+            ("relations", "text"),
+        ),
+        "relations_reverse": StageSpec(
+            "relations_reverse",
+            _template("relations_reverse"),
+            RELATIONS_REVERSE_INSTRUCTION,
+            512,
+            ("relations", "text"),
+        ),
     }
 
 
@@ -174,6 +217,8 @@ def _sample_variables(stage: str) -> dict[str, Any]:
             "archetype_definitions": defs,
             "target_definitions": defs,
         }
+    if stage in RELATION_FORMATS:
+        return {"relations": [{"relation": "r", "definition": "d"}], "text": _SENTINEL}
     return {"labels": ["a"], "text": _SENTINEL}
 
 
@@ -187,7 +232,7 @@ def validate_overrides(domain: Any, *, origin: str) -> None:
     prompts: Mapping[str, str] = domain.prompts
     for stage, source in prompts.items():
         if stage not in specs:
-            continue  # relation stages are validated by their own specs
+            continue  # unknown stage names are reported by the domain loader
         try:
             rendered = specs[stage].with_template(source).render(_sample_variables(stage))
         except ConfigError as err:
@@ -207,6 +252,9 @@ __all__ = [
     "EXPLORER_INSTRUCTION",
     "EXTRACTION_FORMAT",
     "IEPILE_NER_INSTRUCTION",
+    "RELATIONS_FORWARD_INSTRUCTION",
+    "RELATIONS_REVERSE_INSTRUCTION",
+    "RELATION_FORMATS",
     "StageSpec",
     "default_specs",
     "validate_overrides",

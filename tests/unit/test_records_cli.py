@@ -211,7 +211,17 @@ def test_jsonl_writer_writes_one_line_per_record(tmp_path: Path) -> None:
     assert [r["id"] for r in rows] == ["1", "2"]
     assert rows[0]["text"] == "Jürgen"
     assert rows[1]["error"] == "InputError: empty"
-    assert set(rows[0]) == {"id", "text", "entities", "diagnostics", "usage", "error"}
+    assert set(rows[0]) == {
+        "id",
+        "text",
+        "entities",
+        "triplets",
+        "dropped_triplets",
+        "sentence_errors",
+        "diagnostics",
+        "usage",
+        "error",
+    }
 
 
 def test_jsonl_writer_accepts_streams_without_fileno() -> None:

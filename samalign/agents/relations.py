@@ -1,0 +1,276 @@
+"""The forward and reverse relation decoder nodes (AnchorAlign §3.2, Eq. 3).
+
+Each node asks its model for the sentence's relation triples in its own block order
+(subject-centric or object-centric), then checks every triple:
+
+* the relation must be one of the domain's (the parser already drops others, with a
+  Diagnostic ``label_out_of_schema``);
+* both arguments must occur in the text (else ``hallucination``);
+* head and tail must be different spans (else ``self_relation``);
+* when NER typed an argument, its type must satisfy the relation's argument-type
+  constraint (else ``argument_type``);
+* an unreadable block or pair is reported as ``malformed``.
+
+An argument whose text is an NER entity takes that entity (span, label, archetype,
+sources), so a kept triplet carries the entity types relation strict F1 needs. An argument
+NER did not recognise is grounded to the text and left untyped, unless the relation admits a
+single type for it. When a mention occurs several times, the pair of occurrences closest to
+each other is used. Whatever is dropped here never reaches the anchor filter; the sentence
+always keeps its entities.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from langchain_core.messages import HumanMessage
+from langchain_core.runnables import RunnableLambda
+
+from samalign.agents.base import (
+    AgentSettings,
+    Prepared,
+    StageContext,
+    Update,
+    stage_node,
+    validate_text,
+)
+from samalign.agents.extractors import text_ngrams
+from samalign.agents.grounding import ground_mentions
+from samalign.agents.runner import StageRequest, StageResult
+from samalign.errors import ConfigError
+from samalign.prompts.domain import Domain, RelationType
+from samalign.prompts.relations import ParsedTriplets
+from samalign.prompts.specs import RELATION_FORMATS, default_specs
+from samalign.types import Diagnostic, Entity, RelationSource, Triplet
+
+RelationStage = Literal["relations_forward", "relations_reverse"]
+
+SOURCE_OF: dict[str, RelationSource] = {
+    "relations_forward": "forward",
+    "relations_reverse": "reverse",
+}
+"""The ``Triplet.sources`` value of each relation stage."""
+
+STATE_KEY: dict[str, str] = {
+    "relations_forward": "forward_triplets",
+    "relations_reverse": "reverse_triplets",
+}
+"""The state key each relation stage writes."""
+
+
+def require_relations(domain: Domain) -> None:
+    """Raise a :class:`ConfigError` unless the domain defines relation types."""
+    if not domain.relation_types:
+        raise ConfigError(
+            f"domain {domain.name!r} has no relation_types; joint extraction needs them. Use a "
+            "domain with relations (e.g. conll04, scierc, ade) or add relation_types to the "
+            "domain file, or run the NER graph."
+        )
+
+
+def _allowed(entity: Entity, types: Sequence[str]) -> bool:
+    return not types or entity.label is None or entity.label in types
+
+
+def _untyped(entity: Entity, types: Sequence[str]) -> Entity:
+    """An argument NER did not recognise; typed only when the relation admits one type."""
+    if entity.label is None and len(types) == 1:
+        return entity.model_copy(update={"label": types[0]})
+    return entity
+
+
+def _closest_pair(heads: list[Entity], tails: list[Entity]) -> tuple[Entity, Entity] | None:
+    """The (head, tail) pair of different spans closest to each other, preferring disjoint."""
+    best: tuple[tuple[int, int, int, int], Entity, Entity] | None = None
+    for h in heads:
+        for t in tails:
+            if h.span == t.span:
+                continue
+            overlap = 1 if h.span.overlaps(t.span) else 0
+            gap = max(t.start - h.end, h.start - t.end, 0)
+            key = (overlap, gap, h.start, t.start)
+            if best is None or key < best[0]:
+                best = (key, h, t)
+    return None if best is None else (best[1], best[2])
+
+
+def check_triplets(
+    text: str,
+    parsed: ParsedTriplets,
+    entities: Sequence[Entity],
+    domain: Domain,
+    *,
+    stage: str,
+    fuzzy_threshold: float = 0.8,
+    raw: str | None = None,
+) -> tuple[list[Triplet], list[Diagnostic]]:
+    """Ground, type and validate parsed triples.
+
+    Args:
+        text: The sentence.
+        parsed: The parsed answer (relations already restricted to the domain's names).
+        entities: The NER entities of the sentence.
+        domain: The domain (relation types and argument constraints).
+        stage: The relation stage (for diagnostics and ``sources``).
+        fuzzy_threshold: Word-level LCS score needed for fuzzy grounding.
+        raw: The raw answer, attached to diagnostics.
+
+    Returns:
+        The valid triplets (de-duplicated, answer order) and the diagnostics.
+    """
+    source = SOURCE_OF[stage]
+    diagnostics: list[Diagnostic] = []
+    problems: dict[str, list[str]] = {
+        "hallucination": [],
+        "self_relation": [],
+        "argument_type": [],
+    }
+    by_text: dict[str, list[Entity]] = {}
+    for entity in entities:
+        by_text.setdefault(entity.text, []).append(entity)
+    mentions = list(dict.fromkeys(m for h, _, t in parsed.triplets for m in (h, t)))
+    grounded = {
+        g.mention: [Entity(span=s) for s in g.spans]
+        for g in ground_mentions(text, mentions, mode="nested", fuzzy_threshold=fuzzy_threshold)
+    }
+
+    def candidates(mention: str) -> list[Entity]:
+        spans = grounded.get(mention, [])
+        recognised = [e for s in spans for e in by_text.get(s.text, [])]
+        return recognised or spans
+
+    out: dict[tuple[int, int, str, int, int], Triplet] = {}
+    for head, name, tail in parsed.triplets:
+        relation: RelationType | None = domain.relation_for_name(name)
+        if relation is None:  # the parser restricts names; defensive
+            continue
+        shown = f"({head!r}, {relation.label}, {tail!r})"
+        heads, tails = candidates(head), candidates(tail)
+        missing = [m for m, c in ((head, heads), (tail, tails)) if not c]
+        if missing:
+            problems["hallucination"].append(f"{shown}: {missing} not in the text")
+            continue
+        typed_heads = [e for e in heads if _allowed(e, relation.head_types)]
+        typed_tails = [e for e in tails if _allowed(e, relation.tail_types)]
+        if not typed_heads or not typed_tails:
+            bad = []
+            if not typed_heads:
+                bad.append(
+                    f"subject typed {sorted({str(e.label) for e in heads})}, allowed "
+                    f"{list(relation.head_types)}"
+                )
+            if not typed_tails:
+                bad.append(
+                    f"object typed {sorted({str(e.label) for e in tails})}, allowed "
+                    f"{list(relation.tail_types)}"
+                )
+            problems["argument_type"].append(f"{shown}: {'; '.join(bad)}")
+            continue
+        pair = _closest_pair(typed_heads, typed_tails)
+        if pair is None:
+            problems["self_relation"].append(f"{shown}: subject and object are the same span")
+            continue
+        h, t = _untyped(pair[0], relation.head_types), _untyped(pair[1], relation.tail_types)
+        key = (h.start, h.end, relation.label, t.start, t.end)
+        if key not in out:
+            out[key] = Triplet(head=h, relation=relation.label, tail=t, sources=(source,))
+    messages = {
+        "hallucination": "arguments not found in the text, triples dropped",
+        "self_relation": "subject and object are the same span, triples dropped",
+        "argument_type": "argument types violate the relation's constraint, triples dropped",
+    }
+    for kind, items in problems.items():
+        if items:
+            diagnostics.append(
+                Diagnostic(
+                    stage=stage,
+                    kind=kind,
+                    message=f"{messages[kind]}: {'; '.join(items)}",
+                    raw=raw,
+                )
+            )
+    return list(out.values()), diagnostics
+
+
+def relation_node(stage: RelationStage, settings: AgentSettings) -> RunnableLambda[Any, Update]:
+    """Build the ``relations_forward`` or ``relations_reverse`` node."""
+    spec_default = default_specs()[stage]
+    fmt = RELATION_FORMATS[stage]
+    key = STATE_KEY[stage]
+
+    def prepare(state: Any, ctx: StageContext) -> Prepared:
+        validate_text(state.text, settings)
+        domain = ctx.domain
+        require_relations(domain)
+        names = domain.relation_names
+        spec = spec_default.with_template(domain.prompts.get(stage))
+        prompt = spec.render({"relations": domain.relation_schema(), "text": state.text})
+        mentions = (
+            text_ngrams(state.text, settings.max_mention_tokens)
+            if settings.constrain_mentions
+            else None
+        )
+        schema = fmt.schema(
+            names,
+            mentions=mentions,
+            max_blocks=settings.max_relation_blocks,
+            max_pairs=settings.max_relation_blocks,
+        )
+        request = StageRequest(
+            stage=stage,
+            messages=[HumanMessage(content=prompt)],
+            schema=schema,
+            max_tokens=settings.max_completion_tokens or spec.max_tokens,
+            adapter=domain.adapters.get(stage),
+        )
+        return Prepared(request, lambda raw: fmt.parse(raw, names))
+
+    def finish(
+        state: Any, ctx: StageContext, prepared: Prepared, result: StageResult[Any]
+    ) -> Update:
+        parsed: ParsedTriplets | None = result.value
+        if parsed is None:
+            return {key: [], "failed_stages": [stage]}
+        diagnostics: list[Diagnostic] = []
+        if parsed.out_of_schema:
+            diagnostics.append(
+                Diagnostic(
+                    stage=stage,
+                    kind="label_out_of_schema",
+                    message=f"relations outside the domain {list(parsed.out_of_schema)}, "
+                    f"triples dropped: {[list(t) for t in parsed.dropped]}",
+                    raw=result.raw,
+                )
+            )
+        if parsed.malformed:
+            diagnostics.append(
+                Diagnostic(
+                    stage=stage,
+                    kind="malformed",
+                    message=f"unreadable parts of the answer skipped: {list(parsed.malformed)}",
+                    raw=result.raw,
+                )
+            )
+        triplets, checked = check_triplets(
+            state.text,
+            parsed,
+            state.entities,
+            ctx.domain,
+            stage=stage,
+            fuzzy_threshold=settings.fuzzy_threshold,
+            raw=result.raw,
+        )
+        return {key: triplets, "diagnostics": [*diagnostics, *checked]}
+
+    return stage_node(stage, prepare, finish, settings)
+
+
+__all__ = [
+    "SOURCE_OF",
+    "STATE_KEY",
+    "RelationStage",
+    "check_triplets",
+    "relation_node",
+    "require_relations",
+]

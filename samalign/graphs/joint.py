@@ -1,0 +1,90 @@
+"""The joint entity + relation graph: SAM-NER, then the AnchorAlign relation decoders."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.graph import END, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Checkpointer
+
+from samalign.agents.anchor_filter import anchor_filter_node
+from samalign.agents.recover import recover_node
+from samalign.agents.relations import relation_node
+from samalign.graphs.context import RunContext
+from samalign.graphs.ner import add_ner_stages
+from samalign.graphs.options import PipelineOptions
+from samalign.graphs.state import JointState
+
+JointGraph = CompiledStateGraph[JointState, RunContext, Any, Any]
+
+
+def add_relation_stages(
+    graph: StateGraph[Any, RunContext, Any, Any], options: PipelineOptions, after: str
+) -> str:
+    """Add the relation nodes after node ``after``; return the name of the last node."""
+    settings = options.agent_settings()
+    decoders = []
+    for stage in options.relation_stages:
+        graph.add_node(stage, relation_node(stage, settings))  # type: ignore[arg-type]
+        graph.add_edge(after, stage)
+        decoders.append(stage)
+    graph.add_node(
+        "anchor_filter",
+        anchor_filter_node(
+            aggregate=options.aggregate_relations, constrain=options.anchor_constraint
+        ),
+    )
+    graph.add_edge(decoders if len(decoders) > 1 else decoders[0], "anchor_filter")
+    if not options.recover_dropped:
+        return "anchor_filter"
+    graph.add_node("recover", recover_node(settings))
+    graph.add_edge("anchor_filter", "recover")
+    return "recover"
+
+
+def build_joint_graph(
+    options: PipelineOptions | None = None,
+    *,
+    checkpointer: Checkpointer = None,
+    name: str = "samalign_joint",
+) -> JointGraph:
+    """Build the joint entity + relation graph.
+
+    The SAM-NER stages (with any of their ablations) run first; then the forward
+    (subject-centric) and reverse (object-centric) relation decoders run in parallel on the
+    sentence, each checking its triples against the text, the domain's relation types and
+    argument constraints and the NER entities; the anchor filter pools them and keeps the
+    triplets whose two mentions NER recognised (AnchorAlign Eq. 13).
+    ``options.aggregate_relations=False`` removes the reverse decoder,
+    ``options.anchor_constraint=False`` keeps every candidate, and
+    ``options.recover_dropped=True`` adds the ``recover`` node.
+
+    Args:
+        options: Ablation switches and agent settings (defaults: the full pipelines).
+        checkpointer: Optional LangGraph checkpointer.
+        name: Graph name (shown in traces and when used as a subgraph).
+
+    Returns:
+        A compiled graph. Invoke it with ``{"text": ...}`` and
+        ``context=RunContext(domain, models)`` (a domain with relation types, and models for
+        ``options.joint_model_stages``); the result holds ``entities``, ``triplets`` (kept),
+        ``dropped_triplets`` (with reasons), ``forward_triplets`` and ``reverse_triplets``.
+
+    Example:
+        >>> graph = build_joint_graph()
+        >>> models = vllm_server_models(url, stages=PipelineOptions().joint_model_stages)
+        >>> ctx = RunContext(domain="conll04", models=models)
+        >>> graph.invoke({"text": "John Smith works for IBM in Armonk."}, context=ctx)
+    """
+    options = options or PipelineOptions()
+    graph: StateGraph[JointState, RunContext, Any, Any] = StateGraph(
+        JointState, context_schema=RunContext
+    )
+    last = add_ner_stages(graph, options)
+    last = add_relation_stages(graph, options, last)
+    graph.add_edge(last, END)
+    return graph.compile(checkpointer=checkpointer, name=name)
+
+
+__all__ = ["JointGraph", "add_relation_stages", "build_joint_graph"]
