@@ -33,6 +33,7 @@ class AgentSettings:
     max_completion_tokens: int | None = None
     anchor_schema_chunk: int | None = None
     max_relation_blocks: int = 16
+    relation_arguments: Literal["closest", "all"] = "closest"
 
 
 class StageContext(Protocol):

@@ -23,12 +23,14 @@ Every gold entity that was not predicted (``missed``) and every prediction that 
 ===========================  ===============================================================
 
 Relation triplets get ``error``, ``argument_missed`` (an argument span was not predicted as an
-entity), ``wrong_relation``, ``reversed``, ``entity_type`` (right spans and relation, wrong
-argument type), ``argument_not_gold`` and ``not_predicted``/``not_gold``.
+entity), ``argument_not_gold`` (an argument is not a gold entity), ``entity_type`` (right
+spans and relation, wrong argument type), ``wrong_relation``, ``reversed``,
+``other_occurrence`` (the same (head, relation, tail) strings hold between other occurrences of
+a repeated mention) and ``not_predicted``/``not_gold``.
 
-With gold answers (gold replay) only ``ambiguous_label``, ``unannotated_occurrence``,
-``nested`` and ``unaligned`` can occur: they are what string answers cannot express. Any other
-reason in a gold-replay report is a bug.
+With gold answers (gold replay) only the reasons in :data:`GOLD_REPLAY_REASONS` can occur:
+they are what string answers cannot express (and, for relations, their consequences). Any
+other reason in a gold-replay report is a bug.
 """
 
 from __future__ import annotations
@@ -42,7 +44,15 @@ from samalign.evaluation.results import PredEntity, PredTriplet, SentenceResult
 from samalign.evaluation.sentences import GoldEntity, GoldTriplet, Sentence
 
 GOLD_REPLAY_REASONS = frozenset(
-    {"ambiguous_label", "unannotated_occurrence", "nested", "unaligned"}
+    {
+        "ambiguous_label",
+        "unannotated_occurrence",
+        "nested",
+        "unaligned",
+        "other_occurrence",
+        "argument_missed",
+        "argument_not_gold",
+    }
 )
 """The only reasons gold replay can lose something for (string answers' limits)."""
 
@@ -167,20 +177,25 @@ def _triplet_diffs(
     pred_keys = {_pred_key(t) for t in result.triplets}
     pred_spans = {p.tokens for p in result.entities if p.tokens is not None}
     gold_spans = {_gold_tokens(e) for e in sentence.entities}
+    gold_strings = {_triplet_text(t) for t in sentence.triplets}
+    pred_strings = {_triplet_text(t) for t in result.triplets}
+    gold_pairs = {(_gold_tokens(g.head), _gold_tokens(g.tail)): g for g in sentence.triplets}
     missed: list[TripletDiff] = []
     for t in sentence.triplets:
         if _gold_key(t) in pred_keys:
             continue
         h, r, tl = _gold_tokens(t.head), t.relation, _gold_tokens(t.tail)
+        same = [p for p in result.triplets if (p.head.tokens, p.tail.tokens) == (h, tl)]
         if result.error is not None:
             reason = "error"
         elif h not in pred_spans or tl not in pred_spans:
             reason = "argument_missed"
+        elif same:
+            reason = "entity_type" if any(p.relation == r for p in same) else "wrong_relation"
         elif any((p.head.tokens, p.tail.tokens) == (tl, h) for p in result.triplets):
             reason = "reversed"
-        elif any((p.head.tokens, p.tail.tokens) == (h, tl) for p in result.triplets):
-            same = [p for p in result.triplets if (p.head.tokens, p.tail.tokens) == (h, tl)]
-            reason = "entity_type" if any(p.relation == r for p in same) else "wrong_relation"
+        elif _triplet_text(t) in pred_strings:
+            reason = "other_occurrence"
         else:
             reason = "not_predicted"
         missed.append(TripletDiff(head=t.head.text, relation=r, tail=t.tail.text, reason=reason))
@@ -189,14 +204,15 @@ def _triplet_diffs(
         if _pred_key(p) in gold_keys:
             continue
         h2, tl2 = p.head.tokens, p.tail.tokens
-        gold_pairs = {(_gold_tokens(g.head), _gold_tokens(g.tail)): g for g in sentence.triplets}
         if h2 not in gold_spans or tl2 not in gold_spans:
             reason = "argument_not_gold"
-        elif (tl2, h2) in gold_pairs:
-            reason = "reversed"
         elif (h2, tl2) in gold_pairs:
             gold = gold_pairs[(h2, tl2)]
             reason = "entity_type" if gold.relation == p.relation else "wrong_relation"
+        elif (tl2, h2) in gold_pairs:
+            reason = "reversed"
+        elif _triplet_text(p) in gold_strings:
+            reason = "other_occurrence"
         else:
             reason = "not_gold"
         head, rel, tail = _triplet_text(p)

@@ -91,6 +91,12 @@ def add_eval_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--no-explorer", action="store_true", help="ablation: w/o explorer")
     p.add_argument("--no-consensus", action="store_true", help="ablation: w/o CCR")
     p.add_argument("--no-calibration", action="store_true", help="ablation: direct typing")
+    p.add_argument(
+        "--relation-arguments",
+        choices=["closest", "all"],
+        help="which occurrences of a repeated mention a triple links (default: the dataset's "
+        "annotation convention: all for conll04, closest otherwise)",
+    )
     p.add_argument("--no-aggregation", action="store_true", help="ablation: forward decoder only")
     p.add_argument("--no-constraint", action="store_true", help="ablation: w/o anchor filter")
     p.add_argument(
@@ -113,7 +119,7 @@ def add_eval_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(func=run_eval)
 
 
-def _options(args: argparse.Namespace) -> PipelineOptions:
+def _options(args: argparse.Namespace, dataset: Dataset) -> PipelineOptions:
     values: dict[str, Any] = {
         "use_anchor": not args.no_anchor,
         "use_explorer": not args.no_explorer,
@@ -125,15 +131,16 @@ def _options(args: argparse.Namespace) -> PipelineOptions:
         "constrain_mentions": args.constrain_mentions,
         "anchor_schema_chunk": args.anchor_schema_chunk,
     }
-    relation_switches = {
-        "aggregate_relations": not args.no_aggregation,
-        "anchor_constraint": not args.no_constraint,
-    }
-    for name, value in relation_switches.items():
-        if not value:
-            if name not in PipelineOptions.model_fields:
-                raise ConfigError(f"--no-{name.split('_')[0]}… needs the joint graph's options")
-            values[name] = value
+    info = BUILTIN_DATASETS.get(dataset.name)
+    values["relation_arguments"] = args.relation_arguments or (
+        info.relation_arguments if info is not None else "closest"
+    )
+    if args.no_aggregation:
+        values["aggregate_relations"] = False
+    if args.no_constraint:
+        values["anchor_constraint"] = False
+    if (args.no_aggregation or args.no_constraint) and args.graph != "joint":
+        raise ConfigError("--no-aggregation and --no-constraint are ablations of --graph joint")
     return PipelineOptions(**values)
 
 
@@ -221,7 +228,7 @@ async def _run(args: argparse.Namespace) -> int:
             f"dataset {args.dataset!r} is not built in: name its domain with --domain"
         )
     domain = load_domain(domain_name)
-    options = _options(args)
+    options = _options(args, dataset)
     backend_name, make_backend = _backend_factory(args, dataset, domain)
     common: dict[str, Any] = {
         "graph": args.graph,

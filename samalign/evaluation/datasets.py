@@ -39,6 +39,10 @@ class DatasetInfo:
         folder: Folder inside the data folder.
         splits: Available splits.
         relations: Whether the data has relation triplets.
+        relation_arguments: The data's annotation convention for a relation between repeated
+            mentions (the joint graph's ``relation_arguments`` the harness uses by default):
+            ``all`` when a relation is annotated for every occurrence of a repeated mention
+            (CoNLL04), ``closest`` when for one occurrence (ADE, SciERC).
     """
 
     name: str
@@ -46,6 +50,7 @@ class DatasetInfo:
     folder: str
     splits: tuple[str, ...]
     relations: bool
+    relation_arguments: Literal["closest", "all"] = "closest"
 
 
 CROSSNER_DOMAINS = ("ai", "literature", "music", "politics", "science")
@@ -57,7 +62,7 @@ BUILTIN_DATASETS: dict[str, DatasetInfo] = {
         )
         for d in CROSSNER_DOMAINS
     },
-    "conll04": DatasetInfo("conll04", "spert", "conll04", ("train", "dev", "test"), True),
+    "conll04": DatasetInfo("conll04", "spert", "conll04", ("train", "dev", "test"), True, "all"),
     "scierc": DatasetInfo("scierc", "spert", "scierc", ("train", "dev", "test"), True),
     "ade": DatasetInfo("ade", "spert", "ade", ("train", "test"), True),
 }

@@ -52,6 +52,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from samalign.errors import BackendError
 from samalign.evaluation.sentences import GoldEntity, Sentence
 from samalign.prompts.domain import Domain
+from samalign.prompts.relations import relation_format
 from samalign.prompts.specs import CALIBRATION_FORMAT, EXTRACTION_FORMAT
 from samalign.serving.models import StageModel, StageModels
 from samalign.types import ALL_STAGES, Archetype
@@ -96,6 +97,16 @@ def schema_types(schema: Mapping[str, Any] | None) -> list[str] | None:
         if isinstance(type_field.get("enum"), list):
             return [str(t) for t in type_field["enum"]]
     return None
+
+
+def relation_schema_names(schema: Mapping[str, Any] | None) -> list[str] | None:
+    """The relation names a relation answer schema allows (``None`` if not one)."""
+    try:
+        pair = schema["items"]["properties"]["pairs"]["items"]  # type: ignore[index]
+        names = pair["properties"]["relation"]["enum"]
+    except (KeyError, TypeError):
+        return None
+    return [str(n) for n in names] if isinstance(names, list) else None
 
 
 def request_schema(kwargs: Mapping[str, Any]) -> tuple[str | None, dict[str, Any] | None]:
@@ -304,14 +315,27 @@ class GoldOracle:
                 assignments.setdefault(mention, name)
         return CALIBRATION_FORMAT.render_gold(assignments)
 
+    def relation_triples(self, sentence: Sentence) -> list[tuple[str, str, str]]:
+        """The gold triplets as ``(head mention, relation name, tail mention)``."""
+        return [
+            (t.head.text, self._relation_names.get(t.relation, t.relation), t.tail.text)
+            for t in sentence.triplets
+        ]
+
     def answer_relations(
         self, stage: str, sentence: Sentence, prompt: str, schema: Mapping[str, Any] | None
     ) -> str:
-        """The gold triplets in the relation answer format."""
-        raise BackendError(
-            f"gold replay: stage {stage!r} needs the relation answer format, which this "
-            "samalign version does not have"
-        )
+        """The gold triplets in the stage's relation answer format."""
+        names = relation_schema_names(schema) or self.domain.relation_names
+        return self.render_relations(stage, self.relation_triples(sentence), names)
+
+    @staticmethod
+    def render_relations(
+        stage: str, triples: Sequence[tuple[str, str, str]], names: Sequence[str]
+    ) -> str:
+        """Render triples (relations outside ``names`` left out) with the stage's format."""
+        allowed = set(names)
+        return relation_format(stage).render_gold([t for t in triples if t[1] in allowed], names)
 
     # ----------------------------------------------------------------------------- parsing
 
@@ -462,6 +486,7 @@ __all__ = [
     "gold_stage_models",
     "oracle_stage_models",
     "prompt_texts",
+    "relation_schema_names",
     "request_schema",
     "schema_types",
     "strip_tags",

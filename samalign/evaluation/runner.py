@@ -11,7 +11,6 @@ get its own run context (gold replay needs that for repeated texts).
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import sys
 import time
@@ -28,7 +27,7 @@ from samalign.evaluation.report import EvalReport, Mismatches, RunInfo, report_p
 from samalign.evaluation.results import ResultsFile, SentenceResult, result_from_state
 from samalign.evaluation.scoring import score_entities, score_relations
 from samalign.evaluation.sentences import Sentence
-from samalign.graphs import PipelineOptions, build_ner_graph
+from samalign.graphs import PipelineOptions, build_joint_graph, build_ner_graph
 from samalign.graphs.context import RunContext
 from samalign.prompts.domain import Domain
 
@@ -57,31 +56,18 @@ def build_graph(kind: GraphKind, options: PipelineOptions) -> Any:
     """The compiled ``ner`` or ``joint`` graph.
 
     Raises:
-        ConfigError: Unknown kind, or the joint graph is not available.
+        ConfigError: Unknown kind.
     """
     if kind == "ner":
         return build_ner_graph(options)
     if kind == "joint":
-        try:
-            module = importlib.import_module("samalign.graphs.joint")
-        except ImportError:
-            raise ConfigError(
-                "the joint graph (samalign.graphs.joint) is not in this samalign version"
-            ) from None
-        return module.build_joint_graph(options)
+        return build_joint_graph(options)
     raise ConfigError(f"unknown graph {kind!r}; expected 'ner' or 'joint'")
 
 
 def graph_stages(kind: GraphKind, options: PipelineOptions) -> list[str]:
     """The stages (stage models) a graph built with ``options`` calls."""
-    stages = list(options.model_stages)
-    if kind == "joint":
-        for stage in ("relations_forward", "relations_reverse"):
-            if stage not in stages and (
-                stage == "relations_forward" or getattr(options, "aggregate_relations", True)
-            ):
-                stages.append(stage)
-    return stages
+    return list(options.joint_model_stages if kind == "joint" else options.model_stages)
 
 
 def ablation_variants(kind: GraphKind) -> dict[str, dict[str, bool]]:

@@ -39,7 +39,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from samalign.evaluation.gold import GoldOracle
+from samalign.evaluation.gold import GoldOracle, relation_schema_names
 from samalign.evaluation.sentences import Sentence
 from samalign.prompts.domain import Domain
 from samalign.prompts.specs import CALIBRATION_FORMAT
@@ -202,8 +202,21 @@ class SimulatedOracle(GoldOracle):
     def answer_relations(
         self, stage: str, sentence: Sentence, prompt: str, schema: Mapping[str, Any] | None
     ) -> str:
-        """Gold triplets minus misses plus hallucinated arguments (needs the relation format)."""
-        return super().answer_relations(stage, sentence, prompt, schema)
+        """Gold triplets minus misses, plus triplets with a hallucinated argument."""
+        names = relation_schema_names(schema) or self.domain.relation_names
+        words = generic_words(sentence)
+        triples: list[tuple[str, str, str]] = []
+        for head, relation, tail in dict.fromkeys(self.relation_triples(sentence)):
+            key = f"{head}|{relation}|{tail}"
+            if not self.chance(self.noise.relation_miss, stage, sentence, "miss:" + key):
+                triples.append((head, relation, tail))
+            rng = self.rng(stage, sentence, "hallucinate:" + key)
+            if words and rng.random() < self.noise.relation_hallucination:
+                word = rng.choice(words)
+                triples.append(
+                    (word, relation, tail) if rng.random() < 0.5 else (head, relation, word)
+                )
+        return self.render_relations(stage, triples, names)
 
 
 __all__ = ["STOP_WORDS", "NoiseModel", "SimulatedOracle", "generic_words"]
