@@ -11,7 +11,7 @@ Every gold entity that was not predicted (``missed``) and every prediction that 
 ``unaligned``                a predicted span that cuts a token (never correct)
 ``unannotated_occurrence``   a predicted span whose string is a gold entity elsewhere in the
                              sentence but is not annotated here (string answers ground every
-                             occurrence)
+                             occurrence), or a gold entity such a span covers
 ``nested``                   a gold entity overlapping another gold entity, lost to a
                              predicted span that covers the other one (flat grounding keeps
                              one of two overlapping spans)
@@ -132,6 +132,11 @@ def _miss_reason(
         )
         if covers_gold:
             return "nested", f"overlaps gold {other.text!r}, which was predicted"
+        if other.text in labels_by_text:
+            return (
+                "unannotated_occurrence",
+                f"covered by {other.text!r}, a gold string elsewhere but not annotated here",
+            )
         return "boundary", f"predicted {other.text!r} ({other.label}) instead"
     if gold.text in result.noise:
         return "dropped_by_ccr", ""

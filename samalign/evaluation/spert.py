@@ -5,6 +5,9 @@ A file is a JSON array of records ``{"tokens": [...], "entities": [{"type", "sta
 ``tail`` index the record's ``entities``, relations are directed. Entities may nest or overlap
 (SciERC, ADE).
 
+An exact repeat of an entity or relation in a record is read once (scores are over sets;
+SciERC's train split has 4 repeated relations).
+
 A malformed record (missing field, token span out of range or empty, relation index outside
 ``entities``, a type outside the dataset's label set) raises
 :class:`~samalign.errors.InputError` naming the file and the record (index and ``orig_id``).
