@@ -197,10 +197,10 @@ def _triplet_diffs(
             reason = "argument_missed"
         elif same:
             reason = "entity_type" if any(p.relation == r for p in same) else "wrong_relation"
-        elif any((p.head.tokens, p.tail.tokens) == (tl, h) for p in result.triplets):
-            reason = "reversed"
         elif _triplet_text(t) in pred_strings:
             reason = "other_occurrence"
+        elif any((p.head.tokens, p.tail.tokens) == (tl, h) for p in result.triplets):
+            reason = "reversed"
         else:
             reason = "not_predicted"
         missed.append(TripletDiff(head=t.head.text, relation=r, tail=t.tail.text, reason=reason))
@@ -214,10 +214,10 @@ def _triplet_diffs(
         elif (h2, tl2) in gold_pairs:
             gold = gold_pairs[(h2, tl2)]
             reason = "entity_type" if gold.relation == p.relation else "wrong_relation"
-        elif (tl2, h2) in gold_pairs:
-            reason = "reversed"
         elif _triplet_text(p) in gold_strings:
             reason = "other_occurrence"
+        elif (tl2, h2) in gold_pairs:
+            reason = "reversed"
         else:
             reason = "not_gold"
         head, rel, tail = _triplet_text(p)

@@ -64,7 +64,8 @@ def _label_chart(plt: Any, report: EvalReport) -> Any:
     fig, ax = plt.subplots(figsize=(7.5, height))
     names = [r[0] for r in rows]
     values = [r[1] for r in rows]
-    ax.barh(range(len(rows)), values, color="#4C72B0")
+    colors = ["#55A868" if name.startswith("rel: ") else "#4C72B0" for name, _ in rows]
+    ax.barh(range(len(rows)), values, color=colors)
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels(names)
     ax.invert_yaxis()
@@ -72,7 +73,16 @@ def _label_chart(plt: Any, report: EvalReport) -> Any:
     ax.axvline(100 * report.entity.span.f1, color="#C44E52", linestyle="--", linewidth=1)
     ax.set_xlabel(f"F1 (%) — span protocol; dashed: micro F1 {100 * report.entity.span.f1:.1f}")
     for i, v in enumerate(values):
-        ax.text(min(v + 1, 96), i, f"{v:.1f}", va="center", fontsize=8)
+        inside = v > 85  # write the value inside long bars, after short ones
+        ax.text(
+            v - 1 if inside else v + 1,
+            i,
+            f"{v:.1f}",
+            va="center",
+            ha="right" if inside else "left",
+            color="white" if inside else "black",
+            fontsize=8,
+        )
     ax.set_title(_title(report), fontsize=10)
     return fig
 
@@ -104,9 +114,10 @@ def _ablation_chart(plt: Any, report: EvalReport) -> Any:
         ax.bar(xs, values, width=width, label=label)
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=20, ha="right")
-    ax.set_ylim(0, 105)
+    ax.set_ylim(0, 122)  # headroom for the legend above the bars
+    ax.set_yticks(range(0, 101, 20))
     ax.set_ylabel("%")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", ncol=len(series), frameon=False)
     ax.set_title(_title(report) + " — ablations", fontsize=10)
     return fig
 
