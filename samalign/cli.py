@@ -328,10 +328,18 @@ def _domains(args: argparse.Namespace) -> int:
         for t in domain.entity_types:
             arch = t.archetype.value if t.archetype else "-"
             print(f"  {t.label:<20} {t.name!r:<28} [{arch}] {t.definition}")
+        if domain.relation_types:
+            print("relations:")
+        for r in domain.relation_types:
+            args = f"{'|'.join(r.head_types) or '*'} -> {'|'.join(r.tail_types) or '*'}"
+            print(f"  {r.label:<20} {r.name!r:<28} [{args}] {r.definition}")
         return 0
     for name in builtin_domains():
         domain = load_domain(name)
-        print(f"{name:<22} {len(domain.entity_types):>3} entity types  {domain.description}")
+        print(
+            f"{name:<22} {len(domain.entity_types):>3} entity types "
+            f"{len(domain.relation_types):>3} relation types  {domain.description}"
+        )
     return 0
 
 
@@ -366,6 +374,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("samalign: interrupted; rerun with the same --out to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `samalign domains | head`: the reader went away
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return status
 
 
