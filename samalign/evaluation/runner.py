@@ -238,8 +238,10 @@ async def aevaluate(
         concurrency=concurrency,
         samalign_version=_version(),
     )
+    # what the per-sentence results depend on (--limit, --concurrency and the scoring switches
+    # do not change a sentence's result, so a run can be extended or re-scored)
     config = run.model_dump(
-        mode="json", exclude={"concurrency", "exclude_labels", "samalign_version"}
+        mode="json", exclude={"concurrency", "exclude_labels", "samalign_version", "limit"}
     )
     results_file = (
         ResultsFile(report_paths(out)["jsonl"], config, fresh=fresh) if out is not None else None

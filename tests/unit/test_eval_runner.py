@@ -107,7 +107,12 @@ def test_interrupted_run_resumes_from_partial_results(
     assert [r["session"]["sentences"] for r in records if "session" in r] == [14]
     assert again["cost"]["sessions"] == 1
     assert len({r["id"] for r in records if "id" in r}) == 20
-    # another configuration at the same --out is refused; --fresh starts over
+    # a larger --limit extends the run; another configuration is refused, --fresh starts over
+    longer = tuple("25" if a == "20" else a for a in args)
+    assert run_cli(*longer) == 0
+    assert json.loads(out.read_text())["sentences"] == 25
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    assert [r["session"]["sentences"] for r in records if "session" in r] == [14, 5]
     assert run_cli(*args, "--no-consensus") == 2
     assert run_cli(*args, "--no-consensus", "--fresh") == 0
     assert json.loads(out.read_text())["run"]["options"]["use_consensus"] is False
