@@ -103,15 +103,15 @@ class Dataset:
 
 
 def _candidates(explicit: str | Path | None) -> list[Path]:
-    out: list[Path] = []
     if explicit is not None:
         return [Path(explicit)]
     env = os.environ.get(DATA_ENV)
     if env:
         return [Path(env)]
-    out.append(Path(__file__).resolve().parents[3] / "shared" / "data")
-    out.append(Path.cwd().resolve().parent / "shared" / "data")
-    return out
+    return [
+        Path(__file__).resolve().parents[3] / "shared" / "data",  # beside the source checkout
+        Path.cwd().resolve().parent / "shared" / "data",  # beside the working directory
+    ]
 
 
 def data_dir(explicit: str | Path | None = None) -> Path:

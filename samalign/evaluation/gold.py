@@ -242,10 +242,8 @@ class GoldOracle:
             labels = [lab for lab in labels if self.archetype_of(lab) == archetype] or labels
         return max(labels, key=counts.__getitem__)
 
-    def extraction(
-        self, sentence: Sentence, types: Sequence[str], mentions: Sequence[tuple[str, str]]
-    ) -> str:
-        """Render ``(name, mention)`` pairs as an extractor answer restricted to ``types``."""
+    def extraction(self, types: Sequence[str], mentions: Sequence[tuple[str, str]]) -> str:
+        """Render ``(type name, mention)`` pairs as an extractor answer restricted to ``types``."""
         allowed = set(types)
         answer: dict[str, list[str]] = {}
         for name, mention in mentions:
@@ -281,7 +279,7 @@ class GoldOracle:
     def answer_extractor(self, stage: str, sentence: Sentence, types: Sequence[str]) -> str:
         """Every gold mention under its label's name."""
         pairs = [(self.name_of(e.label), e.text) for e in sentence.entities]
-        return self.extraction(sentence, types, pairs)
+        return self.extraction(types, pairs)
 
     def answer_classifier(
         self, stage: str, sentence: Sentence, prompt: str, types: Sequence[str]
@@ -299,7 +297,7 @@ class GoldOracle:
                         mention,
                     )
                 )
-        return self.extraction(sentence, types, pairs)
+        return self.extraction(types, pairs)
 
     def answer_calibrator(self, sentence: Sentence, prompt: str, types: Sequence[str]) -> str:
         """Each initial-output mention that is a gold mention, typed with its gold label."""

@@ -146,7 +146,7 @@ class SimulatedOracle(GoldOracle):
                 rng = self.rng(stage, sentence, "generic:" + word)
                 if rng.random() < self.noise.explorer_generic:
                     pairs.append((rng.choice(list(types)), word))
-        return self.extraction(sentence, types, pairs)
+        return self.extraction(types, pairs)
 
     def answer_classifier(
         self, stage: str, sentence: Sentence, prompt: str, types: Sequence[str]
@@ -175,7 +175,7 @@ class SimulatedOracle(GoldOracle):
             else:
                 archetype = rng.choice(self._domain_archetypes or [a.value for a in Archetype])
             pairs.append((archetype, mention))
-        return self.extraction(sentence, types, pairs)
+        return self.extraction(types, pairs)
 
     def answer_calibrator(self, sentence: Sentence, prompt: str, types: Sequence[str]) -> str:
         """Every initial-output mention typed (see the module docs)."""
