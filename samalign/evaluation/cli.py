@@ -217,7 +217,8 @@ def _print_summary(report: EvalReport, out: Path) -> None:
             )
             print(f"  {name:<30} entity F1 {100 * v.entity_span.f1:.2f}{rel}")
     paths = report_paths(out)
-    print(f"report: {paths['json']} (+ {paths['md'].name}, {paths['png'].name})")
+    beside = [paths[k].name for k in ("md", "png") if paths[k].is_file()]
+    print(f"report: {paths['json']} (+ {', '.join(beside)})")
 
 
 async def _run(args: argparse.Namespace) -> int:
