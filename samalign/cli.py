@@ -331,8 +331,8 @@ def _domains(args: argparse.Namespace) -> int:
         if domain.relation_types:
             print("relations:")
         for r in domain.relation_types:
-            arguments = f"{'|'.join(r.head_types) or '*'} -> {'|'.join(r.tail_types) or '*'}"
-            print(f"  {r.label:<20} {r.name!r:<28} [{arguments}] {r.definition}")
+            kinds = f"{'|'.join(r.head_types) or '*'} -> {'|'.join(r.tail_types) or '*'}"
+            print(f"  {r.label:<20} {r.name!r:<28} [{kinds}] {r.definition}")
         return 0
     for name in builtin_domains():
         domain = load_domain(name)
