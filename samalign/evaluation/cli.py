@@ -100,6 +100,11 @@ def add_eval_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--no-aggregation", action="store_true", help="ablation: forward decoder only")
     p.add_argument("--no-constraint", action="store_true", help="ablation: w/o anchor filter")
     p.add_argument(
+        "--recover-dropped",
+        action="store_true",
+        help="beyond the paper: ask the anchor about relation arguments NER missed",
+    )
+    p.add_argument(
         "--sweep",
         action="store_true",
         help="run the full pipeline and every ablation of the graph; one report per variant "
@@ -139,8 +144,14 @@ def _options(args: argparse.Namespace, dataset: Dataset) -> PipelineOptions:
         values["aggregate_relations"] = False
     if args.no_constraint:
         values["anchor_constraint"] = False
-    if (args.no_aggregation or args.no_constraint) and args.graph != "joint":
-        raise ConfigError("--no-aggregation and --no-constraint are ablations of --graph joint")
+    if args.recover_dropped:
+        values["recover_dropped"] = True
+    if (
+        args.no_aggregation or args.no_constraint or args.recover_dropped
+    ) and args.graph != "joint":
+        raise ConfigError(
+            "--no-aggregation, --no-constraint and --recover-dropped are options of --graph joint"
+        )
     return PipelineOptions(**values)
 
 
