@@ -21,7 +21,14 @@ from samalign.errors import (
 )
 from samalign.graphs import NerState, PipelineOptions, RunContext, build_ner_graph
 from samalign.prompts import Domain, EntityType, builtin_domains, load_domain
-from samalign.serving import StageModel, StageModels, check_server, vllm_server_models
+from samalign.serving import (
+    StageModel,
+    StageModels,
+    check_server,
+    transformers_models,
+    vllm_inprocess_models,
+    vllm_server_models,
+)
 from samalign.types import Archetype, Diagnostic, Entity, NoiseRecord, Span, StageUsage
 
 __version__ = "0.1.0"
@@ -51,5 +58,7 @@ __all__ = [
     "builtin_domains",
     "check_server",
     "load_domain",
+    "transformers_models",
+    "vllm_inprocess_models",
     "vllm_server_models",
 ]
