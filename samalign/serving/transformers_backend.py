@@ -176,6 +176,26 @@ class _RowControl:
         return any(s in text for s in row.stop)
 
 
+def length_groups(lengths: Sequence[int], max_ratio: float) -> list[list[int]]:
+    """Split a batch into groups of similar length, so left padding wastes little compute.
+
+    Args:
+        lengths: Prompt length of each request.
+        max_ratio: Longest / shortest prompt allowed in one group (``inf``: one group).
+
+    Returns:
+        Groups of request indices, shortest prompts first; every index once.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    groups: list[list[int]] = []
+    for index in order:
+        if groups and lengths[index] <= max_ratio * max(lengths[groups[-1][0]], 1):
+            groups[-1].append(index)
+        else:
+            groups.append([index])
+    return groups
+
+
 def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
     cuts = [i for i in (text.find(s) for s in stop if s) if i >= 0]
     return text[: min(cuts)] if cuts else text
@@ -198,6 +218,8 @@ class TransformersEngine:
         max_batch_size: Most requests generated together.
         max_wait_ms: Longest a request waits for companions before its batch starts.
         max_queue: Most requests waiting for a batch; more wait for room (backpressure).
+        max_padding_ratio: A batch whose prompts differ more than this in length (longest /
+            shortest) is generated as several groups of similar length, one after the other.
         queue_timeout_s: Fail a request that waited this long for room in a full queue.
         max_model_len: Context length (prompt + answer) limit; default the model's
             ``max_position_embeddings``.
@@ -223,6 +245,7 @@ class TransformersEngine:
         max_wait_ms: float = 5.0,
         max_queue: int = 1024,
         queue_timeout_s: float | None = None,
+        max_padding_ratio: float = 2.0,
         max_model_len: int | None = None,
         temperature: float = 0.0,
         compact_json: bool = True,
@@ -245,7 +268,10 @@ class TransformersEngine:
             )
         if not names:
             raise ConfigError("load at least one adapter")
+        if max_padding_ratio < 1:
+            raise ConfigError("max_padding_ratio must be at least 1")
         self.temperature = temperature
+        self.max_padding_ratio = max_padding_ratio
         self.seed = seed
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
@@ -268,6 +294,7 @@ class TransformersEngine:
             queue_timeout_s=queue_timeout_s,
             name="transformers backend",
         )
+        self._generate_counts = (0, 0)
         self._closed = False
 
     # -- loading ---------------------------------------------------------------------------
@@ -358,8 +385,19 @@ class TransformersEngine:
         return self._adapters
 
     def stats(self) -> dict[str, Any]:
-        """Batching counters: batches, requests, mean batch size, queue-wait p50/p95."""
-        return self.batcher.stats.snapshot()
+        """Batching counters.
+
+        Returns:
+            The batcher's counters (``batches``, ``requests``, ``mean_batch_size`` of the
+            collected batches, ``queue_wait_p50_s``/``_p95_s``, ``cancelled`` ...) plus
+            ``generate_calls`` and ``mean_generate_batch_size``: the rows per ``generate``
+            call after splitting batches by prompt length.
+        """
+        stats = self.batcher.stats.snapshot()
+        calls, rows = self._generate_counts
+        stats["generate_calls"] = calls
+        stats["mean_generate_batch_size"] = rows / calls if calls else 0.0
+        return stats
 
     def generate(self, request: GenerationRequest) -> GenerationResult:
         """Answer one request, blocking the calling thread (batched with concurrent ones)."""
@@ -392,7 +430,7 @@ class TransformersEngine:
             finish_reason=result.finish_reason,
             queue_wait_s=info.queue_wait_s,
             generation_s=result.generation_s,
-            batch_size=info.batch_size,
+            batch_size=result.batch_size,
         )
 
     def render(self, request: GenerationRequest) -> list[int]:
@@ -438,8 +476,33 @@ class TransformersEngine:
     async def _run_batch(
         self, batch: list[_Prepared]
     ) -> Sequence[GenerationResult | BaseException]:
+        """Generate a batch as groups of similar prompt length (little padding), in turn.
+
+        A group that fails is retried one request at a time, so only the requests that fail
+        alone get an error.
+        """
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self._generate_batch, batch)
+        results: list[GenerationResult | BaseException | None] = [None] * len(batch)
+        for group in length_groups([len(p.prompt_ids) for p in batch], self.max_padding_ratio):
+            rows = [batch[i] for i in group]
+            try:
+                answers = await loop.run_in_executor(self._pool, self._generate_batch, rows)
+            except Exception as exc:
+                if len(rows) == 1:
+                    answers = [exc]
+                else:
+                    log.warning("a batch of %d failed (%s); retrying one by one", len(rows), exc)
+                    answers = []
+                    for row in rows:
+                        try:
+                            answers += await loop.run_in_executor(
+                                self._pool, self._generate_batch, [row]
+                            )
+                        except Exception as alone:
+                            answers.append(alone)
+            for index, answer in zip(group, answers, strict=True):
+                results[index] = answer
+        return [r if r is not None else BackendError("no result") for r in results]
 
     def _generate_batch(self, batch: list[_Prepared]) -> list[GenerationResult | BaseException]:
         import torch
@@ -487,6 +550,8 @@ class TransformersEngine:
                 **kwargs,
             )
         elapsed = time.perf_counter() - start
+        calls, total = self._generate_counts
+        self._generate_counts = (calls + 1, total + len(batch))
         results: list[GenerationResult | BaseException] = []
         for prepared, row in zip(batch, rows, strict=True):
             if row.error is not None:
@@ -577,6 +642,7 @@ def transformers_models(
 __all__ = [
     "BASE_ROW",
     "TransformersEngine",
+    "length_groups",
     "resolve_device",
     "resolve_dtype",
     "transformers_models",
