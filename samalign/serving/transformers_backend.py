@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from samalign.errors import BackendError, ConfigError, InputError, SamalignError
-from samalign.serving.batcher import MicroBatcher
+from samalign.serving.batcher import BatcherStats, MicroBatcher
 from samalign.serving.chat import choose_adapters, engine_stage_models
 from samalign.serving.constrained import JsonSchemaConstraints
 from samalign.serving.engine import GenerationRequest, GenerationResult, LoopThread
@@ -398,6 +398,11 @@ class TransformersEngine:
         stats["generate_calls"] = calls
         stats["mean_generate_batch_size"] = rows / calls if calls else 0.0
         return stats
+
+    def reset_stats(self) -> None:
+        """Start the counters of :meth:`stats` afresh (call while no request is in flight)."""
+        self.batcher.stats = BatcherStats()
+        self._generate_counts = (0, 0)
 
     def generate(self, request: GenerationRequest) -> GenerationResult:
         """Answer one request, blocking the calling thread (batched with concurrent ones)."""
