@@ -23,9 +23,10 @@ import functools
 import importlib.util
 import logging
 import math
+import threading
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,12 +137,12 @@ class _RowControl:
         rows: list[_Row],
         constraints: JsonSchemaConstraints,
         stop_ids: frozenset[int],
-        tokenizer: Any,
+        decode: Callable[[list[int]], str],
     ) -> None:
         self.rows = rows
         self.constraints = constraints
         self.stop_ids = stop_ids
-        self.tokenizer = tokenizer
+        self.decode = decode
         self.bitmask = constraints.allocate(len(rows)) if any(r.matcher for r in rows) else None
 
     def mask(self, input_ids: Any, scores: Any) -> Any:
@@ -172,7 +173,7 @@ class _RowControl:
         return torch.tensor([r.done for r in self.rows], device=input_ids.device)
 
     def _hit_stop(self, row: _Row) -> bool:
-        text = self.tokenizer.decode(row.ids, skip_special_tokens=True)
+        text = self.decode(row.ids)
         return any(s in text for s in row.stop)
 
 
@@ -273,6 +274,7 @@ class TransformersEngine:
         self.temperature = temperature
         self.max_padding_ratio = max_padding_ratio
         self.seed = seed
+        self._tokenizer_lock = threading.Lock()
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self._load(names)
@@ -447,14 +449,20 @@ class TransformersEngine:
         from jinja2 import TemplateError
 
         messages = [{"role": t.role, "content": t.content} for t in request.messages]
-        try:
-            text = self.tokenizer.apply_chat_template(
-                messages, add_generation_prompt=True, tokenize=False
-            )
-        except TemplateError as err:
-            raise InputError(f"the chat template rejected the messages: {err}") from None
-        ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        with self._tokenizer_lock:
+            try:
+                text = self.tokenizer.apply_chat_template(
+                    messages, add_generation_prompt=True, tokenize=False
+                )
+            except TemplateError as err:
+                raise InputError(f"the chat template rejected the messages: {err}") from None
+            ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return ids
+
+    def decode(self, ids: list[int]) -> str:
+        """Completion text of tokens (special tokens skipped, as vLLM's default)."""
+        with self._tokenizer_lock:  # a fast tokenizer must not be used by two threads at once
+            return str(self.tokenizer.decode(ids, skip_special_tokens=True))
 
     def _prepare(self, request: GenerationRequest) -> _Prepared:
         if request.adapter not in self._adapters:
@@ -528,7 +536,7 @@ class TransformersEngine:
         )
         rows = [_Row(p.budget, p.matcher, p.request.stop) for p in batch]
         processor, criterion = _hooks()
-        control = _RowControl(rows, self.constraints, self.stop_token_ids, self.tokenizer)
+        control = _RowControl(rows, self.constraints, self.stop_token_ids, self.decode)
         sampling = self.temperature > 0
         config = GenerationConfig(  # type: ignore[no-untyped-call]
             max_new_tokens=max(p.budget for p in batch),
@@ -563,7 +571,7 @@ class TransformersEngine:
                 results.append(row.error)
                 continue
             content = [t for t in row.ids if t not in self.stop_token_ids]
-            text = str(self.tokenizer.decode(content, skip_special_tokens=True))
+            text = self.decode(content)
             if row.finish == "stop" and prepared.request.stop:
                 text = _cut_at_stop(text, prepared.request.stop)
             results.append(
