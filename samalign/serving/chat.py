@@ -133,7 +133,8 @@ class EngineChatModel(BaseChatModel):
                 raise ConfigError("structured_outputs.json must be a JSON schema dict")
             schema = json_spec
         adapter = kwargs.pop("model", None) or self.adapter
-        max_tokens = kwargs.pop("max_tokens", None) or kwargs.pop("max_completion_tokens", None)
+        max_tokens = kwargs.pop("max_tokens", None)
+        max_completion_tokens = kwargs.pop("max_completion_tokens", None)
         temperature = kwargs.pop("temperature", None)
         if temperature not in (None, 0, 0.0):
             raise ConfigError(
@@ -143,7 +144,7 @@ class EngineChatModel(BaseChatModel):
         unknown = sorted(k for k in {*kwargs, *extra} if k not in _IGNORED_KWARGS)
         if unknown:
             raise ConfigError(f"{self._llm_type} does not support the keyword(s) {unknown}")
-        budget = int(max_tokens or self.max_tokens)
+        budget = int(max_tokens or max_completion_tokens or self.max_tokens)
         if budget < 1:
             raise ConfigError("max_tokens must be at least 1")
         return GenerationRequest(

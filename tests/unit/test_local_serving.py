@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from langchain_core.messages import (
@@ -387,6 +387,77 @@ def test_not_a_model_dir(tmp_path: Path) -> None:
     (tmp_path / "empty" / "base" / "config.json").write_text("{}")
     with pytest.raises(ConfigError, match="no adapters found"):
         load_model_dir(tmp_path / "empty")
+
+
+# -- the in-process vLLM engine wrapper, with a fake AsyncVllmEngine ---------------------------
+
+
+class FakeAsyncVllm:
+    """Stands in for vllm_engine.AsyncVllmEngine (vLLM is not installed here)."""
+
+    instances: ClassVar[list[FakeAsyncVllm]] = []
+
+    def __init__(self, base: str, adapters: dict[str, str], **options: Any) -> None:
+        self.base, self.adapters, self.options = base, adapters, options
+        self.threads: set[str] = set()
+        self.shut = False
+        FakeAsyncVllm.instances.append(self)
+
+    async def generate(self, request: dict[str, Any]) -> dict[str, Any]:
+        self.threads.add(threading.current_thread().name)
+        text = request["messages"][-1]["content"]
+        if text == "long":
+            raise vllm_engine.PromptTooLongError("the prompt has 99 tokens")
+        if request["adapter"] not in self.adapters:
+            raise vllm_engine.UnknownAdapterError(f"adapter {request['adapter']!r} is not loaded")
+        if text == "boom":
+            raise RuntimeError("engine core died")
+        return {"text": text.upper(), "token_ids": [3, 1], "prompt_tokens": 5,
+                "finish_reason": "stop", "generation_s": 0.0}  # fmt: skip
+
+    def shutdown(self) -> None:
+        self.shut = True
+
+
+async def test_inprocess_vllm_engine_runs_on_its_own_loop_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    from samalign.serving import vllm_inprocess
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: object() if name == "vllm" else real_find_spec(name, *a),
+    )
+    monkeypatch.setattr(vllm_engine, "AsyncVllmEngine", FakeAsyncVllm)
+    engine = vllm_inprocess.VllmInprocessEngine(tmp_path, {"a": tmp_path}, dtype="float32")
+    fake = FakeAsyncVllm.instances[-1]
+    assert fake.options == {"dtype": "float32"} and fake.adapters == {"a": str(tmp_path)}
+    assert (await engine.agenerate(_request("hi"))).text == "HI"
+    assert (await asyncio.to_thread(engine.generate, _request("yo"))).text == "YO"
+    assert fake.threads == {"samalign-vllm"}
+    with pytest.raises(InputError, match="99 tokens"):
+        await engine.agenerate(_request("long"))
+    with pytest.raises(BackendError, match="'z' is not loaded"):
+        await engine.agenerate(_request("x", adapter="z"))
+    with pytest.raises(BackendError, match="RuntimeError: engine core died"):
+        await engine.agenerate(_request("boom"))
+    await asyncio.to_thread(engine.close)
+    assert fake.shut
+
+
+def test_inprocess_vllm_needs_vllm_or_another_python(tmp_path: Path) -> None:
+    import importlib.util
+
+    from samalign.serving.vllm_inprocess import VllmInprocessEngine
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed here")
+    with pytest.raises(ConfigError, match="pass python=<interpreter"):
+        VllmInprocessEngine(tmp_path, {"a": tmp_path})
 
 
 # -- the vLLM worker client, against a fake worker using the real protocol code ----------------
