@@ -186,10 +186,17 @@ def main() -> None:
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
+    parser.add_argument(
+        "--threads", type=int, help="torch intra-op threads (default: torch's, the core count)"
+    )
     parser.add_argument("--rss-model", type=Path, help="model dir for the RSS probe")
     parser.add_argument("--skip-rss", action="store_true")
     parser.add_argument("--rss-probe", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     if args.rss_probe is not None:
         print(json.dumps(rss_probe(args.model, args.rss_probe)))
@@ -209,6 +216,7 @@ def main() -> None:
             "max_batch_size": args.max_batch_size,
             "max_wait_ms": args.max_wait_ms,
             "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
         }
         result.update(asyncio.run(throughput(args, model)))
         runs = {r["concurrency"]: r for r in result["runs"]}
