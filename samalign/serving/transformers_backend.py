@@ -19,26 +19,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import importlib.util
 import logging
 import math
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from samalign.errors import BackendError, ConfigError, InputError, SamalignError
+from samalign.errors import BackendError, ConfigError, InputError
 from samalign.serving.batcher import BatcherStats, MicroBatcher
 from samalign.serving.chat import choose_adapters, engine_stage_models
 from samalign.serving.constrained import JsonSchemaConstraints
 from samalign.serving.engine import GenerationRequest, GenerationResult, LoopThread
 from samalign.serving.model_dir import LocalModelDir, check_adapter_fits, load_model_dir
 from samalign.serving.models import StageModels
+from samalign.serving.rows import Row, RowControl, cut_at_stop, hf_hooks, length_groups
 from samalign.types import NER_STAGES
 
 log = logging.getLogger(__name__)
@@ -109,97 +109,6 @@ class _Prepared:
     budget: int
     matcher: Any
     row_adapter: str
-
-
-@dataclass
-class _Row:
-    """Decoding state of one batch row."""
-
-    budget: int
-    matcher: Any
-    stop: tuple[str, ...]
-    ids: list[int] = field(default_factory=list)
-    done: bool = False
-    finish: str = "length"
-    error: SamalignError | None = None
-
-
-class _RowControl:
-    """Per-row grammar masks, token budgets and stop strings for one ``generate`` call.
-
-    ``mask`` is used as the logits processor, ``stop`` as the stopping criterion: after each
-    step it feeds the new token to the row's grammar and ends the row on end-of-sequence, a
-    stop string or its budget (in that order, as vLLM checks them).
-    """
-
-    def __init__(
-        self,
-        rows: list[_Row],
-        constraints: JsonSchemaConstraints,
-        stop_ids: frozenset[int],
-        decode: Callable[[list[int]], str],
-    ) -> None:
-        self.rows = rows
-        self.constraints = constraints
-        self.stop_ids = stop_ids
-        self.decode = decode
-        self.bitmask = constraints.allocate(len(rows)) if any(r.matcher for r in rows) else None
-
-    def mask(self, input_ids: Any, scores: Any) -> Any:
-        active = [(i, r.matcher) for i, r in enumerate(self.rows) if r.matcher and not r.done]
-        if active:
-            self.constraints.mask(scores, self.bitmask, active)
-        return scores
-
-    def stop(self, input_ids: Any, scores: Any) -> Any:
-        import torch
-
-        last = input_ids[:, -1].tolist()
-        for row, token in zip(self.rows, last, strict=True):
-            if row.done:
-                continue
-            row.ids.append(int(token))
-            if token in self.stop_ids:
-                row.done, row.finish = True, "stop"
-            elif row.matcher is not None and not row.matcher.accept_token(int(token)):
-                row.done = True
-                row.error = BackendError(
-                    f"constrained decoding failed: the grammar rejected token {token}"
-                )
-            elif row.stop and self._hit_stop(row):
-                row.done, row.finish = True, "stop"
-            elif len(row.ids) >= row.budget:
-                row.done, row.finish = True, "length"
-        return torch.tensor([r.done for r in self.rows], device=input_ids.device)
-
-    def _hit_stop(self, row: _Row) -> bool:
-        text = self.decode(row.ids)
-        return any(s in text for s in row.stop)
-
-
-def length_groups(lengths: Sequence[int], max_ratio: float) -> list[list[int]]:
-    """Split a batch into groups of similar length, so left padding wastes little compute.
-
-    Args:
-        lengths: Prompt length of each request.
-        max_ratio: Longest / shortest prompt allowed in one group (``inf``: one group).
-
-    Returns:
-        Groups of request indices, shortest prompts first; every index once.
-    """
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    groups: list[list[int]] = []
-    for index in order:
-        if groups and lengths[index] <= max_ratio * max(lengths[groups[-1][0]], 1):
-            groups[-1].append(index)
-        else:
-            groups.append([index])
-    return groups
-
-
-def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
-    cuts = [i for i in (text.find(s) for s in stop if s) if i >= 0]
-    return text[: min(cuts)] if cuts else text
 
 
 class TransformersEngine:
@@ -534,9 +443,9 @@ class TransformersEngine:
             [[0] * (width - len(p.prompt_ids)) + [1] * len(p.prompt_ids) for p in batch],
             device=self.device,
         )
-        rows = [_Row(p.budget, p.matcher, p.request.stop) for p in batch]
-        processor, criterion = _hooks()
-        control = _RowControl(rows, self.constraints, self.stop_token_ids, self.decode)
+        rows = [Row(p.budget, p.matcher, p.request.stop) for p in batch]
+        processor, criterion = hf_hooks()
+        control = RowControl(rows, self.constraints, self.stop_token_ids, self.decode)
         sampling = self.temperature > 0
         config = GenerationConfig(  # type: ignore[no-untyped-call]
             max_new_tokens=max(p.budget for p in batch),
@@ -573,7 +482,7 @@ class TransformersEngine:
             content = [t for t in row.ids if t not in self.stop_token_ids]
             text = self.decode(content)
             if row.finish == "stop" and prepared.request.stop:
-                text = _cut_at_stop(text, prepared.request.stop)
+                text = cut_at_stop(text, prepared.request.stop)
             results.append(
                 GenerationResult(
                     text=text,
@@ -585,31 +494,6 @@ class TransformersEngine:
                 )
             )
         return results
-
-
-@functools.cache
-def _hooks() -> tuple[Any, Any]:
-    """Logits-processor and stopping-criterion classes that call a function.
-
-    Defined lazily: transformers is an optional dependency.
-    """
-    from transformers import LogitsProcessor, StoppingCriteria
-
-    class Processor(LogitsProcessor):
-        def __init__(self, fn: Any) -> None:
-            self.fn = fn
-
-        def __call__(self, input_ids: Any, scores: Any) -> Any:
-            return self.fn(input_ids, scores)
-
-    class Criterion(StoppingCriteria):
-        def __init__(self, fn: Any) -> None:
-            self.fn = fn
-
-        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-            return self.fn(input_ids, scores)
-
-    return Processor, Criterion
 
 
 def transformers_models(
@@ -655,7 +539,6 @@ def transformers_models(
 __all__ = [
     "BASE_ROW",
     "TransformersEngine",
-    "length_groups",
     "resolve_device",
     "resolve_dtype",
     "transformers_models",

@@ -34,7 +34,7 @@ from samalign.serving.model_dir import (
     load_model_dir,
     lora_b_is_zero,
 )
-from samalign.serving.transformers_backend import length_groups
+from samalign.serving.rows import length_groups
 from samalign.serving.vllm_inprocess import VllmWorkerEngine
 from samalign.testing import tiny
 
