@@ -134,6 +134,8 @@ async def run_concurrency(
         "errors": sum(r.error is not None for r in results),
         "calls_per_sentence": round(calls / len(records), 3),
         "mean_batch_size": round(stats["mean_generate_batch_size"], 2),
+        "generate_seconds": round(stats["generate_seconds"], 3),
+        "generating_share": round(stats["generate_seconds"] / elapsed, 3),
         "mean_collected_batch_size": round(stats["mean_batch_size"], 2),
         "largest_batch": stats["largest_batch"],
         "queue_wait_p50_s": round(stats["queue_wait_p50_s"], 4),

@@ -205,7 +205,7 @@ class TransformersEngine:
             queue_timeout_s=queue_timeout_s,
             name="transformers backend",
         )
-        self._generate_counts = (0, 0)
+        self._generate_counts = (0, 0, 0.0)
         self._closed = False
 
     # -- loading ---------------------------------------------------------------------------
@@ -301,19 +301,21 @@ class TransformersEngine:
         Returns:
             The batcher's counters (``batches``, ``requests``, ``mean_batch_size`` of the
             collected batches, ``queue_wait_p50_s``/``_p95_s``, ``cancelled`` ...) plus
-            ``generate_calls`` and ``mean_generate_batch_size``: the rows per ``generate``
-            call after splitting batches by prompt length.
+            ``generate_calls``, ``mean_generate_batch_size`` (rows per ``generate`` call, after
+            splitting batches by prompt length) and ``generate_seconds`` (time spent
+            generating).
         """
         stats = self.batcher.stats.snapshot()
-        calls, rows = self._generate_counts
+        calls, rows, seconds = self._generate_counts
         stats["generate_calls"] = calls
         stats["mean_generate_batch_size"] = rows / calls if calls else 0.0
+        stats["generate_seconds"] = seconds
         return stats
 
     def reset_stats(self) -> None:
         """Start the counters of :meth:`stats` afresh (call while no request is in flight)."""
         self.batcher.stats = BatcherStats()
-        self._generate_counts = (0, 0)
+        self._generate_counts = (0, 0, 0.0)
 
     def generate(self, request: GenerationRequest) -> GenerationResult:
         """Answer one request, blocking the calling thread (batched with concurrent ones)."""
@@ -472,8 +474,8 @@ class TransformersEngine:
                 **kwargs,
             )
         elapsed = time.perf_counter() - start
-        calls, total = self._generate_counts
-        self._generate_counts = (calls + 1, total + len(batch))
+        calls, total, seconds = self._generate_counts
+        self._generate_counts = (calls + 1, total + len(batch), seconds + elapsed)
         results: list[GenerationResult | BaseException] = []
         for prepared, row in zip(batch, rows, strict=True):
             if row.error is not None:
