@@ -29,11 +29,14 @@ from samalign.records import (
     finalize_output,
     read_records,
 )
-from samalign.serving import check_server, vllm_server_models
+from samalign.serving import StageModels, check_server, vllm_server_models
 from samalign.serving.identity import cached_identity_adapter
 from samalign.serving.launcher import build_serve_command, read_model_dir
 
 log = logging.getLogger("samalign")
+
+BACKENDS = ("server", "transformers", "vllm-inprocess")
+MODEL_DIR_ENV = "SAMALIGN_MODEL_DIR"
 
 
 def _pairs(values: Sequence[str], flag: str) -> dict[str, str]:
@@ -49,7 +52,8 @@ def _pairs(values: Sequence[str], flag: str) -> dict[str, str]:
 def _add_extract(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "extract",
-        help="run the NER, joint or document graph over a file of texts against a vLLM server",
+        help="run the NER, joint or document graph over a file of texts (vLLM server or "
+        "in-process model)",
         description="Extract entities (and, with --graph joint or document, relation "
         "triplets) from INPUT (JSONL of {id, text}, plain text with one document per line, or "
         "- for stdin) and write JSONL: one line per input record, in input order, with "
@@ -57,7 +61,25 @@ def _add_extract(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     p.add_argument("input", help="JSONL file, plain text file, or - for stdin")
     p.add_argument("--domain", required=True, help="built-in domain name or domain YAML path")
-    p.add_argument("--server", required=True, help="vLLM server URL, e.g. http://127.0.0.1:8000")
+    p.add_argument("--server", help="vLLM server URL, e.g. http://127.0.0.1:8000")
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="server (needs --server), transformers (in-process, the default without "
+        "--server) or vllm-inprocess (vLLM in this process, or in --vllm-python's env)",
+    )
+    p.add_argument(
+        "--model",
+        type=Path,
+        metavar="DIR",
+        help=f"model directory for in-process backends (default: ${MODEL_DIR_ENV})",
+    )
+    p.add_argument(
+        "--vllm-python",
+        metavar="EXE",
+        help="with --backend vllm-inprocess: run the engine with this interpreter (an "
+        "environment with vLLM) in a child process",
+    )
     p.add_argument(
         "--graph",
         choices=["ner", "joint", "document"],
@@ -125,6 +147,39 @@ def _add_extract(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.set_defaults(func=_extract)
 
 
+def _stage_models(
+    args: argparse.Namespace, stages: Sequence[str], adapters: dict[str, str]
+) -> StageModels:
+    """The stage models of the chosen backend (default: server with --server, else local)."""
+    backend = args.backend or ("server" if args.server else "transformers")
+    if args.vllm_python and backend != "vllm-inprocess":
+        raise ConfigError("--vllm-python applies only to --backend vllm-inprocess")
+    if backend == "server":
+        if not args.server:
+            raise ConfigError("--backend server needs --server URL")
+        check_server(args.server, adapters.values())
+        return vllm_server_models(
+            args.server, stages=stages, adapters=adapters, timeout=args.timeout
+        )
+    if args.server:
+        raise ConfigError(f"--server does not apply to --backend {backend}")
+    model_dir = args.model or os.environ.get(MODEL_DIR_ENV)
+    if not model_dir:
+        raise ConfigError(
+            f"no model: pass --server URL (a vLLM server), or --model DIR (or set "
+            f"{MODEL_DIR_ENV}) to run a model directory in this process"
+        )
+    if backend == "transformers":
+        from samalign.serving.transformers_backend import transformers_models
+
+        return transformers_models(model_dir, stages=stages, adapters=adapters)
+    from samalign.serving.vllm_inprocess import vllm_inprocess_models
+
+    return vllm_inprocess_models(
+        model_dir, stages=stages, adapters=adapters, python=args.vllm_python
+    )
+
+
 async def _extract_async(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -164,8 +219,7 @@ async def _extract_async(args: argparse.Namespace) -> int:
     domain = domain.model_copy(update={"adapters": {**domain.adapters, **adapters}})
     if args.input != "-" and not Path(args.input).is_file():
         raise InputError(f"input file {args.input} not found")
-    check_server(args.server, adapters.values())
-    models = vllm_server_models(args.server, stages=stages, adapters=adapters, timeout=args.timeout)
+    models = _stage_models(args, stages, adapters)
     context = RunContext(domain=domain, models=models)
     inner = build_joint_graph(options) if sentence_graph == "joint" else build_ner_graph(options)
     graph = (
@@ -223,6 +277,7 @@ async def _extract_async(args: argparse.Namespace) -> int:
             sentence_bar.close()
         if handle is not sys.stdout:
             handle.close()
+        models.close()
     if args.out is not None and done:
         finalize_output(args.out, order)
     if failed:

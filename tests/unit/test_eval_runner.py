@@ -161,7 +161,7 @@ def test_exclude_label(tmp_path: Path, data_args: tuple[str, ...]) -> None:
         (("crossner_ai", "--backend", "gold", "--server", "http://x:9"), "only for the server"),
         (("crossner_ai", "--backend", "simulated", "--noise", "typo=0.1"), "unknown rate 'typo'"),
         (("crossner_ai", "--backend", "simulated", "--noise", "anchor_miss=2"), "--noise"),
-        (("crossner_ai", "--backend", "gold", "--no-constraint"), "ablations of --graph joint"),
+        (("crossner_ai", "--backend", "gold", "--no-constraint"), "options of --graph joint"),
         (("crossner_ai", "--backend", "gold", "--graph", "joint"), "no relation annotations"),
         (("crossner_ai", "--backend", "gold", "--domain", "crossner_music"), "not labels of"),
         (("no_such_data", "--backend", "gold"), "unknown dataset"),
