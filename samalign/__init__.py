@@ -30,7 +30,14 @@ from samalign.graphs import (
     build_ner_graph,
 )
 from samalign.prompts import Domain, EntityType, RelationType, builtin_domains, load_domain
-from samalign.serving import StageModel, StageModels, check_server, vllm_server_models
+from samalign.serving import (
+    StageModel,
+    StageModels,
+    check_server,
+    transformers_models,
+    vllm_inprocess_models,
+    vllm_server_models,
+)
 from samalign.types import (
     Archetype,
     Diagnostic,
@@ -76,5 +83,7 @@ __all__ = [
     "builtin_domains",
     "check_server",
     "load_domain",
+    "transformers_models",
+    "vllm_inprocess_models",
     "vllm_server_models",
 ]

@@ -1,4 +1,4 @@
-"""Command line: ``samalign extract | serve | domains | finetune | demo``."""
+"""Command line: ``samalign extract | eval | serve | domains | finetune | demo``."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from samalign.errors import ConfigError, InputError, SamalignError
+from samalign.evaluation.cli import add_eval_parser
 from samalign.finetune.cli import add_demo_parser, add_finetune_parser
 from samalign.graphs import (
     PipelineOptions,
@@ -29,11 +30,14 @@ from samalign.records import (
     finalize_output,
     read_records,
 )
-from samalign.serving import check_server, vllm_server_models
+from samalign.serving import StageModels, check_server, vllm_server_models
 from samalign.serving.identity import cached_identity_adapter
 from samalign.serving.launcher import build_serve_command, read_model_dir
 
 log = logging.getLogger("samalign")
+
+BACKENDS = ("server", "transformers", "vllm-inprocess")
+MODEL_DIR_ENV = "SAMALIGN_MODEL_DIR"
 
 
 def _pairs(values: Sequence[str], flag: str) -> dict[str, str]:
@@ -49,7 +53,8 @@ def _pairs(values: Sequence[str], flag: str) -> dict[str, str]:
 def _add_extract(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "extract",
-        help="run the NER, joint or document graph over a file of texts against a vLLM server",
+        help="run the NER, joint or document graph over a file of texts (vLLM server or "
+        "in-process model)",
         description="Extract entities (and, with --graph joint or document, relation "
         "triplets) from INPUT (JSONL of {id, text}, plain text with one document per line, or "
         "- for stdin) and write JSONL: one line per input record, in input order, with "
@@ -57,7 +62,25 @@ def _add_extract(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     p.add_argument("input", help="JSONL file, plain text file, or - for stdin")
     p.add_argument("--domain", required=True, help="built-in domain name or domain YAML path")
-    p.add_argument("--server", required=True, help="vLLM server URL, e.g. http://127.0.0.1:8000")
+    p.add_argument("--server", help="vLLM server URL, e.g. http://127.0.0.1:8000")
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="server (needs --server), transformers (in-process, the default without "
+        "--server) or vllm-inprocess (vLLM in this process, or in --vllm-python's env)",
+    )
+    p.add_argument(
+        "--model",
+        type=Path,
+        metavar="DIR",
+        help=f"model directory for in-process backends (default: ${MODEL_DIR_ENV})",
+    )
+    p.add_argument(
+        "--vllm-python",
+        metavar="EXE",
+        help="with --backend vllm-inprocess: run the engine with this interpreter (an "
+        "environment with vLLM) in a child process",
+    )
     p.add_argument(
         "--graph",
         choices=["ner", "joint", "document"],
@@ -125,6 +148,39 @@ def _add_extract(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.set_defaults(func=_extract)
 
 
+def _stage_models(
+    args: argparse.Namespace, stages: Sequence[str], adapters: dict[str, str]
+) -> StageModels:
+    """The stage models of the chosen backend (default: server with --server, else local)."""
+    backend = args.backend or ("server" if args.server else "transformers")
+    if args.vllm_python and backend != "vllm-inprocess":
+        raise ConfigError("--vllm-python applies only to --backend vllm-inprocess")
+    if backend == "server":
+        if not args.server:
+            raise ConfigError("--backend server needs --server URL")
+        check_server(args.server, adapters.values())
+        return vllm_server_models(
+            args.server, stages=stages, adapters=adapters, timeout=args.timeout
+        )
+    if args.server:
+        raise ConfigError(f"--server does not apply to --backend {backend}")
+    model_dir = args.model or os.environ.get(MODEL_DIR_ENV)
+    if not model_dir:
+        raise ConfigError(
+            f"no model: pass --server URL (a vLLM server), or --model DIR (or set "
+            f"{MODEL_DIR_ENV}) to run a model directory in this process"
+        )
+    if backend == "transformers":
+        from samalign.serving.transformers_backend import transformers_models
+
+        return transformers_models(model_dir, stages=stages, adapters=adapters)
+    from samalign.serving.vllm_inprocess import vllm_inprocess_models
+
+    return vllm_inprocess_models(
+        model_dir, stages=stages, adapters=adapters, python=args.vllm_python
+    )
+
+
 async def _extract_async(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -164,8 +220,7 @@ async def _extract_async(args: argparse.Namespace) -> int:
     domain = domain.model_copy(update={"adapters": {**domain.adapters, **adapters}})
     if args.input != "-" and not Path(args.input).is_file():
         raise InputError(f"input file {args.input} not found")
-    check_server(args.server, adapters.values())
-    models = vllm_server_models(args.server, stages=stages, adapters=adapters, timeout=args.timeout)
+    models = _stage_models(args, stages, adapters)
     context = RunContext(domain=domain, models=models)
     inner = build_joint_graph(options) if sentence_graph == "joint" else build_ner_graph(options)
     graph = (
@@ -223,6 +278,7 @@ async def _extract_async(args: argparse.Namespace) -> int:
             sentence_bar.close()
         if handle is not sys.stdout:
             handle.close()
+        models.close()
     if args.out is not None and done:
         finalize_output(args.out, order)
     if failed:
@@ -328,11 +384,48 @@ def _domains(args: argparse.Namespace) -> int:
         for t in domain.entity_types:
             arch = t.archetype.value if t.archetype else "-"
             print(f"  {t.label:<20} {t.name!r:<28} [{arch}] {t.definition}")
+        if domain.relation_types:
+            print("relations:")
+        for r in domain.relation_types:
+            kinds = f"{'|'.join(r.head_types) or '*'} -> {'|'.join(r.tail_types) or '*'}"
+            print(f"  {r.label:<20} {r.name!r:<28} [{kinds}] {r.definition}")
         return 0
     for name in builtin_domains():
         domain = load_domain(name)
-        print(f"{name:<22} {len(domain.entity_types):>3} entity types  {domain.description}")
+        print(
+            f"{name:<22} {len(domain.entity_types):>3} entity types "
+            f"{len(domain.relation_types):>3} relation types  {domain.description}"
+        )
     return 0
+
+
+def _demo_scorers() -> tuple[Callable[..., dict[str, Any]], Callable[..., dict[str, Any]]]:
+    """The evaluation metrics as the demo's scorers (strict entity and relation micro-F1)."""
+    from samalign.evaluation.metrics import PRF, relation_prf, span_prf
+
+    def summary(prf: PRF) -> dict[str, Any]:
+        return {
+            "precision": round(prf.precision, 4),
+            "recall": round(prf.recall, 4),
+            "f1": round(prf.f1, 4),
+            "tp": prf.tp,
+            "predicted": prf.pred,
+            "gold": prf.gold,
+            "per_label_f1": {k: round(v.f1, 4) for k, v in sorted(prf.per_label.items())},
+        }
+
+    def entities(gold: Sequence[set[Any]], pred: Sequence[set[Any]]) -> dict[str, Any]:
+        return summary(span_prf(gold, pred))  # (start, end, label): character offsets
+
+    def relations(gold: Sequence[set[Any]], pred: Sequence[set[Any]]) -> dict[str, Any]:
+        def tuples(items: set[Any]) -> set[Any]:
+            return {((hs, he), hl, r, (ts, te), tl) for hs, he, hl, r, ts, te, tl in items}
+
+        return summary(
+            relation_prf([tuples(g) for g in gold], [tuples(p) for p in pred], mode="strict")
+        )
+
+    return entities, relations
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -344,10 +437,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_extract(sub)
+    add_eval_parser(sub)
     _add_serve(sub)
     _add_domains(sub)
     add_finetune_parser(sub)
-    add_demo_parser(sub)
+    add_demo_parser(sub, scorers=_demo_scorers)
     return parser
 
 
@@ -367,6 +461,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("samalign: interrupted; rerun with the same --out to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `samalign domains | head`: the reader went away
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return status
 
 

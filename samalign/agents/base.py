@@ -33,6 +33,7 @@ class AgentSettings:
     max_completion_tokens: int | None = None
     anchor_schema_chunk: int | None = None
     max_relation_blocks: int = 16
+    relation_arguments: Literal["closest", "all"] = "closest"
 
 
 class StageContext(Protocol):
@@ -75,9 +76,9 @@ def validate_text(text: str, settings: AgentSettings) -> None:
     if len(text) > settings.max_text_chars:
         raise InputError(
             f"text has {len(text)} characters, over the sentence limit of "
-            f"{settings.max_text_chars}; the sentence graph takes sentences: split long "
-            "documents into sentences (the document graph, build_document_graph, arrives with "
-            "joint extraction) or raise PipelineOptions.max_text_chars (--max-chars)"
+            f"{settings.max_text_chars}; the sentence graph takes sentences: run long "
+            "documents through the document graph (build_document_graph, or samalign extract "
+            "--graph document), or raise PipelineOptions.max_text_chars (--max-chars)"
         )
 
 

@@ -15,8 +15,8 @@ An argument whose text is an NER entity takes that entity (span, label, archetyp
 sources), so a kept triplet carries the entity types relation strict F1 needs. An argument
 NER did not recognise is grounded to the text and left untyped, unless the relation admits a
 single type for it. When a mention occurs several times, the pair of occurrences closest to
-each other is used. Whatever is dropped here never reaches the anchor filter; the sentence
-always keeps its entities.
+each other is used (with ``relation_arguments="all"``: every pair of occurrences). Whatever
+is dropped here never reaches the anchor filter; the sentence always keeps its entities.
 """
 
 from __future__ import annotations
@@ -104,6 +104,7 @@ def check_triplets(
     stage: str,
     fuzzy_threshold: float = 0.8,
     raw: str | None = None,
+    arguments: Literal["closest", "all"] = "closest",
 ) -> tuple[list[Triplet], list[Diagnostic]]:
     """Ground, type and validate parsed triples.
 
@@ -115,6 +116,9 @@ def check_triplets(
         stage: The relation stage (for diagnostics and ``sources``).
         fuzzy_threshold: Word-level LCS score needed for fuzzy grounding.
         raw: The raw answer, attached to diagnostics.
+        arguments: Which occurrences of a repeated mention a triple relates: ``closest``
+            (the pair of occurrences closest to each other) or ``all`` (every pair of
+            different spans; the annotation convention of CoNLL04's SpERT release).
 
     Returns:
         The valid triplets (de-duplicated, answer order) and the diagnostics.
@@ -167,14 +171,20 @@ def check_triplets(
                 )
             problems["argument_type"].append(f"{shown}: {'; '.join(bad)}")
             continue
-        pair = _closest_pair(typed_heads, typed_tails)
-        if pair is None:
+        if arguments == "all":
+            pairs = [(h, t) for h in typed_heads for t in typed_tails if h.span != t.span]
+        else:
+            closest = _closest_pair(typed_heads, typed_tails)
+            pairs = [] if closest is None else [closest]
+        if not pairs:
             problems["self_relation"].append(f"{shown}: subject and object are the same span")
             continue
-        h, t = _untyped(pair[0], relation.head_types), _untyped(pair[1], relation.tail_types)
-        key = (h.start, h.end, relation.label, t.start, t.end)
-        if key not in out:
-            out[key] = Triplet(head=h, relation=relation.label, tail=t, sources=(source,))
+        for head_entity, tail_entity in pairs:
+            h = _untyped(head_entity, relation.head_types)
+            t = _untyped(tail_entity, relation.tail_types)
+            key = (h.start, h.end, relation.label, t.start, t.end)
+            if key not in out:
+                out[key] = Triplet(head=h, relation=relation.label, tail=t, sources=(source,))
     messages = {
         "hallucination": "arguments not found in the text, triples dropped",
         "self_relation": "subject and object are the same span, triples dropped",
@@ -259,6 +269,7 @@ def relation_node(stage: RelationStage, settings: AgentSettings) -> RunnableLamb
             ctx.domain,
             stage=stage,
             fuzzy_threshold=settings.fuzzy_threshold,
+            arguments=settings.relation_arguments,
             raw=result.raw,
         )
         return {key: triplets, "diagnostics": [*diagnostics, *checked]}

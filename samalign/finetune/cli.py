@@ -331,7 +331,7 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
-Scorers = tuple[Callable[..., dict[str, float]], Callable[..., dict[str, float]]]
+Scorers = tuple[Callable[..., dict[str, Any]], Callable[..., dict[str, Any]]]
 
 
 def add_demo_parser(

@@ -177,8 +177,8 @@ class DemoOptions:
 class DemoReport:
     """What a demo run measured (written as ``demo_report.json``)."""
 
-    entity: dict[str, float]
-    relation_strict: dict[str, float]
+    entity: dict[str, Any]
+    relation_strict: dict[str, Any]
     sentences: int
     seconds: float
     phases: dict[str, float]
@@ -209,12 +209,12 @@ class DemoReport:
 
 EntityKey = tuple[int, int, str]
 TripletKey = tuple[int, int, str, str, int, int, str]
-Scorer = Callable[[Sequence[set[Any]], Sequence[set[Any]]], dict[str, float]]
+Scorer = Callable[[Sequence[set[Any]], Sequence[set[Any]]], dict[str, Any]]
 """``score(gold sets per sentence, predicted sets per sentence)`` → ``{precision, recall,
 f1, ...}``; micro-averaged strict matching of hashable items."""
 
 
-def strict_micro_prf(gold: Sequence[set[Any]], pred: Sequence[set[Any]]) -> dict[str, float]:
+def strict_micro_prf(gold: Sequence[set[Any]], pred: Sequence[set[Any]]) -> dict[str, Any]:
     """Micro precision/recall/F1 of exact item matches over sentences."""
     tp = sum(len(g & p) for g, p in zip(gold, pred, strict=True))
     n_pred = sum(len(p) for p in pred)
@@ -517,15 +517,18 @@ def demo_models(model_dir: Path, options: DemoOptions) -> Iterator[StageModels]:
     """
     stages = list(DEMO_STAGES)
     if options.backend == "transformers":
-        try:
-            from samalign.serving import transformers_models  # type: ignore[attr-defined]
-        except ImportError:
+        import importlib
+
+        transformers_models = getattr(
+            importlib.import_module("samalign.serving"), "transformers_models", None
+        )
+        if transformers_models is None:
             raise ConfigError(
                 "the in-process transformers backend (samalign.serving.transformers_models) "
                 "is not part of this build; run the demo with --backend vllm-server "
                 "--vllm-python <python of a vLLM environment>"
-            ) from None
-        models = transformers_models(model_dir, stages=stages)
+            )
+        models: StageModels = transformers_models(model_dir, stages=stages)
         try:
             yield models
         finally:

@@ -50,6 +50,10 @@ class PipelineOptions(BaseModel):
             mention is an entity of a type the relation allows, and keep the triplet if so.
         max_relation_blocks: Upper bound on blocks, and on pairs per block, in a relation
             answer.
+        relation_arguments: Which occurrences of a repeated mention a relation triple links:
+            ``closest`` (the pair of occurrences nearest each other) or ``all`` (every pair;
+            CoNLL04's SpERT release annotates a relation for every occurrence of a repeated
+            mention, ADE and SciERC for one).
         anchor_schema_chunk: Ask the anchor about at most this many types per request
             (sorted, then split; the requests run concurrently and their mentions are united).
             IEPile trained and evaluated its LoRA with at most 6 types per instruction, so set
@@ -75,6 +79,7 @@ class PipelineOptions(BaseModel):
     anchor_constraint: bool = True
     recover_dropped: bool = False
     max_relation_blocks: int = Field(default=16, ge=1, le=256)
+    relation_arguments: Literal["closest", "all"] = "closest"
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -149,6 +154,7 @@ class PipelineOptions(BaseModel):
             max_completion_tokens=self.max_completion_tokens,
             anchor_schema_chunk=self.anchor_schema_chunk,
             max_relation_blocks=self.max_relation_blocks,
+            relation_arguments=self.relation_arguments,
         )
 
 

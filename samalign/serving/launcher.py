@@ -38,8 +38,12 @@ class ModelDir:
     adapters: dict[str, Path]
 
 
-def _check_adapter(name: str, path: Path) -> None:
-    """Reject adapter folders vLLM cannot load, before the server starts."""
+def check_adapter(name: str, path: Path) -> None:
+    """Reject adapter folders vLLM cannot load, before the server starts.
+
+    Raises:
+        ConfigError: Naming the adapter and every problem found.
+    """
     config_path = path / "adapter_config.json"
     if not config_path.is_file():
         raise ConfigError(
@@ -81,7 +85,7 @@ def read_model_dir(path: str | Path) -> ModelDir:
     if folder.is_dir():
         for sub in sorted(folder.iterdir()):
             if sub.is_dir():
-                _check_adapter(sub.name, sub)
+                check_adapter(sub.name, sub)
                 adapters[sub.name] = sub
     if not adapters:
         raise ConfigError(f"{root}: no adapters found in {folder}; expected adapters/<name>/")
@@ -175,7 +179,7 @@ def build_serve_command(
     for name, path in resolved.items():
         if not name or any(c.isspace() or c == "=" for c in name):
             raise ConfigError(f"invalid adapter name {name!r}: no spaces or '=' allowed")
-        _check_adapter(name, path)
+        check_adapter(name, path)
     rank = lora_rank_bucket(max(adapter_rank(p) for p in resolved.values()))
     argv = [
         exe,
@@ -212,6 +216,7 @@ __all__ = [
     "ServeCommand",
     "adapter_rank",
     "build_serve_command",
+    "check_adapter",
     "lora_rank_bucket",
     "read_model_dir",
     "vllm_cpu_env",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from types import TracebackType
 
 from langchain_core.language_models import BaseChatModel
 
@@ -79,6 +80,30 @@ class StageModels(Mapping[str, StageModel]):
 
     def __len__(self) -> int:
         return len(self._models)
+
+    def close(self) -> None:
+        """Release in-process engines: calls ``close()`` on every chat model that has one.
+
+        Server-backed models have nothing to release. Use ``with`` to close automatically::
+
+            with transformers_models("runs/model") as models:
+                graph.invoke({"text": ...}, context=RunContext("crossner_ai", models))
+        """
+        for model in self._models.values():
+            close = getattr(model.chat_model, "close", None)
+            if callable(close):
+                close()
+
+    def __enter__(self) -> StageModels:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         inner = ", ".join(

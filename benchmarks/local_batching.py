@@ -1,0 +1,269 @@
+"""Dynamic batching and adapter memory of the in-process transformers backend.
+
+Runs the SAM-NER graph over CrossNER dev sentences with the transformers + peft backend (no
+server) at several concurrencies and reports sentences/s, the speed-up over concurrency 1,
+the batch sizes the micro-batcher reached and the queue waits. Then measures peak and steady RSS
+of a process that loads the base model with 1 vs 5 LoRA adapters (each answering one request)
+to show that an extra adapter costs its own size, not a model copy (the peak is usually set
+while the base model loads; the steady RSS after serving shows the adapters' cost).
+Prints one JSON object.
+
+    python benchmarks/local_batching.py                      # tiny model, built in a temp dir
+    python benchmarks/local_batching.py --model runs/model --device cuda --concurrency 1 16 64
+
+The RSS probe uses a larger random model (hidden 1024, 4 layers, ~230 MB float32, built in a
+temp dir) unless ``--rss-model`` names one, so that a model copy would stand out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "crossner"
+
+
+def _mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
+
+
+def build_rss_model(out: Path, tokenizer_from: Path, adapters: int = 5) -> Path:
+    """A random Llama (hidden 1024, 4 layers) with ``adapters`` random rank-8 LoRA adapters."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    base = out / "base"
+    base.mkdir(parents=True)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        if (tokenizer_from / name).is_file():
+            shutil.copy(tokenizer_from / name, base / name)
+    tiny_config = json.loads((tokenizer_from / "config.json").read_text())
+    config = LlamaConfig(
+        vocab_size=tiny_config["vocab_size"],
+        hidden_size=1024,
+        intermediate_size=2816,
+        num_hidden_layers=4,
+        num_attention_heads=8,
+        num_key_value_heads=8,
+        max_position_embeddings=4096,
+        tie_word_embeddings=False,
+        bos_token_id=tiny_config["bos_token_id"],
+        eos_token_id=tiny_config["eos_token_id"],
+        pad_token_id=tiny_config["eos_token_id"],
+    )
+    warnings.simplefilter("ignore")  # peft/transformers deprecation notes
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(base)
+    lora = LoraConfig(
+        r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM", lora_dropout=0.0
+    )
+    peft_model = get_peft_model(model, lora)
+    for index in range(adapters):
+        with torch.no_grad():
+            for name, param in peft_model.named_parameters():
+                if "lora_B" in name:
+                    param.normal_(0, 0.01, generator=torch.Generator().manual_seed(index))
+        peft_model.save_pretrained(str(out / "adapters" / f"adapter{index}"))
+    return out
+
+
+def rss_probe(model: Path, adapters: int) -> dict[str, Any]:
+    """In this (fresh) process: load ``adapters`` adapters, answer one request with each."""
+    from samalign.serving.engine import ChatTurn, GenerationRequest
+    from samalign.serving.model_dir import load_model_dir
+    from samalign.serving.transformers_backend import TransformersEngine
+
+    names = sorted(n for n in load_model_dir(model).adapters if "calibrate" not in n)[:adapters]
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    engine = TransformersEngine(model, adapters=names)
+    for name in names:
+        engine.generate(
+            GenerationRequest(
+                messages=(ChatTurn("user", "Marie Curie was born in Warsaw."),),
+                adapter=name,
+                max_tokens=4,
+            )
+        )
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    steady = _current_rss_mb()
+    engine.close()
+    return {"adapters": names, "peak_rss_mb": peak, "steady_rss_mb": steady, "before_mb": before}
+
+
+def _current_rss_mb() -> float:
+    """Resident memory now (Linux /proc; else the peak)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+async def run_concurrency(
+    models: Any, engine: Any, graph: Any, domain: str, records: list[Any], concurrency: int
+) -> dict[str, Any]:
+    from samalign import RunContext
+    from samalign.graphs.batch import run_records
+
+    engine.reset_stats()
+    context = RunContext(domain=domain, models=models)
+    start = time.perf_counter()
+    results = [r async for r in run_records(graph, context, records, concurrency=concurrency)]
+    elapsed = time.perf_counter() - start
+    stats = engine.stats()
+    calls = sum(u.calls for r in results for u in r.usage.values())
+    return {
+        "concurrency": concurrency,
+        "seconds": round(elapsed, 3),
+        "sentences_per_s": round(len(records) / elapsed, 3),
+        "errors": sum(r.error is not None for r in results),
+        "calls_per_sentence": round(calls / len(records), 3),
+        "mean_batch_size": round(stats["mean_generate_batch_size"], 2),
+        "generate_seconds": round(stats["generate_seconds"], 3),
+        "generating_share": round(stats["generate_seconds"] / elapsed, 3),
+        "mean_collected_batch_size": round(stats["mean_batch_size"], 2),
+        "largest_batch": stats["largest_batch"],
+        "queue_wait_p50_s": round(stats["queue_wait_p50_s"], 4),
+        "queue_wait_p95_s": round(stats["queue_wait_p95_s"], 4),
+    }
+
+
+async def throughput(args: argparse.Namespace, model: Path) -> dict[str, Any]:
+    from samalign import PipelineOptions, build_ner_graph, transformers_models
+    from samalign.evaluation import read_crossner
+    from samalign.records import InputRecord
+
+    sentences = read_crossner(args.data / args.domain.removeprefix("crossner_") / "dev.txt")
+    records = [InputRecord(id=s.id, text=s.text, line=i) for i, s in enumerate(sentences[: args.n])]
+    options = PipelineOptions(
+        constrain_mentions=args.constrain_mentions, max_completion_tokens=args.max_tokens
+    )
+    graph = build_ner_graph(options)
+    models = transformers_models(
+        model,
+        stages=options.model_stages,
+        device=args.device,
+        dtype=args.dtype,
+        max_batch_size=args.max_batch_size,
+        max_wait_ms=args.max_wait_ms,
+    )
+    engine = models["anchor"].chat_model.engine  # type: ignore[attr-defined]
+    try:
+        # warm-up: compiled grammars, allocator, kernels
+        await run_concurrency(models, engine, graph, args.domain, records[:8], 8)
+        runs = [
+            await run_concurrency(models, engine, graph, args.domain, records, c)
+            for c in args.concurrency
+        ]
+    finally:
+        models.close()
+    return {"device": str(engine.device), "dtype": str(engine.dtype), "runs": runs}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, help="model directory (default: build tiny)")
+    parser.add_argument("--domain", default="crossner_ai")
+    parser.add_argument("--data", type=Path, default=DATA, help="CrossNER folder")
+    parser.add_argument("--n", type=int, default=48, help="sentences per run")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--max-tokens", type=int, default=64, help="completion budget/stage")
+    parser.add_argument("--constrain-mentions", action="store_true")
+    parser.add_argument("--max-batch-size", type=int, default=32)
+    parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument(
+        "--threads", type=int, help="torch intra-op threads (default: torch's, the core count)"
+    )
+    parser.add_argument("--rss-model", type=Path, help="model dir for the RSS probe")
+    parser.add_argument("--skip-rss", action="store_true")
+    parser.add_argument("--rss-probe", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    if args.rss_probe is not None:
+        print(json.dumps(rss_probe(args.model, args.rss_probe)))
+        return
+
+    with tempfile.TemporaryDirectory(prefix="samalign-bench-") as tmp:
+        model = args.model
+        if model is None:
+            from samalign.testing.tiny import build_tiny_model
+
+            model = build_tiny_model(Path(tmp) / "tiny")
+        result: dict[str, Any] = {
+            "model": str(args.model or "tiny (build-tiny: 2-layer Llama, hidden 128, float32)"),
+            "n": args.n,
+            "max_tokens": args.max_tokens,
+            "constrain_mentions": args.constrain_mentions,
+            "max_batch_size": args.max_batch_size,
+            "max_wait_ms": args.max_wait_ms,
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+        }
+        result.update(asyncio.run(throughput(args, model)))
+        runs = {r["concurrency"]: r for r in result["runs"]}
+        low, high = min(runs), max(runs)
+        result[f"sentences_per_s_c{low}"] = runs[low]["sentences_per_s"]
+        result[f"sentences_per_s_c{high}"] = runs[high]["sentences_per_s"]
+        result["speedup"] = round(runs[high]["sentences_per_s"] / runs[low]["sentences_per_s"], 2)
+        result["mean_batch_size"] = runs[high]["mean_batch_size"]
+        result["queue_wait_p50_s"] = runs[high]["queue_wait_p50_s"]
+        result["queue_wait_p95_s"] = runs[high]["queue_wait_p95_s"]
+
+        if not args.skip_rss:
+            rss_model = args.rss_model or build_rss_model(Path(tmp) / "rss", Path(model) / "base")
+            probes = {}
+            for count in (1, 5):
+                done = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--rss-probe",
+                        str(count),
+                        "--model",
+                        str(rss_model),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                probes[count] = json.loads(done.stdout.strip().splitlines()[-1])
+            adapters = sorted((Path(rss_model) / "adapters").iterdir())
+            result["rss_model_base_mb"] = round(_mb(Path(rss_model) / "base"), 1)
+            result["rss_model_adapter_mb"] = round(_mb(adapters[0]), 2)
+            result["rss_mb_1_adapter"] = round(probes[1]["peak_rss_mb"], 1)
+            result["rss_mb_5_adapters"] = round(probes[5]["peak_rss_mb"], 1)
+            result["rss_mb_per_extra_adapter"] = round(
+                (probes[5]["peak_rss_mb"] - probes[1]["peak_rss_mb"]) / 4, 2
+            )
+            result["steady_rss_mb_1_adapter"] = round(probes[1]["steady_rss_mb"], 1)
+            result["steady_rss_mb_5_adapters"] = round(probes[5]["steady_rss_mb"], 1)
+            result["steady_rss_mb_per_extra_adapter"] = round(
+                (probes[5]["steady_rss_mb"] - probes[1]["steady_rss_mb"]) / 4, 2
+            )
+    json.dump(result, sys.stdout, indent=2)
+    print()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""Backends the harness evaluates with: a vLLM server, gold replay, or noise simulation.
+
+A backend gives the run context (domain + stage models) for each sentence. The server backend
+uses one context for all; the replay backends give a sentence whose text occurs several times
+in the data the models that know *its* annotation (see
+:class:`~samalign.evaluation.gold.GoldOracle`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from samalign.errors import ConfigError
+from samalign.evaluation.gold import GoldOracle, ReplayModels
+from samalign.evaluation.sentences import Sentence
+from samalign.evaluation.simulate import NoiseModel, SimulatedOracle
+from samalign.graphs.context import RunContext
+from samalign.prompts.domain import Domain
+from samalign.serving.vllm_server import check_server, vllm_server_models
+from samalign.types import ALL_STAGES
+
+BackendName = Literal["gold", "simulated", "server"]
+BACKENDS: tuple[str, ...] = ("gold", "simulated", "server")
+
+
+@dataclass(frozen=True)
+class EvalBackend:
+    """Where the stage answers come from.
+
+    Attributes:
+        name: ``gold``, ``simulated`` or ``server``.
+        context_for: The run context of one sentence.
+        settings: What the backend was built with, for the report.
+    """
+
+    name: str
+    context_for: Callable[[Sentence], RunContext]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def _replay(name: str, oracle: GoldOracle, domain: Domain, settings: dict[str, Any]) -> EvalBackend:
+    models = ReplayModels(oracle, ALL_STAGES)
+    contexts = [RunContext(domain, models.for_sentence_variant(k)) for k in range(oracle.variants)]
+
+    def context_for(sentence: Sentence) -> RunContext:
+        return contexts[min(oracle.variant_of(sentence), len(contexts) - 1)]
+
+    return EvalBackend(name, context_for, settings)
+
+
+def gold_backend(sentences: Sequence[Sentence], domain: Domain) -> EvalBackend:
+    """Gold replay over ``sentences`` (see :mod:`samalign.evaluation.gold`)."""
+    return _replay("gold", GoldOracle(sentences, domain), domain, {})
+
+
+def simulated_backend(
+    sentences: Sequence[Sentence], domain: Domain, *, noise: NoiseModel, seed: int
+) -> EvalBackend:
+    """Noise simulation over ``sentences`` (see :mod:`samalign.evaluation.simulate`)."""
+    oracle = SimulatedOracle(sentences, domain, noise=noise, seed=seed)
+    return _replay("simulated", oracle, domain, {"seed": seed, "noise": noise.model_dump()})
+
+
+def server_backend(
+    url: str,
+    domain: Domain,
+    stages: Sequence[str],
+    *,
+    adapters: Mapping[str, str] | None = None,
+    timeout: float = 120.0,
+    check: bool = True,
+) -> EvalBackend:
+    """A vLLM server serving one adapter per stage.
+
+    Args:
+        url: Server URL.
+        domain: The domain (its ``adapters`` name each stage's adapter unless overridden).
+        stages: The stages the graph runs.
+        adapters: Stage → adapter overrides.
+        timeout: Seconds per request.
+        check: Fail early unless the server serves every adapter.
+
+    Raises:
+        ConfigError: An adapter is given for a stage the graph does not run.
+        BackendError: The server is down or lacks an adapter.
+    """
+    overrides = dict(adapters or {})
+    unknown = sorted(set(overrides) - set(stages))
+    if unknown:
+        raise ConfigError(
+            f"adapters given for stage(s) {unknown} this graph does not run; stages: {list(stages)}"
+        )
+    chosen = {s: overrides.get(s, domain.adapter_for(s)) for s in stages}
+    if check:
+        check_server(url, chosen.values())
+    models = vllm_server_models(url, stages=list(stages), adapters=chosen, timeout=timeout)
+    context = RunContext(
+        domain.model_copy(update={"adapters": {**domain.adapters, **chosen}}), models
+    )
+    return EvalBackend("server", lambda _sentence: context, {"server": url, "adapters": chosen})
+
+
+__all__ = [
+    "BACKENDS",
+    "BackendName",
+    "EvalBackend",
+    "gold_backend",
+    "server_backend",
+    "simulated_backend",
+]

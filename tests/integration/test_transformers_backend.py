@@ -1,0 +1,297 @@
+"""The transformers + peft backend on the tiny model: one process, no server.
+
+One engine is loaded for the module (every adapter of the tiny model directory into one base
+model); tests send it real stage requests concurrently and check batching, constraints,
+budgets, stop strings, cancellation, errors, the NER graph and ``samalign extract``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from samalign import (
+    ConfigError,
+    InputError,
+    PipelineOptions,
+    RunContext,
+    build_ner_graph,
+    load_domain,
+    transformers_models,
+)
+from samalign.graphs.batch import run_records
+from samalign.records import InputRecord
+from samalign.serving import StageModels
+from samalign.serving.engine import ChatTurn, GenerationRequest
+from samalign.serving.transformers_backend import TransformersEngine
+from samalign.types import NER_STAGES
+
+pytestmark = pytest.mark.integration
+
+pytest.importorskip("torch")
+pytest.importorskip("peft")
+pytest.importorskip("xgrammar")
+
+FAST = PipelineOptions(constrain_mentions=True, max_completion_tokens=128)
+SENTENCES = [
+    "The long short-term memory ( LSTM ) network was proposed by Sepp Hochreiter in Munich .",
+    "Jürgen Schmidhuber élève à Lugano , 東京 , and the IDSIA lab published papers at NeurIPS .",
+    "Marie Curie was born in Warsaw and later worked in Paris .",
+]
+SMALL_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "person": {"type": "array", "items": {"enum": ["Marie Curie", "Warsaw"]}, "maxItems": 2}
+    },
+    "required": ["person"],
+    "additionalProperties": False,
+}
+
+
+@pytest.fixture(scope="module")
+def models(tiny_model_dir: Path) -> Iterator[StageModels]:
+    with transformers_models(
+        tiny_model_dir, stages=[*NER_STAGES, "direct_typing"], max_batch_size=16, max_wait_ms=20
+    ) as stage_models:
+        yield stage_models
+
+
+@pytest.fixture(scope="module")
+def engine(models: StageModels) -> TransformersEngine:
+    chat = models["anchor"].chat_model
+    engine = getattr(chat, "engine", None)
+    assert isinstance(engine, TransformersEngine)
+    return engine
+
+
+def _request(
+    text: str, adapter: str, max_tokens: int = 16, schema: Any = None, stop: tuple[str, ...] = ()
+) -> GenerationRequest:
+    return GenerationRequest(
+        messages=(ChatTurn("system", "Extract the entities."), ChatTurn("user", text)),
+        adapter=adapter,
+        max_tokens=max_tokens,
+        schema=schema,
+        stop=stop,
+    )
+
+
+def test_loads_every_adapter_once_identity_runs_as_the_base(engine: TransformersEngine) -> None:
+    assert engine.adapters == {
+        "anchor",
+        "explorer",
+        "archetype",
+        "calibrate",
+        "direct_typing",
+        "relations_forward",
+        "relations_reverse",
+    }
+    assert engine.identity == {"calibrate"}
+    assert sorted(engine.model.peft_config) == sorted(engine.adapters - {"calibrate"})
+    assert engine.device.type == "cpu" and str(engine.dtype) == "torch.float32"
+    assert engine.max_model_len == 8192
+
+
+async def test_concurrent_mixed_adapter_batches_match_one_by_one(
+    engine: TransformersEngine,
+) -> None:
+    requests = [
+        _request(text, adapter, max_tokens=12, schema=schema)
+        for text in SENTENCES
+        for adapter in ("anchor", "explorer", "archetype", "calibrate")
+        for schema in (None, SMALL_SCHEMA)
+    ]
+    alone = [engine.generate(r) for r in requests]
+    assert all(r.batch_size == 1 for r in alone)
+    before = engine.stats()["batches"]
+    together = await asyncio.gather(*(engine.agenerate(r) for r in requests))
+    assert [r.token_ids for r in together] == [r.token_ids for r in alone]
+    assert [r.text for r in together] == [r.text for r in alone]
+    assert max(r.batch_size for r in together) > 4
+    assert engine.stats()["batches"] - before < len(requests)
+    # adapters really differ, and the identity adapter is the base model
+    by_adapter = {r.adapter: a.token_ids for r, a in zip(requests, alone, strict=True)}
+    assert len(set(by_adapter.values())) == 4
+
+
+def test_threads_calling_invoke_are_batched_together(models: StageModels) -> None:
+    chat = models["explorer"].chat_model
+    prompts = [f"Sentence number {i} about Paris ." for i in range(8)]
+    alone = [chat.invoke(p, max_tokens=12).response_metadata["token_ids"] for p in prompts]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda p: chat.invoke(p, max_tokens=12), prompts))
+    assert [a.response_metadata["token_ids"] for a in answers] == alone
+    assert max(a.response_metadata["batch_size"] for a in answers) > 1
+
+
+async def test_constrained_answers_follow_the_schema(engine: TransformersEngine) -> None:
+    results = await asyncio.gather(
+        *(engine.agenerate(_request(t, "anchor", 64, SMALL_SCHEMA)) for t in SENTENCES)
+    )
+    for result in results:
+        assert result.finish_reason == "stop"
+        jsonschema.validate(json.loads(result.text), SMALL_SCHEMA)
+        assert result.token_ids[-1] in engine.stop_token_ids  # ended by the grammar
+        assert " " not in result.text.replace("Marie Curie", "")  # compact JSON
+
+
+def test_budget_and_stop_strings(engine: TransformersEngine) -> None:
+    full = engine.generate(_request(SENTENCES[0], "explorer", 24))
+    assert full.finish_reason == "length" and full.completion_tokens == 24
+    short = engine.generate(_request(SENTENCES[0], "explorer", 3))
+    assert short.token_ids == full.token_ids[:3] and short.finish_reason == "length"
+    stop = full.text[len(full.text) // 2 :][:3]
+    cut = engine.generate(_request(SENTENCES[0], "explorer", 24, stop=(stop,)))
+    assert cut.finish_reason == "stop"
+    assert cut.text == full.text[: full.text.index(stop)]
+    assert cut.token_ids == full.token_ids[: len(cut.token_ids)]
+
+
+async def test_a_cancelled_request_is_dropped_from_the_queue(engine: TransformersEngine) -> None:
+    started = engine.stats()["requests"]
+    busy = [asyncio.create_task(engine.agenerate(_request(t, "anchor", 100))) for t in SENTENCES]
+    while engine.stats()["requests"] < started + len(busy) or engine.batcher.queued:
+        await asyncio.sleep(0.005)  # wait until the busy batch is running
+    cancelled_before = engine.stats()["cancelled"]
+    doomed = asyncio.create_task(engine.agenerate(_request("never mind", "explorer", 8)))
+    deadline = time.monotonic() + 30
+    while engine.batcher.queued == 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.001)
+    assert engine.batcher.queued == 1
+    doomed.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await doomed
+    for _ in range(200):
+        if engine.stats()["cancelled"] > cancelled_before:
+            break
+        await asyncio.sleep(0.01)
+    assert engine.stats()["cancelled"] == cancelled_before + 1
+    assert all(r.completion_tokens == 100 for r in await asyncio.gather(*busy))
+    assert (await engine.agenerate(_request("still fine", "explorer", 4))).completion_tokens == 4
+
+
+async def test_a_failed_request_does_not_fail_its_batch(engine: TransformersEngine) -> None:
+    outcomes = await asyncio.gather(
+        engine.agenerate(_request("x " * 9000, "anchor")),  # longer than the context
+        engine.agenerate(_request("Short one .", "anchor")),
+        engine.agenerate(_request("Short two .", "nope")),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[0], InputError) and "context of 8192 tokens" in str(outcomes[0])
+    assert not isinstance(outcomes[1], BaseException) and outcomes[1].completion_tokens == 16
+    assert "adapter 'nope' is not loaded" in str(outcomes[2])
+
+
+async def test_ner_graph_runs_in_one_process(models: StageModels) -> None:
+    domain = load_domain("crossner_ai")
+    context = RunContext(domain=domain, models=models)
+    texts = SENTENCES[:2]
+    results = await build_ner_graph(FAST).abatch([{"text": t} for t in texts], context=context)
+    assert any(r["candidates"] for r in results)
+    for text, result in zip(texts, results, strict=True):
+        for entity in result["entities"]:
+            assert text[entity.start : entity.end] == entity.text
+            assert entity.label in domain.labels
+        assert result["usage"]["anchor"].prompt_tokens > 0
+        assert result["usage"]["anchor"].completion_tokens > 0
+    sync = build_ner_graph(FAST).invoke({"text": SENTENCES[0]}, context=context)
+    assert sync["entities"] == results[0]["entities"]  # greedy: same answers, sync or async
+
+
+async def test_too_long_prompt_is_an_error_record_not_a_crash(models: StageModels) -> None:
+    options = FAST.model_copy(update={"max_text_chars": 100_000, "max_completion_tokens": 16})
+    graph = build_ner_graph(options)
+    context = RunContext(domain="crossner_ai", models=models)
+    records = [
+        InputRecord(id="short", text=SENTENCES[2], line=1),
+        InputRecord(id="long", text="word " * 12_000, line=2),
+    ]
+    out = {r.id: r async for r in run_records(graph, context, records, concurrency=2)}
+    assert out["short"].error is None
+    assert out["long"].error is not None and "InputError" in out["long"].error
+    assert "context of 8192 tokens" in out["long"].error
+
+
+def test_model_dir_errors_name_the_adapter(tiny_model_dir: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, broken)
+    shutil.rmtree(broken / "adapters" / "explorer")
+    with pytest.raises(ConfigError, match=r"adapter 'explorer' is listed .* is missing"):
+        transformers_models(broken)
+    with pytest.raises(ConfigError, match=r"no adapter\(s\) \['nope'\]"):
+        transformers_models(tiny_model_dir, adapters={"anchor": "nope"})
+
+    # an adapter trained on another base model (hidden size 64 instead of 128)
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    other = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=64,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+        )
+    )
+    lora = LoraConfig(r=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    mismatched = tmp_path / "mismatched"
+    shutil.copytree(tiny_model_dir, mismatched)
+    get_peft_model(other, lora).save_pretrained(str(mismatched / "adapters" / "foreign"))
+    with pytest.raises(ConfigError) as caught:
+        transformers_models(mismatched, stages=["anchor"])
+    message = str(caught.value)
+    assert "adapter 'foreign'" in message and "does not match the base model" in message
+    assert "lora_A expects 64 input features, the base layer has 128" in message
+
+
+def _cli(*args: str, stdin: bytes, env: dict[str, str] | None = None) -> Any:
+    return subprocess.run(
+        [sys.executable, "-m", "samalign", *args],
+        input=stdin,
+        capture_output=True,
+        timeout=900,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_extract_cli_without_a_server(tiny_model_dir: Path) -> None:
+    lines = [json.dumps({"id": f"s{i}", "text": t}) for i, t in enumerate(SENTENCES[:2])]
+    lines.append(json.dumps({"id": "long", "text": "word " * 12_000}))
+    stdin = ("\n".join(lines) + "\n").encode()
+    flags = ["--domain", "crossner_ai", "--quiet", "--max-chars", "100000"]
+    flags += ["--max-tokens", "16"]
+    done = _cli(
+        "extract", "-", *flags, env={"SAMALIGN_MODEL_DIR": str(tiny_model_dir)}, stdin=stdin
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    records = [json.loads(line) for line in done.stdout.decode().splitlines()]
+    assert [r["id"] for r in records] == ["s0", "s1", "long"]
+    assert records[0]["error"] is None and records[1]["error"] is None
+    assert "context of 8192 tokens" in records[2]["error"]
+    assert records[0]["usage"]["anchor"]["prompt_tokens"] > 0
+
+    env = {"SAMALIGN_MODEL_DIR": ""}
+    nothing = _cli("extract", "-", "--domain", "crossner_ai", stdin=b"x\n", env=env)
+    assert nothing.returncode == 2
+    assert "pass --server URL" in nothing.stderr.decode()
+    wrong = _cli(
+        "extract", "-", "--domain", "crossner_ai", "--model", str(tiny_model_dir),
+        "--adapter", "anchor=nope", stdin=b"x\n", env=env,
+    )  # fmt: skip
+    assert wrong.returncode == 2
+    assert "no adapter(s) ['nope']" in wrong.stderr.decode()
