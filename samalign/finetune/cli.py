@@ -400,6 +400,7 @@ def _demo(args: argparse.Namespace) -> int:
     )
     report_path = args.out / "demo_report.json"
     print(f"{report.sentences} sentences, {report.seconds:.0f} s; report: {report_path}")
+    print("(a tiny demonstration model trained on these very sentences: see the note above)")
     return 0
 
 

@@ -53,7 +53,7 @@ from samalign.finetune.builders import (
     write_examples,
 )
 from samalign.finetune.config import TrainConfig
-from samalign.finetune.trainer import TrainResult, train
+from samalign.finetune.trainer import TrainResult, quiet_transformers, train
 from samalign.prompts.archetypes import archetype_table
 from samalign.prompts.domain import Domain, load_domain
 from samalign.serving.models import StageModels
@@ -373,8 +373,9 @@ def language_model_pass(
     from tqdm import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    with quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(base_dir)
+        model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     model.train()
     torch.manual_seed(seed)
     rng = random.Random(seed)
@@ -417,7 +418,8 @@ def language_model_pass(
         optimizer.step()
         scheduler.step()
         losses.append(float(loss.detach()))
-    model.save_pretrained(base_dir)
+    with quiet_transformers():
+        model.save_pretrained(base_dir)
     return {
         "steps": steps,
         "texts": len(texts),
@@ -528,7 +530,8 @@ def demo_models(model_dir: Path, options: DemoOptions) -> Iterator[StageModels]:
                 "is not part of this build; run the demo with --backend vllm-server "
                 "--vllm-python <python of a vLLM environment>"
             )
-        models: StageModels = transformers_models(model_dir, stages=stages)
+        with quiet_transformers():
+            models: StageModels = transformers_models(model_dir, stages=stages)
         try:
             yield models
         finally:

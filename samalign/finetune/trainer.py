@@ -30,6 +30,7 @@ import struct
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,20 @@ class TrainResult:
 # ------------------------------------------------------------------------------------------
 # Tokenisation
 # ------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Hide transformers' own progress bars (weight loading, shard writing) for a while."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
 
 
 def _require_local() -> None:
@@ -506,7 +521,8 @@ def train(
     if not (base / "config.json").is_file():
         raise ConfigError(f"base_model {base}: no config.json (a Hugging Face model folder)")
     device, bf16 = _resolve_device(config)
-    tokenizer = AutoTokenizer.from_pretrained(base)
+    with quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(base)
     train_tok, dropped = tokenize_examples(tokenizer, train_examples, config.cutoff_len)
     eval_tok, eval_dropped = tokenize_examples(tokenizer, eval_examples, config.cutoff_len)
     if dropped:
@@ -527,7 +543,8 @@ def train(
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     dtype = torch.bfloat16 if bf16 else torch.float32
-    model: Any = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+    with quiet_transformers():
+        model: Any = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
     vocab_before = model.get_input_embeddings().weight.shape[0]
     if len(tokenizer) > vocab_before:
         raise ConfigError(
@@ -548,7 +565,7 @@ def train(
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
         model = get_peft_model(model, lora)
     if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_activation_checkpointing(model)
         model.enable_input_require_grads()
     model.to(device)
     model.train()
@@ -767,6 +784,15 @@ def train(
     return result
 
 
+def enable_activation_checkpointing(model: Any) -> None:
+    """Recompute activations in the backward pass (transformers 5 renamed the method)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:  # transformers 4.x
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 def _target_modules(model: Any, targets: str | list[str]) -> list[str]:
     """Module names to adapt; ``all-linear`` becomes the linear layers' short names.
 
@@ -803,9 +829,11 @@ __all__ = [
     "TokenizedExample",
     "TrainResult",
     "check_servable",
+    "enable_activation_checkpointing",
     "collate",
     "epoch_batches",
     "latest_checkpoint",
+    "quiet_transformers",
     "token_losses",
     "tokenize_example",
     "tokenize_examples",

@@ -347,3 +347,15 @@ def test_vllm_serves_the_trained_adapter_as_peft_computes_it(
                 assert served_top[token] == pytest.approx(expected[token], abs=2e-3)
         # the trained adapter really changes the distribution the identity adapter serves
         assert any(abs(served[t] - identity.get(t, -1e9)) > 1e-2 for t in served)
+
+
+def test_gradient_checkpointing_trains_the_same_adapter(
+    base: Path, train_file: Path, tmp_path: Path
+) -> None:
+    plain = train(config(base, train_file, tmp_path / "plain", max_steps=2))
+    checkpointed = train(
+        config(base, train_file, tmp_path / "ckpt", max_steps=2, gradient_checkpointing=True)
+    )
+    assert [h["loss"] for h in checkpointed.history] == pytest.approx(
+        [h["loss"] for h in plain.history], abs=1e-5
+    )
