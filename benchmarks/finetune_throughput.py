@@ -174,7 +174,7 @@ def gpu_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from samalign.finetune.trainer import enable_activation_checkpointing, collate, token_losses
+    from samalign.finetune.trainer import collate, enable_activation_checkpointing, token_losses
     from samalign.testing.tiny import build_tiny_model
 
     cuda = torch.cuda.is_available()
