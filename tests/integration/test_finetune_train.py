@@ -359,3 +359,66 @@ def test_gradient_checkpointing_trains_the_same_adapter(
     assert [h["loss"] for h in checkpointed.history] == pytest.approx(
         [h["loss"] for h in plain.history], abs=1e-5
     )
+
+
+def test_transformers_backend_serves_the_trained_adapter(
+    trained_adapter: Path, base: Path, tmp_path: Path
+) -> None:
+    """The in-process transformers + peft backend loads the adapter folder unchanged."""
+    from langchain_core.messages import HumanMessage
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from samalign.serving import transformers_models
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(base, model_dir / "base")
+    shutil.copytree(trained_adapter, model_dir / "adapters" / "trained")
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    peft_model = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(base), str(trained_adapter)
+    ).eval()
+    with transformers_models(
+        model_dir, stages=["explorer"], adapters={"explorer": "trained"}
+    ) as models:
+        for example in EXAMPLES[:2]:
+            served = models["explorer"].chat_model.invoke(
+                [HumanMessage(content=example.prompt)], max_tokens=8
+            )
+            text = tokenizer.apply_chat_template(
+                [{"role": "user", "content": example.prompt}],
+                tokenize=False,
+                add_generation_prompt=True,
+            )
+            ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")
+            with torch.no_grad():
+                out = peft_model.generate(
+                    **ids, max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.eos_token_id
+                )
+            expected = tokenizer.decode(
+                out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True
+            )
+            assert served.content == expected
+
+
+def test_cli_builds_from_shared_data_and_trains(
+    shared_data: Path, base: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "archetype.jsonl"
+    assert main(["finetune", "build", "archetype", str(shared_data / "crossner/ai/train.txt"),
+                 "--domain", "crossner_ai", "--limit", "6", "--out", str(data)]) == 0  # fmt: skip
+    assert json.loads(capsys.readouterr().out)["examples"] == 6
+    path = tmp_path / "archetype.yaml"
+    path.write_text(
+        f"base_model: {base}\ntrain_file: {data}\noutput_dir: out\nstage: archetype\n"
+        "max_steps: 2\nbatch_size: 2\ngradient_accumulation: 1\nprogress_bar: false\n"
+    )
+    assert main(["finetune", "train", str(path)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["steps"] == 2 and summary["examples"] == 6
+    saved = (tmp_path / "out" / "samalign-finetune.yaml").read_text()
+    assert "learning_rate: null" in saved  # Table 7's 3e-5 for the classifier applies
+    assert (
+        json.loads((tmp_path / "out" / "training_summary.json").read_text())["learning_rate"]
+        == 3e-5
+    )
