@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from samalign.errors import ConfigError, InputError, SamalignError
-from samalign.evaluation.cli import add_eval_parser
+from samalign.evaluation.cli import add_eval_parser, parse_pairs
 from samalign.finetune.cli import add_demo_parser, add_finetune_parser
 from samalign.graphs import (
     PipelineOptions,
@@ -38,16 +38,6 @@ log = logging.getLogger("samalign")
 
 BACKENDS = ("server", "transformers", "vllm-inprocess")
 MODEL_DIR_ENV = "SAMALIGN_MODEL_DIR"
-
-
-def _pairs(values: Sequence[str], flag: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for value in values:
-        name, sep, target = value.partition("=")
-        if not sep or not name or not target:
-            raise ConfigError(f"{flag} expects NAME=VALUE, got {value!r}")
-        out[name] = target
-    return out
 
 
 def _add_extract(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -209,7 +199,7 @@ async def _extract_async(args: argparse.Namespace) -> int:
             "a domain such as conll04, scierc or ade, or --graph ner)"
         )
     stages = options.joint_model_stages if sentence_graph == "joint" else options.model_stages
-    overrides = _pairs(args.adapter, "--adapter")
+    overrides = parse_pairs(args.adapter, "--adapter")
     unknown = sorted(set(overrides) - set(stages))
     if unknown:
         raise ConfigError(
@@ -332,11 +322,11 @@ def _serve(args: argparse.Namespace) -> int:
         base: Path = model_dir.base
         adapters: dict[str, str | Path] = {
             **model_dir.adapters,
-            **_pairs(args.adapter, "--adapter"),
+            **parse_pairs(args.adapter, "--adapter"),
         }
     else:
         base = args.base
-        adapters = dict(_pairs(args.adapter, "--adapter"))
+        adapters = dict(parse_pairs(args.adapter, "--adapter"))
     if "calibrate" not in adapters and adapters and not args.no_identity:
         like = next(iter(adapters.values()))
         adapters["calibrate"] = cached_identity_adapter(like)

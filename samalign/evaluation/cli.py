@@ -33,7 +33,12 @@ examples:
 """
 
 
-def _pairs(values: Sequence[str], flag: str) -> dict[str, str]:
+def parse_pairs(values: Sequence[str], flag: str) -> dict[str, str]:
+    """Parse repeated ``NAME=VALUE`` command-line values.
+
+    Raises:
+        ConfigError: Naming the flag and the value that has no ``=``, name or value.
+    """
     out: dict[str, str] = {}
     for value in values:
         name, sep, target = value.partition("=")
@@ -157,7 +162,7 @@ def _options(args: argparse.Namespace, dataset: Dataset) -> PipelineOptions:
 
 def _noise(values: Sequence[str]) -> NoiseModel:
     overrides: dict[str, float] = {}
-    for name, value in _pairs(values, "--noise").items():
+    for name, value in parse_pairs(values, "--noise").items():
         if name not in NoiseModel.model_fields:
             raise ConfigError(
                 f"--noise: unknown rate {name!r}; rates: {sorted(NoiseModel.model_fields)}"
@@ -182,7 +187,7 @@ def _backend_factory(args: argparse.Namespace, dataset: Dataset, domain: Domain)
         raise ConfigError(f"--server is only for the server backend, not {name!r}")
     if name != "simulated" and (args.noise or args.seed):
         raise ConfigError("--noise and --seed are only for --backend simulated")
-    adapters = _pairs(args.adapter, "--adapter")
+    adapters = parse_pairs(args.adapter, "--adapter")
     if adapters and name != "server":
         raise ConfigError("--adapter is only for the server backend")
     sentences = dataset.sentences
