@@ -118,7 +118,7 @@ async def run_concurrency(
     models: Any, engine: Any, graph: Any, domain: str, records: list[Any], concurrency: int
 ) -> dict[str, Any]:
     from samalign import RunContext
-    from samalign.graphs.batch import run_records
+    from samalign.batch.run import run_records
 
     engine.reset_stats()
     context = RunContext(domain=domain, models=models)
@@ -145,8 +145,8 @@ async def run_concurrency(
 
 async def throughput(args: argparse.Namespace, model: Path) -> dict[str, Any]:
     from samalign import PipelineOptions, build_ner_graph, transformers_models
+    from samalign.batch.records import InputRecord
     from samalign.evaluation import read_crossner
-    from samalign.records import InputRecord
 
     sentences = read_crossner(args.data / args.domain.removeprefix("crossner_") / "dev.txt")
     records = [InputRecord(id=s.id, text=s.text, line=i) for i, s in enumerate(sentences[: args.n])]

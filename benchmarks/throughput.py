@@ -41,10 +41,10 @@ from samalign import (
     load_domain,
     vllm_server_models,
 )
+from samalign.batch.records import InputRecord
+from samalign.batch.run import run_records
 from samalign.evaluation import read_crossner
-from samalign.graphs.batch import run_records
 from samalign.graphs.sentences import iter_sentences
-from samalign.records import InputRecord
 from samalign.serving import StageModels, api_base
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

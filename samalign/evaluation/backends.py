@@ -18,11 +18,12 @@ from samalign.evaluation.sentences import Sentence
 from samalign.evaluation.simulate import NoiseModel, SimulatedOracle
 from samalign.graphs.context import RunContext
 from samalign.prompts.domain import Domain
+from samalign.serving.models import StageModels
 from samalign.serving.vllm_server import check_server, vllm_server_models
 from samalign.types import ALL_STAGES
 
-BackendName = Literal["gold", "simulated", "server"]
-BACKENDS: tuple[str, ...] = ("gold", "simulated", "server")
+BackendName = Literal["gold", "simulated", "server", "transformers", "vllm-inprocess"]
+BACKENDS: tuple[str, ...] = ("gold", "simulated", "server", "transformers", "vllm-inprocess")
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class EvalBackend:
     """Where the stage answers come from.
 
     Attributes:
-        name: ``gold``, ``simulated`` or ``server``.
+        name: ``gold``, ``simulated``, ``server``, ``transformers`` or ``vllm-inprocess``.
         context_for: The run context of one sentence.
         settings: What the backend was built with, for the report.
     """
@@ -61,6 +62,30 @@ def simulated_backend(
     """Noise simulation over ``sentences`` (see :mod:`samalign.evaluation.simulate`)."""
     oracle = SimulatedOracle(sentences, domain, noise=noise, seed=seed)
     return _replay("simulated", oracle, domain, {"seed": seed, "noise": noise.model_dump()})
+
+
+def models_backend(
+    name: str,
+    models: StageModels,
+    domain: Domain,
+    adapters: Mapping[str, str],
+    settings: Mapping[str, Any] | None = None,
+) -> EvalBackend:
+    """Real stage models (a vLLM server or an in-process backend), one context for all.
+
+    Args:
+        name: The backend's name for the report (``server``, ``transformers`` …).
+        models: The stage models.
+        domain: The domain.
+        adapters: The adapter of each stage the models serve.
+        settings: What the backend was built with, for the report.
+    """
+    context = RunContext(
+        domain.model_copy(update={"adapters": {**domain.adapters, **adapters}}), models
+    )
+    return EvalBackend(
+        name, lambda _sentence: context, {**(settings or {}), "adapters": dict(adapters)}
+    )
 
 
 def server_backend(
@@ -96,10 +121,7 @@ def server_backend(
     if check:
         check_server(url, chosen.values())
     models = vllm_server_models(url, stages=list(stages), adapters=chosen, timeout=timeout)
-    context = RunContext(
-        domain.model_copy(update={"adapters": {**domain.adapters, **chosen}}), models
-    )
-    return EvalBackend("server", lambda _sentence: context, {"server": url, "adapters": chosen})
+    return models_backend("server", models, domain, chosen, {"server": url})
 
 
 __all__ = [
@@ -107,6 +129,7 @@ __all__ = [
     "BackendName",
     "EvalBackend",
     "gold_backend",
+    "models_backend",
     "server_backend",
     "simulated_backend",
 ]

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from samalign.errors import ConfigError, InputError
+from samalign.batch.jsonl import JsonlAppender, read_lines
+from samalign.errors import ConfigError
 from samalign.evaluation.sentences import Sentence, TokenIndex
 from samalign.types import Diagnostic, Entity, StageUsage, Triplet
 
@@ -144,8 +143,7 @@ class ResultsFile:
         self.config = json.loads(json.dumps(dict(config)))
         self.results: dict[str, SentenceResult] = {}
         self.sessions: list[Session] = []
-        self._handle: IO[str] | None = None
-        self._synced = time.monotonic()
+        self._out: JsonlAppender | None = None
         if fresh and path.exists():
             path.unlink()
         if path.exists():
@@ -155,33 +153,14 @@ class ResultsFile:
             self._append({"config": self.config})
 
     def _load(self) -> None:
-        valid_end = 0
-        offset = 0
-        first = True
-        try:
-            with open(self.path, "rb") as handle:
-                for raw in handle:
-                    offset += len(raw)
-                    if not raw.endswith(b"\n"):
-                        break  # an interrupted last write
-                    valid_end = offset
-                    try:
-                        data = json.loads(raw)
-                    except (json.JSONDecodeError, UnicodeDecodeError):
-                        first = False
-                        continue  # a damaged complete line: its sentence is redone
-                    if first:
-                        first = False
-                        self._check_config(data)
-                        continue
-                    self._read_line(data)
-            if valid_end != self.path.stat().st_size:
-                with open(self.path, "r+b") as handle:
-                    handle.truncate(valid_end)
-        except OSError as err:
-            raise InputError(f"cannot resume from {self.path}: {err.strerror or err}") from None
-        if valid_end == 0:
+        lines = read_lines(self.path)
+        if not lines:
             self._append({"config": self.config})
+            return
+        if lines[0] is not None:
+            self._check_config(lines[0])
+        for data in lines[1:]:
+            self._read_line(data)
 
     def _check_config(self, data: Any) -> None:
         stored = data.get("config") if isinstance(data, dict) else None
@@ -212,22 +191,15 @@ class ResultsFile:
         self.results[result.id] = result
 
     def _append(self, data: Mapping[str, Any], *, sync: bool = True) -> None:
-        if self._handle is None:
-            self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - see close()
-        self._handle.write(json.dumps(data, ensure_ascii=False) + "\n")
-        self._handle.flush()
-        now = time.monotonic()
-        if sync or now - self._synced >= SYNC_INTERVAL_S:
-            os.fsync(self._handle.fileno())
-            self._synced = now
+        if self._out is None:
+            self._out = JsonlAppender.open(self.path, sync_interval_s=SYNC_INTERVAL_S)
+        self._out.write_json(data, sync=True if sync else None)
 
     def close(self) -> None:
         """Sync and close the file."""
-        if self._handle is not None:
-            self._handle.flush()
-            os.fsync(self._handle.fileno())
-            self._handle.close()
-            self._handle = None
+        if self._out is not None:
+            self._out.close()
+            self._out = None
 
     def __enter__(self) -> ResultsFile:
         return self

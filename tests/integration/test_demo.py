@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from samalign.cli import main
-from samalign.finetune.demo import DEMO_STAGES, DemoOptions, StageRecipe, format_flow, run_demo
+from samalign.demo import DEMO_STAGES, DemoOptions, StageRecipe, format_flow, run_demo
 from samalign.finetune.trainer import check_servable
 
 pytest.importorskip("torch")

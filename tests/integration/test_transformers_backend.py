@@ -31,8 +31,8 @@ from samalign import (
     load_domain,
     transformers_models,
 )
-from samalign.graphs.batch import run_records
-from samalign.records import InputRecord
+from samalign.batch.records import InputRecord
+from samalign.batch.run import run_records
 from samalign.serving import StageModels
 from samalign.serving.engine import ChatTurn, GenerationRequest
 from samalign.serving.transformers_backend import TransformersEngine

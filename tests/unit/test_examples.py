@@ -26,7 +26,7 @@ def test_embed_in_agent_example_runs(capsys: pytest.CaptureFixture[str]) -> None
 
 
 def test_sentences_example_is_valid_jsonl() -> None:
-    from samalign.records import read_records
+    from samalign.batch.records import read_records
 
     records = list(read_records(EXAMPLES / "sentences.jsonl"))
     assert [r.id for r in records] == ["s1", "s2", "s3", "s4", "s5"]

@@ -19,17 +19,17 @@ from langchain_core.outputs import ChatResult
 from pydantic import Field
 
 from samalign import cli
-from samalign.errors import ConfigError, InputError
-from samalign.graphs import RunContext, build_ner_graph
-from samalign.graphs.batch import run_records, to_output
-from samalign.prompts import builtin_domains, load_domain
-from samalign.records import (
+from samalign.batch.records import (
     InputRecord,
     JsonlWriter,
     OutputRecord,
     completed_ids,
     read_records,
 )
+from samalign.batch.run import run_records, to_output
+from samalign.errors import ConfigError, InputError
+from samalign.graphs import RunContext, build_ner_graph
+from samalign.prompts import builtin_domains, load_domain
 from samalign.serving.launcher import VLLM_LORA_RANKS, lora_rank_bucket
 from samalign.serving.models import StageModel, StageModels
 from samalign.testing.fakes import ScriptedChatModel
@@ -140,7 +140,7 @@ def test_missing_input_file(tmp_path: Path) -> None:
 def test_read_records_closes_its_file_but_not_a_callers_stream(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import samalign.records as records_module
+    import samalign.batch.records as records_module
 
     opened: list[Any] = []
 
@@ -482,8 +482,8 @@ def fake_cli_backend(monkeypatch: pytest.MonkeyPatch, fake_ner: Any) -> dict[str
         seen["models_kwargs"] = kwargs
         return fakes.models()
 
-    monkeypatch.setattr(cli, "check_server", check_server)
-    monkeypatch.setattr(cli, "vllm_server_models", vllm_server_models)
+    monkeypatch.setattr("samalign.cli.options.check_server", check_server)
+    monkeypatch.setattr("samalign.cli.options.vllm_server_models", vllm_server_models)
     return seen
 
 

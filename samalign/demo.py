@@ -34,7 +34,7 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from samalign.errors import ConfigError
+from samalign.evaluation.metrics import PRF, RelationTuple, relation_prf, span_prf
 from samalign.finetune.builders import (
     ChatExample,
     SourceDataset,
@@ -59,7 +60,7 @@ from samalign.prompts.domain import Domain, load_domain
 from samalign.serving.models import StageModels
 from samalign.types import Archetype
 
-log = logging.getLogger("samalign.finetune.demo")
+log = logging.getLogger("samalign.demo")
 
 DEMO_DOMAIN = "conll04"
 DEMO_DATA = "demo_conll04.json"
@@ -209,27 +210,42 @@ class DemoReport:
 
 EntityKey = tuple[int, int, str]
 TripletKey = tuple[int, int, str, str, int, int, str]
-Scorer = Callable[[Sequence[set[Any]], Sequence[set[Any]]], dict[str, Any]]
-"""``score(gold sets per sentence, predicted sets per sentence)`` → ``{precision, recall,
-f1, ...}``; micro-averaged strict matching of hashable items."""
 
 
-def strict_micro_prf(gold: Sequence[set[Any]], pred: Sequence[set[Any]]) -> dict[str, Any]:
-    """Micro precision/recall/F1 of exact item matches over sentences."""
-    tp = sum(len(g & p) for g, p in zip(gold, pred, strict=True))
-    n_pred = sum(len(p) for p in pred)
-    n_gold = sum(len(g) for g in gold)
-    precision = tp / n_pred if n_pred else 0.0
-    recall = tp / n_gold if n_gold else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+def _summary(prf: PRF) -> dict[str, Any]:
     return {
-        "precision": round(precision, 4),
-        "recall": round(recall, 4),
-        "f1": round(f1, 4),
-        "tp": tp,
-        "predicted": n_pred,
-        "gold": n_gold,
+        "precision": round(prf.precision, 4),
+        "recall": round(prf.recall, 4),
+        "f1": round(prf.f1, 4),
+        "tp": prf.tp,
+        "predicted": prf.pred,
+        "gold": prf.gold,
+        "per_label_f1": {k: round(v.f1, 4) for k, v in sorted(prf.per_label.items())},
     }
+
+
+def score_entities(
+    gold: Sequence[set[EntityKey]], pred: Sequence[set[EntityKey]]
+) -> dict[str, Any]:
+    """Strict micro P/R/F1 of ``(start, end, label)`` character spans (evaluation metric)."""
+    return _summary(span_prf(gold, pred))
+
+
+def score_relations(
+    gold: Sequence[set[TripletKey]], pred: Sequence[set[TripletKey]]
+) -> dict[str, Any]:
+    """AnchorAlign's strict relation micro P/R/F1 (the evaluation metric).
+
+    Items are ``(head start, head end, head label, relation, tail start, tail end, tail
+    label)``.
+    """
+
+    def tuples(items: set[TripletKey]) -> set[RelationTuple]:
+        return {((hs, he), hl, r, (ts, te), tl) for hs, he, hl, r, ts, te, tl in items}
+
+    return _summary(
+        relation_prf([tuples(g) for g in gold], [tuples(p) for p in pred], mode="strict")
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -702,19 +718,11 @@ def format_flow(record: Mapping[str, Any], index: int) -> list[str]:
 # ------------------------------------------------------------------------------------------
 
 
-def run_demo(
-    options: DemoOptions,
-    *,
-    entity_scorer: Scorer = strict_micro_prf,
-    relation_scorer: Scorer = strict_micro_prf,
-) -> DemoReport:
+def run_demo(options: DemoOptions) -> DemoReport:
     """Run the whole demo (see module docs) and write ``OUT/demo_report.json``.
 
     Args:
         options: Output folder, backend and recipe.
-        entity_scorer: Scores entity sets ``(start, end, label)`` per sentence.
-        relation_scorer: Scores triplet sets
-            ``(head start, head end, head label, relation, tail start, tail end, tail label)``.
 
     Raises:
         ConfigError: A backend that is not available, or bad options.
@@ -745,23 +753,23 @@ def run_demo(
     phases["serve_and_run_graph"] = time.perf_counter() - t
 
     gold_entities: list[set[EntityKey]] = []
-    gold_triplets: list[set[Any]] = []
+    gold_triplets: list[set[TripletKey]] = []
     for rec in dataset.records:
         labels = {m: domain.label_for_name(m.type) or m.type for m in rec.mentions}
         gold_entities.append({(m.start or 0, m.end or 0, labels[m]) for m in rec.mentions})
-        triplets = set()
+        triplets: set[TripletKey] = set()
         for rel in rec.relations:
             h, tl = rec.mentions[rel.head], rec.mentions[rel.tail]
             rtype = domain.relation_for_name(rel.type)
             triplets.add(
-                (h.start, h.end, labels[h], rtype.label if rtype else rel.type,
-                 tl.start, tl.end, labels[tl])
+                (h.start or 0, h.end or 0, labels[h], rtype.label if rtype else rel.type,
+                 tl.start or 0, tl.end or 0, labels[tl])
             )  # fmt: skip
         gold_triplets.append(triplets)
     pred_entities = [{(e.start, e.end, str(e.label)) for e in r["entities"]} for r in results]
     pred_triplets = [{_triplet_key(t) for t in r.get("triplets", [])} for r in results]
-    entity = entity_scorer(gold_entities, pred_entities)
-    relation = relation_scorer(gold_triplets, pred_triplets)
+    entity = score_entities(gold_entities, pred_entities)
+    relation = score_relations(gold_triplets, pred_triplets)
     records = [
         sentence_record(text, result, ge, gt)
         for text, result, ge, gt in zip(texts, results, gold_entities, gold_triplets, strict=True)
@@ -809,7 +817,8 @@ __all__ = [
     "language_model_pass",
     "run_demo",
     "run_joint_graph",
+    "score_entities",
+    "score_relations",
     "sentence_record",
-    "strict_micro_prf",
     "train_demo_adapters",
 ]

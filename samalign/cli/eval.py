@@ -1,19 +1,31 @@
-"""The ``samalign eval`` subcommand (wired into :mod:`samalign.cli`)."""
+"""``samalign eval``: score a pipeline variant on a benchmark split and write a report."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from samalign.cli.options import (
+    MODEL_DIR_ENV,
+    add_backend_flags,
+    add_pipeline_flags,
+    chosen_backend,
+    parse_pairs,
+    pipeline_values,
+    stage_adapters,
+    stage_models,
+)
 from samalign.errors import ConfigError
 from samalign.evaluation.backends import (
     BACKENDS,
     EvalBackend,
     gold_backend,
+    models_backend,
     server_backend,
     simulated_backend,
 )
@@ -23,6 +35,7 @@ from samalign.evaluation.runner import aevaluate, asweep, graph_stages
 from samalign.evaluation.simulate import NoiseModel
 from samalign.graphs import PipelineOptions
 from samalign.prompts.domain import Domain, load_domain
+from samalign.serving import StageModels
 
 EPILOG = """\
 examples:
@@ -33,23 +46,8 @@ examples:
 """
 
 
-def parse_pairs(values: Sequence[str], flag: str) -> dict[str, str]:
-    """Parse repeated ``NAME=VALUE`` command-line values.
-
-    Raises:
-        ConfigError: Naming the flag and the value that has no ``=``, name or value.
-    """
-    out: dict[str, str] = {}
-    for value in values:
-        name, sep, target = value.partition("=")
-        if not sep or not name or not target:
-            raise ConfigError(f"{flag} expects NAME=VALUE, got {value!r}")
-        out[name] = target
-    return out
-
-
-def add_eval_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the ``eval`` subcommand to the ``samalign`` parser."""
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``samalign eval``."""
     p = sub.add_parser(
         "eval",
         help="evaluate a pipeline on a benchmark split and write a report",
@@ -69,15 +67,6 @@ def add_eval_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--data-dir", type=Path, help="benchmark data folder (default: see docs)")
     p.add_argument("--domain", help="domain name or YAML (default: the dataset's name)")
     p.add_argument("--graph", choices=["ner", "joint"], default="ner")
-    p.add_argument(
-        "--backend",
-        choices=BACKENDS,
-        help="gold (replay gold answers: self-test), simulated (seeded noise), server "
-        "(default when --server is given)",
-    )
-    p.add_argument("--server", help="vLLM server URL (backend server)")
-    p.add_argument("--adapter", action="append", default=[], metavar="STAGE=NAME")
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds per model request")
     p.add_argument("--limit", type=int, help="evaluate only the first N sentences")
     p.add_argument("--concurrency", type=int, default=16, help="sentences in flight")
     p.add_argument(
@@ -86,28 +75,6 @@ def add_eval_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=[],
         metavar="LABEL",
         help="leave an entity label out of every score (repeatable; e.g. misc)",
-    )
-    p.add_argument("--grounding", choices=["flat", "nested"], default="flat")
-    p.add_argument("--max-tokens", type=int, help="completion budget per stage")
-    p.add_argument("--max-chars", type=int, default=4000, help="longest sentence accepted")
-    p.add_argument("--constrain-mentions", action="store_true")
-    p.add_argument("--anchor-schema-chunk", type=int, help="types per anchor request (IEPile: 6)")
-    p.add_argument("--no-anchor", action="store_true", help="ablation: w/o anchor extractor")
-    p.add_argument("--no-explorer", action="store_true", help="ablation: w/o explorer")
-    p.add_argument("--no-consensus", action="store_true", help="ablation: w/o CCR")
-    p.add_argument("--no-calibration", action="store_true", help="ablation: direct typing")
-    p.add_argument(
-        "--relation-arguments",
-        choices=["closest", "all"],
-        help="which occurrences of a repeated mention a triple links (default: the dataset's "
-        "annotation convention: all for conll04, closest otherwise)",
-    )
-    p.add_argument("--no-aggregation", action="store_true", help="ablation: forward decoder only")
-    p.add_argument("--no-constraint", action="store_true", help="ablation: w/o anchor filter")
-    p.add_argument(
-        "--recover-dropped",
-        action="store_true",
-        help="beyond the paper: ask the anchor about relation arguments NER missed",
     )
     p.add_argument(
         "--sweep",
@@ -126,37 +93,16 @@ def add_eval_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--fresh", action="store_true", help="discard earlier results at --out")
     p.add_argument("--retry-errors", action="store_true", help="redo sentences that failed")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=run_eval)
+    add_backend_flags(p, backends=BACKENDS)
+    add_pipeline_flags(p)
+    p.set_defaults(func=run)
 
 
 def _options(args: argparse.Namespace, dataset: Dataset) -> PipelineOptions:
-    values: dict[str, Any] = {
-        "use_anchor": not args.no_anchor,
-        "use_explorer": not args.no_explorer,
-        "use_consensus": not args.no_consensus,
-        "use_calibration": not args.no_calibration,
-        "grounding": args.grounding,
-        "max_text_chars": args.max_chars,
-        "max_completion_tokens": args.max_tokens,
-        "constrain_mentions": args.constrain_mentions,
-        "anchor_schema_chunk": args.anchor_schema_chunk,
-    }
-    info = BUILTIN_DATASETS.get(dataset.name)
-    values["relation_arguments"] = args.relation_arguments or (
-        info.relation_arguments if info is not None else "closest"
-    )
-    if args.no_aggregation:
-        values["aggregate_relations"] = False
-    if args.no_constraint:
-        values["anchor_constraint"] = False
-    if args.recover_dropped:
-        values["recover_dropped"] = True
-    if (
-        args.no_aggregation or args.no_constraint or args.recover_dropped
-    ) and args.graph != "joint":
-        raise ConfigError(
-            "--no-aggregation, --no-constraint and --recover-dropped are options of --graph joint"
-        )
+    values = pipeline_values(args, joint=args.graph == "joint")
+    if "relation_arguments" not in values:  # the dataset's annotation convention
+        info = BUILTIN_DATASETS.get(dataset.name)
+        values["relation_arguments"] = info.relation_arguments if info is not None else "closest"
     return PipelineOptions(**values)
 
 
@@ -177,37 +123,51 @@ def _noise(values: Sequence[str]) -> NoiseModel:
         raise ConfigError(f"--noise: {err}") from None
 
 
-def _backend_factory(args: argparse.Namespace, dataset: Dataset, domain: Domain) -> tuple[str, Any]:
-    name = args.backend or ("server" if args.server else None)
-    if name is None:
-        raise ConfigError("choose a backend: --server URL, --backend gold or --backend simulated")
-    if name == "server" and not args.server:
-        raise ConfigError("--backend server needs --server URL")
-    if name != "server" and args.server:
-        raise ConfigError(f"--server is only for the server backend, not {name!r}")
-    if name != "simulated" and (args.noise or args.seed):
-        raise ConfigError("--noise and --seed are only for --backend simulated")
-    adapters = parse_pairs(args.adapter, "--adapter")
-    if adapters and name != "server":
-        raise ConfigError("--adapter is only for the server backend")
-    sentences = dataset.sentences
-    if name == "gold":
-        shared = gold_backend(sentences, domain)
-        return name, lambda _options: shared
-    if name == "simulated":
-        simulated = simulated_backend(sentences, domain, noise=_noise(args.noise), seed=args.seed)
-        return name, lambda _options: simulated
+class _Backends:
+    """Builds the backend of each pipeline variant and closes the real models at the end.
 
-    def server(options: PipelineOptions) -> EvalBackend:
-        return server_backend(
-            args.server,
-            domain,
-            graph_stages(args.graph, options),
-            adapters=adapters,
-            timeout=args.timeout,
-        )
+    The in-process backends load a model once per distinct stage set (a sweep's variants
+    mostly share one); the server backend is cheap to build per variant.
+    """
 
-    return name, server
+    def __init__(self, args: argparse.Namespace, dataset: Dataset, domain: Domain) -> None:
+        self.args = args
+        self.dataset = dataset
+        self.domain = domain
+        default = "transformers" if args.model or os.environ.get(MODEL_DIR_ENV) else None
+        self.name = chosen_backend(args, default=default)
+        if self.name != "simulated" and (args.noise or args.seed):
+            raise ConfigError("--noise and --seed are only for --backend simulated")
+        if self.name in ("gold", "simulated") and args.adapter:
+            raise ConfigError(f"--adapter does not apply to the {self.name} backend")
+        self._replay: EvalBackend | None = None
+        if self.name == "gold":
+            self._replay = gold_backend(dataset.sentences, domain)
+        elif self.name == "simulated":
+            self._replay = simulated_backend(
+                dataset.sentences, domain, noise=_noise(args.noise), seed=args.seed
+            )
+        self._models: dict[tuple[str, ...], StageModels] = {}
+
+    def __call__(self, options: PipelineOptions) -> EvalBackend:
+        if self._replay is not None:
+            return self._replay
+        stages = graph_stages(self.args.graph, options)
+        adapters = stage_adapters(self.args, stages, self.domain.adapter_for)
+        if self.name == "server":
+            return server_backend(
+                self.args.server, self.domain, stages, adapters=adapters, timeout=self.args.timeout
+            )
+        key = tuple(stages)
+        if key not in self._models:
+            self._models[key] = stage_models(self.args, self.name, stages, adapters)
+        settings = {"model": str(self.args.model or os.environ.get(MODEL_DIR_ENV))}
+        return models_backend(self.name, self._models[key], self.domain, adapters, settings)
+
+    def close(self) -> None:
+        for models in self._models.values():
+            models.close()
+        self._models.clear()
 
 
 def _print_summary(report: EvalReport, out: Path) -> None:
@@ -246,7 +206,7 @@ async def _run(args: argparse.Namespace) -> int:
         )
     domain = load_domain(domain_name)
     options = _options(args, dataset)
-    backend_name, make_backend = _backend_factory(args, dataset, domain)
+    backends = _Backends(args, dataset, domain)
     common: dict[str, Any] = {
         "graph": args.graph,
         "limit": args.limit,
@@ -257,25 +217,28 @@ async def _run(args: argparse.Namespace) -> int:
         "progress": not args.quiet,
         "fold": args.fold if dataset.name == "ade" else None,
     }
-    if args.sweep:
-        report = await asweep(
-            dataset, domain, make_backend, options=options, out=args.out, **common
-        )
-    else:
-        report = await aevaluate(
-            dataset, domain, make_backend(options), options=options, out=args.out, **common
-        )
+    try:
+        if args.sweep:
+            report = await asweep(
+                dataset, domain, backends, options=options, out=args.out, **common
+            )
+        else:
+            report = await aevaluate(
+                dataset, domain, backends(options), options=options, out=args.out, **common
+            )
+    finally:
+        backends.close()
     _print_summary(report, args.out)
     if report.errors:
         print(
             f"samalign: {report.errors} sentence(s) failed; see 'mismatches' in the report "
-            f"({backend_name} backend; --retry-errors redoes them)",
+            f"({backends.name} backend; --retry-errors redoes them)",
             file=sys.stderr,
         )
     return 0
 
 
-def run_eval(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Run ``samalign eval``."""
     if args.concurrency < 1:
         raise ConfigError("--concurrency must be at least 1")
@@ -284,4 +247,4 @@ def run_eval(args: argparse.Namespace) -> int:
     return asyncio.run(_run(args))
 
 
-__all__ = ["add_eval_parser", "run_eval"]
+__all__ = ["add_parser", "run"]

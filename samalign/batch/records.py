@@ -7,7 +7,6 @@ output can account for it. Nothing is silently dropped.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from typing import IO, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from samalign.batch.jsonl import JsonlAppender, read_lines
 from samalign.errors import InputError
 from samalign.types import Diagnostic, DroppedTriplet, Entity, StageUsage, Triplet
 
@@ -205,36 +205,13 @@ def completed_ids(path: Path, *, retry_errors: bool = False) -> set[str]:
     Raises:
         InputError: If the file cannot be read or repaired.
     """
-    try:
-        return _completed_ids(path, retry_errors)
-    except OSError as err:
-        raise InputError(f"cannot resume from {path}: {err.strerror or err}") from None
-
-
-def _completed_ids(path: Path, retry_errors: bool) -> set[str]:
-    if not path.exists():
-        return set()
     done: set[str] = set()
-    valid_end = 0
-    with open(path, "rb") as handle:
-        offset = 0
-        for raw in handle:
-            offset += len(raw)
-            if not raw.endswith(b"\n"):
-                break  # an interrupted last write
-            valid_end = offset
-            try:
-                data = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                continue  # a damaged complete line: its record is redone
-            if isinstance(data, dict) and "id" in data:
-                if retry_errors and data.get("error") is not None:
-                    done.discard(str(data["id"]))
-                else:
-                    done.add(str(data["id"]))
-    if valid_end != path.stat().st_size:
-        with open(path, "r+b") as handle:
-            handle.truncate(valid_end)
+    for data in read_lines(path):
+        if isinstance(data, dict) and "id" in data:
+            if retry_errors and data.get("error") is not None:
+                done.discard(str(data["id"]))
+            else:
+                done.add(str(data["id"]))
     return done
 
 
@@ -271,18 +248,11 @@ class JsonlWriter:
     """Appends output records, one JSON line each, flushed and fsync'ed per record."""
 
     def __init__(self, handle: IO[str]) -> None:
-        self._handle = handle
+        self._out = JsonlAppender(handle)
 
     def write(self, record: OutputRecord) -> None:
         """Write one record."""
-        self._handle.write(record.model_dump_json() + "\n")
-        self._handle.flush()
-        try:
-            descriptor = self._handle.fileno()
-            if descriptor > 2:
-                os.fsync(descriptor)
-        except (OSError, AttributeError, io.UnsupportedOperation):
-            pass  # not a real file (StringIO, notebook stream): nothing to sync
+        self._out.write_line(record.model_dump_json())
 
 
 __all__ = [

@@ -9,15 +9,15 @@ from typing import Any
 
 from langgraph.graph.state import CompiledStateGraph
 
-from samalign.errors import ConfigError, SamalignError
-from samalign.graphs.context import RunContext
-from samalign.records import (
+from samalign.batch.records import (
     DroppedTripletRecord,
     EntityRecord,
     InputRecord,
     OutputRecord,
     TripletRecord,
 )
+from samalign.errors import ConfigError, SamalignError
+from samalign.graphs.context import RunContext
 from samalign.types import Diagnostic, DroppedTriplet, Entity, StageUsage, Triplet
 
 log = logging.getLogger(__name__)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import re
 
-from samalign.finetune.demo import (
+from samalign.demo import (
     DEMO_STAGES,
     demo_dataset,
     demo_domain,
     demo_examples,
     format_flow,
     language_model_corpus,
-    strict_micro_prf,
+    score_entities,
 )
 from samalign.prompts import load_domain
 
@@ -71,10 +71,12 @@ def test_language_model_corpus_holds_no_gold_answer() -> None:
     assert {frozenset(s) for s in skeletons if isinstance(s, dict)} >= {frozenset(names)}
 
 
-def test_strict_micro_prf_and_flow_lines() -> None:
-    scores = strict_micro_prf([{1, 2}, {3}], [{1}, {3, 4}])
-    assert scores == {"precision": 0.6667, "recall": 0.6667, "f1": 0.6667, "tp": 2,
-                      "predicted": 3, "gold": 3}  # fmt: skip
+def test_demo_scores_with_the_evaluation_metric_and_flow_lines() -> None:
+    a, b, c, d = (0, 1, "x"), (2, 3, "x"), (4, 5, "x"), (6, 7, "x")
+    scores = score_entities([{a, b}, {c}], [{a}, {c, d}])
+    assert {k: v for k, v in scores.items() if k != "per_label_f1"} == {
+        "precision": 0.6667, "recall": 0.6667, "f1": 0.6667, "tp": 2, "predicted": 3, "gold": 3
+    }  # fmt: skip
     record = {
         "text": "Betsy Ross was born in Philadelphia .",
         "anchor": ["Betsy Ross"],

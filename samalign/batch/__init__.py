@@ -1,0 +1,40 @@
+"""Batch jobs: input and output records, the resumable JSONL file, running a graph over many.
+
+* :mod:`samalign.batch.records` — reading JSONL/plain-text input robustly, output records,
+  resuming ``samalign extract``'s output;
+* :mod:`samalign.batch.jsonl` — the resumable JSONL file (shared with ``samalign eval``);
+* :mod:`samalign.batch.run` — :func:`run_records`: a graph over many records, in input order,
+  losing none.
+"""
+
+from samalign.batch.jsonl import JsonlAppender, read_lines
+from samalign.batch.records import (
+    DroppedTripletRecord,
+    EntityRecord,
+    InputFormat,
+    InputRecord,
+    JsonlWriter,
+    OutputRecord,
+    TripletRecord,
+    completed_ids,
+    finalize_output,
+    read_records,
+)
+from samalign.batch.run import run_records, to_output
+
+__all__ = [
+    "DroppedTripletRecord",
+    "EntityRecord",
+    "InputFormat",
+    "InputRecord",
+    "JsonlAppender",
+    "JsonlWriter",
+    "OutputRecord",
+    "TripletRecord",
+    "completed_ids",
+    "finalize_output",
+    "read_lines",
+    "read_records",
+    "run_records",
+    "to_output",
+]

@@ -1,0 +1,263 @@
+"""Command-line flags shared by several commands, defined once.
+
+* :func:`add_pipeline_flags` / :func:`pipeline_values`: the pipeline options and the published
+  ablations (``--no-anchor`` … ``--no-anchor-constraint``), used by ``extract`` and ``eval``.
+* :func:`add_backend_flags` / :func:`stage_models`: where the stage models come from (a vLLM
+  server, or a model directory run in this process), used by ``extract`` and ``eval``.
+* :func:`parse_pairs`: repeated ``NAME=VALUE`` values (``--adapter``, ``--noise``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from samalign.errors import ConfigError
+from samalign.serving import StageModels, check_server, vllm_server_models
+
+MODEL_DIR_ENV = "SAMALIGN_MODEL_DIR"
+"""Environment variable naming the default model directory of the in-process backends."""
+
+MODEL_BACKENDS = ("server", "transformers", "vllm-inprocess")
+"""Backends that run real models: a vLLM server, or a model directory in this process."""
+
+JOINT_ONLY_FLAGS = ("no_aggregation", "no_anchor_constraint", "recover_dropped")
+"""Pipeline flags that only the joint graph has."""
+
+
+def parse_pairs(values: Sequence[str], flag: str) -> dict[str, str]:
+    """Parse repeated ``NAME=VALUE`` command-line values.
+
+    Raises:
+        ConfigError: Naming the flag and the value that has no ``=``, name or value.
+    """
+    out: dict[str, str] = {}
+    for value in values:
+        name, sep, target = value.partition("=")
+        if not sep or not name or not target:
+            raise ConfigError(f"{flag} expects NAME=VALUE, got {value!r}")
+        out[name] = target
+    return out
+
+
+def add_pipeline_flags(p: argparse.ArgumentParser) -> None:
+    """Add the pipeline options and ablation switches (one definition for every command)."""
+    g = p.add_argument_group("pipeline options and ablations")
+    g.add_argument("--grounding", choices=["flat", "nested"], default="flat")
+    g.add_argument("--max-chars", type=int, default=4000, help="longest text accepted")
+    g.add_argument(
+        "--max-tokens", type=int, default=None, help="completion budget per stage (default 512)"
+    )
+    g.add_argument(
+        "--constrain-mentions",
+        action="store_true",
+        help="restrict answers to strings of the text (per-request schemas: slower, never "
+        "hallucinates a mention)",
+    )
+    g.add_argument(
+        "--anchor-schema-chunk",
+        type=int,
+        default=None,
+        help="types per anchor request (the public IEPile LoRA: 6)",
+    )
+    g.add_argument("--no-anchor", action="store_true", help="ablation: w/o anchor extractor")
+    g.add_argument("--no-explorer", action="store_true", help="ablation: w/o explorer extractor")
+    g.add_argument("--no-consensus", action="store_true", help="ablation: w/o CCR (plain union)")
+    g.add_argument("--no-calibration", action="store_true", help="ablation: direct target typing")
+    g.add_argument(
+        "--no-aggregation",
+        action="store_true",
+        help="joint ablation: forward relation decoder only (w/o decoder aggregation)",
+    )
+    g.add_argument(
+        "--no-anchor-constraint",
+        "--no-constraint",
+        dest="no_anchor_constraint",
+        action="store_true",
+        help="joint ablation: keep every relation candidate (w/o the anchor filter)",
+    )
+    g.add_argument(
+        "--recover-dropped",
+        action="store_true",
+        help="joint, beyond the paper: ask the anchor whether a relation argument NER missed "
+        "is an entity, and keep the triplet if so",
+    )
+    g.add_argument(
+        "--relation-arguments",
+        choices=["closest", "all"],
+        default=None,
+        help="which occurrences of a repeated mention a triple links (default: closest; "
+        "samalign eval uses the dataset's annotation convention: all for conll04)",
+    )
+
+
+def pipeline_values(args: argparse.Namespace, *, joint: bool) -> dict[str, Any]:
+    """The :class:`~samalign.graphs.PipelineOptions` fields the flags set.
+
+    Options left at their default are left out, so the options' own defaults apply.
+
+    Raises:
+        ConfigError: A joint-only flag without a joint graph, or a value out of range.
+    """
+    used = [f"--{name.replace('_', '-')}" for name in JOINT_ONLY_FLAGS if getattr(args, name)]
+    if used and not joint:
+        raise ConfigError(f"{', '.join(used)}: these are options of --graph joint")
+    if args.max_chars is not None and args.max_chars < 1:
+        raise ConfigError("--max-chars must be at least 1")
+    if args.max_tokens is not None and args.max_tokens < 1:
+        raise ConfigError("--max-tokens must be at least 1")
+    if args.anchor_schema_chunk is not None and args.anchor_schema_chunk < 1:
+        raise ConfigError("--anchor-schema-chunk must be at least 1")
+    values: dict[str, Any] = {
+        "use_anchor": not args.no_anchor,
+        "use_explorer": not args.no_explorer,
+        "use_consensus": not args.no_consensus,
+        "use_calibration": not args.no_calibration,
+        "grounding": args.grounding,
+        "max_text_chars": args.max_chars,
+        "max_completion_tokens": args.max_tokens,
+        "constrain_mentions": args.constrain_mentions,
+        "anchor_schema_chunk": args.anchor_schema_chunk,
+    }
+    if args.no_aggregation:
+        values["aggregate_relations"] = False
+    if args.no_anchor_constraint:
+        values["anchor_constraint"] = False
+    if args.recover_dropped:
+        values["recover_dropped"] = True
+    if args.relation_arguments is not None:
+        values["relation_arguments"] = args.relation_arguments
+    return values
+
+
+def add_backend_flags(p: argparse.ArgumentParser, *, backends: Sequence[str]) -> None:
+    """Add the model-backend flags (``--server``, ``--backend``, ``--model`` …)."""
+    g = p.add_argument_group("model backend")
+    g.add_argument("--server", help="vLLM server URL, e.g. http://127.0.0.1:8000")
+    g.add_argument(
+        "--backend",
+        choices=list(backends),
+        help="server (needs --server; the default with --server), transformers (in-process "
+        "transformers + peft on --model DIR; the default without --server), vllm-inprocess "
+        "(vLLM in this process, or in --vllm-python's environment)"
+        + (
+            "; gold (replay gold answers: the harness's self-test) or simulated (seeded noise)"
+            if "gold" in backends
+            else ""
+        ),
+    )
+    g.add_argument(
+        "--model",
+        type=Path,
+        metavar="DIR",
+        help=f"model directory for the in-process backends (default: ${MODEL_DIR_ENV})",
+    )
+    g.add_argument(
+        "--vllm-python",
+        metavar="EXE",
+        help="with --backend vllm-inprocess: run the engine with this interpreter (an "
+        "environment with vLLM) in a child process",
+    )
+    g.add_argument(
+        "--adapter",
+        action="append",
+        default=[],
+        metavar="STAGE=NAME",
+        help="serve STAGE with adapter NAME (repeatable; default: the domain's, else the "
+        "stage's name)",
+    )
+    g.add_argument("--timeout", type=float, default=120.0, help="seconds per model request")
+
+
+def chosen_backend(args: argparse.Namespace, *, default: str | None = "transformers") -> str:
+    """The backend the flags select: ``--backend``, else server with ``--server``.
+
+    Raises:
+        ConfigError: No backend can be chosen, or flags that do not apply to it.
+    """
+    backend: str | None = args.backend or ("server" if args.server else default)
+    if backend is None:
+        raise ConfigError(
+            "choose a backend: --server URL, --model DIR (in-process), --backend gold or "
+            "--backend simulated"
+        )
+    if args.vllm_python and backend != "vllm-inprocess":
+        raise ConfigError("--vllm-python applies only to --backend vllm-inprocess")
+    if backend == "server" and not args.server:
+        raise ConfigError("--backend server needs --server URL")
+    if backend != "server" and args.server:
+        raise ConfigError(
+            f"--server does not apply to --backend {backend} (it is only for the server backend)"
+        )
+    if backend not in ("transformers", "vllm-inprocess") and args.model is not None:
+        raise ConfigError(f"--model applies only to the in-process backends, not {backend!r}")
+    return backend
+
+
+def stage_models(
+    args: argparse.Namespace, backend: str, stages: Sequence[str], adapters: Mapping[str, str]
+) -> StageModels:
+    """The stage models of a real backend (``server``, ``transformers``, ``vllm-inprocess``).
+
+    Raises:
+        ConfigError: The server is unreachable or lacks an adapter, or no model directory.
+    """
+    if backend == "server":
+        check_server(args.server, adapters.values())
+        return vllm_server_models(
+            args.server, stages=stages, adapters=dict(adapters), timeout=args.timeout
+        )
+    model_dir = args.model or os.environ.get(MODEL_DIR_ENV)
+    if not model_dir:
+        raise ConfigError(
+            f"no model: pass --server URL (a vLLM server), or --model DIR (or set "
+            f"{MODEL_DIR_ENV}) to run a model directory in this process"
+        )
+    if backend == "transformers":
+        from samalign.serving.transformers_backend import transformers_models
+
+        return transformers_models(model_dir, stages=stages, adapters=dict(adapters))
+    from samalign.serving.vllm_inprocess import vllm_inprocess_models
+
+    return vllm_inprocess_models(
+        model_dir, stages=stages, adapters=dict(adapters), python=args.vllm_python
+    )
+
+
+def stage_adapters(
+    args: argparse.Namespace, stages: Sequence[str], domain_adapter: Any
+) -> dict[str, str]:
+    """Each stage's adapter: ``--adapter``, else the domain's, else the stage's name.
+
+    Args:
+        args: The parsed flags.
+        stages: The stages the pipeline runs.
+        domain_adapter: ``Domain.adapter_for``.
+
+    Raises:
+        ConfigError: ``--adapter`` names a stage the pipeline does not run.
+    """
+    overrides = parse_pairs(args.adapter, "--adapter")
+    unknown = sorted(set(overrides) - set(stages))
+    if unknown:
+        raise ConfigError(
+            f"--adapter names stage(s) {unknown} this pipeline does not run; stages: {list(stages)}"
+        )
+    return {s: overrides.get(s, domain_adapter(s)) for s in stages}
+
+
+__all__ = [
+    "JOINT_ONLY_FLAGS",
+    "MODEL_BACKENDS",
+    "MODEL_DIR_ENV",
+    "add_backend_flags",
+    "add_pipeline_flags",
+    "chosen_backend",
+    "parse_pairs",
+    "pipeline_values",
+    "stage_adapters",
+    "stage_models",
+]

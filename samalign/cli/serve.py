@@ -1,0 +1,95 @@
+"""``samalign serve``: a vLLM OpenAI-compatible server with one LoRA adapter per stage."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from samalign.cli.options import parse_pairs
+from samalign.errors import ConfigError
+from samalign.serving.identity import cached_identity_adapter
+from samalign.serving.launcher import build_serve_command, read_model_dir
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``samalign serve``."""
+    p = sub.add_parser(
+        "serve",
+        help="start a vLLM OpenAI-compatible server with one LoRA adapter per stage",
+        description="Serve a samalign model directory (base/ + adapters/<name>/) or a base "
+        "model with named adapters through vLLM. Binds 127.0.0.1 unless --host says otherwise.",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model-dir", type=Path, help="model directory (base/ + adapters/<name>/)")
+    src.add_argument("--base", type=Path, help="base model folder (use with --adapter)")
+    p.add_argument("--adapter", action="append", default=[], metavar="NAME=PATH")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--python", help="interpreter of the environment vLLM is installed in")
+    p.add_argument("--max-model-len", type=int, help="context length limit")
+    p.add_argument(
+        "--allow-json-whitespace",
+        action="store_true",
+        help="let constrained JSON contain free whitespace (default: compact JSON, which keeps "
+        "weak models from running away on whitespace)",
+    )
+    p.add_argument(
+        "--no-identity",
+        action="store_true",
+        help="do not add an identity adapter as 'calibrate' when none is given",
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the command, do not run it")
+    p.add_argument("vllm_args", nargs=argparse.REMAINDER, help="-- then extra vLLM arguments")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``samalign serve``."""
+    extra = [a for a in args.vllm_args if a != "--"]
+    if args.model_dir is not None:
+        model_dir = read_model_dir(args.model_dir)
+        base: Path = model_dir.base
+        adapters: dict[str, str | Path] = {
+            **model_dir.adapters,
+            **parse_pairs(args.adapter, "--adapter"),
+        }
+    else:
+        base = args.base
+        adapters = dict(parse_pairs(args.adapter, "--adapter"))
+    if "calibrate" not in adapters and adapters and not args.no_identity:
+        like = next(iter(adapters.values()))
+        adapters["calibrate"] = cached_identity_adapter(like)
+        print(
+            f"samalign: no 'calibrate' adapter given; serving an identity adapter (zero LoRA "
+            f"update, shaped like {like}) as 'calibrate'",
+            file=sys.stderr,
+        )
+    command = build_serve_command(
+        base,
+        adapters,
+        python=args.python,
+        host=args.host,
+        port=args.port,
+        max_model_len=args.max_model_len,
+        compact_json=not args.allow_json_whitespace,
+        extra_args=extra,
+    )
+    if args.dry_run:
+        print(command.shell())
+        return 0
+    env = dict(os.environ)
+    for key, value in command.env.items():
+        env.setdefault(key, value)
+    print(f"samalign: starting {command.shell()}", file=sys.stderr, flush=True)
+    try:
+        os.execvpe(command.argv[0], command.argv, env)
+    except OSError as err:
+        raise ConfigError(
+            f"cannot run {command.argv[0]}: {err.strerror}; pass --python with the interpreter "
+            "of the environment vLLM is installed in"
+        ) from None
+
+
+__all__ = ["add_parser", "run"]
