@@ -24,6 +24,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -397,17 +398,22 @@ def _run_on_ray(
         kwargs: dict[str, Any] = {"job": job}
         if models_factory is not None:
             kwargs["models_factory"] = models_factory
-        result = dataset.map_batches(
-            ExtractStage,
-            fn_constructor_kwargs=kwargs,
-            batch_size=size,
-            batch_format="pyarrow",
-            concurrency=actors,
-            num_cpus=options.actor_cpus,
-            num_gpus=options.actor_gpus or None,
-            max_restarts=-1,
-            max_task_retries=options.max_task_retries,
-        )
+        with warnings.catch_warnings():
+            # Ray 2.6x deprecates passing max_restarts/max_task_retries this way (samalign[ray]
+            # pins ray < 2.64, where it still works); without them a batch whose actor dies on
+            # every try would be retried forever
+            warnings.simplefilter("ignore", DeprecationWarning)
+            result = dataset.map_batches(
+                ExtractStage,
+                fn_constructor_kwargs=kwargs,
+                batch_size=size,
+                batch_format="pyarrow",
+                compute=ray.data.ActorPoolStrategy(size=actors),
+                num_cpus=options.actor_cpus,
+                num_gpus=options.actor_gpus or None,
+                max_restarts=-1,
+                max_task_retries=options.max_task_retries,
+            )
         batches: Iterable[Any] = result.iter_batches(batch_format="pyarrow", batch_size=None)
         for batch in batches:
             seqs = batch.column(_SEQ).to_pylist()

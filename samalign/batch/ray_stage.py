@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from samalign.batch.job import ExtractJob
@@ -47,6 +48,13 @@ log = logging.getLogger(__name__)
 
 ModelsFactory = Callable[[ExtractJob], StageModels]
 """Builds an actor's stage models from the job (default: :meth:`ExtractJob.build_models`)."""
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _as_table(batch: Any) -> Any:
@@ -106,7 +114,11 @@ class ExtractStage:
         """Turn a batch of ``{id, text}`` rows into output rows (a ``pyarrow.Table``)."""
         table = _as_table(batch)
         records = _input_records(table)
-        outputs = self._loop.run_until_complete(self._run(records))
+        if _running_loop() is None:
+            outputs = self._loop.run_until_complete(self._run(records))
+        else:  # called from async code (a notebook, an async actor): use a helper thread
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                outputs = pool.submit(self._loop.run_until_complete, self._run(records)).result()
         keep = [n for n in table.column_names if n not in ("id", "text", *ROW_FIELDS)]
         return rows_table(
             outputs,
@@ -132,8 +144,16 @@ class ExtractStage:
     def close(self) -> None:
         """Release in-process engines (server backends have nothing to release)."""
         self._models.close()
-        if not self._loop.is_closed():
-            self._loop.close()
+        loop = self._loop
+        if loop.is_closed() or loop.is_running():
+            return
+        pending = asyncio.all_tasks(loop)
+        for task in pending:  # e.g. the tasks of a batch that failed as a whole
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):  # best effort at interpreter exit
