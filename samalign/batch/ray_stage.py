@@ -147,6 +147,9 @@ class ExtractStage:
         loop = self._loop
         if loop.is_closed() or loop.is_running():
             return
+        if _running_loop() is not None:  # another loop runs in this thread: cannot drain ours
+            loop.close()
+            return
         pending = asyncio.all_tasks(loop)
         for task in pending:  # e.g. the tasks of a batch that failed as a whole
             task.cancel()

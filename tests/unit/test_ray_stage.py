@@ -397,3 +397,58 @@ def test_parquet_and_several_inputs_are_read_with_the_jsonl_rules(tmp_path: Path
     pq.write_table(pa.table({"body": ["x"]}), tmp_path / "c.parquet")
     with pytest.raises(InputError, match="no 'text' column"):
         list(read_inputs([str(tmp_path / "c.parquet")]))
+
+
+# ---------------------------------------------------------------------------------------------
+# the command line
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--engine", "ray"], "--out DIR"),
+        (["--engine", "ray", "--out", "o", "--batch-size", "0"], "--batch-size"),
+        (["--engine", "ray", "--out", "o", "--actors", "0"], "--actors"),
+        (["--ray-address", "auto"], "options of --engine ray"),
+        (["--engine", "local"], "one INPUT"),
+        (["--timeout", "0"], "--timeout"),
+    ],
+)
+def test_cli_engine_flags_are_checked(
+    extra: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from samalign import cli
+
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": "a", "text": "x"}\n', encoding="utf-8")
+    second = [str(source)] if extra == ["--engine", "local"] else []
+    argv = ["extract", str(source), *second, "--domain", "crossner_ai", "--server", "http://h:1"]
+    argv += extra
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_engine_ray_writes_shards_and_reports(
+    fake_ray: FakeRay,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from samalign import cli
+
+    checked: list[Any] = []
+    monkeypatch.setattr(
+        "samalign.serving.vllm_server.check_servers", lambda urls, adapters: checked.append(urls)
+    )
+    inputs = write_inputs(tmp_path, 9, files=2)
+    out = tmp_path / "out"
+    argv = ["extract", *map(str, inputs), "--domain", "crossner_ai", "--engine", "ray"]
+    argv += ["--server", "http://h:1", "--server", "http://h:2", "--out", str(out), "--quiet"]
+    argv += ["--shard-size", "4", "--output-format", "jsonl"]
+    assert cli.main(argv) == 0
+    assert checked == [("http://h:1", "http://h:2")]
+    assert "9 record(s) in 3 shard(s)" in capsys.readouterr().err
+    assert [r.id for r in read_output(out)] == [f"s{i}" for i in range(9)]
+    assert cli.main(argv) == 0  # resume: nothing to do
+    assert "9 already done, 0 run now" in capsys.readouterr().err
