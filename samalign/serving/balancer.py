@@ -299,33 +299,6 @@ class BalancedChatModel(BaseChatModel):
         )
         return "samalign-balanced-fake" if fake else "samalign-balanced"
 
-    def _next(self, tried: set[int], attempt: int, budget: int) -> tuple[int | None, float]:
-        """The next server to try, or how long to wait before the next round."""
-        if attempt >= budget:
-            raise BackendError(
-                f"every server failed this request ({attempt} attempt(s)): "
-                f"{self.pool.describe_failures()}. Check that the servers are up "
-                "(samalign serve) or lower the load (--concurrency)."
-            )
-        index = self.pool.acquire(exclude=tried)
-        if index is not None:
-            return index, 0.0
-        rounds = max(0, attempt - len(self.pool))
-        delay = max(self.backoff_s * 2**rounds, self.pool.wait_s())
-        return None, min(delay, self.max_wait_s)
-
-    def _settle(self, index: int, error: BaseException) -> bool:
-        """Record a failed attempt; True if the request should go to another server."""
-        if not isinstance(error, Exception):
-            self.pool.forget(index)  # cancelled: says nothing about the server
-            return False
-        failure = self.classify(error)
-        if failure is None:
-            self.pool.release(index)  # the server answered; the request itself was wrong
-            return False
-        self.pool.release(index, failure, error=f"{type(error).__name__}: {error}")
-        return True
-
     def _generate(
         self,
         messages: list[BaseMessage],
@@ -333,13 +306,10 @@ class BalancedChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        budget = self.max_retries + len(self.pool)
-        attempt, tried = 0, set[int]()
+        attempts = _Attempts(self)
         while True:
-            index, delay = self._next(tried, attempt, budget)
+            index, delay = attempts.next()
             if index is None:
-                attempt += 1
-                tried.clear()
                 time.sleep(delay)
                 continue
             try:
@@ -347,11 +317,9 @@ class BalancedChatModel(BaseChatModel):
                     messages, stop=stop, run_manager=run_manager, **kwargs
                 )
             except BaseException as err:
-                if not self._settle(index, err):
-                    raise
-                attempt += 1
-                tried.add(index)
-                continue
+                if attempts.failed(index, err):
+                    continue
+                raise
             self.pool.release(index)
             return result
 
@@ -362,13 +330,10 @@ class BalancedChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        budget = self.max_retries + len(self.pool)
-        attempt, tried = 0, set[int]()
+        attempts = _Attempts(self)
         while True:
-            index, delay = self._next(tried, attempt, budget)
+            index, delay = attempts.next()
             if index is None:
-                attempt += 1
-                tried.clear()
                 await asyncio.sleep(delay)
                 continue
             try:
@@ -376,13 +341,62 @@ class BalancedChatModel(BaseChatModel):
                     messages, stop=stop, run_manager=run_manager, **kwargs
                 )
             except BaseException as err:
-                if not self._settle(index, err):
-                    raise
-                attempt += 1
-                tried.add(index)
-                continue
+                if attempts.failed(index, err):
+                    continue
+                raise
             self.pool.release(index)
             return result
+
+
+class _Attempts:
+    """The attempts of one request: which server next, when to wait, when to give up.
+
+    A request tries each available server at most once per round; when no server is left in
+    the round it waits (backoff, or until a server may be re-probed) and starts a new round.
+    Failures and waits together are bounded by ``max_retries`` plus the number of servers.
+    """
+
+    def __init__(self, model: BalancedChatModel) -> None:
+        self.model = model
+        self.pool = model.pool
+        self.budget = model.max_retries + len(model.pool)
+        self.attempt = 0
+        self.tried: set[int] = set()
+
+    def next(self) -> tuple[int | None, float]:
+        """The server to try now, or ``(None, seconds to wait)``.
+
+        Raises:
+            BackendError: The request failed on every server, ``budget`` times in all.
+        """
+        if self.attempt >= self.budget:
+            raise BackendError(
+                f"every server failed this request ({self.attempt} attempt(s)): "
+                f"{self.pool.describe_failures()}. Check that the servers are up "
+                "(samalign serve) or lower the load (--concurrency)."
+            )
+        index = self.pool.acquire(exclude=self.tried)
+        if index is not None:
+            return index, 0.0
+        rounds = max(0, self.attempt - len(self.pool))
+        delay = max(self.model.backoff_s * 2**rounds, self.pool.wait_s())
+        self.attempt += 1
+        self.tried.clear()
+        return None, min(delay, self.model.max_wait_s)
+
+    def failed(self, index: int, error: BaseException) -> bool:
+        """Record a failed attempt; True if the request should go to another server."""
+        if not isinstance(error, Exception):
+            self.pool.forget(index)  # cancelled: says nothing about the server
+            return False
+        failure = self.model.classify(error)
+        if failure is None:
+            self.pool.release(index)  # the server answered; the request itself was wrong
+            return False
+        self.pool.release(index, failure, error=f"{type(error).__name__}: {error}")
+        self.attempt += 1
+        self.tried.add(index)
+        return True
 
 
 __all__ = [
