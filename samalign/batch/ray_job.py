@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from samalign.batch.job import ExtractJob
 from samalign.batch.records import InputFormat, InputRecord, OutputRecord, read_inputs
 from samalign.batch.rows import rows_table, table_outputs
-from samalign.errors import ConfigError, InputError
+from samalign.errors import BackendError, ConfigError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -368,13 +368,19 @@ def _run_on_ray(
     actors = options.actors or max(1, len(job.backend.servers))
     started_here = False
     if not ray.is_initialized():
-        if options.address:
-            ray.init(address=options.address, log_to_driver=False)
-        else:
-            cpus = options.num_cpus or max(
-                os.cpu_count() or 1, int(actors * options.actor_cpus + 0.999)
-            )
-            ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+        try:
+            if options.address:
+                ray.init(address=options.address, log_to_driver=False)
+            else:
+                cpus = options.num_cpus or max(
+                    os.cpu_count() or 1, int(actors * options.actor_cpus + 0.999)
+                )
+                ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+        except Exception as err:  # ConnectionError, RuntimeError, ValueError from Ray
+            where = f"the Ray cluster at {options.address}" if options.address else "local Ray"
+            raise BackendError(
+                f"cannot start {where}: {err}; check --ray-address (or drop it for a local cluster)"
+            ) from None
         started_here = True
     try:
         context = ray.data.DataContext.get_current()
@@ -415,10 +421,17 @@ def _run_on_ray(
                 max_task_retries=options.max_task_retries,
             )
         batches: Iterable[Any] = result.iter_batches(batch_format="pyarrow", batch_size=None)
-        for batch in batches:
-            seqs = batch.column(_SEQ).to_pylist()
-            for seq, record in zip(seqs, table_outputs(batch), strict=True):
-                yield int(seq), record
+        try:
+            for batch in batches:
+                seqs = batch.column(_SEQ).to_pylist()
+                for seq, record in zip(seqs, table_outputs(batch), strict=True):
+                    yield int(seq), record
+        except ray.exceptions.RayError as err:  # e.g. the stage could not be built
+            first = str(err).strip().splitlines()
+            raise BackendError(
+                f"the Ray job failed: {first[-1] if first else type(err).__name__}. Finished "
+                "shards are kept; fix the cause and rerun the same command to resume."
+            ) from err
     finally:
         if started_here:
             ray.shutdown()

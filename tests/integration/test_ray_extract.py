@@ -26,6 +26,7 @@ import pytest
 from samalign.batch.job import ExtractJob
 from samalign.batch.ray_job import RayOptions, read_output, run_ray_extract
 from samalign.batch.records import OutputRecord
+from samalign.errors import BackendError, ConfigError
 from samalign.evaluation import read_crossner
 from samalign.graphs import PipelineOptions
 from samalign.prompts import load_domain
@@ -113,6 +114,33 @@ def test_killed_workers_are_retried_and_a_batch_that_always_kills_is_error_rows(
     assert "worker died" in (rows[33].error or "")
     assert rows[5].error is None and {e.text for e in rows[5].entities} == {"Sepp Hochreiter"}
     assert summary.errors == 10
+
+
+class BrokenModels:
+    def __call__(self, job: ExtractJob) -> StageModels:
+        raise ConfigError("no model directory at /nowhere")
+
+
+def test_a_stage_that_cannot_be_built_fails_the_job_with_a_clear_error(tmp_path: Path) -> None:
+    import ray
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": "a", "text": "Sepp Hochreiter"}\n', encoding="utf-8")
+    domain = load_domain("crossner_ai")
+    stages = PipelineOptions().model_stages
+    job = ExtractJob(
+        domain=domain,
+        adapters={s: domain.adapter_for(s) for s in stages},
+        backend=BackendSpec(kind="server", servers=("http://127.0.0.1:1",)),
+    )
+    options = RayOptions(num_cpus=2, actors=1, progress=False)
+    with pytest.raises(BackendError, match="the Ray job failed") as info:
+        run_ray_extract(
+            job, [source], tmp_path / "out", options=options, models_factory=BrokenModels()
+        )
+    assert "rerun the same command" in str(info.value)
+    assert not list((tmp_path / "out").glob("part-*"))
 
 
 # ---------------------------------------------------------------------------------------------
