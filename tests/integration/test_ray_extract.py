@@ -223,6 +223,12 @@ def test_ray_over_two_servers_equals_samalign_extract(
     assert f"{N} record(s) in 6 shard(s)" in done.stderr
     check_output(out, reference)
     assert sum(len(r.diagnostics) for r in reference) > 0  # the answers were really compared
+    # the local engine balances over the same two servers
+    local = tmp_path / "local.jsonl"
+    run_cli([str(inputs[0]), *servers, "--out", str(local), *PIPELINE])
+    with open(local, encoding="utf-8") as handle:
+        rows = [OutputRecord.model_validate_json(line) for line in handle]
+    assert [comparable(r) for r in rows] == [comparable(r) for r in reference[: N // 3]]
 
 
 def test_a_server_killed_mid_run_the_job_finishes_on_the_other(
