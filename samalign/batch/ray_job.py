@@ -414,7 +414,9 @@ def _run_on_ray(
                 fn_constructor_kwargs=kwargs,
                 batch_size=size,
                 batch_format="pyarrow",
-                compute=ray.data.ActorPoolStrategy(size=actors),
+                # one batch per actor at a time: an actor that dies takes only its own batch
+                # down (a queued batch would fail with it and spend one of its retries)
+                compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1),
                 num_cpus=options.actor_cpus,
                 num_gpus=options.actor_gpus or None,
                 max_restarts=-1,
