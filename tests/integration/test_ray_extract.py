@@ -79,6 +79,18 @@ class DyingModels:
         )
 
 
+def scripted_job() -> ExtractJob:
+    """A NER job whose models the tests' factories replace (the server is never called)."""
+    domain = load_domain("crossner_ai")
+    stages = PipelineOptions().model_stages
+    return ExtractJob(
+        domain=domain,
+        adapters={s: domain.adapter_for(s) for s in stages},
+        backend=BackendSpec(kind="server", servers=("http://127.0.0.1:1",)),
+        concurrency=4,
+    )
+
+
 def test_killed_workers_are_retried_and_a_batch_that_always_kills_is_error_rows(
     tmp_path: Path,
 ) -> None:
@@ -91,14 +103,7 @@ def test_killed_workers_are_retried_and_a_batch_that_always_kills_is_error_rows(
             tag = "KILL " if i == 5 else "DOOM " if i == 33 else ""
             handle.write(json.dumps({"id": f"r{i}", "text": f"{tag}Sepp Hochreiter made LSTM{i}"}))
             handle.write("\n")
-    domain = load_domain("crossner_ai")
-    stages = PipelineOptions().model_stages
-    job = ExtractJob(
-        domain=domain,
-        adapters={s: domain.adapter_for(s) for s in stages},
-        backend=BackendSpec(kind="server", servers=("http://127.0.0.1:1",)),
-        concurrency=4,
-    )
+    job = scripted_job()
     marker = tmp_path / "killed"
     options = RayOptions(
         num_cpus=2, actors=2, batch_size=10, shard_size=20, max_task_retries=1, progress=False
@@ -127,13 +132,7 @@ def test_a_stage_that_cannot_be_built_fails_the_job_with_a_clear_error(tmp_path:
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     source = tmp_path / "in.jsonl"
     source.write_text('{"id": "a", "text": "Sepp Hochreiter"}\n', encoding="utf-8")
-    domain = load_domain("crossner_ai")
-    stages = PipelineOptions().model_stages
-    job = ExtractJob(
-        domain=domain,
-        adapters={s: domain.adapter_for(s) for s in stages},
-        backend=BackendSpec(kind="server", servers=("http://127.0.0.1:1",)),
-    )
+    job = scripted_job()
     options = RayOptions(num_cpus=2, actors=1, progress=False)
     with pytest.raises(BackendError, match="the Ray job failed") as info:
         run_ray_extract(
