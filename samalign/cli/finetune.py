@@ -20,9 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from samalign.errors import ConfigError, InputError
+from samalign.prompts.yamlfile import load_yaml_file
 
 BUILD_STAGES: tuple[str, ...] = (
     "explorer",
@@ -191,12 +190,7 @@ def _add_check(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _read_mapping(path: Path | None, what: str) -> dict[str, str] | None:
     if path is None:
         return None
-    if not path.is_file():
-        raise ConfigError(f"{what} {path} not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML/JSON: {err}") from None
+    data = load_yaml_file(path, what=what)
     if not isinstance(data, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in data.items()
     ):

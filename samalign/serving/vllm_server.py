@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
+import random
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import BaseMessage
+from langchain_core.outputs import ChatResult
 from langchain_openai import ChatOpenAI
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 
 from samalign.errors import BackendError, ConfigError
-from samalign.serving.balancer import BalancedChatModel, ServerPool
+from samalign.serving.balancer import BalancedChatModel, ServerPool, server_failure
+from samalign.serving.errors import ServerAnswerError, snippet
 from samalign.serving.models import StageModel, StageModels
 from samalign.types import NER_STAGES
 
@@ -20,11 +29,162 @@ log = logging.getLogger(__name__)
 
 
 def api_base(url: str) -> str:
-    """Normalise a server URL to its OpenAI API base (``.../v1``)."""
+    """Normalise a server URL to its OpenAI API base (``.../v1``).
+
+    Raises:
+        ConfigError: The URL is not http(s), or cannot be parsed (bad host, bad port).
+    """
     url = url.strip().rstrip("/")
     if not url.startswith(("http://", "https://")):
-        raise ConfigError(f"server URL {url!r} must start with http:// or https://")
+        raise ConfigError(f"server URL {snippet(url, 100)} must start with http:// or https://")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError as err:
+        raise ConfigError(
+            f"server URL {snippet(url, 100)} is not a valid URL ({err}); write it as "
+            "http://HOST:PORT, e.g. http://127.0.0.1:8000 or http://[::1]:8000"
+        ) from None
+    if not parts.hostname:
+        raise ConfigError(
+            f"server URL {snippet(url, 100)} has no host; write it as http://HOST:PORT"
+        )
     return url if url.endswith("/v1") else url + "/v1"
+
+
+def _check_timeout(timeout: float) -> float:
+    if not (isinstance(timeout, int | float) and math.isfinite(timeout) and timeout > 0):
+        raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    return float(timeout)
+
+
+class VllmServerChatModel(ChatOpenAI):
+    """``ChatOpenAI`` for a vLLM server: a total deadline per request and retries of bad answers.
+
+    * Every request has a total deadline of ``deadline_s`` (default: the client ``timeout``)
+      from sending it to the last byte of the answer, so a server that drips its answer a byte
+      at a time cannot hold a request past it (``ainvoke``; a sync ``invoke`` bounds each read
+      by the timeout).
+    * An answer that cannot be used — a body cut off mid-way, a body that is not JSON, a
+      completion without ``choices`` — is a :class:`~samalign.serving.errors.ServerAnswerError`
+      and is retried like a connection error, a timeout, a 408/429 or a 5xx answer: ``retries``
+      times, with exponential backoff (``backoff_s`` doubling, at most ``max_wait_s``, with
+      jitter). Errors that are the request's own fault (other 4xx answers) are not retried.
+      When the retries are spent, a :class:`~samalign.errors.BackendError` says what the server
+      sent the last time.
+
+    The OpenAI client's own retries are off (``max_retries=0``): retrying is this model's job
+    (or, with several servers, :class:`~samalign.serving.balancer.BalancedChatModel`'s, whose
+    replicas are these models with ``retries=0``).
+
+    Attributes:
+        retries: Retries of a failed request (server failures and unusable answers).
+        backoff_s: First wait before a retry (doubles each retry).
+        max_wait_s: Longest wait before a retry.
+        deadline_s: Total seconds one request may take (``None``: the client ``timeout``).
+    """
+
+    retries: int = Field(default=3, ge=0)
+    backoff_s: float = Field(default=0.5, gt=0)
+    max_wait_s: float = Field(default=8.0, gt=0)
+    deadline_s: float | None = Field(default=None, gt=0)
+
+    def _deadline(self) -> float | None:
+        if self.deadline_s is not None:
+            return self.deadline_s
+        timeout = self.request_timeout
+        return float(timeout) if isinstance(timeout, int | float) else None
+
+    def _where(self) -> str:
+        return f"the server at {self.openai_api_base} (model {self.model_name!r})"
+
+    def _usable(self, result: ChatResult) -> ChatResult:
+        if not result.generations:
+            raise ServerAnswerError(
+                f"{self._where()} answered with no choices (an empty 'choices' list)"
+            )
+        return result
+
+    def _problem(self, error: Exception) -> Exception:
+        """What a failed attempt means: an unusable answer, or the error itself."""
+        if isinstance(error, TimeoutError):  # the total deadline (asyncio.timeout)
+            return ServerAnswerError(
+                f"{self._where()} sent no complete answer within the {self._deadline()} s "
+                "deadline per request; raise the timeout (--timeout) or lower the load "
+                "(--concurrency)"
+            )
+        if isinstance(error, ValueError | TypeError | KeyError | IndexError):
+            body = ""
+            response = getattr(error, "response", None)
+            if response is not None:
+                try:
+                    body = f"; it sent {snippet(str(response.text))}"
+                except Exception:  # the body could not be read either
+                    body = ""
+            reason = str(error).strip() or type(error).__name__
+            return ServerAnswerError(
+                f"{self._where()} answered with something that is not a chat completion "
+                f"({snippet(reason)}){body}"
+            )
+        return error
+
+    def _retry_delay(self, attempt: int, error: Exception) -> float:
+        """Seconds to wait before retrying after ``error`` (attempt ``attempt`` from 0).
+
+        Raises:
+            Exception: ``error`` itself when it is not retried (the request's own fault, or
+                ``retries=0``), else a :class:`BackendError` once the retries are spent.
+        """
+        if server_failure(error) is None or self.retries == 0:
+            raise error
+        if attempt >= self.retries:
+            raise BackendError(
+                f"{self._where()} failed {attempt + 1} attempt(s); the last one: "
+                f"{type(error).__name__}: {snippet(str(error), 300)}. Check the server (its log, "
+                "its load) or raise --timeout"
+            ) from error
+        wait = float(min(self.max_wait_s, self.backoff_s * 2**attempt))
+        log.info("retrying a request to %s in %.2f s after %s", self._where(), wait, error)
+        return wait * random.uniform(0.5, 1.0)
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        self._get_request_payload(messages, stop=stop, **kwargs)  # the request's own errors
+        attempt = 0
+        while True:
+            try:
+                result = super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
+                return self._usable(result)
+            except Exception as err:
+                delay = self._retry_delay(attempt, self._problem(err))
+            time.sleep(delay)
+            attempt += 1
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        self._get_request_payload(messages, stop=stop, **kwargs)  # the request's own errors
+        attempt = 0
+        while True:
+            try:
+                async with asyncio.timeout(self._deadline()):
+                    result = await super()._agenerate(
+                        messages, stop=stop, run_manager=run_manager, **kwargs
+                    )
+                return self._usable(result)
+            except Exception as err:
+                delay = self._retry_delay(attempt, self._problem(err))
+            await asyncio.sleep(delay)
+            attempt += 1
 
 
 def server_urls(base_url: str | Sequence[str]) -> list[str]:
@@ -61,8 +221,11 @@ def vllm_server_models(
     Every request names an adapter (``model=<adapter>``); by default a stage's adapter is
     served under the stage's own name. The calibrator is expected to be served through an
     *identity* adapter (zero LoRA update), so no request falls back to the bare base model.
-    Connection errors, timeouts, 408/409/429 and 5xx answers are retried ``max_retries`` times
-    with exponential backoff by the OpenAI client.
+    Each stage model is a :class:`VllmServerChatModel`: ``timeout`` is a total deadline per
+    request, and connection errors, timeouts, 408/429 and 5xx answers and unusable answers
+    (truncated or non-JSON body, no ``choices``) are retried ``max_retries`` times with
+    exponential backoff; then the request fails with a
+    :class:`~samalign.errors.BackendError` that says what the server sent.
 
     With several server URLs, each stage is a
     :class:`~samalign.serving.balancer.BalancedChatModel` over one ``ChatOpenAI`` per server,
@@ -76,8 +239,8 @@ def vllm_server_models(
             of server URLs serving the same adapters.
         stages: Stages to configure.
         adapters: Stage → adapter name overrides.
-        timeout: Seconds per request.
-        max_retries: Retries on connection errors, timeouts and 5xx.
+        timeout: Total seconds per request (a deadline, not a per-read timeout).
+        max_retries: Retries on connection errors, timeouts, 5xx and unusable answers.
         temperature: Sampling temperature (0 = greedy).
         api_key: Sent as bearer token (vLLM ignores it unless started with ``--api-key``).
         seed: Sampling seed sent with each request.
@@ -92,8 +255,14 @@ def vllm_server_models(
 
     Returns:
         The stage models; pass them in the graph's ``RunContext``.
+
+    Raises:
+        ConfigError: A bad URL, timeout or retry count, or adapters for unknown stages.
     """
     bases = server_urls(base_url)
+    timeout = _check_timeout(timeout)
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise ConfigError(f"max_retries must be a whole number ≥ 0, got {max_retries!r}")
     if len(bases) > 1 and (http_client is not None or http_async_client is not None):
         raise ConfigError("custom HTTP clients are supported with one server URL only")
     if pool is not None and pool.names != bases:
@@ -109,14 +278,15 @@ def vllm_server_models(
     for stage in stages:
         adapter = (adapters or {}).get(stage, stage)
         replicas = [
-            ChatOpenAI(
+            VllmServerChatModel(
                 model=adapter,
                 base_url=base,
                 api_key=SecretStr(api_key),
                 temperature=temperature,
                 timeout=timeout,
+                max_retries=0,  # the OpenAI client's retries: off, VllmServerChatModel retries
                 # with several servers, retries are the balancer's: fail over at once
-                max_retries=max_retries if pool is None else 0,
+                retries=max_retries if pool is None else 0,
                 use_responses_api=False,
                 seed=seed,
                 http_client=http_client,
@@ -219,6 +389,7 @@ def check_servers(
 
 
 __all__ = [
+    "VllmServerChatModel",
     "api_base",
     "check_server",
     "check_servers",
