@@ -58,13 +58,101 @@ def _check_timeout(timeout: float) -> float:
     return float(timeout)
 
 
+def _http_module() -> Any:
+    """The HTTP library of the OpenAI client (``httpx2`` for openai ≥ 3, else ``httpx``)."""
+    import openai
+
+    try:
+        import httpx2
+
+        if issubclass(openai.DefaultHttpxClient, httpx2.Client):
+            return httpx2
+    except ImportError:  # pragma: no cover - openai < 3 uses httpx
+        pass
+    return httpx  # pragma: no cover
+
+
+def deadline_http_client(deadline_s: float) -> Any:
+    """A sync HTTP client for the OpenAI client whose every request ends by ``deadline_s``.
+
+    The transport clamps the connect, write and read timeouts of each request to the time left
+    before its deadline (also once the headers have arrived, for the body), and stops reading a
+    body that is still arriving at the deadline, so a server dripping its answer a byte at a
+    time cannot hold a sync request past it. A late answer raises the HTTP library's
+    ``ReadTimeout`` (retried like any timeout).
+
+    Args:
+        deadline_s: Total seconds per request.
+    """
+    import openai
+
+    http = _http_module()
+
+    class DeadlineStream(http.SyncByteStream):  # type: ignore[misc, name-defined]
+        def __init__(self, inner: Any, deadline: float) -> None:
+            self._inner = inner
+            self._deadline = deadline
+
+        def __iter__(self) -> Any:
+            for chunk in self._inner:
+                yield chunk
+                if time.monotonic() > self._deadline:
+                    raise http.ReadTimeout(f"no complete answer within {deadline_s} s")
+
+        def close(self) -> None:
+            self._inner.close()
+
+    class DeadlineTransport(http.BaseTransport):  # type: ignore[misc, name-defined]
+        def __init__(self) -> None:
+            self._inner = http.HTTPTransport(
+                limits=http.Limits(max_connections=1000, max_keepalive_connections=100)
+            )
+
+        @staticmethod
+        def _clamp(request: Any, deadline: float) -> None:
+            left = max(0.001, deadline - time.monotonic())
+            timeouts = dict(request.extensions.get("timeout") or {})
+            for name in ("connect", "read", "write", "pool"):
+                value = timeouts.get(name)
+                timeouts[name] = left if value is None else min(float(value), left)
+            request.extensions["timeout"] = timeouts
+
+        def handle_request(self, request: Any) -> Any:
+            deadline = time.monotonic() + deadline_s
+            self._clamp(request, deadline)
+            response = self._inner.handle_request(request)
+            self._clamp(request, deadline)  # the body is read after this returns
+            return http.Response(
+                status_code=response.status_code,
+                headers=response.headers,
+                stream=DeadlineStream(response.stream, deadline),
+                extensions=response.extensions,
+            )
+
+        def close(self) -> None:
+            self._inner.close()
+
+    return openai.DefaultHttpxClient(transport=DeadlineTransport(), timeout=deadline_s)
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    """The first error in ``error``'s chain (e.g. the HTTP library's, under the OpenAI one)."""
+    for _ in range(8):
+        cause = error.__cause__ or error.__context__
+        if cause is None:
+            break
+        error = cause
+    return error
+
+
 class VllmServerChatModel(ChatOpenAI):
     """``ChatOpenAI`` for a vLLM server: a total deadline per request and retries of bad answers.
 
     * Every request has a total deadline of ``deadline_s`` (default: the client ``timeout``)
       from sending it to the last byte of the answer, so a server that drips its answer a byte
-      at a time cannot hold a request past it (``ainvoke``; a sync ``invoke`` bounds each read
-      by the timeout).
+      at a time cannot hold a request past it (async calls: cancelled at the deadline; sync
+      calls: through :func:`deadline_http_client`, which :func:`vllm_server_models` installs
+      unless it is given its own ``http_client``).
     * An answer that cannot be used — a body cut off mid-way, a body that is not JSON, a
       completion without ``choices`` — is a :class:`~samalign.serving.errors.ServerAnswerError`
       and is retried like a connection error, a timeout, a 408/429 or a 5xx answer: ``retries``
@@ -138,10 +226,18 @@ class VllmServerChatModel(ChatOpenAI):
         if server_failure(error) is None or self.retries == 0:
             raise error
         if attempt >= self.retries:
+            if isinstance(error, ServerAnswerError):
+                last = error.message
+            else:
+                cause = _root_cause(error)
+                last = f"{type(error).__name__}: {snippet(str(error), 300)}" + (
+                    f" ({type(cause).__name__}: {snippet(str(cause), 200)})"
+                    if cause is not error
+                    else ""
+                )
             raise BackendError(
-                f"{self._where()} failed {attempt + 1} attempt(s); the last one: "
-                f"{type(error).__name__}: {snippet(str(error), 300)}. Check the server (its log, "
-                "its load) or raise --timeout"
+                f"{self._where()} failed {attempt + 1} attempt(s); the last one: {last}. Check "
+                "the server (its log, its load) or raise --timeout"
             ) from error
         wait = float(min(self.max_wait_s, self.backoff_s * 2**attempt))
         log.info("retrying a request to %s in %.2f s after %s", self._where(), wait, error)
@@ -274,6 +370,8 @@ def vllm_server_models(
         raise ConfigError(
             f"adapters given for unconfigured stages {unknown}; stages: {list(stages)}"
         )
+    if http_client is None:  # sync requests: a total deadline each (async: asyncio.timeout)
+        http_client = deadline_http_client(timeout)
     models: dict[str, StageModel] = {}
     for stage in stages:
         adapter = (adapters or {}).get(stage, stage)
@@ -393,6 +491,7 @@ __all__ = [
     "api_base",
     "check_server",
     "check_servers",
+    "deadline_http_client",
     "served_models",
     "server_urls",
     "vllm_server_models",
