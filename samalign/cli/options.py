@@ -162,6 +162,12 @@ def add_backend_flags(p: argparse.ArgumentParser, *, backends: Sequence[str]) ->
         "environment with vLLM) in a child process",
     )
     g.add_argument(
+        "--allow-outside-paths",
+        action="store_true",
+        help="let --model's manifest (or links in it) point outside the directory (refused by "
+        "default, see docs/model_dir.md)",
+    )
+    g.add_argument(
         "--adapter",
         action="append",
         default=[],
@@ -216,14 +222,21 @@ def stage_models(
             f"no model: pass --server URL (a vLLM server), or --model DIR (or set "
             f"{MODEL_DIR_ENV}) to run a model directory in this process"
         )
+    outside = bool(getattr(args, "allow_outside_paths", False))
     if backend == "transformers":
         from samalign.serving.transformers_backend import transformers_models
 
-        return transformers_models(model_dir, stages=stages, adapters=dict(adapters))
+        return transformers_models(
+            model_dir, stages=stages, adapters=dict(adapters), allow_outside=outside
+        )
     from samalign.serving.vllm_inprocess import vllm_inprocess_models
 
     return vllm_inprocess_models(
-        model_dir, stages=stages, adapters=dict(adapters), python=args.vllm_python
+        model_dir,
+        stages=stages,
+        adapters=dict(adapters),
+        python=args.vllm_python,
+        allow_outside=outside,
     )
 
 
