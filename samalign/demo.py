@@ -568,8 +568,8 @@ def demo_models(model_dir: Path, options: DemoOptions) -> Iterator[StageModels]:
         max_model_len=4096,
         identity=False,
         extra_args=["--dtype", "float32"],
-    ) as url:
-        yield vllm_server_models(url, stages=stages)
+    ) as server:
+        yield vllm_server_models(server.url, stages=stages)
 
 
 def _entity_json(entity: Any) -> dict[str, Any]:

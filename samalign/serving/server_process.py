@@ -8,8 +8,8 @@ answers, and stopped — the whole process group, vLLM's engine processes includ
 :class:`~samalign.errors.BackendError` that names the log file and quotes its last lines.
 
 Example:
-    >>> with running_vllm_server("runs/tiny-model", python=VLLM_PY) as url:
-    ...     models = vllm_server_models(url)
+    >>> with running_vllm_server("runs/tiny-model", python=VLLM_PY) as server:
+    ...     models = vllm_server_models(server.url)
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -33,6 +34,21 @@ READY_PATH = "/v1/models"
 """The endpoint that answers 200 once an OpenAI-compatible server is ready."""
 
 _TAIL_CHARS = 4000
+
+
+@dataclass(frozen=True)
+class ServerProcess:
+    """A running server, as :func:`running_server` and :func:`running_vllm_server` yield it.
+
+    Attributes:
+        url: Where it answers (``http://127.0.0.1:PORT``), for ``vllm_server_models(url)``.
+        process: The process (the leader of its own process group).
+        log_path: The file its stdout and stderr go to.
+    """
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -107,7 +123,7 @@ def running_server(
     timeout: float = 900.0,
     stop_timeout: float = 60.0,
     name: str = "server",
-) -> Iterator[str]:
+) -> Iterator[ServerProcess]:
     """Run an OpenAI-compatible server command until the ``with`` block ends.
 
     Args:
@@ -121,7 +137,7 @@ def running_server(
         name: What to call it in messages.
 
     Yields:
-        ``url``.
+        The server, once it answers.
 
     Raises:
         ConfigError: If the command cannot be started.
@@ -152,7 +168,7 @@ def running_server(
     clean = False
     try:
         _wait_ready(proc, url, log, timeout, name)
-        yield url
+        yield ServerProcess(url=url, process=proc, log_path=log)
         clean = True
     finally:
         _stop(proc, stop_timeout)
@@ -179,7 +195,7 @@ def running_vllm_server(
     compact_json: bool = True,
     extra_args: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
-) -> Iterator[str]:
+) -> Iterator[ServerProcess]:
     """Serve a model directory (or a base + adapters) with vLLM until the block ends.
 
     The command is the one ``samalign serve`` runs for the same arguments (manifest honoured,
@@ -204,7 +220,8 @@ def running_vllm_server(
         env: Extra environment variables for the server.
 
     Yields:
-        The server's URL (``http://127.0.0.1:PORT``), for ``vllm_server_models(url)``.
+        The server once it answers: ``.url`` (``http://127.0.0.1:PORT``, for
+        ``vllm_server_models``), ``.process``, ``.log_path``.
 
     Raises:
         ConfigError: A bad model directory or adapter, or an interpreter that cannot be run.
@@ -235,8 +252,15 @@ def running_vllm_server(
         timeout=timeout,
         stop_timeout=stop_timeout,
         name="vLLM server",
-    ) as url:
-        yield url
+    ) as server:
+        yield server
 
 
-__all__ = ["READY_PATH", "free_port", "log_tail", "running_server", "running_vllm_server"]
+__all__ = [
+    "READY_PATH",
+    "ServerProcess",
+    "free_port",
+    "log_tail",
+    "running_server",
+    "running_vllm_server",
+]

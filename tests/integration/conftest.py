@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from collections.abc import Callable, Iterator
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from samalign.serving.server_process import running_vllm_server
+from samalign.serving.server_process import ServerProcess, running_vllm_server
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -49,10 +50,14 @@ VLLM_TEST_ARGS = ("--dtype", "float32", "--served-model-name", "base")
 @pytest.fixture(scope="session")
 def start_vllm(
     vllm_python: str, tmp_path_factory: pytest.TempPathFactory
-) -> Callable[..., AbstractContextManager[str]]:
-    """Start a real vLLM server with :func:`running_vllm_server` (the arguments are its own)."""
+) -> Callable[..., AbstractContextManager[ServerProcess]]:
+    """Start a real vLLM server with :func:`running_vllm_server` (the arguments are its own).
 
-    def start(*args: Any, **kwargs: Any) -> AbstractContextManager[str]:
+    The server runs in its own process group, killed when the block ends (a test may kill it
+    earlier through ``.process``, e.g. to simulate a server dying mid-run).
+    """
+
+    def start(*args: Any, **kwargs: Any) -> AbstractContextManager[ServerProcess]:
         return running_vllm_server(
             *args,
             python=vllm_python,
@@ -65,10 +70,30 @@ def start_vllm(
     return start
 
 
+@contextlib.contextmanager
+def _url_and_process(
+    server: AbstractContextManager[ServerProcess],
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    with server as running:
+        yield running.url, running.process
+
+
+@pytest.fixture(scope="session")
+def start_vllm_server(
+    tiny_model_dir: Path, start_vllm: Callable[..., AbstractContextManager[ServerProcess]]
+) -> Any:
+    """``start_vllm_server()``: a context manager running one more tiny-model server."""
+
+    def start() -> AbstractContextManager[tuple[str, subprocess.Popen[bytes]]]:
+        return _url_and_process(start_vllm(tiny_model_dir, max_model_len=8192))
+
+    return start
+
+
 @pytest.fixture(scope="session")
 def vllm_server(
-    tiny_model_dir: Path, start_vllm: Callable[..., AbstractContextManager[str]]
+    tiny_model_dir: Path, start_vllm: Callable[..., AbstractContextManager[ServerProcess]]
 ) -> Iterator[str]:
     """A real vLLM server for the tiny model directory (what ``samalign serve`` runs)."""
-    with start_vllm(tiny_model_dir, max_model_len=8192) as url:
-        yield url
+    with start_vllm(tiny_model_dir, max_model_len=8192) as server:
+        yield server.url

@@ -31,6 +31,7 @@ from samalign.finetune.trainer import (
     tokenize_example,
     train,
 )
+from samalign.serving.server_process import ServerProcess
 
 pytestmark = pytest.mark.integration
 
@@ -269,11 +270,14 @@ def trained_adapter(base: Path, train_file: Path, tmp_path_factory: pytest.TempP
 
 @pytest.fixture(scope="module")
 def trained_server(
-    base: Path, trained_adapter: Path, start_vllm: Callable[..., AbstractContextManager[str]]
+    base: Path,
+    trained_adapter: Path,
+    start_vllm: Callable[..., AbstractContextManager[ServerProcess]],
 ) -> Iterator[str]:
     """``samalign serve --base BASE --adapter trained=DIR`` on loopback (real vLLM)."""
-    with start_vllm(base=base, adapters={"trained": trained_adapter}, max_model_len=2048) as url:
-        yield url
+    adapters = {"trained": trained_adapter}
+    with start_vllm(base=base, adapters=adapters, max_model_len=2048) as server:
+        yield server.url
 
 
 def _vllm_top_logprobs(url: str, model: str, prompt: str) -> dict[str, float]:

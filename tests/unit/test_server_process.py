@@ -142,9 +142,11 @@ def test_it_runs_what_samalign_serve_runs_and_stops_it_on_exit(
     extra = ["--dtype", "float32"]
     with running_vllm_server(
         root, python=python, port=port, log_path=log, max_model_len=4096, extra_args=extra
-    ) as url:
-        assert url == f"http://127.0.0.1:{port}"
+    ) as server:
+        url = server.url
+        assert url == f"http://127.0.0.1:{port}" and server.log_path == log
         pids = json.loads((tmp_path / "pids.json").read_text())
+        assert server.process.pid == pids["leader"]
         assert not _gone(pids["leader"]) and not _gone(pids["child"])
     assert probes and set(probes) == {f"{url}/v1/models"}
     assert _wait_gone(pids["leader"]) and _wait_gone(pids["child"])
