@@ -465,3 +465,30 @@ def test_the_trainer_and_finetune_check_use_the_same_function() -> None:
 
     assert trainer.check_servable is check_servable
     assert sys.modules["samalign.serving.model_dir"].check_servable is check_servable
+
+
+def test_extract_and_backend_specs_follow_the_same_rule(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from samalign.serving.spec import BackendSpec
+
+    root = _outside_base(tmp_path, "relative")
+    source = tmp_path / "in.txt"
+    source.write_text("LSTM was proposed in 1997.\n")
+    argv = ["extract", str(source), "--domain", "crossner_ai", "--quiet", "--model", str(root)]
+    assert cli.main(argv) == 2
+    assert "points outside the model directory" in capsys.readouterr().err
+    assert cli.main([*argv[:-2], "--server", "http://127.0.0.1:9", "--allow-outside-paths"]) == 2
+    assert "--allow-outside-paths applies only to --model" in capsys.readouterr().err
+
+    RecordingEngine.seen = []
+    monkeypatch.setattr(transformers_backend, "TransformersEngine", RecordingEngine)
+    spec = BackendSpec(kind="transformers", model_dir=root)
+    with pytest.raises(ConfigError, match="points outside"):
+        spec.models(["anchor"], {"anchor": "anchor"})
+    allowed = spec.model_copy(update={"allow_outside_paths": True})
+    allowed.models(["anchor"], {"anchor": "anchor"})
+    (loaded,), _ = RecordingEngine.seen[0]
+    assert loaded.base == tmp_path / "shared-base"
+    with pytest.raises(ConfigError, match="only to the in-process backends"):
+        BackendSpec(kind="server", servers=("http://h:1",), allow_outside_paths=True)
