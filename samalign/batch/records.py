@@ -344,12 +344,14 @@ def read_records(
             try:
                 line = raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError as err:
+                utf16 = number == 1 and raw.startswith((b"\xff\xfe", b"\xfe\xff"))
                 yield InputRecord(
                     id=f"{id_prefix}line-{number}",
                     text="",
                     line=number,
-                    error=f"line is not valid UTF-8 (byte {err.start}); "
-                    "re-encode the file as UTF-8",
+                    error=f"line is not valid UTF-8 (byte {err.start})"
+                    + ("; the file is UTF-16" if utf16 else "")
+                    + "; re-encode the file as UTF-8",
                 )
                 continue
             if chosen == "jsonl":

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from samalign.cli import demo, domains, extract, finetune, serve
 from samalign.cli import eval as eval_command
-from samalign.cli.options import MODEL_DIR_ENV
+from samalign.cli.options import MODEL_DIR_ENV, check_numbers
 from samalign.errors import SamalignError
 
 
@@ -42,6 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
+        check_numbers(parser, args)
         status: int = args.func(args)
     except SamalignError as err:
         print(f"samalign: error: {err}", file=sys.stderr)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import sys
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from samalign.cli.options import (
     add_backend_flags,
     add_pipeline_flags,
     backend_spec,
+    bounded,
     chosen_backend,
     pipeline_values,
     stage_adapters,
@@ -69,7 +69,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="output JSONL, one line per input record in input order (default: stdout; no "
         "resume); OUT.samalign.json beside it records the configuration",
     )
-    p.add_argument("--concurrency", type=int, default=16, help="records in flight (default 16)")
+    bounded(
+        p.add_argument("--concurrency", type=int, default=16, help="records in flight"),
+        minimum=1,
+    )
     p.add_argument("--format", choices=["auto", "jsonl", "text"], default="auto")
     p.add_argument(
         "--retry-errors",
@@ -94,22 +97,46 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="ADDR",
         help="Ray cluster to join (auto, ray://HOST:10001); default: a local cluster",
     )
-    r.add_argument("--actors", type=int, help="actors (default: one per --server, else 1)")
-    r.add_argument("--actor-cpus", type=float, default=1.0, help="CPUs per actor (default 1)")
-    r.add_argument(
-        "--actor-gpus", type=float, default=0.0, help="GPUs per actor (in-process backend on GPU)"
+    bounded(
+        r.add_argument("--actors", type=int, help="actors (default: one per --server, else 1)"),
+        minimum=1,
     )
-    r.add_argument("--ray-cpus", type=int, help="CPUs of the local cluster (default: all)")
-    r.add_argument("--batch-size", type=int, default=256, help="records per actor call")
-    r.add_argument(
-        "--shard-size", type=int, default=1024, help="records per output shard (unit of resume)"
+    bounded(
+        r.add_argument("--actor-cpus", type=float, default=1.0, help="CPUs per actor (default 1)"),
+        minimum=0,
+    )
+    bounded(
+        r.add_argument(
+            "--actor-gpus",
+            type=float,
+            default=0.0,
+            help="GPUs per actor (in-process backend on GPU)",
+        ),
+        minimum=0,
+    )
+    bounded(
+        r.add_argument("--ray-cpus", type=int, help="CPUs of the local cluster (default: all)"),
+        minimum=1,
+    )
+    bounded(
+        r.add_argument("--batch-size", type=int, default=256, help="records per actor call"),
+        minimum=1,
+    )
+    bounded(
+        r.add_argument(
+            "--shard-size", type=int, default=1024, help="records per output shard (unit of resume)"
+        ),
+        minimum=1,
     )
     r.add_argument("--output-format", choices=["parquet", "jsonl"], default="parquet")
-    r.add_argument(
-        "--max-task-retries",
-        type=int,
-        default=3,
-        help="retries of a batch whose actor died, then its records are error rows",
+    bounded(
+        r.add_argument(
+            "--max-task-retries",
+            type=int,
+            default=3,
+            help="retries of a batch whose actor died, then its records are error rows",
+        ),
+        minimum=0,
     )
     add_backend_flags(p, backends=MODEL_BACKENDS)
     add_pipeline_flags(p)
@@ -167,19 +194,7 @@ def _job(args: argparse.Namespace) -> ExtractJob:
 
 
 def _ray_options(args: argparse.Namespace) -> RayOptions:
-    for flag in ("actors", "ray_cpus"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            raise ConfigError(f"--{flag.replace('_', '-')} must be at least 1")
-    for flag in ("batch_size", "shard_size"):
-        if getattr(args, flag) < 1:
-            raise ConfigError(f"--{flag.replace('_', '-')} must be at least 1")
-    for flag in ("actor_cpus", "actor_gpus"):
-        value = getattr(args, flag)
-        if not (math.isfinite(value) and value >= 0):
-            raise ConfigError(f"--{flag.replace('_', '-')} must be a number ≥ 0, got {value}")
-    if args.max_task_retries < 0:
-        raise ConfigError("--max-task-retries must be ≥ 0")
+    """The Ray options the flags set (their ranges are checked by ``check_numbers``)."""
     return RayOptions(
         address=args.ray_address,
         num_cpus=args.ray_cpus,
@@ -227,8 +242,6 @@ def _extract_ray(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``samalign extract``."""
-    if args.concurrency < 1:
-        raise ConfigError("--concurrency must be at least 1")
     if args.engine == "ray":
         return _extract_ray(args)
     ray_only = [

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from samalign.cli.options import bounded
 from samalign.errors import ConfigError, InputError
 from samalign.prompts.yamlfile import load_yaml_file
 
@@ -83,12 +84,15 @@ def _add_build(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=Path,
         help="IEPile schema.json (its first line lists the types) for raw IEPile records",
     )
-    p.add_argument(
-        "--negative-ratio",
-        type=float,
-        default=1.0,
-        help="extractors: negative types per positive type, sampled by frequency "
-        "(open label sets such as Pile-NER; default 1.0)",
+    bounded(
+        p.add_argument(
+            "--negative-ratio",
+            type=float,
+            default=1.0,
+            help="extractors: negative types per positive type, sampled by frequency "
+            "(open label sets such as Pile-NER; default 1.0)",
+        ),
+        minimum=0,
     )
     p.add_argument(
         "--sample-negatives",
@@ -140,8 +144,14 @@ def _add_build(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="joint: which extractor prompt the NER examples use (default explorer)",
     )
     p.add_argument("--grounding", choices=["flat", "nested"], default="flat")
-    p.add_argument("--max-chars", type=int, default=None, help="skip longer passages")
-    p.add_argument("--limit", type=int, default=None, help="use the first N records per input")
+    bounded(
+        p.add_argument("--max-chars", type=int, default=None, help="skip longer passages"),
+        minimum=1,
+    )
+    bounded(
+        p.add_argument("--limit", type=int, default=None, help="use the first N records per input"),
+        minimum=1,
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for sampling and shuffling")
     p.set_defaults(func=_build)
 
