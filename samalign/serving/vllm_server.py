@@ -34,9 +34,10 @@ def api_base(url: str) -> str:
     Raises:
         ConfigError: The URL is not http(s), or cannot be parsed (bad host, bad port).
     """
-    url = url.strip().rstrip("/")
+    url = url.strip()
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"server URL {snippet(url, 100)} must start with http:// or https://")
+    url = url.rstrip("/")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
