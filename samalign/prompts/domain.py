@@ -283,7 +283,11 @@ def load_domain(name_or_path: str | Path) -> Domain:
     """
     text = str(name_or_path)
     path = Path(text)
-    if path.suffix in (".yaml", ".yml", ".json") or path.exists():
+    try:
+        is_path = path.suffix in (".yaml", ".yml", ".json") or path.exists()
+    except (OSError, ValueError):  # a name too long for a path, or holding a NUL byte
+        is_path = False
+    if is_path:
         return domain_from_mapping(load_yaml_file(path, what="domain file"), origin=str(path))
     if text not in builtin_domains():
         raise ConfigError(

@@ -142,10 +142,14 @@ def load_yaml_file(
             valid YAML within the bounds.
     """
     file = Path(path)
-    origin = str(file)
-    if not file.exists():
+    origin = str(file) if len(str(file)) <= 300 else str(file)[:300] + "…"
+    try:
+        exists, regular = file.exists(), file.is_file()
+    except (OSError, ValueError) as err:  # a name too long, a NUL byte
+        raise ConfigError(f"{origin}: not a usable path ({err})") from None
+    if not exists:
         raise ConfigError(f"{origin}: {what} not found")
-    if not file.is_file():
+    if not regular:
         raise ConfigError(f"{origin}: not a regular file; pass the path of a {what}")
     try:
         size = file.stat().st_size
