@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Result, accounted, kinds, out_lines
 from fault_server import record_text
+from harness import Result, accounted, kinds, out_lines
 
 GOOD_BEFORE = json.dumps({"id": "first", "text": record_text(1)}).encode()
 GOOD_AFTER = json.dumps({"id": "last", "text": record_text(2)}).encode()

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Result, accounted, kind, kinds, out_lines
 from fault_server import record_text
+from harness import Result, accounted, kind, kinds, out_lines
 
 from samalign.batch.outputs import manifest_path
 
