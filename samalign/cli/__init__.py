@@ -47,6 +47,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SamalignError as err:
         print(f"samalign: error: {err}", file=sys.stderr)
         return 2
+    except RecursionError:  # a reader that did not bound its input's nesting: still no traceback
+        print(
+            "samalign: error: an input is nested too deeply to read (more levels of brackets or "
+            "indentation than Python handles); check the files given to this command",
+            file=sys.stderr,
+        )
+        return 2
     except KeyboardInterrupt:
         print("samalign: interrupted; rerun with the same --out to resume", file=sys.stderr)
         return 130

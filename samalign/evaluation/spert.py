@@ -40,7 +40,7 @@ def read_label_map(path: Path) -> list[str] | None:
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, RecursionError) as err:
         raise InputError(f"{path}: cannot read the label map: {err}") from None
     if not isinstance(data, dict) or not all(isinstance(v, int) for v in data.values()):
         raise InputError(f"{path}: expected a JSON object {{label: index}}")
@@ -134,6 +134,8 @@ def read_spert_records(path: str | Path) -> list[Any]:
         raise InputError(f"{file}: not UTF-8 text (byte {err.start})") from None
     except json.JSONDecodeError as err:
         raise InputError(f"{file}: invalid JSON at line {err.lineno}: {err.msg}") from None
+    except RecursionError:
+        raise InputError(f"{file}: not a JSON array of records (nested too deeply)") from None
     if not isinstance(data, list):
         raise InputError(f"{file}: expected a JSON array of records, got {type(data).__name__}")
     return data

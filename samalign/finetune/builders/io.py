@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from samalign.batch.jsonl import encodable
 from samalign.errors import InputError
 
 Task = Literal["ner", "re"]
@@ -115,7 +116,7 @@ def write_examples(path: str | Path, examples: Iterable[ChatExample]) -> int:
         n = 0
         with open(out, "w", encoding="utf-8") as handle:
             for ex in examples:
-                handle.write(json.dumps(ex.to_json(), ensure_ascii=False) + "\n")
+                handle.write(encodable(json.dumps(ex.to_json(), ensure_ascii=False)) + "\n")
                 n += 1
     except OSError as err:
         raise InputError(f"cannot write {out}: {err.strerror}") from None
@@ -184,6 +185,11 @@ def iter_examples(path: str | Path) -> Iterator[ChatExample]:
                     value = json.loads(line)
                 except json.JSONDecodeError as err:
                     raise InputError(f"{origin}: not valid JSON ({err.msg})") from None
+                except (ValueError, RecursionError) as err:  # nested too deeply, huge numbers
+                    raise InputError(
+                        f"{origin}: not a training example ({type(err).__name__}: the JSON is "
+                        "nested too deeply or holds a number too large)"
+                    ) from None
                 yield example_from_json(value, origin)
     except UnicodeDecodeError as err:
         raise InputError(f"{file}: not UTF-8 text (byte {err.start})") from None

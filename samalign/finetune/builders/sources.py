@@ -125,7 +125,7 @@ def _read_text(path: Path) -> str:
     if not path.is_file():
         raise InputError(f"{path}: input file not found")
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as err:
         raise InputError(f"{path}: not UTF-8 text (byte {err.start})") from None
     except OSError as err:
@@ -140,6 +140,8 @@ def _json_lines(path: Path, raw: str) -> Iterator[tuple[int, dict[str, Any]]]:
             value = json.loads(line)
         except json.JSONDecodeError as err:
             raise _fail(f"{path}:{number}", f"not valid JSON ({err.msg})") from None
+        except (ValueError, RecursionError):
+            raise _fail(f"{path}:{number}", "not a record (JSON nested too deeply)") from None
         if not isinstance(value, dict):
             raise _fail(f"{path}:{number}", f"expected a JSON object, got {type(value).__name__}")
         yield number, value
@@ -150,6 +152,8 @@ def _json_array(path: Path, raw: str) -> list[Any]:
         value = json.loads(raw)
     except json.JSONDecodeError as err:
         raise InputError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    except (ValueError, RecursionError):
+        raise InputError(f"{path}: not a JSON array of records (nested too deeply)") from None
     if not isinstance(value, list):
         raise InputError(f"{path}: expected a JSON array of records, got {type(value).__name__}")
     return value
@@ -163,6 +167,12 @@ def _str_field(rec: dict[str, Any], key: str, origin: str, *, allow_empty: bool 
         raise _fail(origin, f"field {key!r} must be a string, got {type(value).__name__}")
     if not allow_empty and not value.strip():
         raise _fail(origin, f"field {key!r} is empty")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise _fail(
+            origin, f"field {key!r} is not valid Unicode (lone surrogate at character {err.start})"
+        ) from None
     return value
 
 
@@ -172,7 +182,7 @@ def _mention_list(raw: Any, origin: str, what: str) -> list[str]:
     if isinstance(raw, str):
         try:
             value = json.loads(raw)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             raise _fail(origin, f"{what} is not a JSON list of strings: {raw[:80]!r}") from None
     if not isinstance(value, list) or not all(isinstance(v, str | int | float) for v in value):
         raise _fail(origin, f"{what} must be a list of strings, got {str(raw)[:80]!r}")
@@ -586,7 +596,7 @@ def detect_format(path: str | Path) -> str:
     if head.startswith("["):
         try:
             items = json.loads(raw)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             items = None
         first = items[0] if isinstance(items, list) and items else None
         if isinstance(first, dict):
@@ -598,7 +608,7 @@ def detect_format(path: str | Path) -> str:
         line = head.splitlines()[0]
         try:
             first = json.loads(line)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             first = None
         if isinstance(first, dict):
             if "tagName" in first:
