@@ -218,8 +218,11 @@ def _build(args: argparse.Namespace) -> int:
         read_source,
         write_examples,
     )
+    from samalign.batch.outputs import check_output_path
     from samalign.finetune.builders.common import DEFAULT_MAX_TEXT_CHARS
     from samalign.prompts import load_domain
+
+    check_output_path(args.out, args.inputs)
 
     domain = load_domain(args.domain) if args.domain else None
     schema = None
