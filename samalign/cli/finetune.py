@@ -209,6 +209,7 @@ def _read_mapping(path: Path | None, what: str) -> dict[str, str] | None:
 
 
 def _build(args: argparse.Namespace) -> int:
+    from samalign.batch.outputs import check_output_path
     from samalign.finetune.builders import (
         build_archetype_examples,
         build_calibrate_examples,
@@ -218,7 +219,6 @@ def _build(args: argparse.Namespace) -> int:
         read_source,
         write_examples,
     )
-    from samalign.batch.outputs import check_output_path
     from samalign.finetune.builders.common import DEFAULT_MAX_TEXT_CHARS
     from samalign.prompts import load_domain
 
