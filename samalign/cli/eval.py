@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from samalign.batch.outputs import check_output_path
 from samalign.cli.options import (
     MODEL_DIR_ENV,
     add_backend_flags,
@@ -209,6 +210,8 @@ def _print_summary(report: EvalReport, out: Path) -> None:
 
 async def _run(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.dataset, args.split, fold=args.fold, data_dir_path=args.data_dir)
+    for path in report_paths(args.out).values():  # never over the data, never into a device
+        check_output_path(path, [dataset.path])
     domain_name = args.domain or dataset.domain
     if domain_name is None:
         raise ConfigError(

@@ -89,7 +89,7 @@ def read_crossner(
             lines.clear()
 
     try:
-        handle = open(file, encoding="utf-8")  # noqa: SIM115 - closed by the with below
+        handle = open(file, encoding="utf-8-sig")  # noqa: SIM115 - closed below; BOM dropped
     except OSError as err:
         raise InputError(f"cannot read {file}: {err.strerror}") from None
     with handle:

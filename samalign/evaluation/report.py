@@ -47,6 +47,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from samalign.batch.jsonl import encodable
 from samalign.evaluation.analysis import SentenceDiff
 from samalign.evaluation.cost import Cost, DiagnosticCounts
 from samalign.evaluation.metrics import PRF
@@ -306,11 +307,12 @@ def write_report(report: EvalReport, out: Path, *, chart: bool = True) -> dict[s
 
     paths = report_paths(out)
     paths["json"].parent.mkdir(parents=True, exist_ok=True)
+    # encodable: a sentence whose text is not valid Unicode (an error result) is written escaped
     paths["json"].write_text(
-        json.dumps(report.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n",
+        encodable(json.dumps(report.model_dump(mode="json"), indent=2, ensure_ascii=False)) + "\n",
         encoding="utf-8",
     )
-    paths["md"].write_text(render_markdown(report), encoding="utf-8")
+    paths["md"].write_text(encodable(render_markdown(report)), encoding="utf-8")
     written = {"json": paths["json"], "md": paths["md"]}
     if chart and write_chart(report, paths["png"]):
         written["png"] = paths["png"]

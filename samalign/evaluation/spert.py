@@ -127,7 +127,7 @@ def read_spert_records(path: str | Path) -> list[Any]:
     """
     file = Path(path)
     try:
-        data = json.loads(file.read_text(encoding="utf-8"))
+        data = json.loads(file.read_text(encoding="utf-8-sig"))  # -sig: a BOM is dropped
     except OSError as err:
         raise InputError(f"cannot read {file}: {err.strerror}") from None
     except UnicodeDecodeError as err:

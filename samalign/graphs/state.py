@@ -7,10 +7,18 @@ every node builds its update from the typed models in :mod:`samalign.types`.
 from __future__ import annotations
 
 import operator
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    ValidationError,
+    model_validator,
+)
 
+from samalign.errors import InputError
 from samalign.types import Diagnostic, DroppedTriplet, Entity, NoiseRecord, StageUsage, Triplet
 
 
@@ -54,6 +62,21 @@ class NerState(BaseModel):
     failed_stages: Annotated[list[str], operator.add] = Field(default_factory=list)
     diagnostics: Annotated[list[Diagnostic], operator.add] = Field(default_factory=list)
     usage: Annotated[dict[str, StageUsage], merge_usage] = Field(default_factory=dict)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _input_errors(cls, data: Any, handler: ModelWrapValidatorHandler[NerState]) -> NerState:
+        """A graph input that is not a valid state is an :class:`InputError`, naming the field."""
+        try:
+            return handler(data)
+        except ValidationError as err:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}"
+                for e in err.errors()[:5]
+            )
+            raise InputError(
+                f"invalid graph input ({problems}); invoke the graph with {{'text': 'a sentence'}}"
+            ) from None
 
 
 class JointState(NerState):

@@ -202,6 +202,8 @@ class VllmServerChatModel(ChatOpenAI):
                 "deadline per request; raise the timeout (--timeout) or lower the load "
                 "(--concurrency)"
             )
+        if isinstance(error, UnicodeError):  # the request could not be encoded: its own fault
+            return error
         if isinstance(error, ValueError | TypeError | KeyError | IndexError):
             body = ""
             response = getattr(error, "response", None)

@@ -128,9 +128,16 @@ def test_label_map_bomb(run: Callable[..., Result], tmp_path: Path) -> None:
     label_map = tmp_path / "labels.yaml"
     label_map.write_text(alias_bomb(), encoding="utf-8")
     result = run(
-        "finetune", "build", "explorer", source, "--out", tmp_path / "o.jsonl",
-        "--label-map", label_map, status=2,
-    )  # fmt: skip
+        "finetune",
+        "build",
+        "explorer",
+        source,
+        "--out",
+        tmp_path / "o.jsonl",
+        "--label-map",
+        label_map,
+        status=2,
+    )
     assert "expands to more than" in result.err
 
 
