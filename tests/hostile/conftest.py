@@ -109,5 +109,9 @@ def extract(
     return call
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "hostile_kind(name): the hostile kind a test tries")
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test of this folder ``hostile`` (``pytest -m hostile`` runs the suite alone)."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.hostile)

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 from fault_server import stage_answer
 from langchain_core.messages import BaseMessage
 
@@ -37,7 +36,7 @@ def kind(area: str, name: str) -> Callable[[Callable[..., Any]], Callable[..., A
     kinds(area, name)
 
     def mark(test: Callable[..., Any]) -> Callable[..., Any]:
-        return pytest.mark.hostile_kind(name)(test)
+        return test
 
     return mark
 
@@ -101,3 +100,15 @@ def fake_models(stages: Sequence[str], script: Callable[..., str] | None = None)
         return lambda messages: answering(messages, stage)
 
     return fake_stage_models({stage: responder(stage) for stage in stages})
+
+
+def alias_bomb(levels: int = 9, width: int = 9) -> str:
+    """A 'billion laughs' document whose expansion lands in the enum field ``archetype``."""
+    lines = ["a0: &a0 [" + ", ".join(['"x"'] * width) + "]"]
+    for i in range(1, levels):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * width) + "]")
+    return (
+        "\n".join(lines)
+        + "\nname: bomb\nentity_types:\n  - label: x\n    definition: d\n"
+        + f"    archetype: *a{levels - 1}\n"
+    )

@@ -7,24 +7,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from harness import Result, api_error, kind, kinds
+from harness import Result, alias_bomb, api_error, kind, kinds
 
 from samalign.errors import ConfigError
 from samalign.prompts import load_domain
 
 DOMAIN_HEAD = "name: hostile\nentity_types:\n  - label: person\n    definition: a person\n"
-
-
-def alias_bomb(levels: int = 9, width: int = 9) -> str:
-    """A 'billion laughs' document whose expansion lands in the enum field ``archetype``."""
-    lines = ["a0: &a0 [" + ", ".join(['"x"'] * width) + "]"]
-    for i in range(1, levels):
-        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * width) + "]")
-    return (
-        "\n".join(lines)
-        + "\nname: bomb\nentity_types:\n  - label: x\n    definition: d\n"
-        + f"    archetype: *a{levels - 1}\n"
-    )
 
 
 YAML: list[tuple[str, str | bytes, str]] = [

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Result, kind, kinds
+from harness import Result, alias_bomb, kind, kinds
 
 PILENER = {
     "doc_question_pairID": "d1:0",
@@ -121,8 +121,6 @@ def test_bad_build_flags(
 
 @kind("finetune", "label map that is a YAML alias bomb")
 def test_label_map_bomb(run: Callable[..., Result], tmp_path: Path) -> None:
-    from test_domains_templates import alias_bomb
-
     source = tmp_path / "data.jsonl"
     source.write_text(pilener_line() + "\n", encoding="utf-8")
     label_map = tmp_path / "labels.yaml"
@@ -181,8 +179,6 @@ def test_hostile_training_config(
     flags: list[str],
     message: str,
 ) -> None:
-    from test_domains_templates import alias_bomb
-
     if text == "MISSING":
         path = tmp_path / "absent.yaml"
     elif text == "BOMB":
@@ -228,8 +224,6 @@ def test_planted_pickle_never_runs(run: Callable[..., Result], tmp_path: Path) -
     ids=lambda k: k,
 )
 def test_crafted_checkpoint(run: Callable[..., Result], tmp_path: Path, state: str) -> None:
-    from test_domains_templates import alias_bomb
-
     config = config_file(tmp_path)
     step = tmp_path / "adapter" / "checkpoints" / "step-000001"
     step.mkdir(parents=True)
@@ -370,7 +364,7 @@ def test_hostile_weights(run: Callable[..., Result], tmp_path: Path, header: str
         (["--adapter", "x"], "NAME=VALUE"),
     ],
     ids=kinds(
-        "serve", "--port 70000", "--port 0", "--max-model-len negative", "--adapter without ="
+        "serve", "--port 70000", "--port 0", "--max-model-len negative", "serve --adapter without ="
     ),
 )
 def test_bad_serve_flags(

@@ -12,9 +12,20 @@ from pathlib import Path
 from typing import Any
 
 from fault_server import DOMAIN_YAML, fault_server, record_text
-from harness import TRACEBACK, accounted, kind
+from harness import TRACEBACK, accounted, alias_bomb, kind
 
 REPO = Path(__file__).resolve().parents[2]
+
+HOSTILE_LINES = [
+    b'{"id": "s", "text": "bad \\ud800 text"}',
+    b'{"id": "deep", "text": ' + b"[" * 200_000 + b"]" * 200_000 + b"}",
+    b'{"id": ' + b"9" * 5000 + b', "text": "x"}',
+    b'{"id": 1.5, "text": "Alice"}',
+    b'{"id": "l", "text": "caf\xe9"}',
+    b"[" * 100_000,
+    b'{"id": "ok", "text": "Alice met Bob in Paris."}',
+    b'{"id": "ok", "text": "Carol met Dave in Lima."}',
+]
 
 
 def samalign(*argv: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -31,13 +42,10 @@ def samalign(*argv: str | Path, timeout: float = 120) -> subprocess.CompletedPro
 
 @kind("extract", "every hostile kind of input line at once, in a real process")
 def test_real_process_prints_no_traceback(tmp_path: Path) -> None:
-    from test_domains_templates import alias_bomb
-    from test_extract_input import LINES
-
     domain = tmp_path / "faults.yaml"
     domain.write_text(DOMAIN_YAML, encoding="utf-8")
     source = tmp_path / "in.jsonl"
-    source.write_bytes(b"\n".join(line for _, line, _, _ in LINES) + b"\n")
+    source.write_bytes(b"\n".join(HOSTILE_LINES) + b"\n")
     bomb = tmp_path / "bomb.yaml"
     bomb.write_text(alias_bomb(), encoding="utf-8")
     deep = tmp_path / "deep.json"
@@ -58,7 +66,7 @@ def test_real_process_prints_no_traceback(tmp_path: Path) -> None:
         assert not TRACEBACK.search(done.stderr), done.stderr[-3000:]
     assert [r.returncode for r in runs] == [0, 2, 2, 2], [r.stderr[-500:] for r in runs]
     rows = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
-    assert len(rows) == len(LINES)
+    assert len(rows) == len(HOSTILE_LINES)
 
 
 @kind("extract", "kill -9 in the middle of a run, then resume")
