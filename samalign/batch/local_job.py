@@ -104,15 +104,20 @@ class _Lines:
     """The raw lines of the old output, read in step with the positions being rebuilt."""
 
     def __init__(self, path: Path) -> None:
-        self._lines = (raw for raw, _ in scan_lines(path))
+        self._scan = scan_lines(path)
         self._next = 0
 
     def get(self, position: int) -> bytes:
         raw = b""
         while self._next <= position:
-            raw = next(self._lines)
+            raw, _ = next(self._scan)
             self._next += 1
         return raw
+
+    def close(self) -> None:
+        close = getattr(self._scan, "close", None)  # a generator: closing it closes the file
+        if close is not None:
+            close()
 
 
 Action = Literal["skip", "copy", "run"]
@@ -218,10 +223,10 @@ async def run_local_extract(
     if out is not None:
         check_output_path(out, [source])
     own_models = models is None
-    stage_models = job.build_models() if models is None else models
+    stage_models: StageModels | None = models
     claim = None
     try:
-        if out is not None:
+        if out is not None:  # claimed first: a second run is refused before models load
             partial = partial_path(out)
 
             def clear() -> None:
@@ -237,6 +242,8 @@ async def run_local_extract(
                 fresh=fresh,
                 clear=clear,
             )
+        if stage_models is None:
+            stage_models = job.build_models()
         summary = await _run(
             job,
             source,
@@ -251,7 +258,7 @@ async def run_local_extract(
     finally:
         if claim is not None:
             claim.release()
-        if own_models:
+        if own_models and stage_models is not None:
             stage_models.close()
     summary.seconds = time.perf_counter() - started
     return summary
@@ -337,6 +344,8 @@ async def _run(
         bar.close()
         if sentence_bar is not None:
             sentence_bar.close()
+        if old is not None:
+            old.close()
         if target is not None:
             handle.flush()
             with contextlib.suppress(OSError):
