@@ -30,13 +30,13 @@ import sys
 import time
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
 from samalign.batch.job import ExtractJob
 from samalign.batch.jsonl import cut_partial_tail, scan_lines
 from samalign.batch.outputs import (
+    JobSummary,
     check_output_path,
     claim_output,
     manifest_path,
@@ -60,23 +60,8 @@ Entry = tuple[str, bool] | None
 """What one output line holds: its id and whether it is an error record (``None``: damaged)."""
 
 
-@dataclass
-class LocalSummary:
-    """What a run did.
-
-    Attributes:
-        records: Input records (lines of the finished output).
-        resumed: Records found already written (kept).
-        ran: Records run by this run.
-        errors: Error records in the whole output.
-        seconds: Wall time of this run.
-    """
-
-    records: int = 0
-    resumed: int = 0
-    ran: int = 0
-    errors: int = 0
-    seconds: float = 0.0
+LocalSummary = JobSummary
+"""What a local run did (records, resumed, ran, errors, seconds)."""
 
 
 def partial_path(out: Path) -> Path:

@@ -24,6 +24,7 @@ import json
 import os
 import stat
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -31,6 +32,25 @@ from samalign.errors import ConfigError, InputError
 
 MANIFEST_VERSION = 1
 """Version of the manifest layout (``samalign_job`` key)."""
+
+
+@dataclass
+class JobSummary:
+    """What a batch run did (both engines).
+
+    Attributes:
+        records: Input records (lines, or rows, of the finished output).
+        resumed: Records found already written (kept).
+        ran: Records run by this run.
+        errors: Error records in the whole output.
+        seconds: Wall time of this run.
+    """
+
+    records: int = 0
+    resumed: int = 0
+    ran: int = 0
+    errors: int = 0
+    seconds: float = 0.0
 
 
 def manifest_path(out: Path) -> Path:
@@ -257,6 +277,7 @@ def claim_output(
 
 __all__ = [
     "MANIFEST_VERSION",
+    "JobSummary",
     "OutputClaim",
     "check_output_path",
     "claim_output",

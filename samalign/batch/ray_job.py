@@ -34,7 +34,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from samalign.batch.job import ExtractJob
-from samalign.batch.outputs import check_output_path, claim_output, redo, write_atomic
+from samalign.batch.outputs import (
+    JobSummary,
+    check_output_path,
+    claim_output,
+    redo,
+    write_atomic,
+)
 from samalign.batch.records import (
     InputFormat,
     InputRecord,
@@ -85,24 +91,15 @@ class RayOptions(BaseModel):
 
 
 @dataclass
-class RaySummary:
-    """What a run did.
+class RaySummary(JobSummary):
+    """What a run did (the counts of :class:`~samalign.batch.outputs.JobSummary`, plus).
 
     Attributes:
-        records: Input records.
         shards: Output shards.
-        resumed: Records found already written (skipped).
-        ran: Records sent through Ray by this run.
-        errors: Error rows in the whole output.
-        seconds: Wall time of this run.
+        failed_tasks: Shards with records whose Ray task died too often.
     """
 
-    records: int = 0
     shards: int = 0
-    resumed: int = 0
-    ran: int = 0
-    errors: int = 0
-    seconds: float = 0.0
     failed_tasks: list[str] = field(default_factory=list)
 
 
