@@ -117,12 +117,13 @@ def completion(content: str, model: str) -> dict[str, Any]:
 
 @dataclass
 class Request:
-    """One logged chat request."""
+    """One logged chat request (``seconds``: how long the server took to answer it)."""
 
     stage: str
     key: str
     fault: str
     at: float
+    seconds: float = 0.0
 
 
 @dataclass
@@ -152,9 +153,11 @@ class FaultServer:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def log(self, stage: str, key: str, fault: str) -> None:
+    def log(self, stage: str, key: str, fault: str) -> Request:
+        request = Request(stage, key, fault, time.monotonic())
         with self._lock:
-            self.requests.append(Request(stage, key, fault, time.monotonic()))
+            self.requests.append(request)
+        return request
 
     def start(self) -> None:
         server = self
@@ -190,9 +193,12 @@ class FaultServer:
                 fault = server.choose(body)
                 stage = str(body.get("model", ""))
                 key = hashlib.sha256(raw).hexdigest()[:16]
-                server.log(stage, key, fault)
+                logged = server.log(stage, key, fault)
                 prompt = "".join(str(m.get("content", "")) for m in body.get("messages", [])[:1])
-                self.fault(fault, stage, prompt)
+                try:
+                    self.fault(fault, stage, prompt)
+                finally:
+                    logged.seconds = time.monotonic() - logged.at
 
             def hang_up(self) -> None:
                 self.close_connection = True
@@ -268,13 +274,18 @@ class FaultServer:
         with self._lock:
             return sum(fault is None or r.fault == fault for r in self.requests)
 
-    def exhausted(self, attempts: int) -> int:
-        """Request bodies whose ``attempts`` consecutive tries all got a fault (not ``ok``)."""
+    def exhausted(self, attempts: int, late_s: float | None = None) -> int:
+        """Request bodies whose ``attempts`` consecutive tries all failed.
+
+        A try failed when it got a fault, or (with ``late_s``) when the server took longer
+        than ``late_s`` to answer it: under load an ``ok`` answer can miss the client's deadline.
+        """
         with self._lock:
             runs: dict[str, int] = {}
             worst: dict[str, int] = {}
             for r in self.requests:
-                runs[r.key] = 0 if r.fault == "ok" else runs.get(r.key, 0) + 1
+                failed = r.fault != "ok" or (late_s is not None and r.seconds > late_s)
+                runs[r.key] = runs.get(r.key, 0) + 1 if failed else 0
                 worst[r.key] = max(worst.get(r.key, 0), runs[r.key])
         return sum(n >= attempts for n in worst.values())
 

@@ -34,6 +34,7 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 RECORDS = 1000
 RETRIES = 3  # samalign's default: 4 attempts in all
+TIMEOUT_S = 3.0  # --timeout; an injected timeout hangs twice as long
 
 
 class Faults:
@@ -83,10 +84,10 @@ def test_kill_9_and_faults_lose_and_duplicate_nothing(tmp_path: Path) -> None:
     kill_at = sorted(chooser.sample(range(100, RECORDS - 100), 3))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     runs = kills = 0
-    with fault_server(choose=Faults(seed=7), hang_s=3.0) as server:
+    with fault_server(choose=Faults(seed=7), hang_s=TIMEOUT_S * 2) as server:
         argv = [sys.executable, "-m", "samalign", "extract", str(source), "--domain", str(domain)]
         argv += ["--server", server.url, "--out", str(out), "--quiet", "--concurrency", "64"]
-        argv += ["--timeout", "1"]
+        argv += ["--timeout", str(TIMEOUT_S)]
         while True:
             runs += 1
             assert runs <= 10, "the run never finished"
@@ -110,7 +111,7 @@ def test_kill_9_and_faults_lose_and_duplicate_nothing(tmp_path: Path) -> None:
             if process.returncode != -signal.SIGKILL:
                 assert process.returncode == 0, stderr[-3000:]
                 break
-        exhausted = server.exhausted(RETRIES + 1)
+        exhausted = server.exhausted(RETRIES + 1, late_s=0.8 * TIMEOUT_S)
         requests = server.count()
         faults = {f: server.count(f) for f in ("500", "503", "timeout", "deepjson", *GARBAGE)}
     rows = lines_of(out)
