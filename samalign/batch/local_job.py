@@ -288,14 +288,17 @@ async def _run(
     def pending() -> Iterator[InputRecord]:
         for position, record in enumerate(read_records(source, fmt=fmt)):
             action: Action = "run" if plan is None else plan.action(position, record)
+            if action == "skip":  # a prefix already in the target: nothing to write
+                bar.update(1)
+                continue
             order.append((action, position))
             if action == "run":
                 yield record
 
     def flush_kept() -> None:
-        while order and order[0][0] != "run":
-            action, position = order.popleft()
-            if action == "copy" and old is not None:
+        while order and order[0][0] == "copy":
+            _, position = order.popleft()
+            if old is not None:
                 handle.write(old.get(position).decode("utf-8"))
             bar.update(1)
 
