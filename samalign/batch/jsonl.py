@@ -89,11 +89,12 @@ def read_lines(path: Path) -> list[Any]:
 
 
 def encodable(line: str) -> str:
-    r"""``line`` with every lone surrogate written as its JSON escape (``\ud800``).
+    r"""``line`` with every lone surrogate written as its escape (``\ud800``): valid UTF-8.
 
-    JSON text from Python may hold lone surrogates (a model answer, a ``\ud800`` escape read
-    from input), which UTF-8 cannot encode; inside a JSON string the escape means the same
-    character, so the line stays valid, lossless JSON.
+    Text from Python may hold lone surrogates (a model answer, a ``\ud800`` escape read from
+    input), which UTF-8 cannot encode. Inside a JSON string the escape means the same
+    character, so a JSON line stays valid, lossless JSON; elsewhere (an id, an Arrow string)
+    the escape shows what was there.
     """
     try:
         line.encode("utf-8")

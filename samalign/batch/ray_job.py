@@ -46,6 +46,7 @@ from samalign.batch.records import (
     InputRecord,
     OutputRecord,
     check_input_file,
+    output_line,
     read_inputs,
 )
 from samalign.batch.rows import rows_table, table_outputs
@@ -122,7 +123,7 @@ def write_shard(path: Path, records: Sequence[OutputRecord], fmt: OutputFormat) 
         def write(temp: Path) -> None:
             with open(temp, "w", encoding="utf-8") as handle:
                 for record in records:
-                    handle.write(record.model_dump_json() + "\n")
+                    handle.write(output_line(record) + "\n")
 
     else:
         import pyarrow.parquet as pq

@@ -28,7 +28,7 @@ from typing import IO, Any, Literal
 from pydantic import BaseModel, ConfigDict
 from pydantic_core import PydanticSerializationError
 
-from samalign.batch.jsonl import JsonlAppender, read_lines
+from samalign.batch.jsonl import JsonlAppender, encodable, read_lines
 from samalign.errors import InputError
 from samalign.types import Diagnostic, DroppedTriplet, Entity, StageUsage, Triplet
 
@@ -165,11 +165,6 @@ def _show(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-def escaped(text: str) -> str:
-    r"""``text`` with each lone surrogate written as its escape (``\ud800``): valid Unicode."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
 def _surrogate_at(text: str) -> int | None:
     """Index of the first lone surrogate in ``text`` (``None`` if it is valid Unicode)."""
     try:
@@ -207,7 +202,7 @@ def _record_of(data: dict[str, Any], number: int, fallback: str) -> InputRecord:
     bad = _surrogate_at(rid)
     if bad is not None:
         return InputRecord(
-            id=escaped(rid),
+            id=encodable(rid),
             text="",
             line=number,
             error="the id is not valid Unicode: it holds a lone surrogate "
@@ -474,6 +469,18 @@ def completed_ids(path: Path, *, retry_errors: bool = False) -> set[str]:
     return done
 
 
+def output_line(record: OutputRecord) -> str:
+    r"""One output record as its JSON line (no newline), always valid UTF-8.
+
+    A lone surrogate (in a model's raw text kept in ``diagnostics``) is written as its JSON
+    escape (``\ud800``), which reads back as the same string.
+    """
+    try:
+        return record.model_dump_json()
+    except PydanticSerializationError:  # a lone surrogate: pydantic will not encode it
+        return encodable(json.dumps(record.model_dump(mode="json"), ensure_ascii=False))
+
+
 class JsonlWriter:
     """Appends output records, one JSON line each, flushed and fsync'ed per record."""
 
@@ -481,12 +488,8 @@ class JsonlWriter:
         self._out = JsonlAppender(handle)
 
     def write(self, record: OutputRecord) -> None:
-        """Write one record (a lone surrogate in a model's raw text is written escaped)."""
-        try:
-            line = record.model_dump_json()
-        except PydanticSerializationError:  # a lone surrogate: pydantic will not encode it
-            line = json.dumps(record.model_dump(mode="json"), ensure_ascii=False)
-        self._out.write_line(line)
+        """Write one record (see :func:`output_line`)."""
+        self._out.write_line(output_line(record))
 
 
 __all__ = [
@@ -501,8 +504,8 @@ __all__ = [
     "TripletRecord",
     "check_input_file",
     "completed_ids",
-    "escaped",
     "is_parquet",
+    "output_line",
     "read_inputs",
     "read_parquet_records",
     "read_records",
