@@ -21,6 +21,7 @@ row too, instead of failing the job.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import sys
@@ -145,12 +146,18 @@ def read_shard(path: Path) -> list[OutputRecord]:
     try:
         if path.suffix == ".jsonl":
             with open(path, encoding="utf-8") as handle:
-                return [OutputRecord.model_validate_json(line) for line in handle if line.strip()]
+                # json.loads, not pydantic's parser: it reads a lone surrogate's escape back
+                return [
+                    OutputRecord.model_validate(json.loads(line)) for line in handle if line.strip()
+                ]
         import pyarrow.parquet as pq
 
         return table_outputs(pq.read_table(path))
-    except (OSError, ValueError) as err:
-        raise InputError(f"cannot read output shard {path}: {err}") from None
+    except (OSError, ValueError, RecursionError) as err:
+        raise InputError(
+            f"cannot read output shard {path}: {type(err).__name__}: {str(err)[:300]}; delete "
+            "it (it is redone) or pass --fresh"
+        ) from None
 
 
 def read_output(out: str | Path) -> Iterator[OutputRecord]:

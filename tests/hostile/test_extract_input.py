@@ -217,3 +217,28 @@ def test_every_output_line_is_valid_json_after_hostile_lines(
     extract(source, "--out", out, status=0)
     rows = out_lines(out)
     assert len(rows) == len(LINES)  # one line per input line, whatever it held
+
+
+kinds("extract", "Ray rows and shards of records with lone surrogates")
+
+
+def test_ray_rows_and_shards_stay_valid_utf8(tmp_path: Path) -> None:
+    from samalign.batch.ray_job import read_shard, write_shard
+    from samalign.batch.records import OutputRecord
+    from samalign.types import Diagnostic
+
+    raw = '{"person": ["Alice"]} \ud800'
+    records = [
+        OutputRecord(id="bad\\ud800id", text="", error="the id is not valid Unicode"),
+        OutputRecord(
+            id="ok",
+            text="Alice",
+            diagnostics=[Diagnostic(stage="anchor", kind="parse_error", message="m", raw=raw)],
+        ),
+    ]
+    for fmt in ("parquet", "jsonl"):
+        path = tmp_path / f"part-00000.{fmt}"
+        write_shard(path, records, fmt)  # type: ignore[arg-type]
+        back = read_shard(path)
+        assert [r.id for r in back] == ["bad\\ud800id", "ok"]
+        assert back[1].diagnostics[0].raw == raw  # the JSON escape reads back the same
