@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections import Counter
 from pathlib import Path
@@ -9,6 +10,12 @@ from pathlib import Path
 from harness import AREAS, KINDS
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "reliability.md"
+
+
+def setup_module() -> None:
+    """Import every case module (they register their kinds), also when run alone."""
+    for path in sorted(Path(__file__).parent.glob("test_*.py")):
+        importlib.import_module(path.stem)
 
 
 def test_at_least_60_distinct_kinds() -> None:
