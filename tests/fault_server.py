@@ -143,6 +143,7 @@ class FaultServer:
     adapters: Sequence[str] = ("anchor", "explorer", "archetype", "calibrate", "base")
     hang_s: float = 5.0
     drip_s: float = 0.5
+    models_fault: str = "ok"
     requests: list[Request] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
@@ -176,11 +177,28 @@ class FaultServer:
                 self.wfile.write(body)
 
             def do_GET(self) -> None:
-                if self.path.rstrip("/") == "/v1/models":
-                    data = [{"id": name, "object": "model"} for name in server.adapters]
-                    self.send(200, json.dumps({"object": "list", "data": data}).encode())
-                else:
+                if self.path.rstrip("/") != "/v1/models":
                     self.send(404, b'{"error": "not found"}')
+                    return
+                data = [{"id": name, "object": "model"} for name in server.adapters]
+                listing = json.dumps({"object": "list", "data": data}).encode()
+                if server.models_fault == "drip":
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(listing)))
+                    self.end_headers()
+                    try:
+                        for i in range(len(listing)):
+                            self.wfile.write(listing[i : i + 1])
+                            self.wfile.flush()
+                            time.sleep(server.drip_s)
+                    except OSError:
+                        self.close_connection = True
+                elif server.models_fault == "list":
+                    self.send(200, b"[1, 2, 3]")
+                elif server.models_fault == "deep":
+                    self.send(200, b"[" * 100_000)
+                else:
+                    self.send(200, listing)
 
             def do_POST(self) -> None:
                 size = int(self.headers.get("Content-Length") or 0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import random
@@ -412,25 +413,50 @@ def vllm_server_models(
     return StageModels(models)
 
 
+MAX_MODELS_BYTES = 16 * 1024 * 1024
+"""Largest ``GET /v1/models`` answer read."""
+
+
 def served_models(base_url: str, *, timeout: float = 10.0) -> list[str]:
     """Names the server serves (base model and adapters), from ``GET /v1/models``.
 
+    The whole answer must arrive within ``timeout`` seconds (a total deadline) and be at most
+    :data:`MAX_MODELS_BYTES`.
+
     Raises:
-        BackendError: If the server cannot be reached or answers with an error.
+        BackendError: If the server cannot be reached, answers with an error, too slowly, or
+            with something that is not a model list.
     """
     url = api_base(base_url) + "/models"
+    deadline = time.monotonic() + timeout
     try:
-        response = httpx.get(url, timeout=timeout)
-        response.raise_for_status()
-        data = response.json()
+        with httpx.stream("GET", url, timeout=timeout) as response:
+            response.raise_for_status()
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body += chunk
+                if time.monotonic() > deadline:
+                    raise httpx.ReadTimeout(f"no complete answer within {timeout} s")
+                if len(body) > MAX_MODELS_BYTES:
+                    raise BackendError(
+                        f"{url} answered with more than {MAX_MODELS_BYTES} bytes; is this a "
+                        "vLLM server?"
+                    )
+        data = json.loads(body)
     except httpx.HTTPError as err:
         raise BackendError(
             f"cannot reach the model server at {url}: {err}. Start one with `samalign serve` "
             "or pass the right --server URL."
         ) from None
-    except ValueError:
+    except (ValueError, RecursionError):
         raise BackendError(f"{url} did not answer with JSON; is this a vLLM server?") from None
-    return [str(m.get("id")) for m in data.get("data", []) if isinstance(m, dict)]
+    models = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(models, list):
+        raise BackendError(
+            f"{url} did not answer with a model list ({snippet(body.decode('utf-8', 'replace'))}); "
+            "is this a vLLM server?"
+        )
+    return [str(m.get("id")) for m in models if isinstance(m, dict)]
 
 
 def check_server(base_url: str, adapters: Iterable[str], *, timeout: float = 10.0) -> None:

@@ -229,3 +229,24 @@ def test_server_without_adapters(run: Callable[..., Result], domain: Path, tmp_p
             "extract", source, "--domain", domain, "--server", broken_url, "--quiet", status=2
         )
     assert "does not serve adapter" in result.err
+
+
+@pytest.mark.parametrize(
+    "fault",
+    kinds(
+        "server",
+        "model list dripped one byte at a time",
+        "model list that is a JSON array",
+        "model list nested 100,000 levels",
+    ),
+    ids=lambda k: k,
+)
+def test_hostile_model_list(fault: str) -> None:
+    mode = "drip" if "dripped" in fault else "list" if "array" in fault else "deep"
+    with fault_server(models_fault=mode, drip_s=0.5) as broken:
+        started = time.monotonic()
+        from samalign.serving.vllm_server import served_models
+
+        err = api_error(lambda: served_models(broken.url, timeout=1.5), BackendError)
+        assert time.monotonic() - started < 5, "a total deadline"
+        assert broken.url in str(err)
