@@ -48,6 +48,7 @@ from samalign.types import (
     StageUsage,
     Triplet,
 )
+from samalign.view import View, visualize
 
 __version__ = "0.1.0"
 
@@ -76,6 +77,7 @@ __all__ = [
     "StageModels",
     "StageUsage",
     "Triplet",
+    "View",
     "__version__",
     "build_document_graph",
     "build_joint_graph",
@@ -84,6 +86,7 @@ __all__ = [
     "check_server",
     "load_domain",
     "transformers_models",
+    "visualize",
     "vllm_inprocess_models",
     "vllm_server_models",
 ]

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict
 
 from samalign.batch.jsonl import JsonlAppender, read_lines
 from samalign.errors import InputError
-from samalign.types import Diagnostic, DroppedTriplet, Entity, StageUsage, Triplet
+from samalign.types import Diagnostic, DroppedTriplet, Entity, NoiseRecord, StageUsage, Triplet
 
 InputFormat = Literal["auto", "jsonl", "text"]
 
@@ -91,6 +91,7 @@ class OutputRecord(BaseModel):
     """One output line: the record's entities (and triplets), diagnostics and usage, or its error.
 
     ``triplets`` and ``dropped_triplets`` are written by the joint and document graphs;
+    ``noise`` holds the explorer mentions CCR dropped, with the reason (sentence graphs);
     ``sentence_errors`` lists the sentences of a document that failed (document graph; the
     record's other sentences still count).
     """
@@ -100,6 +101,7 @@ class OutputRecord(BaseModel):
     entities: list[EntityRecord] = []
     triplets: list[TripletRecord] = []
     dropped_triplets: list[DroppedTripletRecord] = []
+    noise: list[NoiseRecord] = []
     sentence_errors: list[str] = []
     diagnostics: list[Diagnostic] = []
     usage: dict[str, StageUsage] = {}
