@@ -2,8 +2,8 @@
 
 One module per command (:mod:`samalign.cli.extract`, :mod:`~samalign.cli.eval`,
 :mod:`~samalign.cli.serve`, :mod:`~samalign.cli.domains`, :mod:`~samalign.cli.finetune`,
-:mod:`~samalign.cli.demo`, :mod:`~samalign.cli.view`); the flags several commands share are defined once in
-:mod:`samalign.cli.options`.
+:mod:`~samalign.cli.demo`, :mod:`~samalign.cli.view`); the flags several commands share are
+defined once in :mod:`samalign.cli.options`.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from samalign.batch.jsonl import read_lines
 from samalign.batch.records import InputRecord, OutputRecord
@@ -46,7 +46,7 @@ class ReviewItem(BaseModel):
 class ViewRecord(OutputRecord):
     """One text on the review page: an output record plus optional review notes."""
 
-    review: list[ReviewItem] = []
+    review: list[ReviewItem] = Field(default_factory=list)
 
 
 def _is_state(value: Any) -> bool:
