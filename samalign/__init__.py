@@ -29,6 +29,7 @@ from samalign.graphs import (
     build_joint_graph,
     build_ner_graph,
 )
+from samalign.graphs.tools import as_tool
 from samalign.prompts import Domain, EntityType, RelationType, builtin_domains, load_domain
 from samalign.serving import (
     StageModel,
@@ -79,6 +80,7 @@ __all__ = [
     "Triplet",
     "View",
     "__version__",
+    "as_tool",
     "build_document_graph",
     "build_joint_graph",
     "build_ner_graph",

@@ -24,6 +24,7 @@ from samalign.cli.options import (
     chosen_backend,
     pipeline_values,
     stage_adapters,
+    stage_cache,
     stage_models,
 )
 from samalign.errors import ConfigError, InputError
@@ -102,8 +103,9 @@ async def _extract(args: argparse.Namespace) -> int:
     if args.input != "-" and not Path(args.input).is_file():
         raise InputError(f"input file {args.input} not found")
     backend = chosen_backend(args)
+    cache = stage_cache(args)
     models = stage_models(args, backend, stages, adapters)
-    context = RunContext(domain=domain, models=models)
+    context = RunContext(domain=domain, models=models, cache=cache)
     inner = build_joint_graph(options) if sentence_graph == "joint" else build_ner_graph(options)
     graph = (
         build_document_graph(inner, max_sentence_chars=min(2000, args.max_chars))
@@ -161,6 +163,9 @@ async def _extract(args: argparse.Namespace) -> int:
         if handle is not sys.stdout:
             handle.close()
         models.close()
+        close_cache = getattr(cache, "close", None)
+        if callable(close_cache):
+            close_cache()
     if args.out is not None and done:
         finalize_output(args.out, order)
     if failed:

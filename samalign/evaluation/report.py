@@ -328,7 +328,13 @@ def render_markdown(
         f"{cost.sentences_per_s:.2f} sentences/s",
         f"- sentence latency: p50 {cost.sentence_latency_s.p50:.3f} s, "
         f"p90 {cost.sentence_latency_s.p90:.3f} s, p99 {cost.sentence_latency_s.p99:.3f} s",
-        f"- per sentence: {cost.per_sentence.get('calls', 0):.2f} calls, "
+        f"- per sentence: {cost.per_sentence.get('calls', 0):.2f} calls"
+        + (
+            f" (+ {cost.per_sentence['cached']:.2f} answers from the stage cache)"
+            if cost.per_sentence.get("cached")
+            else ""
+        )
+        + ", "
         f"{cost.per_sentence.get('prompt_tokens', 0):.0f} prompt tokens, "
         f"{cost.per_sentence.get('completion_tokens', 0):.0f} completion tokens",
         "",
