@@ -34,7 +34,7 @@ from typing import Any, Literal, Protocol, Self, runtime_checkable
 from langchain_core.messages import BaseMessage
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from samalign.errors import ConfigError
+from samalign.errors import ConfigError, validation_problems
 
 CACHE_VERSION = 1
 """Part of every key: bump it when the key or the stored answer changes meaning."""
@@ -238,9 +238,7 @@ class CacheConfig(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as err:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'cache'}: {e['msg']}" for e in err.errors()
-            )
+            problems = validation_problems(err, "cache")
             raise ConfigError(
                 f"invalid stage cache setting: {problems}. Use 'memory', 'sqlite:PATH' or "
                 '{"kind": "sqlite", "path": "...", "max_entries": N}'

@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, Validat
 from pydantic_core import core_schema
 
 from samalign.agents.cache import CacheConfig, MemoryCache, SqliteCache, StageCache
-from samalign.errors import ConfigError
+from samalign.errors import ConfigError, validation_problems
 from samalign.prompts.domain import Domain, domain_from_mapping, load_domain
 from samalign.serving.config import ModelsConfig, ProcessShared, shared_models
 from samalign.serving.models import StageModels
@@ -244,10 +244,7 @@ class RunContext:
                 else ContextConfig.model_validate(data)
             )
         except ValidationError as err:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'context'}: {e['msg']}"
-                for e in err.errors()
-            )
+            problems = validation_problems(err, "context")
             raise ConfigError(f"invalid run context: {problems}") from None
         return cls(config.domain, config.models, config.cache)
 

@@ -22,7 +22,7 @@ from langchain_core.tools import StructuredTool, ToolException
 from langgraph.graph.state import CompiledStateGraph
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from samalign.errors import ConfigError, SamalignError
+from samalign.errors import ConfigError, SamalignError, validation_problems
 from samalign.graphs.context import RunContext
 from samalign.prompts.domain import Domain, load_domain
 from samalign.types import Entity, Triplet
@@ -258,9 +258,7 @@ def as_tool(
         return answer(state)
 
     def explain(err: ValidationError) -> str:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}" for e in err.errors()
-        )
+        problems = validation_problems(err, "arguments")
         return f"invalid arguments ({problems}); the arguments are: {', '.join(fields)}"
 
     default_name = "extract_entities_and_relations" if relations else "extract_entities"

@@ -19,7 +19,7 @@ from typing import Generic, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from samalign.errors import ConfigError
+from samalign.errors import ConfigError, validation_problems
 from samalign.serving.models import StageModel, StageModels
 from samalign.types import ALL_STAGES
 
@@ -110,10 +110,7 @@ class ModelsConfig(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as err:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'models'}: {e['msg']}"
-                for e in err.errors()
-            )
+            problems = validation_problems(err, "models")
             raise ConfigError(
                 f"invalid models settings in the run context: {problems}. Example: "
                 '{"server": "http://127.0.0.1:8000"} or {"model_dir": "runs/model"}'

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -74,23 +75,40 @@ def vllm_server(
         "--served-model-name",
         "base",
     ]
+    yield from serve(argv, f"http://127.0.0.1:{port}", "/v1/models", log_path, name="vLLM server")
+
+
+def serve(
+    argv: list[str],
+    url: str,
+    ready_path: str,
+    log_path: Path,
+    *,
+    name: str,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout_s: float = 600,
+) -> Iterator[str]:
+    """Start a server process, wait until ``url + ready_path`` answers 200, yield ``url``.
+
+    The process runs in its own session and is stopped (SIGTERM, then SIGKILL) at the end.
+    """
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 600
+        proc = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env, cwd=cwd
+        )
+    deadline = time.monotonic() + timeout_s
     try:
         while True:
             if proc.poll() is not None:
-                pytest.fail(
-                    f"vLLM server exited ({proc.returncode}):\n{log_path.read_text()[-4000:]}"
-                )
+                pytest.fail(f"{name} exited ({proc.returncode}):\n{log_path.read_text()[-4000:]}")
             try:
-                if httpx.get(url + "/v1/models", timeout=2).status_code == 200:
+                if httpx.get(url + ready_path, timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"vLLM server not ready in time:\n{log_path.read_text()[-4000:]}")
+                pytest.fail(f"{name} not ready in time:\n{log_path.read_text()[-4000:]}")
             time.sleep(1)
         yield url
     finally:
@@ -100,3 +118,9 @@ def vllm_server(
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, 9)
+
+
+@pytest.fixture(scope="session")
+def start_server() -> Any:
+    """:func:`serve` (start a server process and wait for it), for tests' own servers."""
+    return serve

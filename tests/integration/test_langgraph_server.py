@@ -12,14 +12,11 @@ import json
 import os
 import shutil
 import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 pytestmark = pytest.mark.integration
@@ -44,7 +41,9 @@ def json_context(vllm_server: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def langgraph_url(vllm_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def langgraph_url(
+    vllm_server: str, tmp_path_factory: pytest.TempPathFactory, start_server: Any
+) -> Iterator[str]:
     """``langgraph dev`` on loopback (no browser, no reload), defaults pointing at vLLM."""
     pytest.importorskip("langgraph_api")
     langgraph = shutil.which("langgraph", path=str(Path(sys.executable).parent))
@@ -72,34 +71,10 @@ def langgraph_url(vllm_server: str, tmp_path_factory: pytest.TempPathFactory) ->
         "--config",
         str(REPO / "langgraph.json"),
     ]
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(
-                    f"langgraph dev exited ({proc.returncode}):\n{log_path.read_text()[-4000:]}"
-                )
-            try:
-                if httpx.get(url + "/ok", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"langgraph dev not ready in time:\n{log_path.read_text()[-4000:]}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, 15)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, 9)
+    yield from start_server(
+        argv, url, "/ok", log_path, name="langgraph dev", env=env, cwd=REPO, timeout_s=180
+    )
 
 
 def check_spans(text: str, result: dict[str, Any]) -> None:
