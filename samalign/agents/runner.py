@@ -183,6 +183,27 @@ def _guard(request: StageRequest, model: StageModel) -> None:
         )
 
 
+def _lookup(
+    cache: StageCache | None,
+    model: StageModel,
+    adapter: str,
+    messages: list[BaseMessage],
+    kwargs: dict[str, Any],
+) -> tuple[str, _Reply | None]:
+    """The request's cache key and its stored answer (``("", None)`` without a cache)."""
+    if cache is None:
+        return "", None
+    key = request_key(model.chat_model, adapter, messages, kwargs)
+    stored = cache.get(key)
+    return key, _Reply.of_cached(stored) if stored is not None else None
+
+
+def _remember(cache: StageCache | None, key: str, reply: _Reply) -> _Reply:
+    if cache is not None:
+        cache.put(key, reply.stored())
+    return reply
+
+
 def run_stage(
     request: StageRequest,
     model: StageModel,
@@ -211,23 +232,16 @@ def run_stage(
     try:
         messages = next(gen)
         while True:
-            key = (
-                request_key(model.chat_model, adapter, messages, kwargs)
-                if cache is not None
-                else ""
-            )
-            stored = cache.get(key) if cache is not None else None
-            if stored is not None:
-                messages = gen.send(_Reply.of_cached(stored))
+            key, cached = _lookup(cache, model, adapter, messages, kwargs)
+            if cached is not None:
+                messages = gen.send(cached)
                 continue
             start = time.perf_counter()
             try:
                 answer = model.chat_model.invoke(messages, **kwargs)
             except Exception as exc:
                 raise explain_error(exc, stage=request.stage, adapter=adapter) from exc
-            reply = _reply_from(answer, time.perf_counter() - start)
-            if cache is not None:
-                cache.put(key, reply.stored())
+            reply = _remember(cache, key, _reply_from(answer, time.perf_counter() - start))
             messages = gen.send(reply)
     except StopIteration as stop:
         result: StageResult[T] = stop.value
@@ -250,23 +264,16 @@ async def arun_stage(
     try:
         messages = next(gen)
         while True:
-            key = (
-                request_key(model.chat_model, adapter, messages, kwargs)
-                if cache is not None
-                else ""
-            )
-            stored = cache.get(key) if cache is not None else None
-            if stored is not None:
-                messages = gen.send(_Reply.of_cached(stored))
+            key, cached = _lookup(cache, model, adapter, messages, kwargs)
+            if cached is not None:
+                messages = gen.send(cached)
                 continue
             start = time.perf_counter()
             try:
                 answer = await model.chat_model.ainvoke(messages, **kwargs)
             except Exception as exc:
                 raise explain_error(exc, stage=request.stage, adapter=adapter) from exc
-            reply = _reply_from(answer, time.perf_counter() - start)
-            if cache is not None:
-                cache.put(key, reply.stored())
+            reply = _remember(cache, key, _reply_from(answer, time.perf_counter() - start))
             messages = gen.send(reply)
     except StopIteration as stop:
         result: StageResult[T] = stop.value
