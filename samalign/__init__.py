@@ -11,6 +11,7 @@ Quick start::
         print(entity.span.start, entity.span.end, entity.text, entity.label)
 """
 
+from samalign.agents.cache import MemoryCache, SqliteCache
 from samalign.errors import (
     BackendError,
     ConfigError,
@@ -65,6 +66,7 @@ __all__ = [
     "EntityType",
     "InputError",
     "JointState",
+    "MemoryCache",
     "ModelRequestBlockedError",
     "NerState",
     "NoiseRecord",
@@ -74,6 +76,7 @@ __all__ = [
     "RunContext",
     "SamalignError",
     "Span",
+    "SqliteCache",
     "StageModel",
     "StageModels",
     "StageUsage",
