@@ -8,7 +8,8 @@ anywhere the context must be plain data) it is a JSON object::
                                                             # an inline domain mapping
       "models": {"server": "http://127.0.0.1:8000",         # where the stage models are
                  "adapters": {"anchor": "iepile-anchor"}},  # (or {"model_dir": "runs/model"})
-      "cache": {"kind": "sqlite", "path": "runs/cache.db"}  # optional stage-answer cache
+      "cache": {"kind": "sqlite", "path": "runs/cache.db"}, # optional stage-answer cache
+      "options": {"use_calibration": false}                 # server: which graph variant
     }
 
 LangGraph turns such a mapping into ``RunContext(**mapping)``. Parts a run leaves out come
@@ -39,6 +40,7 @@ from pydantic_core import core_schema
 
 from samalign.agents.cache import CacheConfig, MemoryCache, SqliteCache, StageCache
 from samalign.errors import ConfigError, validation_problems
+from samalign.graphs.options import PipelineOptions
 from samalign.prompts.domain import Domain, domain_from_mapping, load_domain
 from samalign.serving.config import ModelsConfig, ProcessShared, shared_models
 from samalign.serving.models import StageModels
@@ -52,6 +54,9 @@ class ContextConfig(BaseModel):
             graph), or an inline domain mapping (the YAML file's content as JSON).
         models: Where the stage models are.
         cache: An optional stage-answer cache (``"memory"``, ``"sqlite:PATH"`` or a mapping).
+        options: :class:`~samalign.graphs.PipelineOptions` fields for the server's graph
+            factories (which graph variant runs; see :mod:`samalign.graphs.server`). In
+            process, build the graph with its options instead.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -59,6 +64,7 @@ class ContextConfig(BaseModel):
     domain: str | dict[str, Any]
     models: ModelsConfig
     cache: CacheConfig | str | None = Field(default=None)
+    options: dict[str, Any] = Field(default_factory=dict)
 
 
 def _close_cache(cache: MemoryCache | SqliteCache) -> None:
@@ -132,6 +138,17 @@ def _domain(value: Domain | str | Path | Mapping[str, Any]) -> Domain:
     )
 
 
+def _checked_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    values = dict(options or {})
+    sentence_graph = values.pop("sentence_graph", None)
+    if sentence_graph not in (None, "ner", "joint"):
+        raise ConfigError(
+            f"options.sentence_graph must be 'ner' or 'joint', got {sentence_graph!r}"
+        )
+    PipelineOptions(**values)  # raises ConfigError naming a bad field
+    return dict(options or {})
+
+
 @dataclass(frozen=True, eq=False)
 class RunContext:
     """What one invocation runs with: the target domain, the stage models and a cache.
@@ -153,6 +170,8 @@ class RunContext:
             :class:`~samalign.agents.cache.SqliteCache`), or its settings (``"memory"``,
             ``"sqlite:PATH"``, a :class:`CacheConfig` or its mapping: shared by the process).
             ``None``: no cache.
+        options: Pipeline options for the server's graph factories (see
+            :class:`ContextConfig`); checked, and otherwise not used in process.
 
     Raises:
         ConfigError: An unknown or invalid domain, models or cache setting.
@@ -161,6 +180,7 @@ class RunContext:
     domain: Domain
     models_config: ModelsConfig | None
     cache: StageCache | None
+    options: dict[str, Any]
     _models: list[StageModels] = field(repr=False, compare=False)
     _lock: threading.Lock = field(repr=False, compare=False)
 
@@ -169,6 +189,7 @@ class RunContext:
         domain: Domain | str | Path | Mapping[str, Any] | None = None,
         models: StageModels | ModelsConfig | Mapping[str, Any] | None = None,
         cache: StageCache | CacheConfig | str | Mapping[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> None:
         if domain is None or models is None or cache is None:
             defaults = deployment_defaults()
@@ -190,7 +211,13 @@ class RunContext:
         if isinstance(models, StageModels):
             live.append(models)
         elif isinstance(models, ModelsConfig | Mapping):
-            config = ModelsConfig.parse(models)
+            try:
+                config = ModelsConfig.parse(models)
+            except ConfigError as err:
+                raise ConfigError(
+                    f"models must be StageModels (e.g. vllm_server_models(url)) or where the "
+                    f"models are as plain data; {err}"
+                ) from None
             if config.adapters:
                 resolved = resolved.model_copy(
                     update={"adapters": {**resolved.adapters, **config.adapters}}
@@ -205,6 +232,7 @@ class RunContext:
         object.__setattr__(self, "domain", resolved)
         object.__setattr__(self, "models_config", config)
         object.__setattr__(self, "cache", cache)
+        object.__setattr__(self, "options", _checked_options(options))
         object.__setattr__(self, "_models", live)
         object.__setattr__(self, "_lock", threading.Lock())
 
@@ -228,7 +256,7 @@ class RunContext:
         models: StageModels | ModelsConfig = (
             self.models_config if self.models_config is not None else self._models[0]
         )
-        return RunContext(_domain(domain), models, self.cache)
+        return RunContext(_domain(domain), models, self.cache, self.options)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | str) -> RunContext:
@@ -246,7 +274,7 @@ class RunContext:
         except ValidationError as err:
             problems = validation_problems(err, "context")
             raise ConfigError(f"invalid run context: {problems}") from None
-        return cls(config.domain, config.models, config.cache)
+        return cls(config.domain, config.models, config.cache, config.options)
 
     @classmethod
     def __get_pydantic_core_schema__(
@@ -254,7 +282,7 @@ class RunContext:
     ) -> core_schema.CoreSchema:
         """Validate (and describe, e.g. for LangGraph Studio) the context as its JSON form."""
         return core_schema.no_info_after_validator_function(
-            lambda config: cls(config.domain, config.models, config.cache),
+            lambda config: cls(config.domain, config.models, config.cache, config.options),
             handler(ContextConfig),
         )
 

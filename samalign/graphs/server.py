@@ -8,10 +8,13 @@
       "samalign_document": "samalign.graphs.server:document"
     }
 
-Each factory builds the graph for the run's ``configurable.options`` (any
+Each factory builds the graph for the run's options (any
 :class:`~samalign.graphs.PipelineOptions` field, the published ablations included, e.g.
 ``{"use_calibration": false}``; the document graph also takes ``sentence_graph``: ``ner`` or
-``joint``), once per distinct options per process. The graphs return only their result
+``joint``), once per distinct options per process. The options come from the run context's
+``options`` (a run that sends a context cannot also send ``configurable``), else from
+``configurable.options`` (an assistant's saved config, or a run without context), else from
+the deployment's defaults (``$SAMALIGN_CONTEXT``). The graphs return only their result
 (``output="result"``), so the server, Studio and the MCP endpoint show a clean form: input
 ``{text, id}``, output entities, triplets, dropped triplets, CCR noise, diagnostics, usage.
 
@@ -26,9 +29,12 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
+from langgraph_sdk.runtime import ServerRuntime
 
 from samalign.errors import ConfigError
+from samalign.graphs.context import RunContext, deployment_defaults
 from samalign.graphs.document import build_document_graph
 from samalign.graphs.joint import build_joint_graph
 from samalign.graphs.ner import build_ner_graph
@@ -37,9 +43,15 @@ from samalign.graphs.options import PipelineOptions
 Graph = CompiledStateGraph[Any, Any, Any, Any]
 
 
-def _options_of(config: Mapping[str, Any] | None) -> dict[str, Any]:
-    configurable = (config or {}).get("configurable") or {}
-    options = configurable.get("options") or {}
+def _options_of(config: Mapping[str, Any] | None, runtime: Any = None) -> dict[str, Any]:
+    context = getattr(runtime, "context", None)
+    if isinstance(context, RunContext):
+        options: Any = context.options
+    elif isinstance(context, Mapping) and context.get("options"):
+        options = context["options"]
+    else:
+        configurable = (config or {}).get("configurable") or {}
+        options = configurable.get("options") or deployment_defaults().get("options") or {}
     if not isinstance(options, Mapping):
         raise ConfigError(
             f"configurable.options must be an object of PipelineOptions fields, got "
@@ -70,31 +82,36 @@ def _build(kind: str, options_json: str) -> Graph:
     )
 
 
-def graph_for(kind: str, config: Mapping[str, Any] | None = None) -> Graph:
-    """The ``ner``, ``joint`` or ``document`` graph for a run's config (cached per options).
+def graph_for(kind: str, config: Mapping[str, Any] | None = None, runtime: Any = None) -> Graph:
+    """The ``ner``, ``joint`` or ``document`` graph for a run (cached per options).
+
+    Args:
+        kind: ``ner``, ``joint`` or ``document``.
+        config: The run's config (``configurable.options``).
+        runtime: The server runtime (its ``context`` may hold ``options``; they win).
 
     Raises:
         ConfigError: An unknown kind or invalid options.
     """
     if kind not in ("ner", "joint", "document"):
         raise ConfigError(f"unknown graph {kind!r}; expected ner, joint or document")
-    options = _options_of(config)
+    options = _options_of(config, runtime)
     return _build(kind, json.dumps(options, sort_keys=True))
 
 
-def ner(config: Mapping[str, Any]) -> Graph:
-    """Server factory: the SAM-NER graph for the run's ``configurable.options``."""
-    return graph_for("ner", config)
+def ner(config: RunnableConfig, runtime: ServerRuntime | None = None) -> Graph:
+    """Server factory: the SAM-NER graph for the run's options."""
+    return graph_for("ner", config, runtime)
 
 
-def joint(config: Mapping[str, Any]) -> Graph:
-    """Server factory: the joint entity + relation graph for ``configurable.options``."""
-    return graph_for("joint", config)
+def joint(config: RunnableConfig, runtime: ServerRuntime | None = None) -> Graph:
+    """Server factory: the joint entity + relation graph for the run's options."""
+    return graph_for("joint", config, runtime)
 
 
-def document(config: Mapping[str, Any]) -> Graph:
+def document(config: RunnableConfig, runtime: ServerRuntime | None = None) -> Graph:
     """Server factory: the document graph (joint sentences unless ``sentence_graph: ner``)."""
-    return graph_for("document", config)
+    return graph_for("document", config, runtime)
 
 
 __all__ = ["document", "graph_for", "joint", "ner"]

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
+from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import StructuredTool, ToolException
 from langgraph.graph.state import CompiledStateGraph
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
@@ -217,7 +218,7 @@ def as_tool(
             ),
         )
     args_schema = create_model("ExtractArgs", __config__=ConfigDict(extra="forbid"), **fields)
-    run_config = dict(config or {})
+    run_config = cast(RunnableConfig, dict(config or {}))
 
     def prepare(text: str, domain: str | None, labels: list[str] | None) -> RunContext:
         if not isinstance(text, str) or not text.strip():
@@ -242,7 +243,7 @@ def as_tool(
     ) -> tuple[str, dict[str, Any]]:
         run_context = prepare(text, domain, labels)
         try:
-            state = graph.invoke({"text": text}, config=run_config, context=run_context)  # type: ignore[arg-type]
+            state = graph.invoke({"text": text}, config=run_config, context=run_context)
         except SamalignError as err:
             raise ToolException(f"{type(err).__name__}: {err}") from None
         return answer(state)
@@ -252,7 +253,7 @@ def as_tool(
     ) -> tuple[str, dict[str, Any]]:
         run_context = prepare(text, domain, labels)
         try:
-            state = await graph.ainvoke({"text": text}, config=run_config, context=run_context)  # type: ignore[arg-type]
+            state = await graph.ainvoke({"text": text}, config=run_config, context=run_context)
         except SamalignError as err:
             raise ToolException(f"{type(err).__name__}: {err}") from None
         return answer(state)

@@ -36,8 +36,8 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def json_context(vllm_server: str) -> dict[str, Any]:
-    return {"domain": "conll04", "models": {"server": vllm_server, "timeout": 300}}
+def json_context(vllm_server: str, **extra: Any) -> dict[str, Any]:
+    return {"domain": "conll04", "models": {"server": vllm_server, "timeout": 300}, **extra}
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,6 @@ async def test_each_graph_runs_with_a_json_context(langgraph_url: str, vllm_serv
     client = get_client(url=langgraph_url)
     assistants = {a["graph_id"] for a in await client.assistants.search()}
     assert {"samalign_ner", "samalign_joint", "samalign_document"} <= assistants
-    config = {"configurable": {"options": FAST}}
     found = 0
     for graph_id, text in [
         ("samalign_ner", TEXTS[0]),
@@ -106,8 +105,8 @@ async def test_each_graph_runs_with_a_json_context(langgraph_url: str, vllm_serv
             None,
             graph_id,
             input={"text": text, "id": f"{graph_id}-1"},
-            context=json_context(vllm_server),
-            config=config,
+            # a run with a context cannot send configurable: the graph options travel in it
+            context=json_context(vllm_server, options=FAST),
             raise_error=True,
         )
         assert isinstance(result, dict), result
@@ -125,7 +124,7 @@ async def test_each_graph_runs_with_a_json_context(langgraph_url: str, vllm_serv
         next(a["assistant_id"] for a in await client.assistants.search(graph_id="samalign_ner"))
     )
     assert set(schemas["input_schema"]["properties"]) == {"text", "id"}
-    assert {"domain", "models", "cache"} <= set(schemas["context_schema"]["properties"])
+    assert {"domain", "models", "cache", "options"} <= set(schemas["context_schema"]["properties"])
 
 
 async def test_streamed_run_sends_stage_updates_in_order(
@@ -139,8 +138,7 @@ async def test_streamed_run_sends_stage_updates_in_order(
         None,
         "samalign_joint",
         input={"text": TEXTS[0]},
-        context=json_context(vllm_server),
-        config={"configurable": {"options": FAST}},
+        context=json_context(vllm_server, options=FAST),
         stream_mode="updates",
     ):
         if chunk.event == "updates" and isinstance(chunk.data, dict):
@@ -160,8 +158,7 @@ async def test_threaded_run_keeps_its_state(langgraph_url: str, vllm_server: str
         thread["thread_id"],
         "samalign_ner",
         input={"text": TEXTS[1]},
-        context=json_context(vllm_server),
-        config={"configurable": {"options": FAST}},
+        context=json_context(vllm_server, options=FAST),
         raise_error=True,
     )
     state = await client.threads.get_state(thread["thread_id"])

@@ -139,7 +139,8 @@ def test_graphs_declare_input_output_and_context_schemas() -> None:
     for graph in (build_ner_graph(), build_joint_graph(), build_document_graph(build_ner_graph())):
         assert set(graph.get_input_jsonschema()["properties"]) == {"text", "id"}
         context = graph.get_context_jsonschema()
-        assert context is not None and set(context["properties"]) == {"domain", "models", "cache"}
+        assert context is not None
+        assert set(context["properties"]) == {"domain", "models", "cache", "options"}
     result = build_joint_graph(output="result").get_output_jsonschema()["properties"]
     assert set(result) == {
         "id",
@@ -187,6 +188,24 @@ def test_server_factories_build_per_options_and_reject_bad_ones() -> None:
         server.document({"configurable": {"options": {"sentence_graph": "x"}}})
     with pytest.raises(ConfigError, match="options must be an object"):
         server.ner({"configurable": {"options": [1]}})
+
+
+def test_server_factories_take_options_from_the_run_context_first() -> None:
+    from types import SimpleNamespace
+
+    # a run with a context cannot send configurable; its context's options choose the graph
+    runtime = SimpleNamespace(context={"domain": "conll04", "options": {"use_explorer": False}})
+    config = {"configurable": {"options": {"use_anchor": False}}}
+    assert "explorer" not in server.ner(config, runtime).nodes  # type: ignore[arg-type]
+    typed = SimpleNamespace(
+        context=RunContext("conll04", {"server": URL}, options={"aggregate_relations": False})
+    )
+    assert "relations_reverse" not in server.joint({}, typed).nodes  # type: ignore[arg-type]
+    assert "anchor" not in server.ner(config, SimpleNamespace()).nodes  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="PipelineOptions"):
+        RunContext("conll04", {"server": URL}, options={"use_anchors": True})
+    with pytest.raises(ConfigError, match="sentence_graph"):
+        RunContext("conll04", {"server": URL}, options={"sentence_graph": "doc"})
 
 
 def test_langgraph_json_declares_the_three_graphs() -> None:
