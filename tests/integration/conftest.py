@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -50,19 +51,22 @@ def vllm_python() -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
-@pytest.fixture(scope="session")
-def vllm_server(
-    tiny_model_dir: Path, vllm_python: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """A real vLLM server started through ``samalign serve``; yields its URL."""
+@contextlib.contextmanager
+def running_vllm_server(
+    model_dir: Path, vllm_python: str, log_path: Path, *, timeout_s: float = 600
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Start ``samalign serve`` on a free loopback port; yield its URL and process.
+
+    The server runs in its own process group, which is killed on exit (a test may kill it
+    earlier, e.g. to simulate a server dying mid-run).
+    """
     port = _free_port()
-    log_path = tmp_path_factory.mktemp("vllm") / "server.log"
     samalign = shutil.which("samalign", path=str(Path(sys.executable).parent)) or "samalign"
     argv = [
         samalign,
         "serve",
         "--model-dir",
-        str(tiny_model_dir),
+        str(model_dir),
         "--python",
         vllm_python,
         "--port",
@@ -75,10 +79,15 @@ def vllm_server(
         "--served-model-name",
         "base",
     ]
-    yield from serve(argv, f"http://127.0.0.1:{port}", "/v1/models", log_path, name="vLLM server")
+    url = f"http://127.0.0.1:{port}"
+    with serving(
+        argv, url, "/v1/models", log_path, name="vLLM server", timeout_s=timeout_s
+    ) as proc:
+        yield url, proc
 
 
-def serve(
+@contextlib.contextmanager
+def serving(
     argv: list[str],
     url: str,
     ready_path: str,
@@ -88,10 +97,11 @@ def serve(
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
     timeout_s: float = 600,
-) -> Iterator[str]:
-    """Start a server process, wait until ``url + ready_path`` answers 200, yield ``url``.
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start a server process, wait until ``url + ready_path`` answers 200, yield the process.
 
-    The process runs in its own session and is stopped (SIGTERM, then SIGKILL) at the end.
+    The server runs in its own process group, which is killed on exit (a test may kill it
+    earlier, e.g. to simulate a server dying mid-run).
     """
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
@@ -110,10 +120,11 @@ def serve(
             if time.monotonic() > deadline:
                 pytest.fail(f"{name} not ready in time:\n{log_path.read_text()[-4000:]}")
             time.sleep(1)
-        yield url
+        yield proc
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, 15)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, 15)
             try:
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
@@ -122,5 +133,28 @@ def serve(
 
 @pytest.fixture(scope="session")
 def start_server() -> Any:
-    """:func:`serve` (start a server process and wait for it), for tests' own servers."""
-    return serve
+    """:func:`serving` (a context manager: start a server process and wait for it)."""
+    return serving
+
+
+@pytest.fixture(scope="session")
+def start_vllm_server(
+    tiny_model_dir: Path, vllm_python: str, tmp_path_factory: pytest.TempPathFactory
+) -> Any:
+    """``start_vllm_server()``: a context manager running one more tiny-model server."""
+
+    def start() -> contextlib.AbstractContextManager[tuple[str, subprocess.Popen[bytes]]]:
+        log_path = tmp_path_factory.mktemp("vllm") / "server.log"
+        return running_vllm_server(tiny_model_dir, vllm_python, log_path)
+
+    return start
+
+
+@pytest.fixture(scope="session")
+def vllm_server(
+    tiny_model_dir: Path, vllm_python: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A real vLLM server started through ``samalign serve``; yields its URL."""
+    log_path = tmp_path_factory.mktemp("vllm") / "server.log"
+    with running_vllm_server(tiny_model_dir, vllm_python, log_path) as (url, _):
+        yield url

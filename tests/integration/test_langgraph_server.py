@@ -72,9 +72,10 @@ def langgraph_url(
         str(REPO / "langgraph.json"),
     ]
     url = f"http://127.0.0.1:{port}"
-    yield from start_server(
+    with start_server(
         argv, url, "/ok", log_path, name="langgraph dev", env=env, cwd=REPO, timeout_s=180
-    )
+    ):
+        yield url
 
 
 def check_spans(text: str, result: dict[str, Any]) -> None:
