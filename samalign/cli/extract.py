@@ -27,11 +27,7 @@ from samalign.cli.options import (
     chosen_backend,
     pipeline_values,
     stage_adapters,
-<<<<<<< HEAD
     stage_cache,
-    stage_models,
-=======
->>>>>>> main
 )
 from samalign.errors import ConfigError, InputError
 from samalign.graphs import PipelineOptions, RunContext
@@ -124,34 +120,15 @@ async def _extract(args: argparse.Namespace) -> int:
         raise ConfigError(
             "--engine local reads one INPUT; pass several with --engine ray (or join them)"
         )
-<<<<<<< HEAD
-    options = PipelineOptions(**pipeline_values(args, joint=sentence_graph == "joint"))
-    stages = options.joint_model_stages if sentence_graph == "joint" else options.model_stages
-    # One place decides each stage's adapter: --adapter, else the domain, else the stage name.
-    adapters = stage_adapters(args, stages, domain.adapter_for)
-    domain = domain.model_copy(update={"adapters": {**domain.adapters, **adapters}})
-    if args.input != "-" and not Path(args.input).is_file():
-        raise InputError(f"input file {args.input} not found")
-    backend = chosen_backend(args)
-    cache = stage_cache(args)
-    models = stage_models(args, backend, stages, adapters)
-    context = RunContext(domain=domain, models=models, cache=cache)
-    inner = build_joint_graph(options) if sentence_graph == "joint" else build_ner_graph(options)
-    graph = (
-        build_document_graph(inner, max_sentence_chars=min(2000, args.max_chars))
-        if args.graph == "document"
-        else inner
-    )
-=======
     [source] = args.input
     job = _job(args)
     if source != "-" and not Path(source).is_file():
         raise InputError(f"input file {source} not found")
     job.check_backend()
+    cache = stage_cache(args)
     models = job.build_models()
-    context = RunContext(domain=job.domain, models=models)
+    context = RunContext(domain=job.domain, models=models, cache=cache)
     graph = job.build_graph()
->>>>>>> main
 
     done: set[str] = set()
     handle: TextIO
