@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from samalign.batch.jsonl import JsonlAppender, read_lines
 from samalign.errors import InputError
@@ -91,7 +91,8 @@ class OutputRecord(BaseModel):
     """One output line: the record's entities (and triplets), diagnostics and usage, or its error.
 
     ``triplets`` and ``dropped_triplets`` are written by the joint and document graphs;
-    ``noise`` holds the explorer mentions CCR dropped, with the reason (sentence graphs);
+    ``noise`` holds the explorer mentions CCR dropped, with the reason (sentence graphs; written
+    only when there are some);
     ``sentence_errors`` lists the sentences of a document that failed (document graph; the
     record's other sentences still count).
     """
@@ -101,7 +102,7 @@ class OutputRecord(BaseModel):
     entities: list[EntityRecord] = []
     triplets: list[TripletRecord] = []
     dropped_triplets: list[DroppedTripletRecord] = []
-    noise: list[NoiseRecord] = []
+    noise: list[NoiseRecord] = Field(default_factory=list, exclude_if=lambda v: not v)
     sentence_errors: list[str] = []
     diagnostics: list[Diagnostic] = []
     usage: dict[str, StageUsage] = {}
