@@ -21,9 +21,10 @@ JSON layout (``format: "samalign-eval-report"``, ``version: 1``)::
     cost
       wall_time_s, sentences_per_s, sessions
       sentence_latency_s   {total, mean, p50, p90, p99, max}
-      stages       {stage: {calls, prompt_tokens, completion_tokens,
+      stages       {stage: {calls, prompt_tokens, completion_tokens, cached,
                             latency_s: {total, mean, p50, p90, p99, max}}}
-      total        {calls, prompt_tokens, completion_tokens}
+      total        {calls, prompt_tokens, completion_tokens, cached} (cached: answers the
+                   stage cache replayed, with no model call)
       per_sentence the same per sentence
     diagnostics    {by_kind: {kind: n}, by_stage: {stage: {kind: n}}}
     mismatches
