@@ -228,7 +228,7 @@ class RunContext:
                 f"models are as a mapping (e.g. {{'server': URL}}), got {type(models).__name__}"
             )
         if cache is not None and not isinstance(cache, StageCache):
-            cache = shared_cache(cache)  # type: ignore[arg-type]
+            cache = shared_cache(cache)
         object.__setattr__(self, "domain", resolved)
         object.__setattr__(self, "models_config", config)
         object.__setattr__(self, "cache", cache)

@@ -99,17 +99,17 @@ def graph_for(kind: str, config: Mapping[str, Any] | None = None, runtime: Any =
     return _build(kind, json.dumps(options, sort_keys=True))
 
 
-def ner(config: RunnableConfig, runtime: ServerRuntime | None = None) -> Graph:
+def ner(config: RunnableConfig, runtime: ServerRuntime[Any] | None = None) -> Graph:
     """Server factory: the SAM-NER graph for the run's options."""
     return graph_for("ner", config, runtime)
 
 
-def joint(config: RunnableConfig, runtime: ServerRuntime | None = None) -> Graph:
+def joint(config: RunnableConfig, runtime: ServerRuntime[Any] | None = None) -> Graph:
     """Server factory: the joint entity + relation graph for the run's options."""
     return graph_for("joint", config, runtime)
 
 
-def document(config: RunnableConfig, runtime: ServerRuntime | None = None) -> Graph:
+def document(config: RunnableConfig, runtime: ServerRuntime[Any] | None = None) -> Graph:
     """Server factory: the document graph (joint sentences unless ``sentence_graph: ner``)."""
     return graph_for("document", config, runtime)
 

@@ -205,7 +205,7 @@ def as_tool(
     }
     if len(names) > 1:
         fields["domain"] = (
-            Literal[tuple(names)] | None,  # type: ignore[valid-type]
+            Literal[tuple(names)] | None,
             Field(default=None, description=f"The label set to use (default {names[0]!r})."),
         )
     if allow_labels:

@@ -109,9 +109,9 @@ class ScriptedToolCaller(BaseChatModel):
     def _llm_type(self) -> str:
         return "samalign-scripted-tool-caller-fake"
 
-    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> ScriptedToolCaller:  # type: ignore[override]
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> ScriptedToolCaller:
         """Record the tools' names; the script decides the calls."""
-        self.tools = [getattr(t, "name", None) or getattr(t, "__name__", str(t)) for t in tools]
+        self.tools = [str(getattr(t, "name", None) or getattr(t, "__name__", t)) for t in tools]
         return self
 
     def _generate(

@@ -72,8 +72,10 @@ def langgraph_url(
         str(REPO / "langgraph.json"),
     ]
     url = f"http://127.0.0.1:{port}"
+    # its own working folder: `langgraph dev` keeps its in-memory state in ./.langgraph_api
+    workdir = tmp_path_factory.mktemp("langgraph-cwd")
     with start_server(
-        argv, url, "/ok", log_path, name="langgraph dev", env=env, cwd=REPO, timeout_s=180
+        argv, url, "/ok", log_path, name="langgraph dev", env=env, cwd=workdir, timeout_s=180
     ):
         yield url
 
@@ -206,10 +208,7 @@ async def test_mcp_endpoint_lists_the_graphs_and_answers_a_call(langgraph_url: s
     # an assistant = a graph with saved options; MCP lists every assistant as a tool
     client = get_client(url=langgraph_url)
     await client.assistants.create(
-        "samalign_ner",
-        config={"configurable": {"options": FAST}},
-        name="samalign_ner_constrained",
-        if_exists="do_nothing",
+        "samalign_ner", config={"configurable": {"options": FAST}}, name="samalign_ner_constrained"
     )
     mcp = MultiServerMCPClient(
         {"samalign": {"url": f"{langgraph_url}/mcp", "transport": "streamable_http"}}
