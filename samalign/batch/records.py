@@ -13,11 +13,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 from samalign.batch.jsonl import JsonlAppender, read_lines
 from samalign.errors import InputError
-from samalign.types import Diagnostic, DroppedTriplet, Entity, NoiseRecord, StageUsage, Triplet
+from samalign.types import Diagnostic, DroppedTriplet, Entity, StageUsage, Triplet
 
 InputFormat = Literal["auto", "jsonl", "text"]
 
@@ -91,8 +91,6 @@ class OutputRecord(BaseModel):
     """One output line: the record's entities (and triplets), diagnostics and usage, or its error.
 
     ``triplets`` and ``dropped_triplets`` are written by the joint and document graphs;
-    ``noise`` holds the explorer mentions CCR dropped, with the reason (sentence graphs; written
-    only when there are some);
     ``sentence_errors`` lists the sentences of a document that failed (document graph; the
     record's other sentences still count).
     """
@@ -102,7 +100,6 @@ class OutputRecord(BaseModel):
     entities: list[EntityRecord] = []
     triplets: list[TripletRecord] = []
     dropped_triplets: list[DroppedTripletRecord] = []
-    noise: list[NoiseRecord] = Field(default_factory=list, exclude_if=lambda v: not v)
     sentence_errors: list[str] = []
     diagnostics: list[Diagnostic] = []
     usage: dict[str, StageUsage] = {}

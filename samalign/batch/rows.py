@@ -59,8 +59,7 @@ def output_to_row(record: OutputRecord) -> dict[str, str | None]:
     data = record.model_dump(mode="json")
     row: dict[str, str | None] = {name: data[name] for name in TEXT_FIELDS}
     for name in JSON_FIELDS:
-        value = data.get(name, [])  # ``noise`` is left out of a dump when empty
-        row[name] = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        row[name] = json.dumps(data[name], ensure_ascii=False, separators=(",", ":"))
     return row
 
 

@@ -41,7 +41,6 @@ def to_output(record: InputRecord, state: dict[str, Any]) -> OutputRecord:
         entities=[EntityRecord.of(e) for e in entities],
         triplets=[TripletRecord.of(t) for t in triplets],
         dropped_triplets=[DroppedTripletRecord.of_dropped(d) for d in dropped],
-        noise=list(state.get("noise", [])),
         sentence_errors=list(state.get("errors", [])),
         diagnostics=diagnostics,
         usage=usage,

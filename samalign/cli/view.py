@@ -16,9 +16,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="write a self-contained HTML page to review an extraction's output",
         description="Read the JSONL written by samalign extract and write one HTML file "
         "(no network needed to open it) showing each text with its entities highlighted and "
-        "labelled, its triplets, what CCR dropped and why, the triplets the anchor filter "
-        "removed with the reason, diagnostics and per-stage usage, with filters by label and "
-        "by diagnostic kind. samalign eval writes the same page for the sentences that lost "
+        "labelled, its triplets, the triplets the anchor filter removed with the reason, "
+        "diagnostics and per-stage usage, with filters by label and "
+        "by diagnostic kind (extract's JSONL does not keep what CCR dropped; samalign.visualize "
+        "on graph results and the evaluation pages show it). samalign eval writes the same page "
+        "for the sentences that lost "
         "or gained something (NAME.view.html beside its report).",
     )
     p.add_argument("input", type=Path, help="JSONL output of samalign extract")

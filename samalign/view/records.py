@@ -1,8 +1,9 @@
 """What the review page shows for one text, and how results of every kind become it.
 
 A :class:`ViewRecord` is an output line of ``samalign extract`` (:class:`OutputRecord`: the
-text, entities with offsets, triplets, dropped triplets, CCR noise, diagnostics, usage, error)
-plus optional review notes (an evaluation's missed and spurious predictions). Graph results
+text, entities with offsets, triplets, dropped triplets, diagnostics, usage, error) plus what
+CCR dropped and why (from graph results) and optional review notes (an evaluation's missed and
+spurious predictions). Graph results
 (the final state dicts of the NER, joint and document graphs), output records and their JSONL
 files all convert to it.
 """
@@ -20,6 +21,7 @@ from samalign.batch.records import InputRecord, OutputRecord
 from samalign.batch.run import to_output
 from samalign.errors import InputError
 from samalign.graphs.state import JointState
+from samalign.types import NoiseRecord
 
 
 class ReviewItem(BaseModel):
@@ -44,8 +46,15 @@ class ReviewItem(BaseModel):
 
 
 class ViewRecord(OutputRecord):
-    """One text on the review page: an output record plus optional review notes."""
+    """One text on the review page: an output record plus what CCR dropped and review notes.
 
+    Attributes:
+        noise: Explorer mentions CCR dropped, with the reason (from graph results; the JSONL
+            of ``samalign extract`` does not carry them).
+        review: Notes such as an evaluation's missed and spurious predictions.
+    """
+
+    noise: list[NoiseRecord] = Field(default_factory=list)
     review: list[ReviewItem] = Field(default_factory=list)
 
 
@@ -83,8 +92,9 @@ def record_of(result: Any, *, id: str | None = None) -> ViewRecord:
         except ValidationError as err:
             raise InputError(f"record {rid!r} is not a valid output record: {err}") from None
     state = {key: value for key, value in result.items() if key != "text"}
-    output = to_output(InputRecord(id=rid, text=result["text"], line=0), _typed_state(state))
-    return ViewRecord(**dict(output))
+    typed = _typed_state(state)
+    output = to_output(InputRecord(id=rid, text=result["text"], line=0), typed)
+    return ViewRecord(**dict(output), noise=list(typed.get("noise", [])))
 
 
 def _typed_state(state: dict[str, Any]) -> dict[str, Any]:
