@@ -11,13 +11,14 @@ import ast
 import json
 import os
 import shutil
-import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from samalign.serving.server_process import free_port, running_server
 
 pytestmark = pytest.mark.integration
 
@@ -30,26 +31,18 @@ TEXTS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def json_context(vllm_server: str, **extra: Any) -> dict[str, Any]:
     return {"domain": "conll04", "models": {"server": vllm_server, "timeout": 300}, **extra}
 
 
 @pytest.fixture(scope="module")
-def langgraph_url(
-    vllm_server: str, tmp_path_factory: pytest.TempPathFactory, start_server: Any
-) -> Iterator[str]:
+def langgraph_url(vllm_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``langgraph dev`` on loopback (no browser, no reload), defaults pointing at vLLM."""
     pytest.importorskip("langgraph_api")
     langgraph = shutil.which("langgraph", path=str(Path(sys.executable).parent))
     if langgraph is None:
         pytest.fail("langgraph-cli is not installed: pip install 'samalign[server]'")
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path_factory.mktemp("langgraph") / "server.log"
     env = {
         **os.environ,
@@ -74,8 +67,15 @@ def langgraph_url(
     url = f"http://127.0.0.1:{port}"
     # its own working folder: `langgraph dev` keeps its in-memory state in ./.langgraph_api
     workdir = tmp_path_factory.mktemp("langgraph-cwd")
-    with start_server(
-        argv, url, "/ok", log_path, name="langgraph dev", env=env, cwd=workdir, timeout_s=180
+    with running_server(
+        argv,
+        url=url,
+        env=env,
+        log_path=log_path,
+        timeout=180,
+        name="langgraph dev",
+        ready_path="/ok",
+        cwd=workdir,
     ):
         yield url
 
