@@ -75,16 +75,17 @@ def scan_lines(path: Path) -> Iterator[tuple[bytes, Any]]:
         raise InputError(f"cannot resume from {path}: {err.strerror or err}") from None
 
 
-def read_lines(path: Path) -> list[Any]:
+def read_lines(path: Path, *, repair: bool = True) -> list[Any]:
     """The JSON value of each complete line of ``path`` (``None`` for a damaged line).
 
-    A trailing partial line (an interrupted write) is cut off the file. A missing file has no
-    lines.
+    A trailing partial line (an interrupted write) is left out and, with ``repair``, cut off
+    the file (``repair=False`` only reads). A missing file has no lines.
 
     Raises:
         InputError: If the file cannot be read or repaired.
     """
-    cut_partial_tail(path)
+    if repair:
+        cut_partial_tail(path)
     return [value for _, value in scan_lines(path)]
 
 

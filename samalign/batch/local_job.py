@@ -182,6 +182,7 @@ async def run_local_extract(
     models: StageModels | None = None,
     progress: bool = False,
     stdout: IO[str] | None = None,
+    cache: Any = None,
 ) -> LocalSummary:
     """Run ``job`` over one input (a file or ``-``) in this process (see the module docs).
 
@@ -195,6 +196,7 @@ async def run_local_extract(
         models: The stage models (default: built from the job's backend, closed at the end).
         progress: Show progress bars on stderr.
         stdout: Where to write without ``out`` (default: ``sys.stdout``).
+        cache: A stage-answer cache for the run context (see ``RunContext.cache``).
 
     Raises:
         ConfigError: ``out`` is the input or not a regular file, holds another job's output or
@@ -239,6 +241,7 @@ async def run_local_extract(
             progress=progress,
             stdout=stdout,
             tqdm=tqdm,
+            cache=cache,
         )
     finally:
         if claim is not None:
@@ -260,6 +263,7 @@ async def _run(
     progress: bool,
     stdout: IO[str] | None,
     tqdm: Any,
+    cache: Any,
 ) -> LocalSummary:
     plan = _Plan(out, retry_errors=retry_errors) if out is not None else None
     old = _Lines(out) if out is not None and plan is not None and plan.rebuild else None
@@ -311,7 +315,7 @@ async def _run(
         bar.update(1)
 
     graph = job.build_graph()
-    context = RunContext(domain=job.domain, models=models)
+    context = RunContext(domain=job.domain, models=models, cache=cache)
     failed: BaseException | None = None
     try:
         async for result in run_records(

@@ -21,6 +21,7 @@ from samalign.cli.options import (
     chosen_backend,
     pipeline_values,
     stage_adapters,
+    stage_cache,
 )
 from samalign.errors import ConfigError
 from samalign.graphs import PipelineOptions
@@ -156,15 +157,22 @@ async def _extract(args: argparse.Namespace) -> int:
         raise ConfigError("--fresh applies to an --out file (without --out nothing is resumed)")
     job = _job(args)
     job.check_backend()
-    summary = await run_local_extract(
-        job,
-        source,
-        args.out,
-        fmt=args.format,
-        retry_errors=args.retry_errors,
-        fresh=args.fresh,
-        progress=not args.quiet,
-    )
+    cache = stage_cache(args)
+    try:
+        summary = await run_local_extract(
+            job,
+            source,
+            args.out,
+            fmt=args.format,
+            retry_errors=args.retry_errors,
+            fresh=args.fresh,
+            progress=not args.quiet,
+            cache=cache,
+        )
+    finally:
+        close_cache = getattr(cache, "close", None)
+        if callable(close_cache):
+            close_cache()
     if summary.errors:
         print(
             f"samalign: {summary.errors} record(s) have an error; see their 'error' field",

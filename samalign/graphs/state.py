@@ -18,7 +18,7 @@ from pydantic import (
     model_validator,
 )
 
-from samalign.errors import InputError
+from samalign.errors import InputError, validation_problems
 from samalign.types import Diagnostic, DroppedTriplet, Entity, NoiseRecord, StageUsage, Triplet
 
 
@@ -39,6 +39,7 @@ class NerState(BaseModel):
 
     Attributes:
         text: The input sentence.
+        id: The caller's id for the text, passed through unchanged (optional).
         anchor_mentions: Grounded mention strings from the anchor extractor (E_anc).
         explorer_mentions: Grounded mention strings from the explorer extractor (E_exp).
         noise: Explorer mentions CCR dropped (D_noise), with the reason.
@@ -53,6 +54,7 @@ class NerState(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     text: str
+    id: str | None = None
     anchor_mentions: list[str] = Field(default_factory=list)
     explorer_mentions: list[str] = Field(default_factory=list)
     noise: list[NoiseRecord] = Field(default_factory=list)
@@ -70,10 +72,7 @@ class NerState(BaseModel):
         try:
             return handler(data)
         except ValidationError as err:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}"
-                for e in err.errors()[:5]
-            )
+            problems = validation_problems(err, "input")
             raise InputError(
                 f"invalid graph input ({problems}); invoke the graph with {{'text': 'a sentence'}}"
             ) from None
