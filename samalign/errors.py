@@ -50,16 +50,24 @@ class ModelRequestBlockedError(SamalignError):
     """A real model request was attempted while real requests are blocked (test kill-switch)."""
 
 
-def validation_problems(err: ValidationError, what: str) -> str:
+def validation_problems(err: ValidationError, what: str, *, limit: int = 10) -> str:
     """A pydantic validation error as one line, ``field.path: message; …``.
+
+    At most ``limit`` problems are named (then ``… and N more``), each cut short, so a huge
+    invalid input never makes a huge message.
 
     Args:
         err: The validation error.
         what: The name used for an error about the whole value (no field path).
+        limit: The most problems named.
     """
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or what}: {e['msg']}" for e in err.errors()
-    )
+    errors = err.errors()
+    shown = [
+        f"{'.'.join(str(p) for p in e['loc'])[:100] or what}: {str(e['msg'])[:200]}"
+        for e in errors[:limit]
+    ]
+    more = f"; … and {len(errors) - limit} more" if len(errors) > limit else ""
+    return "; ".join(shown) + more
 
 
 __all__ = [

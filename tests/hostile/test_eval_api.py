@@ -357,6 +357,40 @@ def _local_same_file() -> Any:
         return asyncio.run(run_local_extract(job, path, path, models=fake_models(["anchor"])))
 
 
+@api_case("RunContext.from_json of 100,000 nested brackets", match="invalid run context")
+def _deep_context() -> Any:
+    from samalign import RunContext
+
+    return RunContext.from_json("[" * 100_000)
+
+
+@api_case("RunContext.from_json with an inline domain of 10,000 problems", match="more")
+def _many_problems() -> Any:
+    from samalign import RunContext
+
+    domain = {"name": "x", "entity_types": [{"label": "p"}] * 10_000}
+    return RunContext.from_json({"domain": domain, "models": {"server": "http://127.0.0.1:1"}})
+
+
+@api_case("SAMALIGN_CONTEXT holding an alias bomb", match="expands to more than")
+def _context_bomb() -> Any:
+    import os
+    import tempfile
+
+    from harness import alias_bomb
+
+    from samalign.graphs.context import deployment_defaults
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "context.yaml"
+        path.write_text(alias_bomb(), encoding="utf-8")
+        os.environ["SAMALIGN_CONTEXT"] = str(path)
+        try:
+            return deployment_defaults()
+        finally:
+            del os.environ["SAMALIGN_CONTEXT"]
+
+
 kinds("api", *(name for name, _, _, _ in API))
 
 

@@ -361,3 +361,30 @@ def test_bad_flags(
     assert result.status == 2
     assert message in result.err, result.err
     assert not out.exists() or out_lines(out) == []
+
+
+@kind("extract", "samalign view -o is its input")
+def test_view_out_is_input(
+    extract: Callable[..., Result], run: Callable[..., Result], source: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.jsonl"
+    extract(source, "--out", out, status=0)
+    before = out.read_bytes()
+    assert "is the input" in run("view", out, "-o", out, status=2).err
+    assert out.read_bytes() == before
+
+
+@kind("extract", "samalign view of hostile output lines")
+def test_view_of_hostile_lines(
+    extract: Callable[..., Result], run: Callable[..., Result], tmp_path: Path
+) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(
+        b'{"id": "a", "text": "Alice met Bob."}\n{"id": "b\\ud800", "text": "x"}\n[[[\n'
+    )
+    out = tmp_path / "out.jsonl"
+    extract(source, "--out", out, status=0)
+    with open(out, "ab") as handle:
+        handle.write(b"[" * 100_000 + b"\n")
+    run("view", out, status=0)
+    assert (tmp_path / "out.html").read_text(encoding="utf-8").startswith("<!")
