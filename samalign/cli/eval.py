@@ -13,6 +13,7 @@ from typing import Any
 from samalign.cli.options import (
     MODEL_DIR_ENV,
     add_backend_flags,
+    add_data_format_flags,
     add_pipeline_flags,
     chosen_backend,
     parse_pairs,
@@ -21,6 +22,7 @@ from samalign.cli.options import (
     stage_cache,
     stage_models,
 )
+from samalign.datasets import TOKENISED_FORMATS
 from samalign.errors import ConfigError
 from samalign.evaluation.backends import (
     BACKENDS,
@@ -55,8 +57,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         description="Run the NER or joint graph over a dataset split and write a JSON report "
         "(every protocol, per-label table, per-stage cost, every sentence that lost or gained "
         "something and why), a markdown summary and a PNG chart next to it. DATASET is a "
-        f"built-in name ({', '.join(BUILTIN_DATASETS)}) or a path (a BIO .txt file, a SpERT "
-        ".json file, or a folder with <split>.txt / <split>_triples.json). Rerunning with the "
+        f"built-in name ({', '.join(BUILTIN_DATASETS)}) or a path: a BIO file (token<TAB>tag "
+        "or tag<TAB>token), a SpERT .json file, a CrossRE .jsonl file (detected from the "
+        "content; --format names one), or a folder with <split>.txt / <split>_triples.json / "
+        "<split>.json / <split>.jsonl; docs/data.md documents the formats. Rerunning with the "
         "same --out resumes.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -67,6 +71,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--fold", type=int, default=0, help="ADE fold 0-9 (default 0)")
     p.add_argument("--data-dir", type=Path, help="benchmark data folder (default: see docs)")
     p.add_argument("--domain", help="domain name or YAML (default: the dataset's name)")
+    add_data_format_flags(p, formats=TOKENISED_FORMATS)
     p.add_argument("--graph", choices=["ner", "joint"], default="ner")
     p.add_argument("--limit", type=int, help="evaluate only the first N sentences")
     p.add_argument("--concurrency", type=int, default=16, help="sentences in flight")
@@ -215,7 +220,15 @@ def _print_summary(report: EvalReport, out: Path) -> None:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    dataset = load_dataset(args.dataset, args.split, fold=args.fold, data_dir_path=args.data_dir)
+    dataset = load_dataset(
+        args.dataset,
+        args.split,
+        fold=args.fold,
+        data_dir_path=args.data_dir,
+        fmt=args.format,
+        columns=args.bio_columns,
+        require_relations=args.graph == "joint",
+    )
     domain_name = args.domain or dataset.domain
     if domain_name is None:
         raise ConfigError(
