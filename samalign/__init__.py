@@ -2,26 +2,33 @@
 
 Quick start::
 
-    from samalign import RunContext, build_ner_graph, vllm_server_models
+    from samalign import NerResult, RunContext, build_ner_graph, vllm_server_models
 
     graph = build_ner_graph()
     context = RunContext(domain="crossner_ai", models=vllm_server_models("http://127.0.0.1:8000"))
-    result = graph.invoke({"text": "LSTM was proposed by Sepp Hochreiter."}, context=context)
-    for entity in result["entities"]:
-        print(entity.span.start, entity.span.end, entity.text, entity.label)
+    state = graph.invoke({"text": "LSTM was proposed by Sepp Hochreiter."}, context=context)
+    result = NerResult.from_state(state)  # LangGraph returns a dict; read it typed
+    for entity in result.entities:
+        print(entity.start, entity.end, entity.text, entity.label, entity.archetype)
+
+The joint graph (``build_joint_graph``) returns a :class:`JointResult` the same way (its
+``triplets`` are the kept relation triplets, ``dropped_triplets`` what the anchor filter
+removed, with the reason); the document graph a :class:`DocumentResult`.
 """
 
 from samalign.errors import (
     BackendError,
     ConfigError,
     InputError,
-    ModelRequestBlockedError,
     OutputParseError,
     SamalignError,
 )
 from samalign.graphs import (
+    DocumentResult,
     DocumentState,
+    JointResult,
     JointState,
+    NerResult,
     NerState,
     PipelineOptions,
     RunContext,
@@ -43,6 +50,7 @@ from samalign.types import (
     Diagnostic,
     DroppedTriplet,
     Entity,
+    GroundedMention,
     NoiseRecord,
     Span,
     StageUsage,
@@ -56,14 +64,17 @@ __all__ = [
     "BackendError",
     "ConfigError",
     "Diagnostic",
+    "DocumentResult",
     "DocumentState",
     "Domain",
     "DroppedTriplet",
     "Entity",
     "EntityType",
+    "GroundedMention",
     "InputError",
+    "JointResult",
     "JointState",
-    "ModelRequestBlockedError",
+    "NerResult",
     "NerState",
     "NoiseRecord",
     "OutputParseError",

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import httpx
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.messages import BaseMessage
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_openai import ChatOpenAI
 from pydantic import SecretStr
 
 from samalign.errors import BackendError, ConfigError
+from samalign.serving.guard import check_model_request
 from samalign.serving.models import StageModel, StageModels
 from samalign.types import NER_STAGES
 
@@ -20,6 +24,47 @@ def api_base(url: str) -> str:
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"server URL {url!r} must start with http:// or https://")
     return url if url.endswith("/v1") else url + "/v1"
+
+
+class VllmServerChatModel(ChatOpenAI):
+    """``ChatOpenAI`` for a vLLM server that honours the test kill-switch.
+
+    Every request first calls :func:`~samalign.serving.guard.check_model_request`, so inside
+    ``samalign.testing.block_model_requests()`` (or with ``SAMALIGN_BLOCK_MODEL_REQUESTS=1``)
+    it raises :class:`~samalign.errors.ModelRequestBlockedError` and sends nothing.
+    """
+
+    def _check(self) -> None:
+        check_model_request(f"vLLM server {self.openai_api_base}, model {self.model_name!r}")
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        self._check()
+        return super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        self._check()
+        return await super()._agenerate(messages, stop=stop, run_manager=run_manager, **kwargs)
+
+    def _stream(self, *args: Any, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        self._check()
+        return super()._stream(*args, **kwargs)
+
+    async def _astream(self, *args: Any, **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+        self._check()
+        async for chunk in super()._astream(*args, **kwargs):
+            yield chunk
 
 
 def vllm_server_models(
@@ -60,7 +105,8 @@ def vllm_server_models(
             the stages built by this call.
 
     Returns:
-        The stage models; pass them in the graph's ``RunContext``.
+        The stage models (:class:`VllmServerChatModel`, a ``ChatOpenAI``); pass them in the
+        graph's ``RunContext``.
     """
     base = api_base(base_url)
     unknown = sorted(set(adapters or {}) - set(stages))
@@ -71,7 +117,7 @@ def vllm_server_models(
     models: dict[str, StageModel] = {}
     for stage in stages:
         adapter = (adapters or {}).get(stage, stage)
-        chat = ChatOpenAI(
+        chat = VllmServerChatModel(
             model=adapter,
             base_url=base,
             api_key=SecretStr(api_key),
@@ -105,9 +151,11 @@ def served_models(base_url: str, *, timeout: float = 10.0) -> list[str]:
         response.raise_for_status()
         data = response.json()
     except httpx.HTTPError as err:
+        status = err.response.status_code if isinstance(err, httpx.HTTPStatusError) else None
         raise BackendError(
             f"cannot reach the model server at {url}: {err}. Start one with `samalign serve` "
-            "or pass the right --server URL."
+            "or pass the right --server URL.",
+            status_code=status,
         ) from None
     except ValueError:
         raise BackendError(f"{url} did not answer with JSON; is this a vLLM server?") from None
@@ -130,4 +178,10 @@ def check_server(base_url: str, adapters: Iterable[str], *, timeout: float = 10.
         )
 
 
-__all__ = ["api_base", "check_server", "served_models", "vllm_server_models"]
+__all__ = [
+    "VllmServerChatModel",
+    "api_base",
+    "check_server",
+    "served_models",
+    "vllm_server_models",
+]
