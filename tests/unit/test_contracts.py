@@ -475,6 +475,13 @@ def test_the_graph_surfaces_the_typed_error_and_a_fake_still_runs(
     assert network_guard.attempts == []
 
 
+def test_a_blocked_request_is_not_failed_over_to_another_server(network_guard: Any) -> None:
+    models = vllm_server_models(["http://127.0.0.1:9", "http://127.0.0.1:10"], stages=["anchor"])
+    with pytest.raises(ModelRequestBlockedError):
+        models["anchor"].chat_model.invoke("hello")
+    assert network_guard.attempts == []
+
+
 def test_allow_overrides_the_environment_and_contexts_nest(network_guard: Any) -> None:
     network_guard.refuse("127.0.0.1", 9)
     chat = _server_models()["anchor"].chat_model
