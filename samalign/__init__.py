@@ -16,6 +16,7 @@ The joint graph (``build_joint_graph``) returns a :class:`JointResult` the same 
 removed, with the reason); the document graph a :class:`DocumentResult`.
 """
 
+from samalign.agents.cache import MemoryCache, SqliteCache
 from samalign.errors import (
     BackendError,
     ConfigError,
@@ -36,6 +37,7 @@ from samalign.graphs import (
     build_joint_graph,
     build_ner_graph,
 )
+from samalign.graphs.tools import as_tool
 from samalign.prompts import Domain, EntityType, RelationType, builtin_domains, load_domain
 from samalign.serving import (
     StageModel,
@@ -56,6 +58,7 @@ from samalign.types import (
     StageUsage,
     Triplet,
 )
+from samalign.view import View, visualize
 
 __version__ = "0.1.0"
 
@@ -74,6 +77,7 @@ __all__ = [
     "InputError",
     "JointResult",
     "JointState",
+    "MemoryCache",
     "NerResult",
     "NerState",
     "NoiseRecord",
@@ -83,11 +87,14 @@ __all__ = [
     "RunContext",
     "SamalignError",
     "Span",
+    "SqliteCache",
     "StageModel",
     "StageModels",
     "StageUsage",
     "Triplet",
+    "View",
     "__version__",
+    "as_tool",
     "build_document_graph",
     "build_joint_graph",
     "build_ner_graph",
@@ -95,6 +102,7 @@ __all__ = [
     "check_server",
     "load_domain",
     "transformers_models",
+    "visualize",
     "vllm_inprocess_models",
     "vllm_server_models",
 ]

@@ -97,17 +97,16 @@ class ModelRequestBlockedError(SamalignError):
     """
 
 
-def validation_problems(err: ValidationError, *, root: str, limit: int | None = None) -> str:
-    """One line naming each field a pydantic validation rejected and why.
+def validation_problems(err: ValidationError, what: str, *, limit: int | None = None) -> str:
+    """A pydantic validation error as one line, ``field.path: message; …``.
 
     Args:
         err: The validation error.
-        root: What to call the whole object when an error has no field path.
-        limit: Name at most this many problems.
+        what: The name used for an error about the whole value (no field path).
+        limit: Name at most this many problems (default: all).
     """
-    errors = err.errors()
     return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or root}: {e['msg']}" for e in errors[:limit]
+        f"{'.'.join(str(p) for p in e['loc']) or what}: {e['msg']}" for e in err.errors()[:limit]
     )
 
 

@@ -78,7 +78,7 @@ class AgentSettings(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as err:
-            problems = validation_problems(err, root="options")
+            problems = validation_problems(err, "options")
             raise ConfigError(f"invalid {type(self).__name__}: {problems}") from None
 
 
@@ -241,8 +241,10 @@ def stage_node(
             return no_call(prepared)
         model = ctx.models.require(model_stage or name)
         calls = prepared if isinstance(prepared, list) else [prepared]
+        cache = getattr(ctx, "cache", None)
         results = [
-            run_stage(p.request, model, p.parse, retries=settings.parse_retries) for p in calls
+            run_stage(p.request, model, p.parse, retries=settings.parse_retries, cache=cache)
+            for p in calls
         ]
         result = _combine(results) if isinstance(prepared, list) else results[0]
         return stage_update(name, result, finish(state, ctx, calls[0], result)).as_update()
@@ -254,8 +256,12 @@ def stage_node(
             return no_call(prepared)
         model = ctx.models.require(model_stage or name)
         calls = prepared if isinstance(prepared, list) else [prepared]
+        cache = getattr(ctx, "cache", None)
         results = await asyncio.gather(
-            *(arun_stage(p.request, model, p.parse, retries=settings.parse_retries) for p in calls)
+            *(
+                arun_stage(p.request, model, p.parse, retries=settings.parse_retries, cache=cache)
+                for p in calls
+            )
         )
         result = _combine(list(results)) if isinstance(prepared, list) else results[0]
         return stage_update(name, result, finish(state, ctx, calls[0], result)).as_update()

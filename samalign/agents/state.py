@@ -41,6 +41,7 @@ class NerState(BaseModel):
 
     Attributes:
         text: The input sentence.
+        id: The caller's id for the text, passed through unchanged (optional).
         anchor_mentions: Grounded mention strings from the anchor extractor (E_anc), as the
             text spells them.
         explorer_mentions: Grounded mention strings from the explorer extractor (E_exp).
@@ -60,6 +61,7 @@ class NerState(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     text: str
+    id: str | None = None
     anchor_mentions: list[str] = Field(default_factory=list)
     explorer_mentions: list[str] = Field(default_factory=list)
     anchor_grounded: list[GroundedMention] = Field(default_factory=list)

@@ -45,7 +45,7 @@ class _Result(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as err:
-            problems = validation_problems(err, root="state", limit=5)
+            problems = validation_problems(err, "state", limit=5)
             raise InputError(
                 f"cannot read a {cls.__name__} from this state ({problems}); pass the dict the "
                 "graph's invoke/ainvoke returned"
@@ -121,11 +121,12 @@ _RELATION_KEYS = frozenset(JointState.model_fields) - frozenset(NerState.model_f
 def read_result(state: Mapping[str, Any]) -> NerResult | JointResult | DocumentResult:
     """The typed result of any samalign graph's final state, told apart by its keys.
 
-    For code that runs a graph it did not build (batch jobs): a state with ``sentences`` is a
+    For code that runs a graph it did not build (batch jobs, tools): a state with
+    ``sentences`` or ``errors`` (the document graph's, whole or ``output="result"``) is a
     :class:`DocumentResult`, one with relation keys a :class:`JointResult`, else a
     :class:`NerResult`. Code that knows its graph calls that result's ``from_state``.
     """
-    if "sentences" in state:
+    if "sentences" in state or "errors" in state:
         return DocumentResult.from_state(state)
     if _RELATION_KEYS & state.keys():
         return JointResult.from_state(state)
