@@ -1,5 +1,8 @@
 """Test doubles: scripted chat models that never touch the network.
 
+They make no model request, so the kill-switch (:func:`samalign.testing.block_model_requests`)
+lets them run; only samalign's real backends check it.
+
 Example:
     >>> models = fake_stage_models({
     ...     "anchor": '{"person": ["Sepp Hochreiter"]}',
@@ -42,7 +45,6 @@ class ScriptedChatModel(BaseChatModel):
     script: Any
     finish_reason: str = "stop"
     calls: list[dict[str, Any]] = Field(default_factory=list)
-    samalign_fake: bool = True
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     @property
@@ -102,7 +104,6 @@ class ScriptedToolCaller(BaseChatModel):
     replies: list[AIMessage]
     calls: list[list[BaseMessage]] = Field(default_factory=list)
     tools: list[str] = Field(default_factory=list)
-    samalign_fake: bool = True
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     @property

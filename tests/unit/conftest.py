@@ -2,8 +2,9 @@
 
 Every unit test runs with
 
-* ``SAMALIGN_BLOCK_MODEL_REQUESTS=1``: samalign's stage runner refuses any chat model that is
-  not a fake from :mod:`samalign.testing` (``ModelRequestBlockedError``);
+* ``SAMALIGN_BLOCK_MODEL_REQUESTS=1``: samalign's real backends (vLLM server models, the
+  in-process engines' chat models) refuse every request (``ModelRequestBlockedError``); the
+  fakes of :mod:`samalign.testing.fakes` make no request and run;
 * ``socket.socket.connect`` / ``connect_ex`` replaced: any connection attempt raises
   :class:`NetworkBlockedError` (not an ``OSError``, so HTTP clients cannot swallow it as a
   retryable connection failure);
@@ -29,8 +30,8 @@ from typing import Any
 import pytest
 from langchain_core.messages import BaseMessage
 
-from samalign.agents.runner import BLOCK_ENV
 from samalign.serving.models import StageModels
+from samalign.testing import BLOCK_ENV
 from samalign.testing.fakes import ScriptedChatModel, fake_stage_models
 
 

@@ -21,13 +21,14 @@ from langchain_core.messages import (
     ToolMessage,
 )
 
-from samalign.agents.runner import BLOCK_ENV, StageRequest, arun_stage, run_stage
+from samalign.agents.runner import StageRequest, arun_stage, run_stage
 from samalign.errors import BackendError, ConfigError, InputError
 from samalign.serving import vllm_engine
 from samalign.serving.chat import EngineChatModel, engine_stage_models, schema_of, to_turns
 from samalign.serving.engine import ChatTurn, GenerationRequest, GenerationResult, LoopThread
 from samalign.serving.rows import length_groups
 from samalign.serving.vllm_inprocess import VllmWorkerEngine
+from samalign.testing import BLOCK_ENV, allow_model_requests
 
 SCHEMA = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
 
@@ -140,7 +141,9 @@ def test_call_keywords_become_an_engine_request() -> None:
 async def test_invoke_and_ainvoke_answer_like_an_openai_server() -> None:
     engine = FakeEngine()
     chat = EngineChatModel(engine=engine, adapter="anchor")
-    for answer in (chat.invoke("abc"), await chat.ainvoke("abc")):
+    with allow_model_requests():  # an engine model is a real backend for the kill-switch
+        answers = (chat.invoke("abc"), await chat.ainvoke("abc"))
+    for answer in answers:
         assert answer.content == "cba"
         assert answer.response_metadata["finish_reason"] == "stop"
         assert answer.response_metadata["model_name"] == "anchor"

@@ -21,6 +21,7 @@ from samalign.errors import BackendError, ConfigError, ModelRequestBlockedError
 from samalign.prompts.formats import ParsedTypedMentions
 from samalign.prompts.specs import EXTRACTION_FORMAT
 from samalign.serving.models import StageModel
+from samalign.serving.vllm_server import vllm_server_models
 from samalign.testing.fakes import ScriptedChatModel
 from samalign.types import StageUsage
 
@@ -306,7 +307,7 @@ def test_samalign_errors_from_the_model_pass_through() -> None:
 
 
 class _RealLookingChatModel(BaseChatModel):
-    """Not a samalign fake: the kill-switch must stop it before it is called."""
+    """A third-party chat model: the runner calls it whatever its type name says."""
 
     called: bool = False
 
@@ -326,16 +327,23 @@ class _RealLookingChatModel(BaseChatModel):
 
 
 @MODES
-async def test_block_env_stops_non_fake_models(mode: str) -> None:
-    chat = _RealLookingChatModel()
-    with pytest.raises(ModelRequestBlockedError):
-        await run_either(mode, request(), StageModel(chat, adapter="anchor"))
-    assert chat.called is False
+async def test_block_env_stops_real_server_models(mode: str, network_guard: Any) -> None:
+    server = vllm_server_models("http://127.0.0.1:9", stages=["anchor"], max_retries=0)
+    with pytest.raises(ModelRequestBlockedError, match="SAMALIGN_BLOCK_MODEL_REQUESTS"):
+        await run_either(mode, request(), server["anchor"])
+    assert network_guard.attempts == []  # blocked before any connection
 
 
 def test_block_env_off_lets_other_models_run(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SAMALIGN_BLOCK_MODEL_REQUESTS", "0")
     chat = _RealLookingChatModel()
+    result = run_stage(request(), StageModel(chat, adapter="anchor"), parse)
+    assert chat.called is True
+    assert result.value is not None
+
+
+def test_the_runner_does_not_judge_models_by_their_type_name() -> None:
+    chat = _RealLookingChatModel()  # no kill-switch of its own: the socket guard is the net
     result = run_stage(request(), StageModel(chat, adapter="anchor"), parse)
     assert chat.called is True
     assert result.value is not None
