@@ -284,6 +284,7 @@ def test_unknown_domain_name_lists_builtins() -> None:
         load_domain("crossner_biology")
     message = str(info.value)
     assert "crossner_biology" in message
+    assert builtin_domains()
     for name in builtin_domains():
         assert name in message
 

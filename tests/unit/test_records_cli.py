@@ -389,6 +389,7 @@ def test_cli_domains_lists_builtins(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["domains"]) == 0
     out = capsys.readouterr().out
     lines = out.strip().splitlines()
+    assert lines
     assert len(lines) == len(builtin_domains())
     for name, line in zip(builtin_domains(), lines, strict=True):
         domain = load_domain(name)
