@@ -19,7 +19,7 @@ from samalign.evaluation.simulate import NoiseModel, SimulatedOracle
 from samalign.graphs.context import RunContext
 from samalign.prompts.domain import Domain
 from samalign.serving.models import StageModels
-from samalign.serving.vllm_server import check_server, vllm_server_models
+from samalign.serving.vllm_server import check_servers, vllm_server_models
 from samalign.types import ALL_STAGES
 
 BackendName = Literal["gold", "simulated", "server", "transformers", "vllm-inprocess"]
@@ -89,7 +89,7 @@ def models_backend(
 
 
 def server_backend(
-    url: str,
+    url: str | Sequence[str],
     domain: Domain,
     stages: Sequence[str],
     *,
@@ -100,7 +100,7 @@ def server_backend(
     """A vLLM server serving one adapter per stage.
 
     Args:
-        url: Server URL.
+        url: Server URL, or several serving the same adapters (balanced, with failover).
         domain: The domain (its ``adapters`` name each stage's adapter unless overridden).
         stages: The stages the graph runs.
         adapters: Stage → adapter overrides.
@@ -119,9 +119,10 @@ def server_backend(
         )
     chosen = {s: overrides.get(s, domain.adapter_for(s)) for s in stages}
     if check:
-        check_server(url, chosen.values())
+        check_servers(url, chosen.values())
     models = vllm_server_models(url, stages=list(stages), adapters=chosen, timeout=timeout)
-    return models_backend("server", models, domain, chosen, {"server": url})
+    servers = url if isinstance(url, str) else ",".join(url)
+    return models_backend("server", models, domain, chosen, {"server": servers})
 
 
 __all__ = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -10,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -49,19 +51,22 @@ def vllm_python() -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
-@pytest.fixture(scope="session")
-def vllm_server(
-    tiny_model_dir: Path, vllm_python: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """A real vLLM server started through ``samalign serve``; yields its URL."""
+@contextlib.contextmanager
+def running_vllm_server(
+    model_dir: Path, vllm_python: str, log_path: Path, *, timeout_s: float = 600
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Start ``samalign serve`` on a free loopback port; yield its URL and process.
+
+    The server runs in its own process group, which is killed on exit (a test may kill it
+    earlier, e.g. to simulate a server dying mid-run).
+    """
     port = _free_port()
-    log_path = tmp_path_factory.mktemp("vllm") / "server.log"
     samalign = shutil.which("samalign", path=str(Path(sys.executable).parent)) or "samalign"
     argv = [
         samalign,
         "serve",
         "--model-dir",
-        str(tiny_model_dir),
+        str(model_dir),
         "--python",
         vllm_python,
         "--port",
@@ -77,7 +82,7 @@ def vllm_server(
     with open(log_path, "w") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 600
+    deadline = time.monotonic() + timeout_s
     try:
         while True:
             if proc.poll() is not None:
@@ -92,11 +97,35 @@ def vllm_server(
             if time.monotonic() > deadline:
                 pytest.fail(f"vLLM server not ready in time:\n{log_path.read_text()[-4000:]}")
             time.sleep(1)
-        yield url
+        yield url, proc
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, 15)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, 15)
             try:
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, 9)
+
+
+@pytest.fixture(scope="session")
+def start_vllm_server(
+    tiny_model_dir: Path, vllm_python: str, tmp_path_factory: pytest.TempPathFactory
+) -> Any:
+    """``start_vllm_server()``: a context manager running one more tiny-model server."""
+
+    def start() -> contextlib.AbstractContextManager[tuple[str, subprocess.Popen[bytes]]]:
+        log_path = tmp_path_factory.mktemp("vllm") / "server.log"
+        return running_vllm_server(tiny_model_dir, vllm_python, log_path)
+
+    return start
+
+
+@pytest.fixture(scope="session")
+def vllm_server(
+    tiny_model_dir: Path, vllm_python: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A real vLLM server started through ``samalign serve``; yields its URL."""
+    log_path = tmp_path_factory.mktemp("vllm") / "server.log"
+    with running_vllm_server(tiny_model_dir, vllm_python, log_path) as (url, _):
+        yield url

@@ -490,8 +490,8 @@ def fake_cli_backend(monkeypatch: pytest.MonkeyPatch, fake_ner: Any) -> dict[str
         seen["models_kwargs"] = kwargs
         return fakes.models()
 
-    monkeypatch.setattr("samalign.cli.options.check_server", check_server)
-    monkeypatch.setattr("samalign.cli.options.vllm_server_models", vllm_server_models)
+    monkeypatch.setattr("samalign.serving.vllm_server.check_server", check_server)
+    monkeypatch.setattr("samalign.serving.vllm_server.vllm_server_models", vllm_server_models)
     return seen
 
 
