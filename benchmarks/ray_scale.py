@@ -27,7 +27,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,50 +35,28 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
+from samalign.serving.server_process import running_vllm_server
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SAMALIGN = [sys.executable, "-m", "samalign"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def servers(model: Path, python: str, count: int, logs: Path) -> Iterator[list[str]]:
-    procs: list[subprocess.Popen[bytes]] = []
-    urls: list[str] = []
-    try:
-        for k in range(count):
-            port = _free_port()
-            argv = [*SAMALIGN, "serve", "--model-dir", str(model), "--python", python]
-            argv += ["--port", str(port), "--max-model-len", "8192", "--", "--dtype", "float32"]
-            log = open(logs / f"server{k}.log", "w")  # noqa: SIM115 - closed with the process
-            procs.append(
-                subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-            )
-            urls.append(f"http://127.0.0.1:{port}")
-        deadline = time.monotonic() + 900
-        for url, proc in zip(urls, procs, strict=True):
-            while True:
-                if proc.poll() is not None:
-                    raise SystemExit(f"server {url} exited; see {logs}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(url + "/v1/models", timeout=2).status_code == 200:
-                        break
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"server {url} not ready; see {logs}")
-                time.sleep(1)
-        yield urls
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, 15)
-                proc.wait(timeout=60)
+    """``count`` vLLM servers for the model directory (one after the other), then stopped."""
+    with contextlib.ExitStack() as stack:
+        yield [
+            stack.enter_context(
+                running_vllm_server(
+                    model,
+                    python=python,
+                    log_path=logs / f"server{k}.log",
+                    max_model_len=8192,
+                    extra_args=["--dtype", "float32"],
+                )
+            ).url
+            for k in range(count)
+        ]
 
 
 def write_inputs(data: Path, domain: str, n: int, folder: Path) -> tuple[Path, list[Path]]:

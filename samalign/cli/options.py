@@ -171,6 +171,12 @@ def add_backend_flags(p: argparse.ArgumentParser, *, backends: Sequence[str]) ->
         "environment with vLLM) in a child process",
     )
     g.add_argument(
+        "--allow-outside-paths",
+        action="store_true",
+        help="let --model's manifest (or links in it) point outside the directory (refused by "
+        "default, see docs/model_dir.md)",
+    )
+    g.add_argument(
         "--adapter",
         action="append",
         default=[],
@@ -203,6 +209,10 @@ def chosen_backend(args: argparse.Namespace, *, default: str | None = "transform
         )
     if backend not in ("transformers", "vllm-inprocess") and args.model is not None:
         raise ConfigError(f"--model applies only to the in-process backends, not {backend!r}")
+    if backend not in ("transformers", "vllm-inprocess") and getattr(
+        args, "allow_outside_paths", False
+    ):
+        raise ConfigError("--allow-outside-paths applies only to --model (in-process backends)")
     return backend
 
 
@@ -223,7 +233,12 @@ def backend_spec(args: argparse.Namespace, backend: str) -> BackendSpec:
             f"{MODEL_DIR_ENV}) to run a model directory in this process"
         )
     kind = "transformers" if backend == "transformers" else "vllm-inprocess"
-    return BackendSpec(kind=kind, model_dir=Path(model_dir), vllm_python=args.vllm_python)
+    return BackendSpec(
+        kind=kind,
+        model_dir=Path(model_dir),
+        vllm_python=args.vllm_python,
+        allow_outside_paths=bool(getattr(args, "allow_outside_paths", False)),
+    )
 
 
 def stage_models(

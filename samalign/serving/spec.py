@@ -32,6 +32,8 @@ class BackendSpec(BaseModel):
         device: Device of the transformers backend (``auto``, ``cpu``, ``cuda:0`` …).
         timeout: Seconds per model request (``server``).
         max_retries: Retries per request on connection errors, timeouts and 5xx (``server``).
+        allow_outside_paths: Let the model directory's manifest and links point outside it
+            (the in-process backends; see ``docs/model_dir.md``).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -43,13 +45,14 @@ class BackendSpec(BaseModel):
     device: str = "auto"
     timeout: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=3, ge=0)
+    allow_outside_paths: bool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> BackendSpec:
         if self.kind == "server":
             if not self.servers:
                 raise ConfigError("the server backend needs at least one server URL (--server)")
-            if self.model_dir is not None:
+            if self.model_dir is not None or self.allow_outside_paths:
                 raise ConfigError("a model directory applies only to the in-process backends")
         else:
             if self.servers:
@@ -93,12 +96,20 @@ class BackendSpec(BaseModel):
             from samalign.serving.transformers_backend import transformers_models
 
             return transformers_models(
-                self.model_dir, stages=stages, adapters=dict(adapters), device=self.device
+                self.model_dir,
+                stages=stages,
+                adapters=dict(adapters),
+                device=self.device,
+                allow_outside=self.allow_outside_paths,
             )
         from samalign.serving.vllm_inprocess import vllm_inprocess_models
 
         return vllm_inprocess_models(
-            self.model_dir, stages=stages, adapters=dict(adapters), python=self.vllm_python
+            self.model_dir,
+            stages=stages,
+            adapters=dict(adapters),
+            python=self.vllm_python,
+            allow_outside=self.allow_outside_paths,
         )
 
 

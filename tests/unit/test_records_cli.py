@@ -30,7 +30,7 @@ from samalign.batch.run import run_records, to_output
 from samalign.errors import ConfigError, InputError
 from samalign.graphs import RunContext, build_ner_graph
 from samalign.prompts import builtin_domains, load_domain
-from samalign.serving.launcher import VLLM_LORA_RANKS, lora_rank_bucket
+from samalign.serving.model_dir import VLLM_LORA_RANKS, lora_rank_bucket
 from samalign.serving.models import StageModel, StageModels
 from samalign.testing.fakes import ScriptedChatModel
 from samalign.types import Entity, Span
