@@ -32,6 +32,7 @@ from samalign.evaluation.backends import (
     server_backend,
     simulated_backend,
 )
+from samalign.evaluation.chart import missing_matplotlib
 from samalign.evaluation.datasets import BUILTIN_DATASETS, Dataset, load_dataset
 from samalign.evaluation.report import EvalReport, report_paths
 from samalign.evaluation.runner import aevaluate, asweep, graph_stages
@@ -56,7 +57,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="evaluate a pipeline on a benchmark split and write a report",
         description="Run the NER or joint graph over a dataset split and write a JSON report "
         "(every protocol, per-label table, per-stage cost, every sentence that lost or gained "
-        "something and why), a markdown summary and a PNG chart next to it. DATASET is a "
+        "something and why), a markdown summary and a PNG chart next to it (the chart needs "
+        "matplotlib: pip install 'samalign[eval]'). DATASET is a "
         f"built-in name ({', '.join(BUILTIN_DATASETS)}) or a path: a BIO file (token<TAB>tag "
         "or tag<TAB>token), a SpERT .json file, a CrossRE .jsonl file (detected from the "
         "content; --format names one), or a folder with <split>.txt / <split>_triples.json / "
@@ -192,7 +194,7 @@ class _Backends:
             close()
 
 
-def _print_summary(report: EvalReport, out: Path) -> None:
+def _print_summary(report: EvalReport, out: Path, chart_note: str | None) -> None:
     entity = report.entity
     line = (
         f"{report.run.dataset}/{report.run.split} [{report.run.backend}] "
@@ -215,8 +217,11 @@ def _print_summary(report: EvalReport, out: Path) -> None:
             )
             print(f"  {name:<30} entity F1 {100 * v.entity_span.f1:.2f}{rel}")
     paths = report_paths(out)
-    beside = [paths[k].name for k in ("md", "png") if paths[k].is_file()]
+    kinds = ("md",) if chart_note else ("md", "png")  # no stale chart of an earlier run
+    beside = [paths[k].name for k in kinds if paths[k].is_file()]
     print(f"report: {paths['json']} (+ {', '.join(beside)})")
+    if chart_note:
+        print(f"samalign: {chart_note}", file=sys.stderr)
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -236,6 +241,7 @@ async def _run(args: argparse.Namespace) -> int:
         )
     domain = load_domain(domain_name)
     options = _options(args, dataset)
+    chart_note = missing_matplotlib()  # said once, after the summary
     backends = _Backends(args, dataset, domain)
     common: dict[str, Any] = {
         "graph": args.graph,
@@ -258,7 +264,7 @@ async def _run(args: argparse.Namespace) -> int:
             )
     finally:
         backends.close()
-    _print_summary(report, args.out)
+    _print_summary(report, args.out, chart_note)
     if report.errors:
         print(
             f"samalign: {report.errors} sentence(s) failed; see 'mismatches' in the report "

@@ -1,12 +1,15 @@
-"""Helpers for tests: scripted fake chat models and the kill-switch for real model requests.
+"""Helpers for testing code built on samalign.
+
+* :mod:`samalign.testing.fakes`: scripted chat models for unit tests (no model, no network;
+  see ``docs/testing.md``).
+* :mod:`samalign.testing.tiny`: a tiny random model directory built offline, for integration
+  and smoke tests against real backends (``python -m samalign.testing build-tiny DIR``).
+* the kill-switch for real model requests (:mod:`samalign.serving.guard`), re-exported here.
 
 Example:
     >>> from samalign.testing import block_model_requests
     >>> with block_model_requests():
     ...     graph.invoke({"text": text}, context=context)  # a real backend raises
-
-See :mod:`samalign.serving.guard` (the switch), :mod:`samalign.testing.fakes` (the fakes)
-and :mod:`samalign.testing.tiny` (a tiny random model directory, built offline).
 """
 
 from samalign.errors import ModelRequestBlockedError

@@ -108,6 +108,7 @@ def test_bio_mentions_match_the_evaluation_loader(shared_data: Path) -> None:
     path = shared_data / "crossner" / "ai" / "dev.txt"
     ours = read_source(path)
     theirs = read_crossner(path)
+    assert theirs
     for a, b in zip(ours.records, theirs, strict=True):
         assert a.text == b.text
         assert [(m.start, m.end, m.type) for m in a.mentions] == [
@@ -143,6 +144,7 @@ def test_explorer_closed_label_set_asks_every_domain_type_in_domain_order(
 def test_explorer_open_set_samples_absent_types_by_frequency(shared_data: Path) -> None:
     dataset = read_source(shared_data / PILENER)
     examples, report = build_extraction_examples("explorer", [dataset], negative_ratio=2.0, seed=3)
+    assert examples
     for ex, rec in zip(examples, dataset.records, strict=True):
         schema = prompt_json(ex)["Schema"]
         answer = json.loads(ex.answer)
@@ -192,6 +194,7 @@ def test_anchor_uses_the_iepile_instruction_and_the_records_schema(shared_data: 
     source = [
         json.loads(x) for x in (shared_data / "iepile/NER/train.json").read_text().splitlines()
     ]
+    assert examples
     for ex, rec in zip(examples, source, strict=True):
         inner = json.loads(rec["instruction"])
         prompt = prompt_json(ex)
@@ -296,6 +299,7 @@ def test_calibrate_examples_round_trip_through_the_parser(shared_data: Path) -> 
     dataset = read_source(shared_data / "crossner" / "ai" / "train.txt")
     examples, _ = build_calibrate_examples([dataset], domain=domain)
     names = set(domain.names)
+    assert examples
     for ex in examples:
         parsed = CALIBRATION_FORMAT.parse(ex.answer)
         initial = json.loads(ex.prompt.rsplit("Initial Output: ", 1)[1])
@@ -342,6 +346,7 @@ def test_builders_render_exactly_what_the_graph_sends(shared_data: Path) -> None
     )
     graph = build_ner_graph()
     context = RunContext(domain=domain, models=models)
+    assert len(dataset.records) == 12
     for rec in dataset.records:
         result = graph.invoke({"text": rec.text}, context=context)  # a KeyError = no match
         i = by_text[rec.text]
@@ -357,6 +362,7 @@ def test_builders_render_exactly_what_the_graph_sends(shared_data: Path) -> None
 def test_extraction_answers_parse_back_to_the_gold(shared_data: Path) -> None:
     dataset = read_source(shared_data / "conll04" / "dev_triples.json")
     examples, _ = build_extraction_examples("explorer", [dataset])
+    assert examples
     for ex, rec in zip(examples, dataset.records, strict=True):
         schema = prompt_json(ex)["Schema"]
         parsed = EXTRACTION_FORMAT.parse(ex.answer, schema)

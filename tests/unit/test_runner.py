@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -16,6 +16,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
+from samalign.agents import runner as runner_module
 from samalign.agents.runner import StageRequest, StageResult, arun_stage, run_stage
 from samalign.errors import BackendError, ConfigError, ModelRequestBlockedError
 from samalign.prompts.formats import ParsedTypedMentions
@@ -240,13 +241,34 @@ async def test_usage_accumulates_over_calls(mode: str) -> None:
     assert result.usage.prompt_tokens > 0
 
 
-def test_usage_latency_is_measured() -> None:
-    def slow(messages: Sequence[BaseMessage]) -> str:
-        time.sleep(0.05)
-        return GOOD
+class FakeClock:
+    """Stands in for the runner's ``time`` module: time moves only when a test says so."""
 
-    result = run_stage(request(), model(slow), parse)
-    assert result.usage.latency_s >= 0.04
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+@MODES
+async def test_usage_latency_is_the_time_spent_in_the_model_call(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeClock()
+    monkeypatch.setattr(runner_module, "time", clock)
+
+    steps = iter([(0.25, BAD), (0.5, GOOD)])
+
+    def script(messages: Sequence[BaseMessage]) -> str:
+        seconds, text = next(steps)
+        clock.now += seconds  # the model "takes" this long
+        return text
+
+    result = await run_either(mode, request(), model(script), retries=1)
+    assert result.value is not None
+    assert result.usage.calls == 2
+    assert result.usage.latency_s == pytest.approx(0.75)  # both calls, nothing else
 
 
 def test_stage_usage_addition() -> None:
@@ -369,18 +391,19 @@ def test_scripted_model_records_kwargs_and_finish_reason() -> None:
 
 
 def test_scripted_model_calls_can_overlap() -> None:
-    def slow(messages: Sequence[BaseMessage]) -> str:
-        time.sleep(0.2)
+    # Each answer waits at a barrier until all four calls are inside the script at once: if the
+    # fake serialised its calls, the first would wait alone and the barrier would break.
+    inside = threading.Barrier(4, timeout=60)  # a liveness bound, not a measurement
+
+    def meet(messages: Sequence[BaseMessage]) -> str:
+        inside.wait()
         return "ok"
 
-    chat = ScriptedChatModel(script=slow)
-    threads = [threading.Thread(target=chat.invoke, args=("hi",)) for _ in range(4)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert time.perf_counter() - start < 0.6
+    chat = ScriptedChatModel(script=meet)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = [f.result() for f in [pool.submit(chat.invoke, "hi") for _ in range(4)]]
+    assert [a.content for a in answers] == ["ok"] * 4
+    assert len(chat.calls) == 4
 
 
 async def test_scripted_model_async_path() -> None:
