@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, Validat
 from pydantic_core import core_schema
 
 from samalign.agents.cache import CacheConfig, MemoryCache, SqliteCache, StageCache
-from samalign.errors import ConfigError, validation_problems
+from samalign.errors import ConfigError, shorten, validation_problems
 from samalign.graphs.options import PipelineOptions
 from samalign.prompts.domain import Domain, domain_from_mapping, load_domain
 from samalign.prompts.yamlfile import load_yaml
@@ -98,7 +98,7 @@ def _defaults_of(value: str) -> dict[str, Any]:
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as err:
-            shown = value if len(value) <= 200 else value[:200] + "…"
+            shown = shorten(value, 200)
             raise ConfigError(
                 f"{CONTEXT_ENV}={shown!r}: not JSON and not a readable file ({err.strerror})"
             ) from None

@@ -7,6 +7,7 @@ naming the file, the field and the fix.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from samalign.errors import ConfigError
+from samalign.errors import ConfigError, quoted, shorten
 from samalign.prompts.yamlfile import load_yaml, load_yaml_file
 from samalign.types import ALL_STAGES, Archetype
 
@@ -199,15 +200,9 @@ def _check_unique(values: list[str], what: str) -> None:
 
 def _few(values: list[str], limit: int = 10) -> str:
     """Up to ``limit`` values, each cut short, for an error message (never unbounded)."""
-    shown = [v if len(v) <= 60 else v[:60] + "…" for v in values[:limit]]
+    shown = [shorten(v, 60) for v in values[:limit]]
     more = f" and {len(values) - limit} more" if len(values) > limit else ""
     return f"{shown}{more}"
-
-
-def _input(value: Any) -> str:
-    """A value a validation error quotes, cut short (a huge list from an alias bomb stays short)."""
-    text = repr(value)
-    return text if len(text) <= 80 else text[:80] + "…"
 
 
 def builtin_domains() -> list[str]:
@@ -219,6 +214,35 @@ def builtin_domains() -> list[str]:
 MAX_REPORTED_ERRORS = 20
 """Most problems a domain error lists."""
 
+_NESTED_MODELS: Mapping[str, type[BaseModel]] = {
+    "entity_types": EntityType,
+    "relation_types": RelationType,
+}
+"""The model of each list item of a domain file (``entity_types[i]``, ``relation_types[i]``)."""
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model whose field ``loc`` names: the domain itself or one of its list items."""
+    if len(loc) == 1:
+        return Domain
+    if len(loc) == 3 and isinstance(loc[1], int):
+        return _NESTED_MODELS.get(str(loc[0]))
+    return None
+
+
+def _unknown_field_message(loc: tuple[Any, ...]) -> str:
+    """Name an unknown field, the valid ones at its level and the closest valid spelling."""
+    model = _model_at(loc)
+    if model is None:
+        return "unknown field; remove it or check its spelling"
+    valid = list(model.model_fields)
+    close = difflib.get_close_matches(str(loc[-1])[:100], valid, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return (
+        f"unknown field {quoted(loc[-1])}{hint}; remove it or check its spelling. "
+        f"Valid fields here: {', '.join(valid)}"
+    )
+
 
 def _format_validation_error(err: ValidationError) -> str:
     lines = []
@@ -228,14 +252,14 @@ def _format_validation_error(err: ValidationError) -> str:
         loc_key = tuple(item["loc"])
         if item["type"] == "too_short" and any(k[: len(loc_key)] == loc_key for k in located):
             continue  # an invalid item was removed from the list; report the item, not the length
-        loc = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        loc = ".".join(str(p) for p in item["loc"])[:200] or "(top level)"
         msg = item["msg"]
         if item["type"] == "extra_forbidden":
-            msg = "unknown field; remove it or check its spelling"
+            msg = _unknown_field_message(loc_key)
         elif item["type"] == "missing":
             msg = "required field is missing; add it"
         elif item["type"] == "enum":
-            msg = f"{msg} (got {_input(item.get('input'))})"
+            msg = f"{msg} (got {quoted(item.get('input'))})"
         lines.append(f"  field {loc!r}: {msg}")
     if len(errors) > MAX_REPORTED_ERRORS:
         lines.append(f"  … and {len(errors) - MAX_REPORTED_ERRORS} more problem(s)")
@@ -291,7 +315,7 @@ def load_domain(name_or_path: str | Path) -> Domain:
         return domain_from_mapping(load_yaml_file(path, what="domain file"), origin=str(path))
     if text not in builtin_domains():
         raise ConfigError(
-            f"unknown domain {_input(text)}; built-in domains: {builtin_domains()} "
+            f"unknown domain {quoted(text)}; built-in domains: {builtin_domains()} "
             "(or pass a path to a domain YAML file)"
         )
     resource = resources.files("samalign.prompts") / "domains" / f"{text}.yaml"

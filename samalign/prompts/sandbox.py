@@ -40,7 +40,7 @@ from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 
-from samalign.errors import ConfigError
+from samalign.errors import ConfigError, shorten
 
 MAX_TEMPLATE_CHARS = 64_000
 """Longest template source accepted."""
@@ -83,7 +83,7 @@ _FORMAT_NUMBER = re.compile(r"\d{7,}")  # a width or precision of a million or m
 
 
 def _short(text: str, limit: int = 80) -> str:
-    return repr(text if len(text) <= limit else text[:limit] + "…")
+    return repr(shorten(text, limit))
 
 
 @dataclass

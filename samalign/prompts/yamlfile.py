@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from samalign.errors import ConfigError
+from samalign.errors import ConfigError, shorten
 
 MAX_YAML_CHARS = 4_000_000
 """Longest YAML text read (characters)."""
@@ -86,7 +86,7 @@ def check_yaml_shape(
                     "*name repeat what they point to); write the values out, or split the file"
                 )
     except yaml.YAMLError as err:
-        raise ConfigError(f"{origin}: not valid YAML: {_bounded(str(err))}") from None
+        raise ConfigError(f"{origin}: not valid YAML: {shorten(str(err), 600)}") from None
 
 
 def load_yaml(
@@ -121,7 +121,7 @@ def load_yaml(
     try:
         return yaml.load(text, Loader=_LOADER)  # a safe loader: CSafeLoader or SafeLoader
     except yaml.YAMLError as err:
-        raise ConfigError(f"{origin}: not valid YAML: {_bounded(str(err))}") from None
+        raise ConfigError(f"{origin}: not valid YAML: {shorten(str(err), 600)}") from None
     except RecursionError:  # pragma: no cover - check_yaml_shape bounds the nesting first
         raise ConfigError(f"{origin}: YAML nested too deeply") from None
 
@@ -174,10 +174,6 @@ def load_yaml_file(
 def _at(event: yaml.Event) -> str:
     mark = event.start_mark
     return f" (line {mark.line + 1})" if mark is not None else ""
-
-
-def _bounded(message: str, limit: int = 600) -> str:
-    return message if len(message) <= limit else message[:limit] + "…"
 
 
 __all__ = [

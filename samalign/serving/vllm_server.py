@@ -8,7 +8,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -16,13 +16,14 @@ import httpx
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
-from langchain_core.outputs import ChatResult
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_openai import ChatOpenAI
 from pydantic import Field, SecretStr
 
 from samalign.errors import BackendError, ConfigError
 from samalign.serving.balancer import BalancedChatModel, ServerPool, server_failure
 from samalign.serving.errors import ServerAnswerError, snippet
+from samalign.serving.guard import check_model_request
 from samalign.serving.models import StageModel, StageModels
 from samalign.types import NER_STAGES
 
@@ -148,7 +149,7 @@ def _root_cause(error: BaseException) -> BaseException:
 
 
 class VllmServerChatModel(ChatOpenAI):
-    """``ChatOpenAI`` for a vLLM server: a total deadline per request and retries of bad answers.
+    """``ChatOpenAI`` for a vLLM server: a total deadline per request, retries of bad answers.
 
     * Every request has a total deadline of ``deadline_s`` (default: the client ``timeout``)
       from sending it to the last byte of the answer, so a server that drips its answer a byte
@@ -162,6 +163,10 @@ class VllmServerChatModel(ChatOpenAI):
       jitter). Errors that are the request's own fault (other 4xx answers) are not retried.
       When the retries are spent, a :class:`~samalign.errors.BackendError` says what the server
       sent the last time.
+
+    * Every request first calls :func:`~samalign.serving.guard.check_model_request`, so inside
+      ``samalign.testing.block_model_requests()`` (or with ``SAMALIGN_BLOCK_MODEL_REQUESTS=1``)
+      it raises :class:`~samalign.errors.ModelRequestBlockedError` and sends nothing.
 
     The OpenAI client's own retries are off (``max_retries=0``): retrying is this model's job
     (or, with several servers, :class:`~samalign.serving.balancer.BalancedChatModel`'s, whose
@@ -178,6 +183,9 @@ class VllmServerChatModel(ChatOpenAI):
     backoff_s: float = Field(default=0.5, gt=0)
     max_wait_s: float = Field(default=8.0, gt=0)
     deadline_s: float | None = Field(default=None, gt=0)
+
+    def _check(self) -> None:
+        check_model_request(f"vLLM server {self.openai_api_base}, model {self.model_name!r}")
 
     def _deadline(self) -> float | None:
         if self.deadline_s is not None:
@@ -239,9 +247,12 @@ class VllmServerChatModel(ChatOpenAI):
                     if cause is not error
                     else ""
                 )
+            status = getattr(error, "status_code", None)
             raise BackendError(
                 f"{self._where()} failed {attempt + 1} attempt(s); the last one: {last}. Check "
-                "the server (its log, its load) or raise --timeout"
+                "the server (its log, its load) or raise --timeout",
+                adapter=self.model_name,
+                status_code=status if isinstance(status, int) else None,
             ) from error
         wait = float(min(self.max_wait_s, self.backoff_s * 2**attempt))
         log.info("retrying a request to %s in %.2f s after %s", self._where(), wait, error)
@@ -254,6 +265,7 @@ class VllmServerChatModel(ChatOpenAI):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
+        self._check()
         self._get_request_payload(messages, stop=stop, **kwargs)  # the request's own errors
         attempt = 0
         while True:
@@ -272,6 +284,7 @@ class VllmServerChatModel(ChatOpenAI):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
+        self._check()
         self._get_request_payload(messages, stop=stop, **kwargs)  # the request's own errors
         attempt = 0
         while True:
@@ -285,6 +298,15 @@ class VllmServerChatModel(ChatOpenAI):
                 delay = self._retry_delay(attempt, self._problem(err))
             await asyncio.sleep(delay)
             attempt += 1
+
+    def _stream(self, *args: Any, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        self._check()
+        return super()._stream(*args, **kwargs)
+
+    async def _astream(self, *args: Any, **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+        self._check()
+        async for chunk in super()._astream(*args, **kwargs):
+            yield chunk
 
 
 def server_urls(base_url: str | Sequence[str]) -> list[str]:
@@ -328,7 +350,8 @@ def vllm_server_models(
     :class:`~samalign.errors.BackendError` that says what the server sent.
 
     With several server URLs, each stage is a
-    :class:`~samalign.serving.balancer.BalancedChatModel` over one ``ChatOpenAI`` per server,
+    :class:`~samalign.serving.balancer.BalancedChatModel` over one ``ChatOpenAI``
+    (:class:`VllmServerChatModel`) per server,
     all naming the stage's adapter, sharing one :class:`~samalign.serving.balancer.ServerPool`:
     requests go to the least-loaded healthy server, a server that stops answering is taken out
     (and re-probed later) and its requests go to the others; ``max_retries`` then counts rounds
@@ -354,7 +377,9 @@ def vllm_server_models(
             :class:`~samalign.serving.balancer.ServerPool` over them with default settings).
 
     Returns:
-        The stage models; pass them in the graph's ``RunContext``.
+        The stage models (:class:`VllmServerChatModel`, a ``ChatOpenAI`` with a total deadline,
+        retries of unusable answers and the test kill-switch, per server); pass them in the
+        graph's ``RunContext``.
 
     Raises:
         ConfigError: A bad URL, timeout or retry count, or adapters for unknown stages.
@@ -444,9 +469,11 @@ def served_models(base_url: str, *, timeout: float = 10.0) -> list[str]:
                     )
         data = json.loads(body)
     except httpx.HTTPError as err:
+        status = err.response.status_code if isinstance(err, httpx.HTTPStatusError) else None
         raise BackendError(
             f"cannot reach the model server at {url}: {err}. Start one with `samalign serve` "
-            "or pass the right --server URL."
+            "or pass the right --server URL.",
+            status_code=status,
         ) from None
     except (ValueError, RecursionError):
         raise BackendError(f"{url} did not answer with JSON; is this a vLLM server?") from None

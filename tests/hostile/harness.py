@@ -19,7 +19,17 @@ from samalign.testing.fakes import fake_stage_models
 KINDS: dict[str, str] = {}
 """Every hostile kind the suite tries: name → area (``extract``, ``domains`` …)."""
 
-AREAS = ("extract", "eval", "domains", "templates", "finetune", "serve", "server", "api")
+AREAS = (
+    "extract",
+    "eval",
+    "datasets",
+    "domains",
+    "templates",
+    "finetune",
+    "serve",
+    "server",
+    "api",
+)
 
 
 def kinds(area: str, *names: str) -> list[str]:

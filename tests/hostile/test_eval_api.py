@@ -114,6 +114,28 @@ def test_bio_dataset(evaluate: Callable[..., Result], tmp_path: Path) -> None:
     evaluate(data, status=2)
 
 
+@kind("eval", "CrossRE sentence token with a lone surrogate")
+def test_surrogate_crossre_sentence(evaluate: Callable[..., Result], tmp_path: Path) -> None:
+    good = {"doc_key": "a", "sentence": ["Alice", "met", "Bob"], "ner": [[0, 0, "person"]]}
+    bad = {"doc_key": "b", "sentence": ["Carol", "\ud800"], "ner": []}
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in (good, bad, good | {"doc_key": "c"})))
+    result = evaluate(data, status=0)
+    assert "1 sentence(s) failed" in result.err
+    lines = [json.loads(x) for x in (tmp_path / "report.sentences.jsonl").read_text().splitlines()]
+    results = {r["id"]: r for r in lines if "id" in r}
+    assert sorted(results) == ["data-0", "data-1", "data-2"]  # every sentence accounted
+    assert "lone surrogate" in results["data-1"]["error"]
+
+
+@kind("eval", "dataset that is a FIFO")
+def test_dataset_fifo(evaluate: Callable[..., Result], tmp_path: Path) -> None:
+    fifo = tmp_path / "data.json"
+    os.mkfifo(fifo)  # reading it would block forever
+    assert "data.json" in evaluate(fifo, status=2).err
+    assert not (tmp_path / "report.json").exists()
+
+
 @pytest.mark.parametrize(
     "target",
     kinds("eval", "eval --out is the dataset", "eval --out is a device", "eval --out is a folder"),

@@ -119,6 +119,52 @@ def test_bad_build_flags(
     )
 
 
+@pytest.mark.parametrize(
+    "target",
+    kinds("finetune", "build from /dev/zero", "build from a FIFO", "build from a folder"),
+    ids=lambda k: k,
+)
+def test_build_from_a_non_regular_file(
+    run: Callable[..., Result], tmp_path: Path, target: str
+) -> None:
+    if target.endswith("/dev/zero"):
+        source = Path("/dev/zero")
+    elif target.endswith("FIFO"):
+        source = tmp_path / "pipe.jsonl"
+        os.mkfifo(source)  # reading it would block forever: it is refused before
+    else:
+        source = tmp_path
+    out = tmp_path / "examples.jsonl"
+    for flags in ([], ["--format", "pilener"]):
+        result = run("finetune", "build", "explorer", source, "--out", out, *flags, status=2)
+        assert "not a regular file" in result.err and str(source) in result.err, result.err
+    assert not out.exists()
+
+
+@kind("finetune", "SpERT training token with a lone surrogate")
+def test_build_surrogate_token(run: Callable[..., Result], tmp_path: Path) -> None:
+    record = {"tokens": ["Al\ud800ice", "met", "Bob"], "entities": [], "relations": []}
+    source = tmp_path / "data.json"
+    source.write_text(json.dumps([record]), encoding="utf-8")  # the \ud800 escape: valid UTF-8
+    out = tmp_path / "examples.jsonl"
+    result = run("finetune", "build", "explorer", source, "--out", out, status=2)
+    assert "not valid Unicode" in result.err and "data.json record 0" in result.err, result.err
+    assert not out.exists()
+
+
+@kind("finetune", "training data holding raw U+2028 inside a JSON string")
+def test_build_line_separator_in_text(run: Callable[..., Result], tmp_path: Path) -> None:
+    source = tmp_path / "data.jsonl"
+    text = "Alice\u2028met Bob in Paris ."
+    source.write_text(
+        json.dumps({**PILENER, "input": text}, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    out = tmp_path / "examples.jsonl"
+    run("finetune", "build", "explorer", source, "--out", out, status=0)
+    (example,) = [json.loads(x) for x in out.read_text(encoding="utf-8").split("\n") if x]
+    assert "Alice\u2028met Bob" in example["messages"][0]["content"]
+
+
 @kind("finetune", "label map that is a YAML alias bomb")
 def test_label_map_bomb(run: Callable[..., Result], tmp_path: Path) -> None:
     source = tmp_path / "data.jsonl"

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from samalign.batch.jsonl import encodable
+from samalign.datasets.files import loads
 from samalign.errors import InputError
 
 Task = Literal["ner", "re"]
@@ -176,20 +177,15 @@ def iter_examples(path: str | Path) -> Iterator[ChatExample]:
     if not file.is_file():
         raise InputError(f"{file}: training file not found")
     try:
-        with open(file, encoding="utf-8") as handle:
+        with open(file, encoding="utf-8-sig") as handle:  # -sig: a leading BOM is dropped
             for number, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
                 origin = f"{file}:{number}"
                 try:
-                    value = json.loads(line)
+                    value = loads(line, origin)  # nested too deeply, huge numbers: InputError
                 except json.JSONDecodeError as err:
                     raise InputError(f"{origin}: not valid JSON ({err.msg})") from None
-                except (ValueError, RecursionError) as err:  # nested too deeply, huge numbers
-                    raise InputError(
-                        f"{origin}: not a training example ({type(err).__name__}: the JSON is "
-                        "nested too deeply or holds a number too large)"
-                    ) from None
                 yield example_from_json(value, origin)
     except UnicodeDecodeError as err:
         raise InputError(f"{file}: not UTF-8 text (byte {err.start})") from None
