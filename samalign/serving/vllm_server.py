@@ -8,15 +8,15 @@ import logging
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import BaseMessage
-from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.outputs import ChatResult
 from langchain_openai import ChatOpenAI
 from pydantic import Field, SecretStr
 
@@ -164,7 +164,8 @@ class VllmServerChatModel(ChatOpenAI):
       When the retries are spent, a :class:`~samalign.errors.BackendError` says what the server
       sent the last time.
 
-    * Every request first calls :func:`~samalign.serving.guard.check_model_request`, so inside
+    * Every request (sync, async, streamed) first calls
+      :func:`~samalign.serving.guard.check_model_request` while its payload is built, so inside
       ``samalign.testing.block_model_requests()`` (or with ``SAMALIGN_BLOCK_MODEL_REQUESTS=1``)
       it raises :class:`~samalign.errors.ModelRequestBlockedError` and sends nothing.
 
@@ -184,8 +185,13 @@ class VllmServerChatModel(ChatOpenAI):
     max_wait_s: float = Field(default=8.0, gt=0)
     deadline_s: float | None = Field(default=None, gt=0)
 
-    def _check(self) -> None:
+    def _get_request_payload(
+        self, input_: LanguageModelInput, *, stop: list[str] | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        # every path (invoke, ainvoke, stream, astream) builds its payload here first
         check_model_request(f"vLLM server {self.openai_api_base}, model {self.model_name!r}")
+        payload: dict[str, Any] = super()._get_request_payload(input_, stop=stop, **kwargs)
+        return payload
 
     def _deadline(self) -> float | None:
         if self.deadline_s is not None:
@@ -265,7 +271,6 @@ class VllmServerChatModel(ChatOpenAI):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        self._check()
         self._get_request_payload(messages, stop=stop, **kwargs)  # the request's own errors
         attempt = 0
         while True:
@@ -284,7 +289,6 @@ class VllmServerChatModel(ChatOpenAI):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        self._check()
         self._get_request_payload(messages, stop=stop, **kwargs)  # the request's own errors
         attempt = 0
         while True:
@@ -298,15 +302,6 @@ class VllmServerChatModel(ChatOpenAI):
                 delay = self._retry_delay(attempt, self._problem(err))
             await asyncio.sleep(delay)
             attempt += 1
-
-    def _stream(self, *args: Any, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
-        self._check()
-        return super()._stream(*args, **kwargs)
-
-    async def _astream(self, *args: Any, **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
-        self._check()
-        async for chunk in super()._astream(*args, **kwargs):
-            yield chunk
 
 
 def server_urls(base_url: str | Sequence[str]) -> list[str]:
