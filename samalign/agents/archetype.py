@@ -18,7 +18,7 @@ from samalign.agents.base import AgentSettings, Prepared, StageContext, Update, 
 from samalign.agents.matching import assign_types
 from samalign.agents.runner import StageRequest, StageResult
 from samalign.prompts.formats import ParsedTypedMentions
-from samalign.prompts.specs import EXTRACTION_FORMAT, default_specs
+from samalign.prompts.profiles import resolve_profile
 from samalign.types import DIRECT_TYPING_STAGE, Archetype, Diagnostic, Entity, Span
 
 ENT_OPEN = "<ENT>"
@@ -53,7 +53,6 @@ def archetype_node(settings: AgentSettings, *, direct: bool = False) -> Runnable
             "w/o calibration" ablation, served by the ``direct_typing`` stage model); the node
             then writes ``entities``.
     """
-    spec_default = default_specs()[STAGE]
     model_stage = DIRECT_TYPING_STAGE if direct else STAGE
 
     def prepare(state: Any, ctx: StageContext) -> Prepared | Update:
@@ -61,24 +60,23 @@ def archetype_node(settings: AgentSettings, *, direct: bool = False) -> Runnable
         if not candidates:
             return {"entities": []} if direct else {"archetyped": []}
         domain = ctx.domain
-        spec = spec_default.with_template(domain.prompts.get(STAGE))
-        types = domain.names if direct else [a.value for a in Archetype]
         mentions = list(dict.fromkeys(c.text for c in candidates))
         tagged = tag_entities(state.text, [c.span for c in candidates])
-        prompt = spec.render({"labels": types, "text": tagged})
-        schema = EXTRACTION_FORMAT.schema(
-            types,
+        rendered = resolve_profile(domain, settings.prompt_profile).classifier(
+            domain,
+            tagged,
+            direct=direct,
             mentions=mentions if settings.constrain_mentions else None,
             max_items=max(settings.max_mentions_per_type, len(mentions)),
         )
         request = StageRequest(
             stage=STAGE,
-            messages=[HumanMessage(content=prompt)],
-            schema=schema,
-            max_tokens=settings.max_completion_tokens or spec.max_tokens,
+            messages=[HumanMessage(content=rendered.prompt)],
+            schema=rendered.schema,
+            max_tokens=settings.max_completion_tokens or rendered.max_tokens,
             adapter=domain.adapters.get(model_stage),
         )
-        return Prepared(request, lambda raw: EXTRACTION_FORMAT.parse(raw, types), extra=mentions)
+        return Prepared(request, rendered.parse, extra=mentions)
 
     def finish(
         state: Any, ctx: StageContext, prepared: Prepared, result: StageResult[Any]
@@ -86,7 +84,8 @@ def archetype_node(settings: AgentSettings, *, direct: bool = False) -> Runnable
         candidates: list[Entity] = state.candidates
         mentions: list[str] = prepared.extra
         parsed: ParsedTypedMentions | None = result.value
-        allowed = set(ctx.domain.names) if direct else {a.value for a in Archetype}
+        profile = resolve_profile(ctx.domain, settings.prompt_profile)
+        allowed = set(profile.classifier_types(ctx.domain, direct=direct))
         assigned, diagnostics = assign_types(
             [(m, t) for t, m in parsed.pairs] if parsed is not None else [],
             mentions,
@@ -110,7 +109,7 @@ def archetype_node(settings: AgentSettings, *, direct: bool = False) -> Runnable
                 if label is not None:
                     out.append(cand.model_copy(update={"label": label}))
             else:
-                archetype = Archetype(type_) if type_ else Archetype.MISC
+                archetype = (profile.archetype_of(type_) if type_ else None) or Archetype.MISC
                 out.append(cand.model_copy(update={"archetype": archetype}))
         if missing:
             consequence = (

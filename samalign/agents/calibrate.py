@@ -2,7 +2,8 @@
 
 A frozen LLM (served through an identity adapter) maps each archetype-typed mention to one
 target-domain type, given the archetype definitions (Table 5) and the target type definitions.
-Answers are restricted to the domain's types by the JSON schema.
+The prompt profile (:mod:`samalign.prompts.profiles`) renders the prompt and reads the answer;
+the default profile restricts answers to the domain's types by the JSON schema.
 """
 
 from __future__ import annotations
@@ -15,10 +16,9 @@ from langchain_core.runnables import RunnableLambda
 from samalign.agents.base import AgentSettings, Prepared, StageContext, Update, stage_node
 from samalign.agents.matching import assign_types
 from samalign.agents.runner import StageRequest, StageResult
-from samalign.prompts.archetypes import archetype_table
 from samalign.prompts.formats import ParsedAssignments
-from samalign.prompts.specs import CALIBRATION_FORMAT, default_specs
-from samalign.types import Diagnostic, Entity
+from samalign.prompts.profiles import resolve_profile
+from samalign.types import Archetype, Diagnostic, Entity
 
 STAGE = "calibrate"
 CALIBRATION_MAX_ITEMS = 64
@@ -27,46 +27,31 @@ CALIBRATION_MAX_ITEMS = 64
 
 def calibrate_node(settings: AgentSettings) -> RunnableLambda[Any, Update]:
     """Build the ``calibrate`` node."""
-    spec_default = default_specs()[STAGE]
-    table = archetype_table()
-    archetype_definitions = [
-        {"name": a.name.value, "definition": a.definition} for a in table.archetypes
-    ]
 
     def prepare(state: Any, ctx: StageContext) -> Prepared | Update:
         archetyped: list[Entity] = state.archetyped
         if not archetyped:
             return {"entities": []}
         domain = ctx.domain
-        spec = spec_default.with_template(domain.prompts.get(STAGE))
-        initial: dict[str, str] = {}
+        initial: dict[str, Archetype] = {}
         for ent in archetyped:
             if ent.archetype is not None:
-                initial.setdefault(ent.text, ent.archetype.value)
-        names = domain.names
-        prompt = spec.render(
-            {
-                "text": state.text,
-                "initial_output": initial,
-                "candidate_types": names,
-                "archetype_definitions": archetype_definitions,
-                "target_definitions": [
-                    {"name": t.name, "definition": t.definition} for t in domain.entity_types
-                ],
-            }
+                initial.setdefault(ent.text, ent.archetype)
+        rendered = resolve_profile(domain, settings.prompt_profile).calibrator(
+            domain,
+            state.text,
+            initial,
+            mentions=list(initial) if settings.constrain_mentions else None,
+            max_items=max(CALIBRATION_MAX_ITEMS, len(initial)),
         )
         request = StageRequest(
             stage=STAGE,
-            messages=[HumanMessage(content=prompt)],
-            schema=CALIBRATION_FORMAT.schema(
-                names,
-                mentions=list(initial) if settings.constrain_mentions else None,
-                max_items=max(CALIBRATION_MAX_ITEMS, len(initial)),
-            ),
-            max_tokens=settings.max_completion_tokens or spec.max_tokens,
+            messages=[HumanMessage(content=rendered.prompt)],
+            schema=rendered.schema,
+            max_tokens=settings.max_completion_tokens or rendered.max_tokens,
             adapter=domain.adapters.get(STAGE),
         )
-        return Prepared(request, CALIBRATION_FORMAT.parse, extra=list(initial))
+        return Prepared(request, rendered.parse, extra=list(initial))
 
     def finish(
         state: Any, ctx: StageContext, prepared: Prepared, result: StageResult[Any]

@@ -23,7 +23,7 @@ from samalign.agents.base import (
 from samalign.agents.grounding import ground_mentions, word_spans
 from samalign.agents.runner import StageRequest, StageResult
 from samalign.prompts.formats import ParsedTypedMentions
-from samalign.prompts.specs import EXTRACTION_FORMAT, default_specs
+from samalign.prompts.profiles import resolve_profile
 from samalign.types import Diagnostic
 
 MAX_ENUM_MENTIONS = 3000
@@ -59,30 +59,32 @@ def extractor_node(
     stage: Literal["anchor", "explorer"], settings: AgentSettings
 ) -> RunnableLambda[Any, Update]:
     """Build the ``anchor`` or ``explorer`` node."""
-    spec_default = default_specs()[stage]
     key = f"{stage}_mentions"
 
     def request_for(
         state: Any, ctx: StageContext, names: list[str], mentions: list[str] | None
     ) -> Prepared:
         domain = ctx.domain
-        spec = spec_default.with_template(domain.prompts.get(stage))
-        prompt = spec.render({"labels": names, "text": state.text})
-        schema = EXTRACTION_FORMAT.schema(
-            names, mentions=mentions, max_items=settings.max_mentions_per_type
+        rendered = resolve_profile(domain, settings.prompt_profile).extractor(
+            stage,
+            domain,
+            names,
+            state.text,
+            mentions=mentions,
+            max_items=settings.max_mentions_per_type,
         )
         request = StageRequest(
             stage=stage,
-            messages=[HumanMessage(content=prompt)],
-            schema=schema,
-            max_tokens=settings.max_completion_tokens or spec.max_tokens,
+            messages=[HumanMessage(content=rendered.prompt)],
+            schema=rendered.schema,
+            max_tokens=settings.max_completion_tokens or rendered.max_tokens,
             adapter=domain.adapters.get(stage),
         )
-        return Prepared(request, lambda raw: EXTRACTION_FORMAT.parse(raw, names))
+        return Prepared(request, rendered.parse)
 
     def prepare(state: Any, ctx: StageContext) -> Prepared | list[Prepared] | Update:
         validate_text(state.text, settings)
-        names = ctx.domain.names
+        names = resolve_profile(ctx.domain, settings.prompt_profile).extraction_types(ctx.domain)
         mentions = (
             text_ngrams(state.text, settings.max_mention_tokens)
             if settings.constrain_mentions

@@ -29,18 +29,31 @@ from samalign.evaluation.backends import (
     server_backend,
     simulated_backend,
 )
-from samalign.evaluation.datasets import BUILTIN_DATASETS, Dataset, load_dataset
+from samalign.evaluation.datasets import (
+    BUILTIN_DATASETS,
+    CROSSNER_DOMAINS,
+    Dataset,
+    load_dataset,
+)
+from samalign.evaluation.domains import combine_reports, write_domains_report
 from samalign.evaluation.report import EvalReport, report_paths
-from samalign.evaluation.runner import aevaluate, asweep, graph_stages
+from samalign.evaluation.runner import aevaluate, asweep, graph_stages, variant_path
 from samalign.evaluation.simulate import NoiseModel
 from samalign.graphs import PipelineOptions
 from samalign.prompts.domain import Domain, load_domain
 from samalign.serving import StageModels
 
+ALL_CROSSNER = "crossner"
+"""The DATASET name that runs the five CrossNER domains and averages their F1."""
+
+CROSSNER_DATASETS = tuple(f"crossner_{d}" for d in CROSSNER_DOMAINS)
+
 EPILOG = """\
 examples:
   samalign eval crossner_ai --split dev --backend gold --out runs/gold/ai_dev.json
   samalign eval crossner_music --backend simulated --sweep --out runs/sim/music.json
+  samalign eval crossner --prompt-profile reference --server http://127.0.0.1:8000 \\
+      --out runs/samner/table1.json     # the five domains + their mean F1 (SAM-NER Table 1)
   samalign eval crossner_ai --server http://127.0.0.1:8000 --out runs/ai_test.json
   samalign eval conll04 --graph joint --server http://127.0.0.1:8000 --out runs/conll04.json
 """
@@ -54,13 +67,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         description="Run the NER or joint graph over a dataset split and write a JSON report "
         "(every protocol, per-label table, per-stage cost, every sentence that lost or gained "
         "something and why), a markdown summary and a PNG chart next to it. DATASET is a "
-        f"built-in name ({', '.join(BUILTIN_DATASETS)}) or a path (a BIO .txt file, a SpERT "
-        ".json file, or a folder with <split>.txt / <split>_triples.json). Rerunning with the "
-        "same --out resumes.",
+        f"built-in name ({', '.join(BUILTIN_DATASETS)}), '{ALL_CROSSNER}' (the five CrossNER "
+        "domains, one report each beside --out, and at --out their per-domain scores and mean "
+        "F1), or a path (a BIO .txt file, a SpERT .json file, or a folder with <split>.txt / "
+        "<split>_triples.json). Rerunning with the same --out resumes.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("dataset", help="built-in dataset name or a path")
+    p.add_argument(
+        "dataset", help=f"built-in dataset name, {ALL_CROSSNER!r} (all five domains) or a path"
+    )
     p.add_argument("--out", type=Path, required=True, help="report path, e.g. runs/ai.json")
     p.add_argument("--split", default="test", help="train, dev or test (default: test)")
     p.add_argument("--fold", type=int, default=0, help="ADE fold 0-9 (default 0)")
@@ -130,7 +146,13 @@ class _Backends:
     mostly share one); the server backend is cheap to build per variant.
     """
 
-    def __init__(self, args: argparse.Namespace, dataset: Dataset, domain: Domain) -> None:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        dataset: Dataset,
+        domain: Domain,
+        models: dict[tuple[str, ...], StageModels] | None = None,
+    ) -> None:
         self.args = args
         self.dataset = dataset
         self.domain = domain
@@ -142,12 +164,18 @@ class _Backends:
             raise ConfigError(f"--adapter does not apply to the {self.name} backend")
         self._replay: EvalBackend | None = None
         if self.name == "gold":
-            self._replay = gold_backend(dataset.sentences, domain)
+            self._replay = gold_backend(
+                dataset.sentences, domain, prompt_profile=args.prompt_profile
+            )
         elif self.name == "simulated":
             self._replay = simulated_backend(
-                dataset.sentences, domain, noise=_noise(args.noise), seed=args.seed
+                dataset.sentences,
+                domain,
+                noise=_noise(args.noise),
+                seed=args.seed,
+                prompt_profile=args.prompt_profile,
             )
-        self._models: dict[tuple[str, ...], StageModels] = {}
+        self._models: dict[tuple[str, ...], StageModels] = {} if models is None else models
 
     def __call__(self, options: PipelineOptions) -> EvalBackend:
         if self._replay is not None:
@@ -164,11 +192,6 @@ class _Backends:
         settings = {"model": str(self.args.model or os.environ.get(MODEL_DIR_ENV))}
         return models_backend(self.name, self._models[key], self.domain, adapters, settings)
 
-    def close(self) -> None:
-        for models in self._models.values():
-            models.close()
-        self._models.clear()
-
 
 def _print_summary(report: EvalReport, out: Path) -> None:
     entity = report.entity
@@ -176,7 +199,8 @@ def _print_summary(report: EvalReport, out: Path) -> None:
         f"{report.run.dataset}/{report.run.split} [{report.run.backend}] "
         f"sentences {report.sentences}, errors {report.errors}; "
         f"entity span F1 {100 * entity.span.f1:.2f} (P {100 * entity.span.precision:.2f}, "
-        f"R {100 * entity.span.recall:.2f}), string F1 {100 * entity.string.f1:.2f}"
+        f"R {100 * entity.span.recall:.2f}), string F1 {100 * entity.string.f1:.2f}, "
+        f"SAM-NER F1 {100 * entity.sam_ner.f1:.2f}"
     )
     if report.relation is not None:
         line += (
@@ -197,16 +221,20 @@ def _print_summary(report: EvalReport, out: Path) -> None:
     print(f"report: {paths['json']} (+ {', '.join(beside)})")
 
 
-async def _run(args: argparse.Namespace) -> int:
-    dataset = load_dataset(args.dataset, args.split, fold=args.fold, data_dir_path=args.data_dir)
+async def _evaluate(
+    args: argparse.Namespace,
+    name: str,
+    out: Path,
+    models: dict[tuple[str, ...], StageModels],
+) -> EvalReport:
+    """Evaluate one dataset as the flags say (a sweep with ``--sweep``) and print its line."""
+    dataset = load_dataset(name, args.split, fold=args.fold, data_dir_path=args.data_dir)
     domain_name = args.domain or dataset.domain
     if domain_name is None:
-        raise ConfigError(
-            f"dataset {args.dataset!r} is not built in: name its domain with --domain"
-        )
+        raise ConfigError(f"dataset {name!r} is not built in: name its domain with --domain")
     domain = load_domain(domain_name)
     options = _options(args, dataset)
-    backends = _Backends(args, dataset, domain)
+    backends = _Backends(args, dataset, domain, models)
     common: dict[str, Any] = {
         "graph": args.graph,
         "limit": args.limit,
@@ -217,24 +245,51 @@ async def _run(args: argparse.Namespace) -> int:
         "progress": not args.quiet,
         "fold": args.fold if dataset.name == "ade" else None,
     }
-    try:
-        if args.sweep:
-            report = await asweep(
-                dataset, domain, backends, options=options, out=args.out, **common
-            )
-        else:
-            report = await aevaluate(
-                dataset, domain, backends(options), options=options, out=args.out, **common
-            )
-    finally:
-        backends.close()
-    _print_summary(report, args.out)
+    if args.sweep:
+        report = await asweep(dataset, domain, backends, options=options, out=out, **common)
+    else:
+        report = await aevaluate(
+            dataset, domain, backends(options), options=options, out=out, **common
+        )
+    _print_summary(report, out)
     if report.errors:
         print(
             f"samalign: {report.errors} sentence(s) failed; see 'mismatches' in the report "
             f"({backends.name} backend; --retry-errors redoes them)",
             file=sys.stderr,
         )
+    return report
+
+
+async def _run(args: argparse.Namespace) -> int:
+    models: dict[tuple[str, ...], StageModels] = {}
+    try:
+        if args.dataset != ALL_CROSSNER:
+            await _evaluate(args, args.dataset, args.out, models)
+            return 0
+        if args.domain:
+            raise ConfigError(
+                f"{ALL_CROSSNER}: each CrossNER domain runs with its own built-in domain; "
+                "drop --domain"
+            )
+        reports: dict[str, EvalReport] = {}
+        paths: dict[str, str] = {}
+        for name in CROSSNER_DATASETS:
+            out = variant_path(args.out, name)
+            reports[name] = await _evaluate(args, name, out, models)
+            paths[name] = str(report_paths(out)["json"])
+    finally:
+        for stage_models in models.values():
+            stage_models.close()
+    table = combine_reports(reports, paths)
+    written = write_domains_report(table, args.out)
+    mean = table.variants["full"].mean_f1
+    print(
+        f"{ALL_CROSSNER}/{args.split}: mean F1 over the five domains: SAM-NER "
+        f"{100 * mean['sam_ner']:.2f}, span {100 * mean['span']:.2f}, string "
+        f"{100 * mean['string']:.2f}"
+    )
+    print(f"report: {written['json']} (+ {written['md'].name})")
     return 0
 
 

@@ -18,6 +18,7 @@ from samalign.evaluation.sentences import Sentence
 from samalign.evaluation.simulate import NoiseModel, SimulatedOracle
 from samalign.graphs.context import RunContext
 from samalign.prompts.domain import Domain
+from samalign.prompts.profiles import resolve_profile
 from samalign.serving.models import StageModels
 from samalign.serving.vllm_server import check_server, vllm_server_models
 from samalign.types import ALL_STAGES
@@ -51,17 +52,35 @@ def _replay(name: str, oracle: GoldOracle, domain: Domain, settings: dict[str, A
     return EvalBackend(name, context_for, settings)
 
 
-def gold_backend(sentences: Sequence[Sentence], domain: Domain) -> EvalBackend:
-    """Gold replay over ``sentences`` (see :mod:`samalign.evaluation.gold`)."""
-    return _replay("gold", GoldOracle(sentences, domain), domain, {})
+def gold_backend(
+    sentences: Sequence[Sentence], domain: Domain, *, prompt_profile: str | None = None
+) -> EvalBackend:
+    """Gold replay over ``sentences`` (see :mod:`samalign.evaluation.gold`).
+
+    Args:
+        sentences: The gold sentences.
+        domain: The domain the graph runs with.
+        prompt_profile: The graph's ``PipelineOptions.prompt_profile`` (answers are rendered
+            as that profile reads them); ``None``: the domain's profile.
+    """
+    profile = resolve_profile(domain, prompt_profile)
+    oracle = GoldOracle(sentences, domain, profile=profile)
+    return _replay("gold", oracle, domain, {"prompt_profile": profile.name})
 
 
 def simulated_backend(
-    sentences: Sequence[Sentence], domain: Domain, *, noise: NoiseModel, seed: int
+    sentences: Sequence[Sentence],
+    domain: Domain,
+    *,
+    noise: NoiseModel,
+    seed: int,
+    prompt_profile: str | None = None,
 ) -> EvalBackend:
     """Noise simulation over ``sentences`` (see :mod:`samalign.evaluation.simulate`)."""
-    oracle = SimulatedOracle(sentences, domain, noise=noise, seed=seed)
-    return _replay("simulated", oracle, domain, {"seed": seed, "noise": noise.model_dump()})
+    profile = resolve_profile(domain, prompt_profile)
+    oracle = SimulatedOracle(sentences, domain, noise=noise, seed=seed, profile=profile)
+    settings = {"seed": seed, "noise": noise.model_dump(), "prompt_profile": profile.name}
+    return _replay("simulated", oracle, domain, settings)
 
 
 def models_backend(

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from samalign.agents.base import AgentSettings
 from samalign.errors import ConfigError
+from samalign.prompts.domain import ProfileName
 from samalign.types import DIRECT_TYPING_STAGE
 
 
@@ -54,6 +55,10 @@ class PipelineOptions(BaseModel):
             ``closest`` (the pair of occurrences nearest each other) or ``all`` (every pair;
             CoNLL04's SpERT release annotates a relation for every occurrence of a repeated
             mention, ADE and SciERC for one).
+        prompt_profile: The prompt profile every SAM-NER stage renders with, for this graph:
+            ``default`` (samalign's prompts, constrained decoding; faster) or ``reference``
+            (the SAM-NER authors' prompts, answer formats and definitions; see
+            ``docs/reference.md``). ``None``: each domain's ``profile`` field decides.
         anchor_schema_chunk: Ask the anchor about at most this many types per request
             (sorted, then split; the requests run concurrently and their mentions are united).
             IEPile trained and evaluated its LoRA with at most 6 types per instruction, so set
@@ -80,6 +85,7 @@ class PipelineOptions(BaseModel):
     recover_dropped: bool = False
     max_relation_blocks: int = Field(default=16, ge=1, le=256)
     relation_arguments: Literal["closest", "all"] = "closest"
+    prompt_profile: ProfileName | None = None
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -155,6 +161,7 @@ class PipelineOptions(BaseModel):
             anchor_schema_chunk=self.anchor_schema_chunk,
             max_relation_blocks=self.max_relation_blocks,
             relation_arguments=self.relation_arguments,
+            prompt_profile=self.prompt_profile,
         )
 
 
