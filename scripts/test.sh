@@ -12,7 +12,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
 # torch is pinned to the CPU build; the rest comes from pyproject extras.
-"$VENV/bin/python" -m pip install -q "torch==2.13.0" -e ".[dev,local]"
+"$VENV/bin/python" -m pip install -q "torch==2.13.0" -e ".[dev,local,ray]"
 
 echo "== ruff"
 "$VENV/bin/ruff" check .

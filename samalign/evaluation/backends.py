@@ -20,7 +20,7 @@ from samalign.graphs.context import RunContext
 from samalign.prompts.domain import Domain
 from samalign.prompts.profiles import resolve_profile
 from samalign.serving.models import StageModels
-from samalign.serving.vllm_server import check_server, vllm_server_models
+from samalign.serving.vllm_server import check_servers, vllm_server_models
 from samalign.types import ALL_STAGES
 
 BackendName = Literal["gold", "simulated", "server", "transformers", "vllm-inprocess"]
@@ -108,7 +108,7 @@ def models_backend(
 
 
 def server_backend(
-    url: str,
+    url: str | Sequence[str],
     domain: Domain,
     stages: Sequence[str],
     *,
@@ -119,7 +119,7 @@ def server_backend(
     """A vLLM server serving one adapter per stage.
 
     Args:
-        url: Server URL.
+        url: Server URL, or several serving the same adapters (balanced, with failover).
         domain: The domain (its ``adapters`` name each stage's adapter unless overridden).
         stages: The stages the graph runs.
         adapters: Stage → adapter overrides.
@@ -138,9 +138,10 @@ def server_backend(
         )
     chosen = {s: overrides.get(s, domain.adapter_for(s)) for s in stages}
     if check:
-        check_server(url, chosen.values())
+        check_servers(url, chosen.values())
     models = vllm_server_models(url, stages=list(stages), adapters=chosen, timeout=timeout)
-    return models_backend("server", models, domain, chosen, {"server": url})
+    servers = url if isinstance(url, str) else ",".join(url)
+    return models_backend("server", models, domain, chosen, {"server": servers})
 
 
 __all__ = [
