@@ -302,6 +302,7 @@ class MentionRecordsFormat:
 _FINAL_ANSWER = re.compile(
     r"final answer:\s*@{2,}\s*(.*?)(?=\s*@{2,}|$)", re.DOTALL | re.IGNORECASE
 )
+_FINAL_ONLY = re.compile(r"final answer:", re.IGNORECASE)
 _MARKED = re.compile(r"@{2,}\s*(.*?)(?=\s*@{2,}|$)", re.DOTALL)
 
 
@@ -311,7 +312,8 @@ class MarkedAssignmentsFormat:
     The answer may come with text around it (reasoning before ``final answer:``). The parser
     reads what the authors' ``getPredictResults.py`` reads: the text between the ``@@``
     markers after ``final answer:`` (any case), else between the first ``@@`` markers, else
-    the first JSON value of the whole answer; names lose ``<ENT>`` tags. The answer is not pure
+    what follows the last ``final answer:``, else the first JSON value of the whole answer;
+    names lose ``<ENT>`` tags. The answer is not pure
     JSON, so there is no JSON schema (:meth:`schema` is ``None``).
     """
 
@@ -329,6 +331,8 @@ class MarkedAssignmentsFormat:
         """The texts that may hold the answer, most likely first."""
         regions = [m.group(1) for m in _FINAL_ANSWER.finditer(raw)]
         regions += [m.group(1) for m in _MARKED.finditer(raw)]
+        # "final answer:" without markers: what follows its last occurrence
+        regions += [raw[m.end() :] for m in reversed(list(_FINAL_ONLY.finditer(raw)))]
         regions.append(raw)
         return list(dict.fromkeys(regions))
 

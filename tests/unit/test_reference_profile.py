@@ -376,6 +376,10 @@ def test_calibrator_parser_reads_the_marked_answer_with_text_around_it() -> None
             ("Obama", "politician")
         ],
         "final answer:\n@@\n[]\n@@": [],
+        # no markers: what follows the last "final answer:", not the JSON of the reasoning
+        'Maybe [{"Obama": "person"}]? No.\nFinal answer: [{"Obama": "politician"}]': [
+            ("Obama", "politician")
+        ],
     }
     for raw, expected in cases.items():
         assert list(fmt.parse(raw).assignments) == expected, raw
