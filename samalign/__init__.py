@@ -2,26 +2,34 @@
 
 Quick start::
 
-    from samalign import RunContext, build_ner_graph, vllm_server_models
+    from samalign import NerResult, RunContext, build_ner_graph, vllm_server_models
 
     graph = build_ner_graph()
     context = RunContext(domain="crossner_ai", models=vllm_server_models("http://127.0.0.1:8000"))
-    result = graph.invoke({"text": "LSTM was proposed by Sepp Hochreiter."}, context=context)
-    for entity in result["entities"]:
-        print(entity.span.start, entity.span.end, entity.text, entity.label)
+    state = graph.invoke({"text": "LSTM was proposed by Sepp Hochreiter."}, context=context)
+    result = NerResult.from_state(state)  # LangGraph returns a dict; read it typed
+    for entity in result.entities:
+        print(entity.start, entity.end, entity.text, entity.label, entity.archetype)
+
+The joint graph (``build_joint_graph``) returns a :class:`JointResult` the same way (its
+``triplets`` are the kept relation triplets, ``dropped_triplets`` what the anchor filter
+removed, with the reason); the document graph a :class:`DocumentResult`.
 """
 
+from samalign.agents.cache import MemoryCache, SqliteCache
 from samalign.errors import (
     BackendError,
     ConfigError,
     InputError,
-    ModelRequestBlockedError,
     OutputParseError,
     SamalignError,
 )
 from samalign.graphs import (
+    DocumentResult,
     DocumentState,
+    JointResult,
     JointState,
+    NerResult,
     NerState,
     PipelineOptions,
     RunContext,
@@ -29,6 +37,7 @@ from samalign.graphs import (
     build_joint_graph,
     build_ner_graph,
 )
+from samalign.graphs.tools import as_tool
 from samalign.prompts import Domain, EntityType, RelationType, builtin_domains, load_domain
 from samalign.serving import (
     StageModel,
@@ -43,11 +52,13 @@ from samalign.types import (
     Diagnostic,
     DroppedTriplet,
     Entity,
+    GroundedMention,
     NoiseRecord,
     Span,
     StageUsage,
     Triplet,
 )
+from samalign.view import View, visualize
 
 __version__ = "0.1.0"
 
@@ -56,14 +67,18 @@ __all__ = [
     "BackendError",
     "ConfigError",
     "Diagnostic",
+    "DocumentResult",
     "DocumentState",
     "Domain",
     "DroppedTriplet",
     "Entity",
     "EntityType",
+    "GroundedMention",
     "InputError",
+    "JointResult",
     "JointState",
-    "ModelRequestBlockedError",
+    "MemoryCache",
+    "NerResult",
     "NerState",
     "NoiseRecord",
     "OutputParseError",
@@ -72,11 +87,14 @@ __all__ = [
     "RunContext",
     "SamalignError",
     "Span",
+    "SqliteCache",
     "StageModel",
     "StageModels",
     "StageUsage",
     "Triplet",
+    "View",
     "__version__",
+    "as_tool",
     "build_document_graph",
     "build_joint_graph",
     "build_ner_graph",
@@ -84,6 +102,7 @@ __all__ = [
     "check_server",
     "load_domain",
     "transformers_models",
+    "visualize",
     "vllm_inprocess_models",
     "vllm_server_models",
 ]

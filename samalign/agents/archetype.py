@@ -11,12 +11,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from langchain_core.messages import HumanMessage
 from langchain_core.runnables import RunnableLambda
 
-from samalign.agents.base import AgentSettings, Prepared, StageContext, Update, stage_node
+from samalign.agents.base import (
+    AgentSettings,
+    Prepared,
+    StageContext,
+    prompt_request,
+    stage_node,
+)
 from samalign.agents.matching import assign_types
-from samalign.agents.runner import StageRequest, StageResult
+from samalign.agents.runner import StageResult
+from samalign.agents.state import NerState, TypingUpdate
 from samalign.prompts.formats import ParsedTypedMentions
 from samalign.prompts.profiles import resolve_profile
 from samalign.types import DIRECT_TYPING_STAGE, Archetype, Diagnostic, Entity, Span
@@ -44,7 +50,9 @@ def tag_entities(text: str, spans: Sequence[Span]) -> str:
     return "".join(out)
 
 
-def archetype_node(settings: AgentSettings, *, direct: bool = False) -> RunnableLambda[Any, Update]:
+def archetype_node(
+    settings: AgentSettings, *, direct: bool = False
+) -> RunnableLambda[NerState, dict[str, Any]]:
     """Build the ``archetype`` node.
 
     Args:
@@ -55,10 +63,10 @@ def archetype_node(settings: AgentSettings, *, direct: bool = False) -> Runnable
     """
     model_stage = DIRECT_TYPING_STAGE if direct else STAGE
 
-    def prepare(state: Any, ctx: StageContext) -> Prepared | Update:
-        candidates: list[Entity] = state.candidates
+    def prepare(state: NerState, ctx: StageContext) -> Prepared[ParsedTypedMentions] | TypingUpdate:
+        candidates = state.candidates
         if not candidates:
-            return {"entities": []} if direct else {"archetyped": []}
+            return TypingUpdate(entities=[]) if direct else TypingUpdate(archetyped=[])
         domain = ctx.domain
         mentions = list(dict.fromkeys(c.text for c in candidates))
         tagged = tag_entities(state.text, [c.span for c in candidates])
@@ -69,19 +77,14 @@ def archetype_node(settings: AgentSettings, *, direct: bool = False) -> Runnable
             mentions=mentions if settings.constrain_mentions else None,
             max_items=max(settings.max_mentions_per_type, len(mentions)),
         )
-        request = StageRequest(
-            stage=STAGE,
-            messages=[HumanMessage(content=rendered.prompt)],
-            schema=rendered.schema,
-            max_tokens=settings.max_completion_tokens or rendered.max_tokens,
-            adapter=domain.adapters.get(model_stage),
+        return prompt_request(
+            STAGE, ctx, settings, rendered, adapter_stage=model_stage, extra=mentions
         )
-        return Prepared(request, rendered.parse, extra=mentions)
 
     def finish(
-        state: Any, ctx: StageContext, prepared: Prepared, result: StageResult[Any]
-    ) -> Update:
-        candidates: list[Entity] = state.candidates
+        state: NerState, ctx: StageContext, prepared: Prepared[Any], result: StageResult[Any]
+    ) -> TypingUpdate:
+        candidates = state.candidates
         mentions: list[str] = prepared.extra
         parsed: ParsedTypedMentions | None = result.value
         profile = resolve_profile(ctx.domain, settings.prompt_profile)
@@ -123,7 +126,9 @@ def archetype_node(settings: AgentSettings, *, direct: bool = False) -> Runnable
                     raw=result.raw,
                 )
             )
-        return {"entities" if direct else "archetyped": out, "diagnostics": diagnostics}
+        if direct:
+            return TypingUpdate(entities=out, diagnostics=diagnostics)
+        return TypingUpdate(archetyped=out, diagnostics=diagnostics)
 
     return stage_node(STAGE, prepare, finish, settings, model_stage=model_stage)
 

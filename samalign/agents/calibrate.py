@@ -10,31 +10,30 @@ from __future__ import annotations
 
 from typing import Any
 
-from langchain_core.messages import HumanMessage
 from langchain_core.runnables import RunnableLambda
 
-from samalign.agents.base import AgentSettings, Prepared, StageContext, Update, stage_node
+from samalign.agents.base import AgentSettings, Prepared, StageContext, prompt_request, stage_node
 from samalign.agents.matching import assign_types
-from samalign.agents.runner import StageRequest, StageResult
+from samalign.agents.runner import StageResult
+from samalign.agents.state import NerState, TypingUpdate
 from samalign.prompts.formats import ParsedAssignments
 from samalign.prompts.profiles import resolve_profile
-from samalign.types import Archetype, Diagnostic, Entity
+from samalign.types import Archetype, Diagnostic
 
 STAGE = "calibrate"
 CALIBRATION_MAX_ITEMS = 64
 """Records per calibrator answer (fixed so the schema is the same for every request)."""
 
 
-def calibrate_node(settings: AgentSettings) -> RunnableLambda[Any, Update]:
+def calibrate_node(settings: AgentSettings) -> RunnableLambda[NerState, dict[str, Any]]:
     """Build the ``calibrate`` node."""
 
-    def prepare(state: Any, ctx: StageContext) -> Prepared | Update:
-        archetyped: list[Entity] = state.archetyped
-        if not archetyped:
-            return {"entities": []}
+    def prepare(state: NerState, ctx: StageContext) -> Prepared[ParsedAssignments] | TypingUpdate:
+        if not state.archetyped:
+            return TypingUpdate(entities=[])
         domain = ctx.domain
         initial: dict[str, Archetype] = {}
-        for ent in archetyped:
+        for ent in state.archetyped:
             if ent.archetype is not None:
                 initial.setdefault(ent.text, ent.archetype)
         rendered = resolve_profile(domain, settings.prompt_profile).calibrator(
@@ -44,19 +43,12 @@ def calibrate_node(settings: AgentSettings) -> RunnableLambda[Any, Update]:
             mentions=list(initial) if settings.constrain_mentions else None,
             max_items=max(CALIBRATION_MAX_ITEMS, len(initial)),
         )
-        request = StageRequest(
-            stage=STAGE,
-            messages=[HumanMessage(content=rendered.prompt)],
-            schema=rendered.schema,
-            max_tokens=settings.max_completion_tokens or rendered.max_tokens,
-            adapter=domain.adapters.get(STAGE),
-        )
-        return Prepared(request, rendered.parse, extra=list(initial))
+        return prompt_request(STAGE, ctx, settings, rendered, extra=list(initial))
 
     def finish(
-        state: Any, ctx: StageContext, prepared: Prepared, result: StageResult[Any]
-    ) -> Update:
-        archetyped: list[Entity] = state.archetyped
+        state: NerState, ctx: StageContext, prepared: Prepared[Any], result: StageResult[Any]
+    ) -> TypingUpdate:
+        archetyped = state.archetyped
         mentions: list[str] = prepared.extra
         parsed: ParsedAssignments | None = result.value
         labels, diagnostics = assign_types(
@@ -80,7 +72,7 @@ def calibrate_node(settings: AgentSettings) -> RunnableLambda[Any, Update]:
             for ent in archetyped
             if ent.text in labels
         ]
-        return {"entities": entities, "diagnostics": diagnostics}
+        return TypingUpdate(entities=entities, diagnostics=diagnostics)
 
     return stage_node(STAGE, prepare, finish, settings)
 

@@ -5,7 +5,9 @@ backend supports it), parses the answer, retries a bounded number of times with 
 error fed back to the model, records usage, and turns what went wrong into Diagnostics. A
 parse failure never fails the graph: after the last retry the stage yields no value and a
 Diagnostic. Backend failures (unreachable server, unknown adapter) raise
-:class:`~samalign.errors.BackendError`.
+:class:`~samalign.errors.BackendError` with the stage, the adapter and the HTTP status.
+The runner calls any LangChain chat model; the test kill-switch is the real backends' own
+(:mod:`samalign.serving.guard`).
 
 The call protocol is written once as a generator (no I/O), driven by a sync and an async
 driver, so ``invoke`` and ``ainvoke`` behave identically.
@@ -13,7 +15,6 @@ driver, so ``invoke`` and ``ainvoke`` behave identically.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
@@ -21,15 +22,13 @@ from typing import Any, Generic, TypeVar
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
-from samalign.errors import ModelRequestBlockedError, OutputParseError
+from samalign.agents.cache import CachedReply, StageCache, request_key
+from samalign.errors import OutputParseError
 from samalign.serving.errors import explain_error
 from samalign.serving.models import StageModel
 from samalign.types import Diagnostic, StageUsage
 
 T = TypeVar("T")
-
-BLOCK_ENV = "SAMALIGN_BLOCK_MODEL_REQUESTS"
-"""Set this environment variable to ``1`` to make any non-fake model call raise (tests)."""
 
 
 @dataclass(frozen=True)
@@ -68,11 +67,16 @@ class _Reply:
     prompt_tokens: int
     completion_tokens: int
     latency_s: float
+    cached: bool = False
 
+    @classmethod
+    def of_cached(cls, stored: CachedReply) -> _Reply:
+        return cls(stored.text, stored.finish_reason, 0, 0, 0.0, cached=True)
 
-def _is_fake(model: StageModel) -> bool:
-    llm_type = getattr(model.chat_model, "_llm_type", "")
-    return bool(getattr(model.chat_model, "samalign_fake", False)) or "fake" in str(llm_type)
+    def stored(self) -> CachedReply:
+        return CachedReply(
+            self.text, self.finish_reason, self.prompt_tokens, self.completion_tokens
+        )
 
 
 def _call_kwargs(request: StageRequest, model: StageModel) -> dict[str, Any]:
@@ -117,10 +121,11 @@ def _protocol(
         reply = yield messages
         raw = reply.text
         usage = usage + StageUsage(
-            calls=1,
+            calls=0 if reply.cached else 1,
             prompt_tokens=reply.prompt_tokens,
             completion_tokens=reply.completion_tokens,
             latency_s=reply.latency_s,
+            cached=1 if reply.cached else 0,
         )
         truncated = reply.finish_reason == "length"
         try:
@@ -163,60 +168,99 @@ def _protocol(
     return StageResult(value=None, diagnostics=diagnostics, usage=usage, raw=raw)
 
 
-def _guard(request: StageRequest, model: StageModel) -> None:
-    if os.environ.get(BLOCK_ENV, "") not in ("", "0") and not _is_fake(model):
-        raise ModelRequestBlockedError(
-            f"stage {request.stage!r} tried a real model call while {BLOCK_ENV} is set; "
-            "use a fake chat model from samalign.testing in unit tests"
-        )
+def _lookup(
+    cache: StageCache | None,
+    model: StageModel,
+    adapter: str,
+    messages: list[BaseMessage],
+    kwargs: dict[str, Any],
+) -> tuple[str, _Reply | None]:
+    """The request's cache key and its stored answer (``("", None)`` without a cache)."""
+    if cache is None:
+        return "", None
+    key = request_key(model.chat_model, adapter, messages, kwargs)
+    stored = cache.get(key)
+    return key, _Reply.of_cached(stored) if stored is not None else None
+
+
+def _remember(cache: StageCache | None, key: str, reply: _Reply) -> _Reply:
+    if cache is not None:
+        cache.put(key, reply.stored())
+    return reply
 
 
 def run_stage(
-    request: StageRequest, model: StageModel, parse: Callable[[str], T], *, retries: int = 1
+    request: StageRequest,
+    model: StageModel,
+    parse: Callable[[str], T],
+    *,
+    retries: int = 1,
+    cache: StageCache | None = None,
 ) -> StageResult[T]:
     """Call the stage model synchronously (see module docs).
+
+    Args:
+        request: What to ask.
+        model: The stage model.
+        parse: Turns the answer text into the stage's value (raises ``OutputParseError``).
+        retries: Retries after an unparseable answer, with the error fed back.
+        cache: Replay answers stored for the same request, and store new ones
+            (:mod:`samalign.agents.cache`).
 
     Raises:
         BackendError: The backend failed (after its own connection retries).
     """
-    _guard(request, model)
     kwargs = _call_kwargs(request, model)
     gen = _protocol(request, parse, retries)
     adapter = request.adapter or model.adapter
     try:
         messages = next(gen)
         while True:
+            key, cached = _lookup(cache, model, adapter, messages, kwargs)
+            if cached is not None:
+                messages = gen.send(cached)
+                continue
             start = time.perf_counter()
             try:
                 answer = model.chat_model.invoke(messages, **kwargs)
             except Exception as exc:
                 raise explain_error(exc, stage=request.stage, adapter=adapter) from exc
-            messages = gen.send(_reply_from(answer, time.perf_counter() - start))
+            reply = _remember(cache, key, _reply_from(answer, time.perf_counter() - start))
+            messages = gen.send(reply)
     except StopIteration as stop:
         result: StageResult[T] = stop.value
         return result
 
 
 async def arun_stage(
-    request: StageRequest, model: StageModel, parse: Callable[[str], T], *, retries: int = 1
+    request: StageRequest,
+    model: StageModel,
+    parse: Callable[[str], T],
+    *,
+    retries: int = 1,
+    cache: StageCache | None = None,
 ) -> StageResult[T]:
     """Call the stage model asynchronously (see :func:`run_stage`)."""
-    _guard(request, model)
     kwargs = _call_kwargs(request, model)
     gen = _protocol(request, parse, retries)
     adapter = request.adapter or model.adapter
     try:
         messages = next(gen)
         while True:
+            key, cached = _lookup(cache, model, adapter, messages, kwargs)
+            if cached is not None:
+                messages = gen.send(cached)
+                continue
             start = time.perf_counter()
             try:
                 answer = await model.chat_model.ainvoke(messages, **kwargs)
             except Exception as exc:
                 raise explain_error(exc, stage=request.stage, adapter=adapter) from exc
-            messages = gen.send(_reply_from(answer, time.perf_counter() - start))
+            reply = _remember(cache, key, _reply_from(answer, time.perf_counter() - start))
+            messages = gen.send(reply)
     except StopIteration as stop:
         result: StageResult[T] = stop.value
         return result
 
 
-__all__ = ["BLOCK_ENV", "StageRequest", "StageResult", "arun_stage", "run_stage"]
+__all__ = ["StageRequest", "StageResult", "arun_stage", "run_stage"]

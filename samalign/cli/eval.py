@@ -13,13 +13,16 @@ from typing import Any
 from samalign.cli.options import (
     MODEL_DIR_ENV,
     add_backend_flags,
+    add_data_format_flags,
     add_pipeline_flags,
     chosen_backend,
     parse_pairs,
     pipeline_values,
     stage_adapters,
+    stage_cache,
     stage_models,
 )
+from samalign.datasets import TOKENISED_FORMATS
 from samalign.errors import ConfigError
 from samalign.evaluation.backends import (
     BACKENDS,
@@ -29,6 +32,7 @@ from samalign.evaluation.backends import (
     server_backend,
     simulated_backend,
 )
+from samalign.evaluation.chart import missing_matplotlib
 from samalign.evaluation.datasets import (
     BUILTIN_DATASETS,
     CROSSNER_DOMAINS,
@@ -66,11 +70,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="evaluate a pipeline on a benchmark split and write a report",
         description="Run the NER or joint graph over a dataset split and write a JSON report "
         "(every protocol, per-label table, per-stage cost, every sentence that lost or gained "
-        "something and why), a markdown summary and a PNG chart next to it. DATASET is a "
+        "something and why), a markdown summary and a PNG chart next to it (the chart needs "
+        "matplotlib: pip install 'samalign[eval]'). DATASET is a "
         f"built-in name ({', '.join(BUILTIN_DATASETS)}), '{ALL_CROSSNER}' (the five CrossNER "
         "domains, one report each beside --out, and at --out their per-domain scores and mean "
-        "F1), or a path (a BIO .txt file, a SpERT .json file, or a folder with <split>.txt / "
-        "<split>_triples.json). Rerunning with the same --out resumes.",
+        "F1), or a path: a BIO file (token<TAB>tag or tag<TAB>token), a SpERT .json file, a "
+        "CrossRE .jsonl file (detected from the content; --format names one), or a folder with "
+        "<split>.txt / <split>_triples.json / <split>.json / <split>.jsonl; docs/data.md "
+        "documents the formats. Rerunning with the same --out resumes.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -82,6 +89,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--fold", type=int, default=0, help="ADE fold 0-9 (default 0)")
     p.add_argument("--data-dir", type=Path, help="benchmark data folder (default: see docs)")
     p.add_argument("--domain", help="domain name or YAML (default: the dataset's name)")
+    add_data_format_flags(p, formats=TOKENISED_FORMATS)
     p.add_argument("--graph", choices=["ner", "joint"], default="ner")
     p.add_argument("--limit", type=int, help="evaluate only the first N sentences")
     p.add_argument("--concurrency", type=int, default=16, help="sentences in flight")
@@ -140,10 +148,11 @@ def _noise(values: Sequence[str]) -> NoiseModel:
 
 
 class _Backends:
-    """Builds the backend of each pipeline variant and closes the real models at the end.
+    """Builds the backend of each pipeline variant of one dataset.
 
     The in-process backends load a model once per distinct stage set (a sweep's variants
-    mostly share one); the server backend is cheap to build per variant.
+    mostly share one, and so do the five domains of ``crossner``: ``models`` is the run's,
+    closed by :func:`_run`); the server backend is cheap to build per variant.
     """
 
     def __init__(
@@ -151,7 +160,7 @@ class _Backends:
         args: argparse.Namespace,
         dataset: Dataset,
         domain: Domain,
-        models: dict[tuple[str, ...], StageModels] | None = None,
+        models: dict[tuple[str, ...], StageModels],
     ) -> None:
         self.args = args
         self.dataset = dataset
@@ -162,10 +171,12 @@ class _Backends:
             raise ConfigError("--noise and --seed are only for --backend simulated")
         if self.name in ("gold", "simulated") and args.adapter:
             raise ConfigError(f"--adapter does not apply to the {self.name} backend")
+        # one cache for every variant: a sweep's variants share most stage requests
+        self.cache = stage_cache(args)
         self._replay: EvalBackend | None = None
         if self.name == "gold":
             self._replay = gold_backend(
-                dataset.sentences, domain, prompt_profile=args.prompt_profile
+                dataset.sentences, domain, prompt_profile=args.prompt_profile, cache=self.cache
             )
         elif self.name == "simulated":
             self._replay = simulated_backend(
@@ -174,8 +185,9 @@ class _Backends:
                 noise=_noise(args.noise),
                 seed=args.seed,
                 prompt_profile=args.prompt_profile,
+                cache=self.cache,
             )
-        self._models: dict[tuple[str, ...], StageModels] = {} if models is None else models
+        self._models = models  # shared by the domains of one run; _run closes them
 
     def __call__(self, options: PipelineOptions) -> EvalBackend:
         if self._replay is not None:
@@ -184,16 +196,29 @@ class _Backends:
         adapters = stage_adapters(self.args, stages, self.domain.adapter_for)
         if self.name == "server":
             return server_backend(
-                self.args.server, self.domain, stages, adapters=adapters, timeout=self.args.timeout
+                self.args.server,
+                self.domain,
+                stages,
+                adapters=adapters,
+                timeout=self.args.timeout,
+                cache=self.cache,
             )
         key = tuple(stages)
         if key not in self._models:
             self._models[key] = stage_models(self.args, self.name, stages, adapters)
         settings = {"model": str(self.args.model or os.environ.get(MODEL_DIR_ENV))}
-        return models_backend(self.name, self._models[key], self.domain, adapters, settings)
+        return models_backend(
+            self.name, self._models[key], self.domain, adapters, settings, cache=self.cache
+        )
+
+    def close(self) -> None:
+        """Close the stage-answer cache (the models are the caller's, shared by domains)."""
+        close = getattr(self.cache, "close", None)
+        if callable(close):
+            close()
 
 
-def _print_summary(report: EvalReport, out: Path) -> None:
+def _print_summary(report: EvalReport, out: Path, chart_note: str | None) -> None:
     entity = report.entity
     line = (
         f"{report.run.dataset}/{report.run.split} [{report.run.backend}] "
@@ -217,8 +242,11 @@ def _print_summary(report: EvalReport, out: Path) -> None:
             )
             print(f"  {name:<30} entity F1 {100 * v.entity_span.f1:.2f}{rel}")
     paths = report_paths(out)
-    beside = [paths[k].name for k in ("md", "png") if paths[k].is_file()]
+    kinds = ("md",) if chart_note else ("md", "png")  # no stale chart of an earlier run
+    beside = [paths[k].name for k in kinds if paths[k].is_file()]
     print(f"report: {paths['json']} (+ {', '.join(beside)})")
+    if chart_note:
+        print(f"samalign: {chart_note}", file=sys.stderr)
 
 
 async def _evaluate(
@@ -226,9 +254,18 @@ async def _evaluate(
     name: str,
     out: Path,
     models: dict[tuple[str, ...], StageModels],
+    chart_note: str | None,
 ) -> EvalReport:
     """Evaluate one dataset as the flags say (a sweep with ``--sweep``) and print its line."""
-    dataset = load_dataset(name, args.split, fold=args.fold, data_dir_path=args.data_dir)
+    dataset = load_dataset(
+        name,
+        args.split,
+        fold=args.fold,
+        data_dir_path=args.data_dir,
+        fmt=args.format,
+        columns=args.bio_columns,
+        require_relations=args.graph == "joint",
+    )
     domain_name = args.domain or dataset.domain
     if domain_name is None:
         raise ConfigError(f"dataset {name!r} is not built in: name its domain with --domain")
@@ -245,13 +282,16 @@ async def _evaluate(
         "progress": not args.quiet,
         "fold": args.fold if dataset.name == "ade" else None,
     }
-    if args.sweep:
-        report = await asweep(dataset, domain, backends, options=options, out=out, **common)
-    else:
-        report = await aevaluate(
-            dataset, domain, backends(options), options=options, out=out, **common
-        )
-    _print_summary(report, out)
+    try:
+        if args.sweep:
+            report = await asweep(dataset, domain, backends, options=options, out=out, **common)
+        else:
+            report = await aevaluate(
+                dataset, domain, backends(options), options=options, out=out, **common
+            )
+    finally:
+        backends.close()
+    _print_summary(report, out, chart_note)
     if report.errors:
         print(
             f"samalign: {report.errors} sentence(s) failed; see 'mismatches' in the report "
@@ -263,9 +303,10 @@ async def _evaluate(
 
 async def _run(args: argparse.Namespace) -> int:
     models: dict[tuple[str, ...], StageModels] = {}
+    chart_note = missing_matplotlib()  # said once, after the summary
     try:
         if args.dataset != ALL_CROSSNER:
-            await _evaluate(args, args.dataset, args.out, models)
+            await _evaluate(args, args.dataset, args.out, models, chart_note)
             return 0
         if args.domain:
             raise ConfigError(
@@ -276,7 +317,7 @@ async def _run(args: argparse.Namespace) -> int:
         paths: dict[str, str] = {}
         for name in CROSSNER_DATASETS:
             out = variant_path(args.out, name)
-            reports[name] = await _evaluate(args, name, out, models)
+            reports[name] = await _evaluate(args, name, out, models, chart_note)
             paths[name] = str(report_paths(out)["json"])
     finally:
         for stage_models in models.values():

@@ -4,6 +4,8 @@
   ablations (``--no-anchor`` … ``--no-anchor-constraint``), used by ``extract`` and ``eval``.
 * :func:`add_backend_flags` / :func:`stage_models`: where the stage models come from (a vLLM
   server, or a model directory run in this process), used by ``extract`` and ``eval``.
+* :func:`add_data_format_flags`: how a dataset file is read (``--format``,
+  ``--bio-columns``), used by ``eval`` and ``finetune build``.
 * :func:`parse_pairs`: repeated ``NAME=VALUE`` values (``--adapter``, ``--noise``).
 """
 
@@ -15,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from samalign.agents.cache import CacheConfig, StageCache
+from samalign.datasets import BIO_COLUMNS, FORMATS
 from samalign.errors import ConfigError
 from samalign.serving import StageModels
 from samalign.serving.spec import BackendSpec
@@ -143,6 +147,23 @@ def pipeline_values(args: argparse.Namespace, *, joint: bool) -> dict[str, Any]:
     return values
 
 
+def add_data_format_flags(p: argparse.ArgumentParser, *, formats: Sequence[str] = FORMATS) -> None:
+    """Add ``--format`` and ``--bio-columns`` (how a dataset file is read; docs/data.md)."""
+    p.add_argument(
+        "--format",
+        default="auto",
+        choices=["auto", *formats],
+        help="the data file's format (default: detect it from the content; docs/data.md)",
+    )
+    p.add_argument(
+        "--bio-columns",
+        default="auto",
+        choices=list(BIO_COLUMNS),
+        help="BIO files: token-tag (CrossNER, CoNLL) or tag-token (MIT Restaurant/Movie); "
+        "default: detect which column holds the tags",
+    )
+
+
 def add_backend_flags(p: argparse.ArgumentParser, *, backends: Sequence[str]) -> None:
     """Add the model-backend flags (``--server``, ``--backend``, ``--model`` …)."""
     g = p.add_argument_group("model backend")
@@ -194,6 +215,19 @@ def add_backend_flags(p: argparse.ArgumentParser, *, backends: Sequence[str]) ->
         "stage's name)",
     )
     g.add_argument("--timeout", type=float, default=120.0, help="seconds per model request")
+    g.add_argument(
+        "--cache",
+        metavar="memory|sqlite:PATH",
+        help="replay stage answers already given for the same request instead of calling the "
+        "model again (memory: this run; sqlite:PATH: a file kept across runs)",
+    )
+    g.add_argument(
+        "--cache-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stage answers the cache keeps (least recently used go first; default 100000)",
+    )
 
 
 def chosen_backend(args: argparse.Namespace, *, default: str | None = "transformers") -> str:
@@ -263,6 +297,22 @@ def stage_models(
     return spec.models(stages, adapters)
 
 
+def stage_cache(args: argparse.Namespace) -> StageCache | None:
+    """The stage-answer cache the flags ask for (``--cache``, ``--cache-size``), or ``None``.
+
+    Raises:
+        ConfigError: A bad ``--cache`` value, or ``--cache-size`` without ``--cache``.
+    """
+    if args.cache is None:
+        if args.cache_size is not None:
+            raise ConfigError("--cache-size needs --cache memory or --cache sqlite:PATH")
+        return None
+    config = CacheConfig.parse(args.cache)
+    if args.cache_size is not None:
+        config = CacheConfig.parse({**config.model_dump(), "max_entries": args.cache_size})
+    return config.build()
+
+
 def stage_adapters(
     args: argparse.Namespace, stages: Sequence[str], domain_adapter: Any
 ) -> dict[str, str]:
@@ -290,11 +340,13 @@ __all__ = [
     "MODEL_BACKENDS",
     "MODEL_DIR_ENV",
     "add_backend_flags",
+    "add_data_format_flags",
     "add_pipeline_flags",
     "backend_spec",
     "chosen_backend",
     "parse_pairs",
     "pipeline_values",
     "stage_adapters",
+    "stage_cache",
     "stage_models",
 ]

@@ -14,6 +14,7 @@ from samalign.agents.relations import relation_node
 from samalign.graphs.context import RunContext
 from samalign.graphs.ner import add_ner_stages
 from samalign.graphs.options import PipelineOptions
+from samalign.graphs.schemas import JointOutput, OutputKind, TextInput
 from samalign.graphs.state import JointState
 
 JointGraph = CompiledStateGraph[JointState, RunContext, Any, Any]
@@ -23,10 +24,9 @@ def add_relation_stages(
     graph: StateGraph[Any, RunContext, Any, Any], options: PipelineOptions, after: str
 ) -> str:
     """Add the relation nodes after node ``after``; return the name of the last node."""
-    settings = options.agent_settings()
     decoders = []
     for stage in options.relation_stages:
-        graph.add_node(stage, relation_node(stage, settings))  # type: ignore[arg-type]
+        graph.add_node(stage, relation_node(stage, options))  # type: ignore[arg-type]
         graph.add_edge(after, stage)
         decoders.append(stage)
     graph.add_node(
@@ -38,7 +38,7 @@ def add_relation_stages(
     graph.add_edge(decoders if len(decoders) > 1 else decoders[0], "anchor_filter")
     if not options.recover_dropped:
         return "anchor_filter"
-    graph.add_node("recover", recover_node(settings))
+    graph.add_node("recover", recover_node(options))
     graph.add_edge("anchor_filter", "recover")
     return "recover"
 
@@ -48,6 +48,7 @@ def build_joint_graph(
     *,
     checkpointer: Checkpointer = None,
     name: str = "samalign_joint",
+    output: OutputKind = "state",
 ) -> JointGraph:
     """Build the joint entity + relation graph.
 
@@ -64,6 +65,9 @@ def build_joint_graph(
         options: Ablation switches and agent settings (defaults: the full pipelines).
         checkpointer: Optional LangGraph checkpointer.
         name: Graph name (shown in traces and when used as a subgraph).
+        output: ``state`` (default): ``invoke`` returns the whole state, every stage's
+            intermediate result included; ``result``: only the :class:`JointOutput` fields (what a
+            server shows).
 
     Returns:
         A compiled graph. Invoke it with ``{"text": ...}`` and
@@ -79,7 +83,10 @@ def build_joint_graph(
     """
     options = options or PipelineOptions()
     graph: StateGraph[JointState, RunContext, Any, Any] = StateGraph(
-        JointState, context_schema=RunContext
+        JointState,
+        context_schema=RunContext,
+        input_schema=TextInput,
+        output_schema=JointOutput if output == "result" else JointState,
     )
     last = add_ner_stages(graph, options)
     last = add_relation_stages(graph, options, last)

@@ -14,6 +14,7 @@ from samalign.agents.candidates import consensus_node, merge_node
 from samalign.agents.extractors import extractor_node
 from samalign.graphs.context import RunContext
 from samalign.graphs.options import PipelineOptions
+from samalign.graphs.schemas import NerOutput, OutputKind, TextInput
 from samalign.graphs.state import NerState
 
 NerGraph = CompiledStateGraph[NerState, RunContext, Any, Any]
@@ -21,24 +22,23 @@ NerGraph = CompiledStateGraph[NerState, RunContext, Any, Any]
 
 def add_ner_stages(graph: StateGraph[Any, RunContext, Any, Any], options: PipelineOptions) -> str:
     """Add the NER nodes to ``graph``, wired from START; return the name of the last node."""
-    settings = options.agent_settings()
     extractors: list[str] = []
     if options.use_anchor:
-        graph.add_node("anchor", extractor_node("anchor", settings))
+        graph.add_node("anchor", extractor_node("anchor", options))
         extractors.append("anchor")
     if options.use_explorer:
-        graph.add_node("explorer", extractor_node("explorer", settings))
+        graph.add_node("explorer", extractor_node("explorer", options))
         extractors.append("explorer")
     for name in extractors:
         graph.add_edge(START, name)
     join = "consensus" if options.runs_consensus else "merge"
-    graph.add_node(join, consensus_node(settings) if join == "consensus" else merge_node(settings))
+    graph.add_node(join, consensus_node(options) if join == "consensus" else merge_node(options))
     graph.add_edge(extractors if len(extractors) > 1 else extractors[0], join)
-    graph.add_node("archetype", archetype_node(settings, direct=not options.use_calibration))
+    graph.add_node("archetype", archetype_node(options, direct=not options.use_calibration))
     graph.add_edge(join, "archetype")
     if not options.use_calibration:
         return "archetype"
-    graph.add_node("calibrate", calibrate_node(settings))
+    graph.add_node("calibrate", calibrate_node(options))
     graph.add_edge("archetype", "calibrate")
     return "calibrate"
 
@@ -48,6 +48,7 @@ def build_ner_graph(
     *,
     checkpointer: Checkpointer = None,
     name: str = "samalign_ner",
+    output: OutputKind = "state",
 ) -> NerGraph:
     """Build the SAM-NER graph.
 
@@ -59,6 +60,9 @@ def build_ner_graph(
         options: Ablation switches and agent settings (defaults: the full pipeline).
         checkpointer: Optional LangGraph checkpointer.
         name: Graph name (shown in traces and when used as a subgraph).
+        output: ``state`` (default): ``invoke`` returns the whole state, every stage's
+            intermediate result included; ``result``: only the :class:`NerOutput` fields (what a
+            server shows).
 
     Returns:
         A compiled graph. Invoke it with ``{"text": ...}`` and
@@ -72,7 +76,10 @@ def build_ner_graph(
     """
     options = options or PipelineOptions()
     graph: StateGraph[NerState, RunContext, Any, Any] = StateGraph(
-        NerState, context_schema=RunContext
+        NerState,
+        context_schema=RunContext,
+        input_schema=TextInput,
+        output_schema=NerOutput if output == "result" else NerState,
     )
     last = add_ner_stages(graph, options)
     graph.add_edge(last, END)

@@ -26,6 +26,7 @@ from pydantic import ConfigDict, Field
 
 from samalign.errors import ConfigError
 from samalign.serving.engine import ChatTurn, Engine, GenerationRequest, GenerationResult
+from samalign.serving.guard import check_model_request
 from samalign.serving.models import StageModel, StageModels
 
 # Keywords an OpenAI-style caller may send that do not change a greedy local answer.
@@ -90,6 +91,8 @@ def schema_of(response_format: Any) -> Mapping[str, Any] | None:
 class EngineChatModel(BaseChatModel):
     """One stage's chat model on a shared in-process engine.
 
+    Every request honours the test kill-switch (:mod:`samalign.serving.guard`).
+
     Attributes:
         engine: The engine (shared by every stage of a backend).
         adapter: The adapter answering by default; a call may pick another with ``model=``.
@@ -108,7 +111,9 @@ class EngineChatModel(BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {"adapter": self.adapter, "engine": self._llm_type}
+        model_dir = getattr(self.engine, "model_dir", None)
+        source = getattr(self.engine, "source", None) or getattr(model_dir, "root", None)
+        return {"adapter": self.adapter, "engine": self._llm_type, "source": str(source or "")}
 
     def close(self) -> None:
         """Close the engine (shared: every stage model of the backend stops working)."""
@@ -184,6 +189,7 @@ class EngineChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         request = self.request(messages, stop, **kwargs)
+        check_model_request(f"{self._llm_type} adapter {request.adapter!r}")
         return self._result(self.engine.generate(request), request.adapter)
 
     async def _agenerate(
@@ -194,6 +200,7 @@ class EngineChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         request = self.request(messages, stop, **kwargs)
+        check_model_request(f"{self._llm_type} adapter {request.adapter!r}")
         return self._result(await self.engine.agenerate(request), request.adapter)
 
 
