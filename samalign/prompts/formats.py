@@ -313,8 +313,8 @@ class MarkedAssignmentsFormat:
     reads what the authors' ``getPredictResults.py`` reads: the text between the ``@@``
     markers after ``final answer:`` (any case), else between the first ``@@`` markers, else
     what follows the last ``final answer:``, else the first JSON value of the whole answer;
-    names lose ``<ENT>`` tags. The answer is not pure
-    JSON, so there is no JSON schema (:meth:`schema` is ``None``).
+    names lose ``<ENT>`` tags. The answer is not pure JSON, so there is no JSON schema
+    (:meth:`schema` is ``None``).
     """
 
     def schema(self, *_args: Any, **_kwargs: Any) -> None:
