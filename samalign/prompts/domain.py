@@ -150,17 +150,9 @@ class Domain(BaseModel):
             return self
         from samalign.prompts.reference import reference_data  # local: data loaded on demand
 
-        ref = reference_data().for_domain(self.name)
-        if ref is None:
-            raise ValueError(
-                f"'definitions: reference' needs one of the domains the SAM-NER authors define "
-                f"({sorted(reference_data().domains)}); use 'definitions: domain'"
-            )
-        if set(ref.labels) != set(self.labels):
-            raise ValueError(
-                f"'definitions: reference': the labels {sorted(self.labels)} are not the "
-                f"authors' labels of {ref.key!r} {sorted(ref.labels)}"
-            )
+        problem = reference_data().domain_problem(self.name, self.labels)
+        if problem is not None:
+            raise ValueError(f"'definitions: reference': {problem}")
         return self
 
     @property

@@ -115,17 +115,9 @@ def definitions_for(domain: Domain, profile: str) -> Definitions:
         )
     data = reference_data()
     ref = data.for_domain(domain.name)
-    if ref is None:
-        raise ConfigError(
-            f"domain {domain.name!r}: the SAM-NER reference definitions exist only for "
-            f"{sorted(data.domains)}; set 'definitions: domain' (the domain's own)"
-        )
-    if set(ref.labels) != set(domain.labels):
-        raise ConfigError(
-            f"domain {domain.name!r}: its labels {sorted(domain.labels)} are not those of the "
-            f"authors' {ref.key!r} definitions {sorted(ref.labels)}; use the built-in domain or "
-            "'definitions: domain'"
-        )
+    problem = data.domain_problem(domain.name, domain.labels)
+    if ref is None or problem is not None:
+        raise ConfigError(f"domain {domain.name!r}, reference definitions: {problem}")
     return Definitions(
         name="reference",
         archetypes={a: data.archetype_definitions[a.value.lower()] for a in Archetype},
@@ -249,6 +241,30 @@ class PromptProfile:
 
     # ------------------------------------------------------------------------------ stages
 
+    def _typed_mentions(
+        self,
+        stage: str,
+        domain: Domain,
+        types: list[str],
+        text: str,
+        fmt: TypedMentionsFormat | MentionRecordsFormat,
+        mentions: Sequence[str] | None,
+        max_items: int,
+    ) -> StagePrompt:
+        """A request asking for mentions of ``types`` (extractors and classifier)."""
+        spec = self.spec(stage, domain)
+        schema = (
+            EXTRACTION_FORMAT.schema(types, mentions=mentions, max_items=max_items)
+            if self.constrained
+            else None
+        )
+        return StagePrompt(
+            prompt=spec.render({"labels": types, "text": text}),
+            schema=schema,
+            parse=lambda raw: fmt.parse(raw, types),
+            max_tokens=spec.max_tokens,
+        )
+
     def extractor(
         self,
         stage: str,
@@ -260,18 +276,8 @@ class PromptProfile:
         max_items: int = 32,
     ) -> StagePrompt:
         """An ``anchor``/``explorer`` request about ``types`` (from :meth:`extraction_types`)."""
-        spec = self.spec(stage, domain)
-        names = list(types)
-        schema = (
-            EXTRACTION_FORMAT.schema(names, mentions=mentions, max_items=max_items)
-            if self.constrained
-            else None
-        )
-        return StagePrompt(
-            prompt=spec.render({"labels": names, "text": text}),
-            schema=schema,
-            parse=lambda raw: EXTRACTION_FORMAT.parse(raw, names),
-            max_tokens=spec.max_tokens,
+        return self._typed_mentions(
+            stage, domain, list(types), text, EXTRACTION_FORMAT, mentions, max_items
         )
 
     def classifier(
@@ -284,19 +290,9 @@ class PromptProfile:
         max_items: int = 32,
     ) -> StagePrompt:
         """The archetype classifier's request for a ``<ENT>``-tagged sentence."""
-        spec = self.spec("archetype", domain)
         types = self.classifier_types(domain, direct=direct)
-        schema = (
-            EXTRACTION_FORMAT.schema(types, mentions=mentions, max_items=max_items)
-            if self.constrained
-            else None
-        )
-        fmt = self.classifier_format
-        return StagePrompt(
-            prompt=spec.render({"labels": types, "text": tagged}),
-            schema=schema,
-            parse=lambda raw: fmt.parse(raw, types),
-            max_tokens=spec.max_tokens,
+        return self._typed_mentions(
+            "archetype", domain, types, tagged, self.classifier_format, mentions, max_items
         )
 
     def calibrator_variables(

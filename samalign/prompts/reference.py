@@ -9,7 +9,7 @@ prompts from these; nothing here is samalign's own wording.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -116,6 +116,27 @@ class ReferenceData(BaseModel):
     def for_domain(self, name: str) -> ReferenceDomain | None:
         """The reference schema of a samalign domain (``None`` if the authors have none)."""
         return self.domains.get(name)
+
+    def domain_problem(self, name: str, labels: Collection[str]) -> str | None:
+        """Why the reference definitions cannot serve domain ``name`` with ``labels``.
+
+        Returns:
+            ``None`` when the authors define that domain with exactly these labels, else
+            what is wrong and what to do instead.
+        """
+        ref = self.for_domain(name)
+        if ref is None:
+            return (
+                f"the SAM-NER authors define only the domains {sorted(self.domains)}, not "
+                f"{name!r}; use 'definitions: domain' (the domain's own)"
+            )
+        if set(ref.labels) != set(labels):
+            return (
+                f"the labels {sorted(labels)} of {name!r} are not the authors' labels of "
+                f"{ref.key!r} {sorted(ref.labels)}; use the built-in domain or "
+                "'definitions: domain'"
+            )
+        return None
 
     def citation(self, file: str) -> str:
         """``repository@commit:path`` of one of the copied data files (by its ``files`` key)."""
