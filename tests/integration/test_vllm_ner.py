@@ -98,6 +98,7 @@ async def test_reference_profile_against_the_server(vllm_server: str, shared_dat
     """The authors' prompts, sent without a schema, served by vLLM; the extractors replay gold
     (a random model finds nothing unconstrained), the classifier and calibrator are the real
     server: their answers are free text, parsed or turned into diagnostics."""
+    from samalign.agents.archetype import tag_entities
     from samalign.evaluation.gold import gold_stage_models
     from samalign.prompts.profiles import prompt_profile
     from samalign.serving import StageModels
@@ -122,8 +123,9 @@ async def test_reference_profile_against_the_server(vllm_server: str, shared_dat
         assert "response_format" not in body  # the reference profile decodes freely
         assert body.get("max_tokens", body.get("max_completion_tokens")) == 48
     archetype = next(b for b in bodies if b["model"] == "archetype")
-    prompt = archetype["messages"][0]["content"]
-    assert prompt.startswith(profile.specs["archetype"].instruction + "sentence:<ENT>")
+    tagged = tag_entities(sentence.text, [c.span for c in result["candidates"]])
+    assert "<ENT>" in tagged
+    assert archetype["messages"][0]["content"] == profile.classifier(domain, tagged).prompt
     calibrate = next(b for b in bodies if b["model"] == "calibrate")
     initial = {e.text: e.archetype for e in result["archetyped"]}
     expected = profile.calibrator(domain, sentence.text, initial).prompt
