@@ -139,6 +139,15 @@ def _add_build(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default="explorer",
         help="joint: which extractor prompt the NER examples use (default explorer)",
     )
+    p.add_argument(
+        "--profile",
+        choices=["default", "reference"],
+        default=None,
+        help="explorer, anchor, archetype, direct_typing, calibrate: the prompt profile the "
+        "examples are rendered with (default: the domain's, else default). reference = the "
+        "SAM-NER authors' prompts and answer formats; for archetype also their recipe (value "
+        "types dropped, first-occurrence tagging; docs/finetune.md)",
+    )
     p.add_argument("--grounding", choices=["flat", "nested"], default="flat")
     bounded(
         p.add_argument("--max-chars", type=int, default=None, help="skip longer passages"),
@@ -257,6 +266,7 @@ def _build(args: argparse.Namespace) -> int:
             keep_ungrounded=args.keep_ungrounded,
             max_text_chars=max_chars,
             seed=args.seed,
+            profile=args.profile,
         )
     elif stage in ("archetype", "direct_typing"):
         examples, report = build_archetype_examples(
@@ -268,8 +278,13 @@ def _build(args: argparse.Namespace) -> int:
             direct=stage == "direct_typing",
             grounding=args.grounding,
             max_text_chars=max_chars,
+            profile=args.profile,
         )
     elif stage in ("relations_forward", "relations_reverse", "joint"):
+        if args.profile is not None:
+            raise ConfigError(
+                f"--profile: {stage} examples have one prompt profile (the relation prompts)"
+            )
         if domain is None:
             raise ConfigError(
                 f"{stage} examples need --domain with relation types (e.g. conll04, scierc, ade)"
@@ -299,6 +314,7 @@ def _build(args: argparse.Namespace) -> int:
             archetype_map=_read_mapping(args.archetype_map, "archetype map"),
             grounding=args.grounding,
             max_text_chars=max_chars,
+            profile=args.profile,
         )
     if not examples:
         raise InputError(f"no {stage} examples could be built: {report.summary()}")

@@ -149,6 +149,13 @@ def add_pipeline_flags(p: argparse.ArgumentParser) -> None:
         ),
         minimum=1,
     )
+    g.add_argument(
+        "--prompt-profile",
+        choices=["default", "reference"],
+        default=None,
+        help="prompts of every SAM-NER stage: default (samalign's, constrained decoding) or "
+        "reference (the SAM-NER authors' code; docs/reference.md); default: the domain's",
+    )
     g.add_argument("--no-anchor", action="store_true", help="ablation: w/o anchor extractor")
     g.add_argument("--no-explorer", action="store_true", help="ablation: w/o explorer extractor")
     g.add_argument("--no-consensus", action="store_true", help="ablation: w/o CCR (plain union)")
@@ -210,6 +217,8 @@ def pipeline_values(args: argparse.Namespace, *, joint: bool) -> dict[str, Any]:
         values["recover_dropped"] = True
     if args.relation_arguments is not None:
         values["relation_arguments"] = args.relation_arguments
+    if args.prompt_profile is not None:
+        values["prompt_profile"] = args.prompt_profile
     return values
 
 

@@ -5,16 +5,19 @@ model plugged into :class:`~samalign.serving.StageModels`, so the graph runs exa
 production and does not know it is being replayed. A model sees only what a served model sees
 (the rendered prompt and the ``response_format`` JSON schema) and answers like this:
 
-1. **Which sentence?** The sentence text is in every stage prompt. The model reads the
-   candidate texts out of the prompt (string values of a JSON prompt; the ``Text:`` line of
-   the calibrator's prompt; ``<ENT>`` tags removed) and looks them up in the dataset; if the
-   prompt is in another shape (a custom template), it scans the dataset for the longest
-   sentence that occurs in the prompt (verbatim or JSON-escaped).
+1. **Which sentence?** The sentence text is in every stage prompt. The model reads it back
+   as the prompt profile wrote it (the reference profile's ``Passage:``, ``sentence:`` and
+   ``Text:`` parts), else reads the candidate texts out of the prompt (string values of a
+   JSON prompt; the ``Text:`` line of the calibrator's prompt; ``<ENT>`` tags removed), and
+   looks them up in the dataset; if the prompt is in another shape (a custom template), it
+   scans the dataset for the longest sentence that occurs in the prompt (verbatim or
+   JSON-escaped).
 2. **Which types?** The answer schema's types (the extractor and classifier schema's
    properties, the calibrator schema's ``type`` enum), so an anchor asked about a chunk of
-   the types answers for that chunk only.
-3. **The gold answer**, rendered by the stage's own answer format (``render_gold``, the
-   renderer training data is built with):
+   the types answers for that chunk only; without a schema (the reference profile), every
+   label of the domain (archetypes for the classifier), as the profile names them.
+3. **The gold answer**, rendered by the stage's own answer format in the graph's prompt
+   profile (``render_gold``, the renderer training data is built with):
 
    * ``anchor``/``explorer``: every gold mention string, under its label's verbalised name;
    * ``archetype``: each ``<ENT>``-tagged mention that is a gold mention string, under the
@@ -50,8 +53,9 @@ from langchain_core.outputs import ChatResult
 from samalign.errors import BackendError
 from samalign.evaluation.sentences import GoldEntity, Sentence
 from samalign.prompts.domain import Domain
+from samalign.prompts.profiles import PromptProfile, resolve_profile
 from samalign.prompts.relations import relation_format
-from samalign.prompts.specs import CALIBRATION_FORMAT, EXTRACTION_FORMAT
+from samalign.prompts.specs import CALIBRATION_FORMAT
 from samalign.serving.chat_base import InlineChatModel, chat_result, word_count
 from samalign.serving.models import StageModel, StageModels
 from samalign.types import ALL_STAGES, Archetype
@@ -141,25 +145,44 @@ class GoldOracle:
     *variant* of the oracle: variant ``k`` answers for the ``k``-th copy of every text (the
     last copy when a text has fewer). :meth:`variant_of` says which variant a sentence needs.
 
+    The answers are rendered, and the prompts read, as the graph's prompt profile does
+    (:mod:`samalign.prompts.profiles`): pass the profile the graph runs with. Under a profile
+    that sends no JSON schema (``reference``), the types come from the profile: an extractor
+    then answers every gold mention under its label, also a label the prompt does not ask
+    about (the reference extractor schema leaves out ``misc``; an unconstrained model may
+    answer any type, and the extractors keep such mentions as type-agnostic candidates).
+
     Args:
         sentences: The gold sentences (looked up by their text).
         domain: The domain the graph runs with (label names and archetypes).
         variant: Which copy of a repeated text this oracle answers for.
+        profile: The graph's prompt profile (default: the domain's).
     """
 
-    def __init__(self, sentences: Sequence[Sentence], domain: Domain, *, variant: int = 0) -> None:
+    def __init__(
+        self,
+        sentences: Sequence[Sentence],
+        domain: Domain,
+        *,
+        variant: int = 0,
+        profile: PromptProfile | None = None,
+    ) -> None:
         self.domain = domain
         self.variant = variant
+        self.profile = profile or resolve_profile(domain)
         self._copies: dict[str, list[Sentence]] = {}
         self._rank: dict[str, int] = {}
         for sentence in sentences:
             copies = self._copies.setdefault(sentence.text, [])
             self._rank[sentence.id] = len(copies)
             copies.append(sentence)
-        self._names = {t.label: t.name for t in domain.entity_types}
+        self._names = {t.label: self.profile.show(domain, t.label) for t in domain.entity_types}
         self._archetypes = {
-            t.label: (t.archetype or Archetype.MISC).value for t in domain.entity_types
+            t.label: self.profile.archetype_name(t.archetype or Archetype.MISC)
+            for t in domain.entity_types
         }
+        self.archetype_names = list(self.profile.archetype_names)
+        self.type_names = self.profile.all_types(domain)
         self._relation_names = {r.label: r.name for r in domain.relation_types}
 
     def with_variant(self, variant: int) -> GoldOracle:
@@ -191,6 +214,11 @@ class GoldOracle:
         Raises:
             BackendError: If no sentence of the dataset occurs in the prompt.
         """
+        read = self.profile.read_sentence(stage, prompt)
+        if read is not None:
+            found = self._lookup(strip_tags(read))
+            if found is not None:
+                return found
         for candidate in prompt_texts(prompt):
             found = self._lookup(candidate)
             if found is not None:
@@ -214,12 +242,12 @@ class GoldOracle:
     # ----------------------------------------------------------------------------- helpers
 
     def name_of(self, label: str) -> str:
-        """The verbalised name the prompts use for an entity label."""
+        """The name the prompts use for an entity label (the profile's)."""
         return self._names.get(label, label)
 
     def archetype_of(self, label: str) -> str:
-        """The archetype the domain gives a label (``Misc`` if none)."""
-        return self._archetypes.get(label, Archetype.MISC.value)
+        """The archetype the domain gives a label (``Misc`` if none), as prompts name it."""
+        return self._archetypes.get(label, self.profile.archetype_name(Archetype.MISC))
 
     def gold_by_text(self, sentence: Sentence) -> dict[str, list[GoldEntity]]:
         """Gold entities of a sentence grouped by mention string, in text order."""
@@ -241,14 +269,23 @@ class GoldOracle:
             labels = [lab for lab in labels if self.archetype_of(lab) == archetype] or labels
         return max(labels, key=counts.__getitem__)
 
-    def extraction(self, types: Sequence[str], mentions: Sequence[tuple[str, str]]) -> str:
-        """Render ``(type name, mention)`` pairs as an extractor answer restricted to ``types``."""
+    @staticmethod
+    def grouped(types: Sequence[str], mentions: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
+        """``(type name, mention)`` pairs as type → mentions, restricted to ``types``."""
         allowed = set(types)
         answer: dict[str, list[str]] = {}
         for name, mention in mentions:
             if name in allowed and mention not in answer.setdefault(name, []):
                 answer[name].append(mention)
-        return EXTRACTION_FORMAT.render_gold(types, {k: v for k, v in answer.items() if v})
+        return {k: v for k, v in answer.items() if v}
+
+    def extraction(self, types: Sequence[str], mentions: Sequence[tuple[str, str]]) -> str:
+        """Render ``(type name, mention)`` pairs as an extractor answer restricted to ``types``."""
+        return self.profile.extraction_answer(types, self.grouped(types, mentions))
+
+    def classification(self, types: Sequence[str], mentions: Sequence[tuple[str, str]]) -> str:
+        """Render ``(type name, mention)`` pairs as a classifier answer restricted to ``types``."""
+        return self.profile.classifier_answer(types, self.grouped(types, mentions))
 
     # ----------------------------------------------------------------------------- stages
 
@@ -260,13 +297,13 @@ class GoldOracle:
         """
         sentence = self.sentence_for(prompt, stage)
         if stage in ("anchor", "explorer"):
-            return self.answer_extractor(stage, sentence, self._types(schema, self.domain.names))
+            return self.answer_extractor(stage, sentence, self._types(schema, self.type_names))
         if stage in ("archetype", "direct_typing"):
-            archetypes = [a.value for a in Archetype]
-            types = self._types(schema, archetypes if stage == "archetype" else self.domain.names)
+            archetypes = self.archetype_names
+            types = self._types(schema, archetypes if stage == "archetype" else self.type_names)
             return self.answer_classifier(stage, sentence, prompt, types)
         if stage == "calibrate":
-            return self.answer_calibrator(sentence, prompt, self._types(schema, self.domain.names))
+            return self.answer_calibrator(sentence, prompt, self._types(schema, self.type_names))
         if stage in ("relations_forward", "relations_reverse"):
             return self.answer_relations(stage, sentence, prompt, schema)
         raise BackendError(f"gold replay: no gold answer for stage {stage!r}")
@@ -296,7 +333,7 @@ class GoldOracle:
                         mention,
                     )
                 )
-        return self.extraction(types, pairs)
+        return self.classification(types, pairs)
 
     def answer_calibrator(self, sentence: Sentence, prompt: str, types: Sequence[str]) -> str:
         """Each initial-output mention that is a gold mention, typed with its gold label."""
@@ -310,7 +347,7 @@ class GoldOracle:
             name = self.name_of(self.label_for(entities, archetype))
             if name in allowed:
                 assignments.setdefault(mention, name)
-        return CALIBRATION_FORMAT.render_gold(assignments)
+        return self.profile.calibration_answer(assignments)
 
     def relation_triples(self, sentence: Sentence) -> list[tuple[str, str, str]]:
         """The gold triplets as ``(head mention, relation name, tail mention)``."""
@@ -337,6 +374,9 @@ class GoldOracle:
     # ----------------------------------------------------------------------------- parsing
 
     def _tagged(self, prompt: str, sentence: Sentence) -> list[str]:
+        read = self.profile.read_tagged(prompt)
+        if read is not None:
+            return tagged_mentions(read)
         for candidate in self._raw_prompt_strings(prompt):
             if "<ENT>" in candidate and strip_tags(candidate) == sentence.text:
                 return tagged_mentions(candidate)
@@ -352,8 +392,10 @@ class GoldOracle:
             return [v for v in value.values() if isinstance(v, str)]
         return [prompt]
 
-    @staticmethod
-    def _initial_output(prompt: str) -> list[tuple[str, str]]:
+    def _initial_output(self, prompt: str) -> list[tuple[str, str]]:
+        read = self.profile.read_initial_output(prompt)
+        if read is not None:
+            return read
         match = _INITIAL.search(prompt)
         if match is None:
             raise BackendError(
@@ -432,7 +474,11 @@ class ReplayModels:
 
 
 def gold_stage_models(
-    sentences: Sequence[Sentence], domain: Domain, stages: Sequence[str] = ALL_STAGES
+    sentences: Sequence[Sentence],
+    domain: Domain,
+    stages: Sequence[str] = ALL_STAGES,
+    *,
+    profile: PromptProfile | None = None,
 ) -> ReplayModels:
     """Stage models that replay the gold answers of ``sentences`` (see the module docs).
 
@@ -440,12 +486,13 @@ def gold_stage_models(
         sentences: The gold sentences the graph will be run on.
         domain: The domain the graph runs with.
         stages: The stages to serve (default: all).
+        profile: The graph's prompt profile (default: the domain's).
 
     Returns:
         Replay models; ``for_sentence(s)`` gives the :class:`~samalign.serving.StageModels`
         to put in the run context of sentence ``s``.
     """
-    return ReplayModels(GoldOracle(sentences, domain), stages)
+    return ReplayModels(GoldOracle(sentences, domain, profile=profile), stages)
 
 
 __all__ = [

@@ -42,8 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from samalign.evaluation.gold import GoldOracle, relation_schema_names
 from samalign.evaluation.sentences import Sentence
 from samalign.prompts.domain import Domain
-from samalign.prompts.specs import CALIBRATION_FORMAT
-from samalign.types import Archetype
+from samalign.prompts.profiles import PromptProfile
 
 STOP_WORDS = frozenset(
     """about above after again against also although among another because been before being
@@ -103,6 +102,7 @@ class SimulatedOracle(GoldOracle):
         noise: The error rates.
         seed: The random seed.
         variant: See :class:`~samalign.evaluation.gold.GoldOracle`.
+        profile: The graph's prompt profile (default: the domain's).
     """
 
     def __init__(
@@ -113,12 +113,13 @@ class SimulatedOracle(GoldOracle):
         noise: NoiseModel | None = None,
         seed: int = 0,
         variant: int = 0,
+        profile: PromptProfile | None = None,
     ) -> None:
-        super().__init__(sentences, domain, variant=variant)
+        super().__init__(sentences, domain, variant=variant, profile=profile)
         self.noise = noise or NoiseModel()
         self.seed = seed
         archetypes = {self.archetype_of(label) for label in domain.labels}
-        self._domain_archetypes = [a.value for a in Archetype if a.value in archetypes]
+        self._domain_archetypes = [a for a in self.archetype_names if a in archetypes]
 
     def rng(self, stage: str, sentence: Sentence, item: str) -> random.Random:
         """The random generator of one decision."""
@@ -159,7 +160,7 @@ class SimulatedOracle(GoldOracle):
             rng = self.rng(stage, sentence, mention)
             entities = gold.get(mention)
             if direct:
-                names = self.domain.names
+                names = self.type_names
                 if entities:
                     name = self.name_of(self.label_for(entities))
                     if rng.random() < self.noise.direct_error:
@@ -171,11 +172,11 @@ class SimulatedOracle(GoldOracle):
             if entities:
                 archetype = self.archetype_of(self.label_for(entities))
                 if rng.random() < self.noise.archetype_error:
-                    archetype = self._other([a.value for a in Archetype], archetype, rng)
+                    archetype = self._other(self.archetype_names, archetype, rng)
             else:
-                archetype = rng.choice(self._domain_archetypes or [a.value for a in Archetype])
+                archetype = rng.choice(self._domain_archetypes or self.archetype_names)
             pairs.append((archetype, mention))
-        return self.extraction(types, pairs)
+        return self.classification(types, pairs)
 
     def answer_calibrator(self, sentence: Sentence, prompt: str, types: Sequence[str]) -> str:
         """Every initial-output mention typed (see the module docs)."""
@@ -197,7 +198,7 @@ class SimulatedOracle(GoldOracle):
             name = self.name_of(label)
             if name in types:
                 assignments.setdefault(mention, name)
-        return CALIBRATION_FORMAT.render_gold(assignments)
+        return self.profile.calibration_answer(assignments)
 
     def answer_relations(
         self, stage: str, sentence: Sentence, prompt: str, schema: Mapping[str, Any] | None

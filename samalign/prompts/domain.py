@@ -11,7 +11,7 @@ import difflib
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -21,6 +21,16 @@ from samalign.types import ALL_STAGES, Archetype
 
 KNOWN_STAGES: tuple[str, ...] = ALL_STAGES
 """Every stage name a domain may override a prompt or adapter for."""
+
+ProfileName = Literal["default", "reference"]
+"""The prompt profiles (:mod:`samalign.prompts.profiles`)."""
+
+PROFILE_NAMES: tuple[str, ...] = ("default", "reference")
+
+DefinitionSetName = Literal["domain", "reference"]
+"""The definition sets: the domain file's own, or the SAM-NER authors' (CrossNER only)."""
+
+DEFINITION_SETS: tuple[str, ...] = ("domain", "reference")
 
 
 class EntityType(BaseModel):
@@ -77,6 +87,13 @@ class Domain(BaseModel):
         relation_types: The target relation types (may be empty).
         prompts: Per-stage Jinja template overrides (stage name → template source).
         adapters: Per-stage adapter names (stage name → adapter served by the backend).
+        profile: The prompt profile the stages render with: ``default`` (samalign's) or
+            ``reference`` (the SAM-NER authors' code); ``PipelineOptions.prompt_profile``
+            overrides it per call.
+        definitions: The definition set the calibrator is given: ``domain`` (this file's
+            definitions, Table 5 for archetypes) or ``reference`` (the SAM-NER authors', for
+            the five CrossNER domains); unset, the ``reference`` profile uses the authors' set
+            where there is one and the ``default`` profile this file's.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -88,6 +105,8 @@ class Domain(BaseModel):
     relation_types: tuple[RelationType, ...] = ()
     prompts: Mapping[str, str] = Field(default_factory=dict)
     adapters: Mapping[str, str] = Field(default_factory=dict)
+    profile: ProfileName = "default"
+    definitions: DefinitionSetName | None = None
 
     @field_validator("entity_types")
     @classmethod
@@ -123,6 +142,17 @@ class Domain(BaseModel):
                     f"relation {rel.label!r} constrains arguments to unknown entity types "
                     f"{_few(bad)}; use labels from entity_types {_few(sorted(labels))}"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _reference_definitions(self) -> Self:
+        if self.definitions != "reference":
+            return self
+        from samalign.prompts.reference import reference_data  # local: data loaded on demand
+
+        problem = reference_data().domain_problem(self.name, self.labels)
+        if problem is not None:
+            raise ValueError(f"'definitions: reference': {problem}")
         return self
 
     @property
@@ -285,9 +315,10 @@ def domain_from_mapping(data: Any, *, origin: str) -> Domain:
         domain = Domain.model_validate(data)
     except ValidationError as err:
         raise ConfigError(f"{origin}: invalid domain\n{_format_validation_error(err)}") from None
-    from samalign.prompts.specs import validate_overrides  # local: avoids an import cycle
+    from samalign.prompts.profiles import prompt_profile  # local: avoids an import cycle
+    from samalign.prompts.specs import validate_overrides
 
-    validate_overrides(domain, origin=origin)
+    validate_overrides(domain, origin=origin, specs=prompt_profile(domain.profile).specs)
     return domain
 
 
@@ -325,9 +356,13 @@ def load_domain(name_or_path: str | Path) -> Domain:
 
 
 __all__ = [
+    "DEFINITION_SETS",
     "KNOWN_STAGES",
+    "PROFILE_NAMES",
+    "DefinitionSetName",
     "Domain",
     "EntityType",
+    "ProfileName",
     "RelationType",
     "builtin_domains",
     "domain_from_mapping",

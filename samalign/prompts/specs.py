@@ -19,6 +19,8 @@ from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any
 
+from jinja2 import TemplateError
+
 from samalign.errors import ConfigError
 from samalign.prompts.formats import AssignmentsFormat, TypedMentionsFormat
 from samalign.prompts.relations import FORWARD_FORMAT, REVERSE_FORMAT, RelationsFormat
@@ -86,9 +88,19 @@ def _json_filter(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+def _pyrepr_filter(value: Any) -> str:
+    """A list of strings as Python prints it (``['a', 'b']``).
+
+    The SAM-NER authors' f-strings show schema lists so (``f"schema:{schema}"``).
+    """
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise TemplateError(f"pyrepr expects a list of strings, got {type(value).__name__}")
+    return "[" + ", ".join(repr(str(item)) for item in value) + "]"
+
+
 def _environment() -> PromptEnvironment:
     """The sandbox every stage template renders in (no loader; bounded work and size)."""
-    return PromptEnvironment({"json": _json_filter})
+    return PromptEnvironment({"json": _json_filter, "pyrepr": _pyrepr_filter})
 
 
 @dataclass(frozen=True)
@@ -138,8 +150,12 @@ class StageSpec:
         return self if template is None else replace(self, template=template)
 
 
-def _template(name: str) -> str:
-    return (resources.files("samalign.prompts") / "templates" / f"{name}.j2").read_text("utf-8")
+def load_template(name: str, folder: str = "") -> str:
+    """The Jinja source of a shipped stage template (``templates/[folder/]name.j2``)."""
+    base = resources.files("samalign.prompts") / "templates"
+    if folder:
+        base = base / folder
+    return (base / f"{name}.j2").read_text("utf-8")
 
 
 EXTRACTION_FORMAT = TypedMentionsFormat()
@@ -160,17 +176,17 @@ def default_specs() -> dict[str, StageSpec]:
     extract_vars = ("labels", "text")
     return {
         "anchor": StageSpec(
-            "anchor", _template("anchor"), IEPILE_NER_INSTRUCTION, 512, extract_vars
+            "anchor", load_template("anchor"), IEPILE_NER_INSTRUCTION, 512, extract_vars
         ),
         "explorer": StageSpec(
-            "explorer", _template("explorer"), EXPLORER_INSTRUCTION, 512, extract_vars
+            "explorer", load_template("explorer"), EXPLORER_INSTRUCTION, 512, extract_vars
         ),
         "archetype": StageSpec(
-            "archetype", _template("archetype"), ARCHETYPE_INSTRUCTION, 512, extract_vars
+            "archetype", load_template("archetype"), ARCHETYPE_INSTRUCTION, 512, extract_vars
         ),
         "calibrate": StageSpec(
             "calibrate",
-            _template("calibrate"),
+            load_template("calibrate"),
             CALIBRATE_INSTRUCTION,
             512,
             (
@@ -184,14 +200,14 @@ def default_specs() -> dict[str, StageSpec]:
         ),
         "relations_forward": StageSpec(
             "relations_forward",
-            _template("relations_forward"),
+            load_template("relations_forward"),
             RELATIONS_FORWARD_INSTRUCTION,
             512,
             ("relations", "text"),
         ),
         "relations_reverse": StageSpec(
             "relations_reverse",
-            _template("relations_reverse"),
+            load_template("relations_reverse"),
             RELATIONS_REVERSE_INSTRUCTION,
             512,
             ("relations", "text"),
@@ -217,13 +233,21 @@ def _sample_variables(stage: str) -> dict[str, Any]:
     return {"labels": ["a"], "text": _SENTINEL}
 
 
-def validate_overrides(domain: Any, *, origin: str) -> None:
+def validate_overrides(
+    domain: Any, *, origin: str, specs: Mapping[str, StageSpec] | None = None
+) -> None:
     """Check a domain's prompt overrides compile, render, and include the input text.
+
+    Args:
+        domain: The domain.
+        origin: Where it came from, for error messages.
+        specs: The specs the overrides replace templates of (default: :func:`default_specs`;
+            the domain loader passes its profile's).
 
     Raises:
         ConfigError: Naming the file, the stage and the fix.
     """
-    specs = default_specs()
+    specs = specs if specs is not None else default_specs()
     prompts: Mapping[str, str] = domain.prompts
     for stage, source in prompts.items():
         if stage not in specs:
@@ -252,5 +276,6 @@ __all__ = [
     "RELATION_FORMATS",
     "StageSpec",
     "default_specs",
+    "load_template",
     "validate_overrides",
 ]
