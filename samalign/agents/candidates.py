@@ -10,25 +10,19 @@ from langchain_core.runnables import RunnableLambda
 from samalign.agents.base import AgentSettings, Update, pure_node
 from samalign.agents.consensus import NOISE_REASON, refine
 from samalign.agents.grounding import ground_mentions
-from samalign.types import Diagnostic, Entity, NoiseRecord, Source, StageUsage
+from samalign.types import Diagnostic, Entity, NoiseRecord, Source, Span, StageUsage
 
 
-def build_candidates(
-    text: str,
-    mentions: Sequence[str],
-    anchor: Sequence[str],
-    explorer: Sequence[str],
-    settings: AgentSettings,
-    *,
-    stage: str = "consensus",
-) -> tuple[list[Entity], list[Diagnostic]]:
-    """Ground candidate mention strings to spans and record which extractor proposed each.
+def ground_candidates(
+    text: str, mentions: Sequence[str], settings: AgentSettings, *, stage: str
+) -> tuple[list[tuple[str, Span]], list[Diagnostic]]:
+    """Ground candidate mention strings to spans the way every candidate set is built.
 
-    Spans are sorted by position; in flat mode no two candidates overlap, and a mention all of
-    whose occurrences lie inside longer mentions is reported as ``subsumed``.
+    Returns ``(mention as given, span)`` pairs in grounding order and the diagnostics: in flat
+    mode no two spans overlap, and a mention all of whose occurrences lie inside longer
+    mentions is reported as ``subsumed``; a mention not found is a ``hallucination``.
     """
-    anchor_set, explorer_set = set(anchor), set(explorer)
-    entities: list[Entity] = []
+    pairs: list[tuple[str, Span]] = []
     diagnostics: list[Diagnostic] = []
     for grounded in ground_mentions(
         text, mentions, mode=settings.grounding, fuzzy_threshold=settings.fuzzy_threshold
@@ -47,12 +41,34 @@ def build_candidates(
                 )
             )
             continue
+        pairs.extend((grounded.mention, span) for span in grounded.spans)
+    return pairs, diagnostics
+
+
+def build_candidates(
+    text: str,
+    mentions: Sequence[str],
+    anchor: Sequence[str],
+    explorer: Sequence[str],
+    settings: AgentSettings,
+    *,
+    stage: str = "consensus",
+) -> tuple[list[Entity], list[Diagnostic]]:
+    """Ground candidate mention strings to spans and record which extractor proposed each.
+
+    Spans are sorted by position; in flat mode no two candidates overlap, and a mention all of
+    whose occurrences lie inside longer mentions is reported as ``subsumed``.
+    """
+    anchor_set, explorer_set = set(anchor), set(explorer)
+    pairs, diagnostics = ground_candidates(text, mentions, settings, stage=stage)
+    entities: list[Entity] = []
+    for mention, span in pairs:
         sources: list[Source] = []
-        if grounded.mention in anchor_set:
+        if mention in anchor_set:
             sources.append("anchor")
-        if grounded.mention in explorer_set:
+        if mention in explorer_set:
             sources.append("explorer")
-        entities.extend(Entity(span=span, sources=tuple(sources)) for span in grounded.spans)
+        entities.append(Entity(span=span, sources=tuple(sources)))
     entities.sort(key=lambda e: (e.start, -e.end))
     return entities, diagnostics
 
@@ -106,4 +122,4 @@ def merge_node(settings: AgentSettings) -> RunnableLambda[Any, Update]:
     return pure_node("merge", run)
 
 
-__all__ = ["build_candidates", "consensus_node", "merge_node"]
+__all__ = ["build_candidates", "consensus_node", "ground_candidates", "merge_node"]

@@ -32,10 +32,12 @@ BUILD_STAGES: tuple[str, ...] = (
     "calibrate",
     "relations_forward",
     "relations_reverse",
+    "supervised_ner",
     "joint",
 )
-"""What ``samalign finetune build`` writes examples for (``joint``: NER + both relation
-decoders, for one adapter trained with the joint loss)."""
+"""What ``samalign finetune build`` writes examples for (``supervised_ner``: AnchorAlign's
+supervised, typed NER; ``joint``: NER + both relation decoders, for one adapter trained with
+the joint loss)."""
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -61,7 +63,8 @@ def _add_build(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "BIO files such as CrossNER, SpERT JSON such as CoNLL04/SciERC/ADE; detected "
         "automatically) and write training examples for STAGE rendered by its prompt spec. "
         "Prints the counts (JSON on stdout, a summary on stderr). Relation and joint "
-        "examples need SpERT-style data and a domain with relation types.",
+        "examples need SpERT-style data and a domain with relation types; supervised_ner "
+        "examples need fully annotated data (SpERT, BIO) and --domain.",
     )
     p.add_argument("stage", choices=BUILD_STAGES, help="the stage the examples train")
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="source data files")
@@ -132,16 +135,27 @@ def _add_build(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument(
         "--no-empty",
         action="store_true",
-        help="relations: skip sentences without relations (default: keep them, answer [])",
+        help="relations: skip sentences without relations; supervised_ner: skip sentences "
+        "without entities (default: keep them, answer [])",
     )
     p.add_argument(
         "--ner-stage",
-        choices=["explorer", "anchor"],
+        choices=["explorer", "anchor", "supervised_ner"],
         default="explorer",
-        help="joint: which extractor prompt the NER examples use (default explorer)",
+        help="joint: which NER prompt the NER examples use (default explorer; supervised_ner "
+        "for AnchorAlign's supervised setting: typed entities, final)",
     )
     p.add_argument("--grounding", choices=["flat", "nested"], default="flat")
     p.add_argument("--max-chars", type=int, default=None, help="skip longer passages")
+    p.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="leave out every record whose text is a record's text in FILE (repeatable), e.g. "
+        "ADE fold k's train part: ade_full.json --exclude ade_split_k_test.json",
+    )
     p.add_argument("--limit", type=int, default=None, help="use the first N records per input")
     p.add_argument("--seed", type=int, default=0, help="seed for sampling and shuffling")
     p.set_defaults(func=_build)
@@ -211,6 +225,7 @@ def _build(args: argparse.Namespace) -> int:
         build_extraction_examples,
         build_joint_examples,
         build_relation_examples,
+        build_supervised_examples,
         read_source,
         write_examples,
     )
@@ -227,9 +242,15 @@ def _build(args: argparse.Namespace) -> int:
             raise InputError(
                 f"{args.iepile_schema}: expected IEPile's schema.json (first line: a JSON list)"
             ) from None
+    excluded = {rec.text for path in args.exclude for rec in read_source(path).records}
     datasets = []
+    left_out = 0
     for path in args.inputs:
         dataset = read_source(path, args.format, schema=schema)
+        if excluded:
+            kept = [rec for rec in dataset.records if rec.text not in excluded]
+            left_out += len(dataset.records) - len(kept)
+            dataset = dataclasses.replace(dataset, records=kept)
         if args.limit is not None:
             dataset = dataclasses.replace(dataset, records=dataset.records[: args.limit])
         datasets.append(dataset)
@@ -258,6 +279,15 @@ def _build(args: argparse.Namespace) -> int:
             direct=stage == "direct_typing",
             grounding=args.grounding,
             max_text_chars=max_chars,
+        )
+    elif stage == "supervised_ner":
+        if domain is None:
+            raise ConfigError(
+                "supervised_ner examples need --domain (the types it writes, e.g. conll04, "
+                "scierc, ade)"
+            )
+        examples, report = build_supervised_examples(
+            datasets, domain=domain, keep_empty=not args.no_empty, max_text_chars=max_chars
         )
     elif stage in ("relations_forward", "relations_reverse", "joint"):
         if domain is None:
@@ -290,6 +320,8 @@ def _build(args: argparse.Namespace) -> int:
             grounding=args.grounding,
             max_text_chars=max_chars,
         )
+    if left_out:
+        report.skip("excluded", left_out)
     if not examples:
         raise InputError(f"no {stage} examples could be built: {report.summary()}")
     write_examples(args.out, examples)

@@ -25,6 +25,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from samalign.errors import ConfigError
 from samalign.prompts.formats import AssignmentsFormat, TypedMentionsFormat
 from samalign.prompts.relations import FORWARD_FORMAT, REVERSE_FORMAT, RelationsFormat
+from samalign.prompts.supervised import SUPERVISED_NER_INSTRUCTION
 
 IEPILE_NER_INSTRUCTION = (
     "You are an expert in named entity recognition. Please extract entities that match the "
@@ -200,6 +201,13 @@ def default_specs() -> dict[str, StageSpec]:
             RELATIONS_REVERSE_INSTRUCTION,
             512,
             ("relations", "text"),
+        ),
+        "supervised_ner": StageSpec(
+            "supervised_ner",
+            _template("supervised_ner"),
+            SUPERVISED_NER_INSTRUCTION,
+            512,
+            extract_vars,
         ),
     }
 
