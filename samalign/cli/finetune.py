@@ -156,6 +156,14 @@ def _add_build(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="leave out every record whose text is a record's text in FILE (repeatable), e.g. "
         "ADE fold k's train part: ade_full.json --exclude ade_split_k_test.json",
     )
+    p.add_argument(
+        "--max-triples",
+        type=int,
+        default=None,
+        metavar="K",
+        help="keep only sentences with at most K gold relations (AnchorAlign's simple subset "
+        "D_simple, Eq. 14, for the curriculum warm-up)",
+    )
     p.add_argument("--limit", type=int, default=None, help="use the first N records per input")
     p.add_argument("--seed", type=int, default=0, help="seed for sampling and shuffling")
     p.set_defaults(func=_build)
@@ -243,14 +251,20 @@ def _build(args: argparse.Namespace) -> int:
                 f"{args.iepile_schema}: expected IEPile's schema.json (first line: a JSON list)"
             ) from None
     excluded = {rec.text for path in args.exclude for rec in read_source(path).records}
+    if args.max_triples is not None and args.max_triples < 0:
+        raise ConfigError("--max-triples must be >= 0")
     datasets = []
-    left_out = 0
+    left_out = over = 0
     for path in args.inputs:
         dataset = read_source(path, args.format, schema=schema)
         if excluded:
             kept = [rec for rec in dataset.records if rec.text not in excluded]
             left_out += len(dataset.records) - len(kept)
             dataset = dataclasses.replace(dataset, records=kept)
+        if args.max_triples is not None:
+            simple = [rec for rec in dataset.records if len(rec.relations) <= args.max_triples]
+            over += len(dataset.records) - len(simple)
+            dataset = dataclasses.replace(dataset, records=simple)
         if args.limit is not None:
             dataset = dataclasses.replace(dataset, records=dataset.records[: args.limit])
         datasets.append(dataset)
@@ -322,6 +336,8 @@ def _build(args: argparse.Namespace) -> int:
         )
     if left_out:
         report.skip("excluded", left_out)
+    if over:
+        report.skip("over_max_triples", over)
     if not examples:
         raise InputError(f"no {stage} examples could be built: {report.summary()}")
     write_examples(args.out, examples)

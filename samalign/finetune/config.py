@@ -75,6 +75,14 @@ class TrainConfig:
     eval_file: str | None = field(
         default=None, metadata={"help": "Optional JSONL of held-out examples for eval loss."}
     )
+    init_adapter: str | None = field(
+        default=None,
+        metadata={
+            "help": "Start from this adapter folder's LoRA weights instead of a fresh LoRA "
+            "(a curriculum's previous phase, e.g. AnchorAlign's warm-up on simple sentences); "
+            "its rank and target modules must be this run's."
+        },
+    )
     eval_fraction: float = field(
         default=0.0,
         metadata={
@@ -430,7 +438,7 @@ def config_from_mapping(
     if missing:
         raise ConfigError(f"{origin}: required field(s) {missing} missing")
     if base_dir is not None:
-        for name in ("base_model", "train_file", "output_dir", "eval_file"):
+        for name in ("base_model", "train_file", "output_dir", "eval_file", "init_adapter"):
             value = values.get(name)
             if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
                 values[name] = str((base_dir / value).resolve())

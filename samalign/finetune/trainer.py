@@ -723,6 +723,8 @@ def _load_model(config: TrainConfig, base: Path, tokenizer: Any, device: Any, bf
     with warnings.catch_warnings():  # transformers 5 deprecation noise from inside peft
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
         model = get_peft_model(model, lora)
+    if config.init_adapter:
+        _load_init_adapter(model, Path(config.init_adapter).expanduser(), config)
     if config.gradient_checkpointing:
         enable_activation_checkpointing(model)
         model.enable_input_require_grads()
@@ -1201,6 +1203,41 @@ def train(
     )
     seconds, last_eval = _run_loop(session)
     return _finish(session, base, seconds, last_eval)
+
+
+def _load_init_adapter(model: Any, folder: Path, config: TrainConfig) -> None:
+    """Load an earlier adapter's LoRA weights into the fresh LoRA (``init_adapter``).
+
+    Raises:
+        ConfigError: Not an adapter folder, or its rank or target modules differ.
+    """
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    weights, settings = folder / ADAPTER_WEIGHTS, folder / "adapter_config.json"
+    if not weights.is_file() or not settings.is_file():
+        raise ConfigError(
+            f"init_adapter {folder}: not an adapter folder (it needs {ADAPTER_WEIGHTS} and "
+            "adapter_config.json)"
+        )
+    saved = json.loads(settings.read_text("utf-8"))
+    ours = model.peft_config["default"]
+    if saved.get("r") != ours.r or sorted(saved.get("target_modules") or []) != sorted(
+        ours.target_modules
+    ):
+        raise ConfigError(
+            f"init_adapter {folder}: rank {saved.get('r')} on {saved.get('target_modules')} "
+            f"does not fit this run's rank {ours.r} on {sorted(ours.target_modules)}; set "
+            "lora_r and target_modules as the earlier phase had them"
+        )
+    state = load_file(str(weights))
+    expected = set(get_peft_model_state_dict(model))
+    if set(state) != expected:
+        raise ConfigError(
+            f"init_adapter {folder}: its weights are not this model's LoRA "
+            f"({len(set(state) ^ expected)} keys differ); was it trained on {config.base_model}?"
+        )
+    set_peft_model_state_dict(model, state)
 
 
 def _check_early_stopping(config: TrainConfig, data: _Data) -> None:

@@ -147,3 +147,20 @@ def test_early_stopping_stops_and_writes_the_best_adapter(
     assert not (out / "best").exists()
     summary = json.loads((out / "training_summary.json").read_text())
     assert summary["stopped_early"] is True and summary["best_step"] == 1
+
+
+def test_init_adapter_continues_an_earlier_phase(
+    tiny_model_dir: Path, joint_file: Path, tmp_path: Path
+) -> None:
+    """A curriculum's next phase starts from the previous adapter (AnchorAlign §3.5.3)."""
+    base = tiny_model_dir / "base"
+    warm = tmp_path / "warm"
+    train(config(base, joint_file, warm, max_steps=2))
+    # a step at a vanishing learning rate leaves the loaded weights where they were
+    again = tmp_path / "again"
+    train(config(base, joint_file, again, max_steps=1, learning_rate=1e-12, init_adapter=str(warm)))
+    before, after = weights(warm), weights(again)
+    assert all(torch.allclose(before[k], after[k], atol=1e-6) for k in before)
+    assert any(float(t.abs().max()) > 0 for k, t in after.items() if "lora_B" in k)
+    with pytest.raises(Exception, match="does not fit this run's rank"):
+        train(config(base, joint_file, tmp_path / "bad", lora_r=16, init_adapter=str(warm)))

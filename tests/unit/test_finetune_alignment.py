@@ -25,7 +25,7 @@ from samalign.finetune.alignment import (
     weighted_sum,
 )
 from samalign.finetune.builders import ChatExample
-from samalign.finetune.config import TrainConfig
+from samalign.finetune.config import TrainConfig, config_from_mapping
 from samalign.finetune.trainer import (
     TokenizedExample,
     _split_eval,
@@ -331,3 +331,5 @@ def test_objective_defaults_are_todays_training(tmp_path: Path) -> None:
     assert TrainConfig(**REQUIRED, anchor_align_beta=0.1).uses_alignment
     ok = TrainConfig(**REQUIRED, early_stopping_patience=2, eval_file=str(tmp_path / "dev.jsonl"))
     assert ok.early_stopping_metric == "eval_loss"
+    phase = config_from_mapping({**REQUIRED, "init_adapter": "runs/warm"}, base_dir=tmp_path)
+    assert phase.init_adapter == str(tmp_path / "runs" / "warm")  # relative to the config

@@ -180,3 +180,22 @@ def test_cli_exclude_builds_an_ade_folds_train_part(
             [read_source(ade / "ade_split_0_test.json")], domain=load_domain("ade")
         )[0]
     }
+
+
+def test_cli_max_triples_keeps_the_simple_sentences(
+    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = shared_data / "conll04" / "dev_triples.json"
+    out = tmp_path / "simple.jsonl"
+    argv = ["finetune", "build", "joint", str(source), "--domain", "conll04", "--out", str(out)]
+    assert main([*argv, "--ner-stage", "supervised_ner", "--max-triples", "1"]) == 0
+    counts = json.loads(capsys.readouterr().out)
+    records = read_source(source).records
+    simple = sum(len(r.relations) <= 1 for r in records)
+    assert counts["skipped"]["over_max_triples"] == len(records) - simple
+    examples = read_examples(out)
+    assert Counter(ex.stage for ex in examples)["supervised_ner"] == simple
+    for ex in examples:
+        if ex.stage == "relations_forward":
+            assert sum(len(block["pairs"]) for block in json.loads(ex.answer)) <= 1
+    assert main([*argv, "--max-triples", "-1"]) == 2
