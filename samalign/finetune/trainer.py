@@ -608,10 +608,12 @@ def _plans(
     tokens: Sequence[TokenizedExample],
     examples: Sequence[ChatExample],
 ) -> list[GroupPlan | None]:
-    """Each unit's alignment plan (``None`` for all when the AnchorAlign terms are off)."""
+    """Each unit's alignment plan (``None`` for all when the AnchorAlign terms are off).
+
+    ``tokens[i]`` is the tokenised ``examples[i]``.
+    """
     if not config.uses_alignment:
         return [None] * len(units)
-    answers = {id(t): ex.answer for t, ex in zip(tokens, examples, strict=True)}
     plans: list[GroupPlan | None] = []
     for unit in units:
         members = [
@@ -620,7 +622,7 @@ def _plans(
                 task=tokens[i].task,
                 input_ids=tokens[i].input_ids,
                 labels=tokens[i].labels,
-                answer=answers[id(tokens[i])],
+                answer=examples[i].answer,
                 offsets=tokens[i].answer_offsets,
             )
             for i in unit
