@@ -32,6 +32,7 @@ from samalign.agents.base import (
 )
 from samalign.agents.candidates import ground_candidates
 from samalign.agents.extractors import text_ngrams
+from samalign.agents.matching import assign_types
 from samalign.agents.runner import StageRequest, StageResult
 from samalign.prompts.formats import ParsedTypedMentions
 from samalign.prompts.specs import default_specs
@@ -54,13 +55,10 @@ def typed_mentions(
         mention → type name, in answer order, and the diagnostics (types outside the schema,
         mentions given several types).
     """
-    types: dict[str, str] = {}
-    ignored: dict[str, list[str]] = {}
-    for type_, mention in parsed.pairs:
-        if mention in types and types[mention] != type_:
-            ignored.setdefault(mention, []).append(type_)
-        types.setdefault(mention, type_)
-    diagnostics: list[Diagnostic] = []
+    mentions = list(dict.fromkeys(m for _, m in parsed.pairs))
+    types, diagnostics = assign_types(
+        [(m, t) for t, m in parsed.pairs], mentions, stage=STAGE, to_label=lambda t: t
+    )
     if parsed.out_of_schema:
         diagnostics.append(
             Diagnostic(
@@ -68,16 +66,6 @@ def typed_mentions(
                 kind="label_out_of_schema",
                 message=f"types outside the schema {list(parsed.out_of_schema)}; their "
                 f"mentions were dropped: {[m for _, m in parsed.dropped]}",
-                raw=raw,
-            )
-        )
-    if ignored:
-        kept = {m: types[m] for m in ignored}
-        diagnostics.append(
-            Diagnostic(
-                stage=STAGE,
-                kind="duplicate_assignment",
-                message=f"mentions given several types; kept the first {kept}, ignored {ignored}",
                 raw=raw,
             )
         )

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from samalign.errors import InputError, OutputParseError
-from samalign.prompts.formats import MAX_MENTION_CHARS, ParsedTypedMentions, TypedMentionsFormat
+from samalign.prompts.formats import ParsedTypedMentions, TypedMentionsFormat, mention_schema
 
 SUPERVISED_NER_INSTRUCTION = (
     "You are an expert in named entity recognition. Please extract every entity of the "
@@ -66,12 +66,7 @@ class EntityRecordsFormat:
         if not types:
             raise InputError("a supervised NER answer schema needs at least one type")
         schema: dict[str, Any] = {"type": "array"}
-        mention: dict[str, Any]
-        if mentions is not None:
-            schema["$defs"] = {"mention": {"type": "string", "enum": list(dict.fromkeys(mentions))}}
-            mention = {"$ref": "#/$defs/mention"}
-        else:
-            mention = {"type": "string", "minLength": 1, "maxLength": MAX_MENTION_CHARS}
+        mention = mention_schema(schema, mentions)
         schema["items"] = {
             "type": "object",
             "properties": {
