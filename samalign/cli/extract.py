@@ -27,6 +27,7 @@ from samalign.cli.options import (
     chosen_backend,
     pipeline_values,
     stage_adapters,
+    stage_cache,
 )
 from samalign.errors import ConfigError, InputError
 from samalign.graphs import PipelineOptions, RunContext
@@ -124,8 +125,9 @@ async def _extract(args: argparse.Namespace) -> int:
     if source != "-" and not Path(source).is_file():
         raise InputError(f"input file {source} not found")
     job.check_backend()
+    cache = stage_cache(args)
     models = job.build_models()
-    context = RunContext(domain=job.domain, models=models)
+    context = RunContext(domain=job.domain, models=models, cache=cache)
     graph = job.build_graph()
 
     done: set[str] = set()
@@ -178,6 +180,9 @@ async def _extract(args: argparse.Namespace) -> int:
         if handle is not sys.stdout:
             handle.close()
         models.close()
+        close_cache = getattr(cache, "close", None)
+        if callable(close_cache):
+            close_cache()
     if args.out is not None and done:
         finalize_output(args.out, order)
     if failed:

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from samalign.agents.cache import CacheConfig, StageCache
 from samalign.errors import ConfigError
 from samalign.serving import StageModels
 from samalign.serving.spec import BackendSpec
@@ -211,6 +212,19 @@ def add_backend_flags(p: argparse.ArgumentParser, *, backends: Sequence[str]) ->
         "stage's name)",
     )
     g.add_argument("--timeout", type=float, default=120.0, help="seconds per model request")
+    g.add_argument(
+        "--cache",
+        metavar="memory|sqlite:PATH",
+        help="replay stage answers already given for the same request instead of calling the "
+        "model again (memory: this run; sqlite:PATH: a file kept across runs)",
+    )
+    g.add_argument(
+        "--cache-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stage answers the cache keeps (least recently used go first; default 100000)",
+    )
 
 
 def chosen_backend(args: argparse.Namespace, *, default: str | None = "transformers") -> str:
@@ -280,6 +294,22 @@ def stage_models(
     return spec.models(stages, adapters)
 
 
+def stage_cache(args: argparse.Namespace) -> StageCache | None:
+    """The stage-answer cache the flags ask for (``--cache``, ``--cache-size``), or ``None``.
+
+    Raises:
+        ConfigError: A bad ``--cache`` value, or ``--cache-size`` without ``--cache``.
+    """
+    if args.cache is None:
+        if args.cache_size is not None:
+            raise ConfigError("--cache-size needs --cache memory or --cache sqlite:PATH")
+        return None
+    config = CacheConfig.parse(args.cache)
+    if args.cache_size is not None:
+        config = CacheConfig.parse({**config.model_dump(), "max_entries": args.cache_size})
+    return config.build()
+
+
 def stage_adapters(
     args: argparse.Namespace, stages: Sequence[str], domain_adapter: Any
 ) -> dict[str, str]:
@@ -313,5 +343,6 @@ __all__ = [
     "parse_pairs",
     "pipeline_values",
     "stage_adapters",
+    "stage_cache",
     "stage_models",
 ]

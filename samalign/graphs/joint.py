@@ -14,6 +14,7 @@ from samalign.agents.relations import relation_node
 from samalign.graphs.context import RunContext
 from samalign.graphs.ner import add_ner_stages
 from samalign.graphs.options import PipelineOptions
+from samalign.graphs.schemas import JointOutput, OutputKind, TextInput
 from samalign.graphs.state import JointState
 
 JointGraph = CompiledStateGraph[JointState, RunContext, Any, Any]
@@ -48,6 +49,7 @@ def build_joint_graph(
     *,
     checkpointer: Checkpointer = None,
     name: str = "samalign_joint",
+    output: OutputKind = "state",
 ) -> JointGraph:
     """Build the joint entity + relation graph.
 
@@ -64,6 +66,9 @@ def build_joint_graph(
         options: Ablation switches and agent settings (defaults: the full pipelines).
         checkpointer: Optional LangGraph checkpointer.
         name: Graph name (shown in traces and when used as a subgraph).
+        output: ``state`` (default): ``invoke`` returns the whole state, every stage's
+            intermediate result included; ``result``: only the :class:`JointOutput` fields (what a
+            server shows).
 
     Returns:
         A compiled graph. Invoke it with ``{"text": ...}`` and
@@ -79,7 +84,10 @@ def build_joint_graph(
     """
     options = options or PipelineOptions()
     graph: StateGraph[JointState, RunContext, Any, Any] = StateGraph(
-        JointState, context_schema=RunContext
+        JointState,
+        context_schema=RunContext,
+        input_schema=TextInput,
+        output_schema=JointOutput if output == "result" else JointState,
     )
     last = add_ner_stages(graph, options)
     last = add_relation_stages(graph, options, last)

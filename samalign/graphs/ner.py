@@ -19,6 +19,7 @@ from samalign.agents.extractors import extractor_node
 from samalign.agents.supervised import supervised_ner_node
 from samalign.graphs.context import RunContext
 from samalign.graphs.options import PipelineOptions
+from samalign.graphs.schemas import NerOutput, OutputKind, TextInput
 from samalign.graphs.state import NerState
 
 NerGraph = CompiledStateGraph[NerState, RunContext, Any, Any]
@@ -61,6 +62,7 @@ def build_ner_graph(
     *,
     checkpointer: Checkpointer = None,
     name: str = "samalign_ner",
+    output: OutputKind = "state",
 ) -> NerGraph:
     """Build the SAM-NER graph.
 
@@ -73,6 +75,9 @@ def build_ner_graph(
         options: Ablation switches and agent settings (defaults: the full pipeline).
         checkpointer: Optional LangGraph checkpointer.
         name: Graph name (shown in traces and when used as a subgraph).
+        output: ``state`` (default): ``invoke`` returns the whole state, every stage's
+            intermediate result included; ``result``: only the :class:`NerOutput` fields (what a
+            server shows).
 
     Returns:
         A compiled graph. Invoke it with ``{"text": ...}`` and
@@ -86,7 +91,10 @@ def build_ner_graph(
     """
     options = options or PipelineOptions()
     graph: StateGraph[NerState, RunContext, Any, Any] = StateGraph(
-        NerState, context_schema=RunContext
+        NerState,
+        context_schema=RunContext,
+        input_schema=TextInput,
+        output_schema=NerOutput if output == "result" else NerState,
     )
     last = add_ner_stages(graph, options)
     graph.add_edge(last, END)

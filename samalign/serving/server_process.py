@@ -90,24 +90,29 @@ def _stop(proc: subprocess.Popen[bytes], stop_timeout: float) -> None:
 
 
 def _wait_ready(
-    proc: subprocess.Popen[bytes], url: str, log: Path, timeout: float, name: str
+    proc: subprocess.Popen[bytes],
+    url: str,
+    log: Path,
+    timeout: float,
+    name: str,
+    ready_path: str = READY_PATH,
 ) -> None:
     deadline = time.monotonic() + timeout
     while True:
         code = proc.poll()
         if code is not None:
             raise BackendError(
-                f"the {name} exited with code {code} before it answered {url}{READY_PATH}; "
+                f"the {name} exited with code {code} before it answered {url}{ready_path}; "
                 f"its log is {log}; last lines:\n{log_tail(log)}"
             )
         try:
-            if httpx.get(url + READY_PATH, timeout=2.0).status_code == 200:
+            if httpx.get(url + ready_path, timeout=2.0).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         if time.monotonic() > deadline:
             raise BackendError(
-                f"the {name} did not answer {url}{READY_PATH} within {timeout:g} s (stopped "
+                f"the {name} did not answer {url}{ready_path} within {timeout:g} s (stopped "
                 f"it); its log is {log}; last lines:\n{log_tail(log)}"
             )
         time.sleep(0.5)
@@ -123,8 +128,10 @@ def running_server(
     timeout: float = 900.0,
     stop_timeout: float = 60.0,
     name: str = "server",
+    ready_path: str = READY_PATH,
+    cwd: str | Path | None = None,
 ) -> Iterator[ServerProcess]:
-    """Run an OpenAI-compatible server command until the ``with`` block ends.
+    """Run a server command until the ``with`` block ends.
 
     Args:
         argv: The command.
@@ -135,6 +142,9 @@ def running_server(
         timeout: Seconds to wait until ``GET {url}/v1/models`` answers 200.
         stop_timeout: Seconds between SIGTERM and SIGKILL of the process group on exit.
         name: What to call it in messages.
+        ready_path: The path that answers 200 once it is ready (default: an OpenAI-compatible
+            server's ``/v1/models``; e.g. ``/ok`` for LangGraph's server).
+        cwd: Its working folder (default: this process's).
 
     Yields:
         The server, once it answers.
@@ -159,6 +169,7 @@ def running_server(
                 stderr=subprocess.STDOUT,
                 env=dict(os.environ if env is None else env),
                 start_new_session=True,
+                cwd=cwd,
             )
         except OSError as err:
             raise ConfigError(
@@ -167,7 +178,7 @@ def running_server(
             ) from None
     clean = False
     try:
-        _wait_ready(proc, url, log, timeout, name)
+        _wait_ready(proc, url, log, timeout, name, ready_path)
         yield ServerProcess(url=url, process=proc, log_path=log)
         clean = True
     finally:

@@ -85,6 +85,7 @@ class VllmInprocessEngine:
     llm_type = LLM_TYPE
 
     def __init__(self, base: Path, adapters: Mapping[str, Path], **options: Any) -> None:
+        self.source = str(base)  # what the models are, for stage-cache keys
         if importlib.util.find_spec("vllm") is None:
             raise ConfigError(
                 "vLLM is not installed in this environment: pip install 'samalign[vllm]', or "
@@ -173,6 +174,7 @@ class VllmWorkerEngine:
         log_path: str | Path | None = None,
     ) -> None:
         self.python = python
+        self.source = str(base)  # what the models are, for stage-cache keys
         self._adapters = frozenset(adapters)
         self.argv = [
             python,
