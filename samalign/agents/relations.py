@@ -21,28 +21,21 @@ is dropped here never reaches the anchor filter; the sentence always keeps its e
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from langchain_core.messages import HumanMessage
 from langchain_core.runnables import RunnableLambda
 
-from samalign.agents.base import (
-    AgentSettings,
-    Prepared,
-    StageContext,
-    Update,
-    stage_node,
-    validate_text,
-)
-from samalign.agents.extractors import text_ngrams
+from samalign.agents.base import AgentSettings, Prepared, StageContext, stage_node, stage_request
+from samalign.agents.extractors import sentence_mentions
 from samalign.agents.grounding import ground_mentions
-from samalign.agents.runner import StageRequest, StageResult
+from samalign.agents.runner import StageResult
+from samalign.agents.state import JointState, RelationUpdate
 from samalign.errors import ConfigError
 from samalign.prompts.domain import Domain, RelationType
 from samalign.prompts.relations import ParsedTriplets
-from samalign.prompts.specs import RELATION_FORMATS, default_specs
-from samalign.types import Diagnostic, Entity, RelationSource, Triplet
+from samalign.prompts.specs import RELATION_FORMATS
+from samalign.types import Diagnostic, Entity, RelationSource, Span, Triplet
 
 RelationStage = Literal["relations_forward", "relations_reverse"]
 
@@ -105,6 +98,7 @@ def check_triplets(
     fuzzy_threshold: float = 0.8,
     raw: str | None = None,
     arguments: Literal["closest", "all"] = "closest",
+    grounded: Mapping[str, Sequence[Span]] | None = None,
 ) -> tuple[list[Triplet], list[Diagnostic]]:
     """Ground, type and validate parsed triples.
 
@@ -119,6 +113,8 @@ def check_triplets(
         arguments: Which occurrences of a repeated mention a triple relates: ``closest``
             (the pair of occurrences closest to each other) or ``all`` (every pair of
             different spans; the annotation convention of CoNLL04's SpERT release).
+        grounded: Mention → every occurrence, for strings grounded already (the extractors'
+            mentions, from the state); only the other mentions are grounded here.
 
     Returns:
         The valid triplets (de-duplicated, answer order) and the diagnostics.
@@ -133,14 +129,23 @@ def check_triplets(
     by_text: dict[str, list[Entity]] = {}
     for entity in entities:
         by_text.setdefault(entity.text, []).append(entity)
+    known = grounded or {}
     mentions = list(dict.fromkeys(m for h, _, t in parsed.triplets for m in (h, t)))
-    grounded = {
-        g.mention: [Entity(span=s) for s in g.spans]
-        for g in ground_mentions(text, mentions, mode="nested", fuzzy_threshold=fuzzy_threshold)
+    arguments_at: dict[str, list[Entity]] = {
+        m: [Entity(span=s) for s in known[m]] for m in mentions if m in known
     }
+    arguments_at.update(
+        (g.mention, [Entity(span=s) for s in g.spans])
+        for g in ground_mentions(
+            text,
+            [m for m in mentions if m not in known],
+            mode="nested",
+            fuzzy_threshold=fuzzy_threshold,
+        )
+    )
 
     def candidates(mention: str) -> list[Entity]:
-        spans = grounded.get(mention, [])
+        spans = arguments_at.get(mention, [])
         recognised = [e for s in spans for e in by_text.get(s.text, [])]
         return recognised or spans
 
@@ -203,45 +208,42 @@ def check_triplets(
     return list(out.values()), diagnostics
 
 
-def relation_node(stage: RelationStage, settings: AgentSettings) -> RunnableLambda[Any, Update]:
+def relation_node(
+    stage: RelationStage, settings: AgentSettings
+) -> RunnableLambda[JointState, dict[str, Any]]:
     """Build the ``relations_forward`` or ``relations_reverse`` node."""
-    spec_default = default_specs()[stage]
     fmt = RELATION_FORMATS[stage]
-    key = STATE_KEY[stage]
 
-    def prepare(state: Any, ctx: StageContext) -> Prepared:
-        validate_text(state.text, settings)
+    def prepare(state: JointState, ctx: StageContext) -> Prepared[ParsedTriplets]:
+        mentions = sentence_mentions(state.text, settings)
         domain = ctx.domain
         require_relations(domain)
         names = domain.relation_names
-        spec = spec_default.with_template(domain.prompts.get(stage))
-        prompt = spec.render({"relations": domain.relation_schema(), "text": state.text})
-        mentions = (
-            text_ngrams(state.text, settings.max_mention_tokens)
-            if settings.constrain_mentions
-            else None
+        return stage_request(
+            stage,
+            ctx,
+            settings,
+            variables={"relations": domain.relation_schema(), "text": state.text},
+            schema=fmt.schema(
+                names,
+                mentions=mentions,
+                max_blocks=settings.max_relation_blocks,
+                max_pairs=settings.max_relation_blocks,
+            ),
+            parse=lambda raw: fmt.parse(raw, names),
         )
-        schema = fmt.schema(
-            names,
-            mentions=mentions,
-            max_blocks=settings.max_relation_blocks,
-            max_pairs=settings.max_relation_blocks,
-        )
-        request = StageRequest(
-            stage=stage,
-            messages=[HumanMessage(content=prompt)],
-            schema=schema,
-            max_tokens=settings.max_completion_tokens or spec.max_tokens,
-            adapter=domain.adapters.get(stage),
-        )
-        return Prepared(request, lambda raw: fmt.parse(raw, names))
+
+    def update(triplets: list[Triplet], **fields: Any) -> RelationUpdate:
+        if stage == "relations_forward":
+            return RelationUpdate(forward_triplets=triplets, **fields)
+        return RelationUpdate(reverse_triplets=triplets, **fields)
 
     def finish(
-        state: Any, ctx: StageContext, prepared: Prepared, result: StageResult[Any]
-    ) -> Update:
+        state: JointState, ctx: StageContext, prepared: Prepared[Any], result: StageResult[Any]
+    ) -> RelationUpdate:
         parsed: ParsedTriplets | None = result.value
         if parsed is None:
-            return {key: [], "failed_stages": [stage]}
+            return update([], failed_stages=[stage])
         diagnostics: list[Diagnostic] = []
         if parsed.out_of_schema:
             diagnostics.append(
@@ -271,8 +273,11 @@ def relation_node(stage: RelationStage, settings: AgentSettings) -> RunnableLamb
             fuzzy_threshold=settings.fuzzy_threshold,
             arguments=settings.relation_arguments,
             raw=result.raw,
+            grounded={
+                g.mention: g.spans for g in (*state.anchor_grounded, *state.explorer_grounded)
+            },
         )
-        return {key: triplets, "diagnostics": [*diagnostics, *checked]}
+        return update(triplets, diagnostics=[*diagnostics, *checked])
 
     return stage_node(stage, prepare, finish, settings)
 

@@ -19,23 +19,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from langchain_core.messages import HumanMessage
 from langchain_core.runnables import RunnableLambda
 
-from samalign.agents.base import (
-    AgentSettings,
-    Prepared,
-    StageContext,
-    Update,
-    stage_node,
-    validate_text,
-)
+from samalign.agents.base import AgentSettings, Prepared, StageContext, stage_node, stage_request
 from samalign.agents.candidates import ground_candidates
-from samalign.agents.extractors import text_ngrams
+from samalign.agents.extractors import sentence_mentions
 from samalign.agents.matching import assign_types
-from samalign.agents.runner import StageRequest, StageResult
+from samalign.agents.runner import StageResult
+from samalign.agents.state import NerState, SupervisedNerUpdate
 from samalign.prompts.formats import ParsedTypedMentions
-from samalign.prompts.specs import default_specs
 from samalign.prompts.supervised import SUPERVISED_NER_FORMAT
 from samalign.types import SUPERVISED_NER_STAGE, Diagnostic, Entity
 
@@ -72,54 +64,45 @@ def typed_mentions(
     return types, diagnostics
 
 
-def supervised_ner_node(settings: AgentSettings) -> RunnableLambda[Any, Update]:
+def supervised_ner_node(settings: AgentSettings) -> RunnableLambda[NerState, dict[str, Any]]:
     """Build the ``supervised_ner`` node (see the module docs)."""
-    spec_default = default_specs()[STAGE]
 
-    def prepare(state: Any, ctx: StageContext) -> Prepared:
-        validate_text(state.text, settings)
-        domain = ctx.domain
-        names = domain.names
-        spec = spec_default.with_template(domain.prompts.get(STAGE))
-        prompt = spec.render({"labels": names, "text": state.text})
-        mentions = (
-            text_ngrams(state.text, settings.max_mention_tokens)
-            if settings.constrain_mentions
-            else None
+    def prepare(state: NerState, ctx: StageContext) -> Prepared[ParsedTypedMentions]:
+        mentions = sentence_mentions(state.text, settings)
+        names = ctx.domain.names
+        return stage_request(
+            STAGE,
+            ctx,
+            settings,
+            variables={"labels": names, "text": state.text},
+            schema=SUPERVISED_NER_FORMAT.schema(
+                names, mentions=mentions, max_items=settings.max_mentions_per_type * len(names)
+            ),
+            parse=lambda raw: SUPERVISED_NER_FORMAT.parse(raw, names),
         )
-        schema = SUPERVISED_NER_FORMAT.schema(
-            names, mentions=mentions, max_items=settings.max_mentions_per_type * len(names)
-        )
-        request = StageRequest(
-            stage=STAGE,
-            messages=[HumanMessage(content=prompt)],
-            schema=schema,
-            max_tokens=settings.max_completion_tokens or spec.max_tokens,
-            adapter=domain.adapters.get(STAGE),
-        )
-        return Prepared(request, lambda raw: SUPERVISED_NER_FORMAT.parse(raw, names))
 
     def finish(
-        state: Any, ctx: StageContext, prepared: Prepared, result: StageResult[Any]
-    ) -> Update:
+        state: NerState, ctx: StageContext, prepared: Prepared[Any], result: StageResult[Any]
+    ) -> SupervisedNerUpdate:
         parsed: ParsedTypedMentions | None = result.value
         if parsed is None:
-            return {"candidates": [], "entities": [], "failed_stages": [STAGE]}
+            return SupervisedNerUpdate(candidates=[], entities=[], failed_stages=[STAGE])
         types, diagnostics = typed_mentions(parsed, raw=result.raw)
-        pairs, grounding = ground_candidates(state.text, list(types), settings, stage=STAGE)
+        kept, grounding = ground_candidates(state.text, list(types), settings, stage=STAGE)
         domain = ctx.domain
         entities: list[Entity] = []
-        for mention, span in pairs:
-            label = domain.label_for_name(types[mention])
+        for grounded in kept:
+            label = domain.label_for_name(types[grounded.mention])
             if label is not None:  # the parser restricts types to the schema; defensive
-                entities.append(Entity(span=span, label=label, sources=("supervised_ner",)))
+                entities.extend(
+                    Entity(span=span, label=label, sources=("supervised_ner",))
+                    for span in grounded.spans
+                )
         entities.sort(key=lambda e: (e.start, -e.end))
         candidates = [e.model_copy(update={"label": None}) for e in entities]
-        return {
-            "candidates": candidates,
-            "entities": entities,
-            "diagnostics": [*diagnostics, *grounding],
-        }
+        return SupervisedNerUpdate(
+            candidates=candidates, entities=entities, diagnostics=[*diagnostics, *grounding]
+        )
 
     return stage_node(STAGE, prepare, finish, settings)
 

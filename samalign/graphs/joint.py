@@ -24,10 +24,9 @@ def add_relation_stages(
     graph: StateGraph[Any, RunContext, Any, Any], options: PipelineOptions, after: str
 ) -> str:
     """Add the relation nodes after node ``after``; return the name of the last node."""
-    settings = options.agent_settings()
     decoders = []
     for stage in options.relation_stages:
-        graph.add_node(stage, relation_node(stage, settings))  # type: ignore[arg-type]
+        graph.add_node(stage, relation_node(stage, options))  # type: ignore[arg-type]
         graph.add_edge(after, stage)
         decoders.append(stage)
     graph.add_node(
@@ -39,7 +38,7 @@ def add_relation_stages(
     graph.add_edge(decoders if len(decoders) > 1 else decoders[0], "anchor_filter")
     if not options.recover_dropped:
         return "anchor_filter"
-    graph.add_node("recover", recover_node(settings))
+    graph.add_node("recover", recover_node(options))
     graph.add_edge("anchor_filter", "recover")
     return "recover"
 

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
+from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
 
 from samalign.cli.options import add_pipeline_flags, pipeline_values
 from samalign.errors import ConfigError, OutputParseError
-from samalign.evaluation.analysis import GOLD_REPLAY_REASONS
-from samalign.evaluation.backends import gold_backend, simulated_backend
-from samalign.evaluation.datasets import load_dataset
+from samalign.evaluation.backends import simulated_backend
 from samalign.evaluation.gold import GoldOracle, gold_stage_models, prompt_texts, schema_types
-from samalign.evaluation.runner import ablation_variants, aevaluate
+from samalign.evaluation.runner import ablation_variants
 from samalign.evaluation.sentences import Sentence, make_entity, token_offsets
 from samalign.evaluation.simulate import NoiseModel
 from samalign.graphs import PipelineOptions, RunContext, build_joint_graph, build_ner_graph
@@ -280,22 +278,18 @@ def test_simulated_supervised_ner_misses_and_mistypes_at_its_rates() -> None:
     assert not wrong & gold
 
 
-async def test_gold_replay_supervised_conll04_test(shared_data: Path) -> None:
-    """AnchorAlign's supervised setting replays CoNLL04 test at >= 0.99 entity and relation."""
-    dataset = load_dataset("conll04", "test", data_dir_path=shared_data)
-    domain = load_domain("conll04")
-    options = PipelineOptions(ner_mode="supervised", relation_arguments="all")
-    report = await aevaluate(
-        dataset,
-        domain,
-        gold_backend(dataset.sentences, domain),
-        graph="joint",
-        options=options,
-        concurrency=32,
+async def test_gold_replay_supervised_conll04_sentences(gold_replay: Any) -> None:
+    """A few CoNLL04 test sentences through the supervised joint graph, answered with gold.
+
+    The whole split is replayed in ``tests/integration/test_gold_replay.py``.
+    """
+    report = await gold_replay.run(
+        "conll04", "test", graph="joint", relation_arguments="all", ner_mode="supervised", limit=12
     )
-    assert report.errors == 0 and report.relation is not None
+    assert report.sentences == 12
+    assert report.relation is not None and report.relation.strict.gold > 0
     assert report.entity.span.f1 >= 0.99
     assert report.relation.strict.f1 >= 0.99
-    assert set(report.mismatches.reasons) <= GOLD_REPLAY_REASONS, report.mismatches.reasons
+    gold_replay.check(report)
     assert set(report.cost.stages) == {"supervised_ner", "relations_forward", "relations_reverse"}
-    assert report.cost.total["calls"] == 3 * len(dataset.sentences)
+    assert report.cost.total["calls"] == 3 * report.sentences
