@@ -46,10 +46,8 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.messages import BaseMessage
+from langchain_core.outputs import ChatResult
 
 from samalign.errors import BackendError
 from samalign.evaluation.sentences import GoldEntity, Sentence
@@ -57,6 +55,7 @@ from samalign.prompts.domain import Domain
 from samalign.prompts.relations import relation_format
 from samalign.prompts.specs import CALIBRATION_FORMAT, EXTRACTION_FORMAT
 from samalign.prompts.supervised import SUPERVISED_NER_FORMAT
+from samalign.serving.chat_base import InlineChatModel, chat_result, word_count
 from samalign.serving.models import StageModel, StageModels
 from samalign.types import ALL_STAGES, SUPERVISED_NER_STAGE, Archetype
 
@@ -381,7 +380,7 @@ class GoldOracle:
         return list(CALIBRATION_FORMAT.parse(match.group(1)).assignments)
 
 
-class ReplayChatModel(BaseChatModel):
+class ReplayChatModel(InlineChatModel):
     """A chat model serving one stage from an oracle (gold or simulated answers).
 
     It never touches the network and makes no model request, so the test kill-switch lets
@@ -399,7 +398,7 @@ class ReplayChatModel(BaseChatModel):
     def _llm_type(self) -> str:
         return "samalign-replay-fake"
 
-    def _reply(self, messages: Sequence[BaseMessage], kwargs: Mapping[str, Any]) -> ChatResult:
+    def _reply(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> ChatResult:
         prompt = next((m.content for m in messages if m.type == "human"), "")
         prompt_text = prompt if isinstance(prompt, str) else str(prompt)
         name, schema = request_schema(kwargs)
@@ -410,35 +409,7 @@ class ReplayChatModel(BaseChatModel):
                 "needs its own model"
             )
         text = self.oracle.answer(self.stage, prompt_text, schema)
-        words_in = sum(len(str(m.content).split()) for m in messages)
-        message = AIMessage(
-            content=text,
-            response_metadata={"finish_reason": "stop"},
-            usage_metadata={
-                "input_tokens": words_in,
-                "output_tokens": len(text.split()),
-                "total_tokens": words_in + len(text.split()),
-            },
-        )
-        return ChatResult(generations=[ChatGeneration(message=message)])
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        return self._reply(messages, kwargs)
-
-    async def _agenerate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        return self._reply(messages, kwargs)  # no I/O: answer inline, no thread hop
+        return chat_result(text, input_tokens=word_count(messages), output_tokens=len(text.split()))
 
 
 def oracle_stage_models(oracle: GoldOracle, stages: Sequence[str] = ALL_STAGES) -> StageModels:

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import httpx
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import BaseMessage
-from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_openai import ChatOpenAI
 from pydantic import SecretStr
 
@@ -34,42 +31,19 @@ def api_base(url: str) -> str:
 class VllmServerChatModel(ChatOpenAI):
     """``ChatOpenAI`` for a vLLM server that honours the test kill-switch.
 
-    Every request first calls :func:`~samalign.serving.guard.check_model_request`, so inside
+    Every request (sync, async, streamed) first calls
+    :func:`~samalign.serving.guard.check_model_request` while its payload is built, so inside
     ``samalign.testing.block_model_requests()`` (or with ``SAMALIGN_BLOCK_MODEL_REQUESTS=1``)
     it raises :class:`~samalign.errors.ModelRequestBlockedError` and sends nothing.
     """
 
-    def _check(self) -> None:
+    def _get_request_payload(
+        self, input_: LanguageModelInput, *, stop: list[str] | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        # every path (invoke, ainvoke, stream, astream) builds its payload here first
         check_model_request(f"vLLM server {self.openai_api_base}, model {self.model_name!r}")
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        self._check()
-        return super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
-
-    async def _agenerate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        self._check()
-        return await super()._agenerate(messages, stop=stop, run_manager=run_manager, **kwargs)
-
-    def _stream(self, *args: Any, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
-        self._check()
-        return super()._stream(*args, **kwargs)
-
-    async def _astream(self, *args: Any, **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
-        self._check()
-        async for chunk in super()._astream(*args, **kwargs):
-            yield chunk
+        payload: dict[str, Any] = super()._get_request_payload(input_, stop=stop, **kwargs)
+        return payload
 
 
 def server_urls(base_url: str | Sequence[str]) -> list[str]:
