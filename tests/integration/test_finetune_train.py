@@ -499,6 +499,8 @@ def test_alignment_terms_are_finite_fall_and_leave_a_plain_lora(
     for name in ("align_ner_re", "align_fwd_rev", "align_suppress"):
         values = [r[name] for r in steps]
         assert all(math.isfinite(v) and v >= 0 for v in values), name
+    for name in ("align_ner_re", "align_fwd_rev"):
+        values = [r[name] for r in steps]
         assert sum(values[-3:]) < sum(values[:3]), (name, values)
     losses = [r["loss"] for r in steps]
     assert sum(losses[-3:]) < sum(losses[:3])
@@ -508,6 +510,33 @@ def test_alignment_terms_are_finite_fall_and_leave_a_plain_lora(
     check_servable(out)  # a plain LoRA: the terms are training losses only
     config_json = json.loads((out / "adapter_config.json").read_text())
     assert not config_json.get("modules_to_save")
+
+    # Negative suppression is ~1/|V| per negative on a near-uniform random model, so at γ = 1
+    # its gradient is negligible next to the cross-entropy and it need not fall. Its gradient
+    # acts: the same run (same seed, so the same sentence at each step) with a large γ has a
+    # lower suppression term at every step after the first, and on the held-out sentence.
+    strong = tmp_path / "suppressed"
+    train(
+        joint_config(
+            tiny_model_dir / "base",
+            joint_file,
+            strong,
+            max_steps=12,
+            anchor_align_alpha=1.0,
+            anchor_align_beta=1.0,
+            anchor_align_gamma=1e4,
+            eval_fraction=0.2,
+            eval_steps=12,
+        )
+    )
+    strong_log = [json.loads(line) for line in (strong / LOSS_LOG_NAME).read_text().splitlines()]
+    strong_steps = [r for r in strong_log if "loss" in r]
+    weak = [r["align_suppress"] for r in steps]
+    suppressed = [r["align_suppress"] for r in strong_steps]
+    assert suppressed[0] == weak[0]  # the same first sentence and initial weights
+    assert all(s < w for s, w in zip(suppressed[1:], weak[1:], strict=True)), (suppressed, weak)
+    strong_eval = [r for r in strong_log if "eval_loss" in r][-1]
+    assert strong_eval["eval_align_suppress"] < evals[-1]["eval_align_suppress"]
 
 
 def test_early_stopping_stops_and_writes_the_best_adapter(
