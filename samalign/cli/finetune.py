@@ -20,10 +20,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from samalign.cli.options import add_data_format_flags
+from samalign.cli.options import add_data_format_flags, bounded
 from samalign.errors import ConfigError, InputError
+from samalign.prompts.yamlfile import load_yaml_file
 
 BUILD_STAGES: tuple[str, ...] = (
     "explorer",
@@ -84,12 +83,15 @@ def _add_build(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=Path,
         help="IEPile schema.json (its first line lists the types) for raw IEPile records",
     )
-    p.add_argument(
-        "--negative-ratio",
-        type=float,
-        default=1.0,
-        help="extractors: negative types per positive type, sampled by frequency "
-        "(open label sets such as Pile-NER; default 1.0)",
+    bounded(
+        p.add_argument(
+            "--negative-ratio",
+            type=float,
+            default=1.0,
+            help="extractors: negative types per positive type, sampled by frequency "
+            "(open label sets such as Pile-NER; default 1.0)",
+        ),
+        minimum=0,
     )
     p.add_argument(
         "--sample-negatives",
@@ -143,7 +145,10 @@ def _add_build(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "for AnchorAlign's supervised setting: typed entities, final)",
     )
     p.add_argument("--grounding", choices=["flat", "nested"], default="flat")
-    p.add_argument("--max-chars", type=int, default=None, help="skip longer passages")
+    bounded(
+        p.add_argument("--max-chars", type=int, default=None, help="skip longer passages"),
+        minimum=1,
+    )
     p.add_argument(
         "--exclude",
         action="append",
@@ -153,15 +158,21 @@ def _add_build(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="leave out every record whose text is a record's text in FILE (repeatable), e.g. "
         "ADE fold k's train part: ade_full.json --exclude ade_split_k_test.json",
     )
-    p.add_argument(
-        "--max-triples",
-        type=int,
-        default=None,
-        metavar="K",
-        help="keep only sentences with at most K gold relations (AnchorAlign's simple subset "
-        "D_simple, Eq. 14, for the curriculum warm-up)",
+    bounded(
+        p.add_argument(
+            "--max-triples",
+            type=int,
+            default=None,
+            metavar="K",
+            help="keep only sentences with at most K gold relations (AnchorAlign's simple "
+            "subset D_simple, Eq. 14, for the curriculum warm-up)",
+        ),
+        minimum=0,
     )
-    p.add_argument("--limit", type=int, default=None, help="use the first N records per input")
+    bounded(
+        p.add_argument("--limit", type=int, default=None, help="use the first N records per input"),
+        minimum=1,
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for sampling and shuffling")
     p.set_defaults(func=_build)
 
@@ -210,12 +221,7 @@ def _add_check(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _read_mapping(path: Path | None, what: str) -> dict[str, str] | None:
     if path is None:
         return None
-    if not path.is_file():
-        raise ConfigError(f"{what} {path} not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML/JSON: {err}") from None
+    data = load_yaml_file(path, what=what)
     if not isinstance(data, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in data.items()
     ):
@@ -224,6 +230,7 @@ def _read_mapping(path: Path | None, what: str) -> dict[str, str] | None:
 
 
 def _build(args: argparse.Namespace) -> int:
+    from samalign.batch.outputs import check_output_path
     from samalign.finetune.builders import (
         build_archetype_examples,
         build_calibrate_examples,
@@ -237,6 +244,8 @@ def _build(args: argparse.Namespace) -> int:
     from samalign.finetune.builders.common import DEFAULT_MAX_TEXT_CHARS
     from samalign.prompts import load_domain
 
+    check_output_path(args.out, [*args.inputs, *args.exclude])
+
     domain = load_domain(args.domain) if args.domain else None
     schema = None
     if args.iepile_schema is not None:
@@ -248,8 +257,6 @@ def _build(args: argparse.Namespace) -> int:
                 f"{args.iepile_schema}: expected IEPile's schema.json (first line: a JSON list)"
             ) from None
     excluded = {rec.text for path in args.exclude for rec in read_source(path).records}
-    if args.max_triples is not None and args.max_triples < 0:
-        raise ConfigError("--max-triples must be >= 0")
     datasets = []
     left_out = over = 0
     relations = args.stage in ("relations_forward", "relations_reverse", "joint")

@@ -19,12 +19,10 @@ from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any
 
-from jinja2 import StrictUndefined, Template, TemplateError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
-
 from samalign.errors import ConfigError
 from samalign.prompts.formats import AssignmentsFormat, TypedMentionsFormat
 from samalign.prompts.relations import FORWARD_FORMAT, REVERSE_FORMAT, RelationsFormat
+from samalign.prompts.sandbox import PromptEnvironment, PromptTemplate, compile_template
 from samalign.prompts.supervised import SUPERVISED_NER_INSTRUCTION
 
 IEPILE_NER_INSTRUCTION = (
@@ -89,12 +87,9 @@ def _json_filter(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(
-        undefined=StrictUndefined, keep_trailing_newline=False, autoescape=False
-    )
-    env.filters["json"] = _json_filter
-    return env
+def _environment() -> PromptEnvironment:
+    """The sandbox every stage template renders in (no loader; bounded work and size)."""
+    return PromptEnvironment({"json": _json_filter})
 
 
 @dataclass(frozen=True)
@@ -115,12 +110,12 @@ class StageSpec:
     max_tokens: int
     required_variables: tuple[str, ...]
     rules: tuple[str, ...] = ()
-    _compiled: Template = field(init=False, repr=False, compare=False)
+    _compiled: PromptTemplate = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         try:
-            compiled = _environment().from_string(self.template)
-        except TemplateError as err:
+            compiled = compile_template(_environment(), self.template)
+        except ConfigError as err:
             raise ConfigError(f"prompt template of stage {self.name!r} is invalid: {err}") from None
         object.__setattr__(self, "_compiled", compiled)
 
@@ -133,7 +128,7 @@ class StageSpec:
         context = {"instruction": self.instruction, "rules": list(self.rules), **variables}
         try:
             return self._compiled.render(context).strip()
-        except TemplateError as err:
+        except ConfigError as err:
             raise ConfigError(
                 f"prompt template of stage {self.name!r} failed to render: {err}; "
                 f"available variables: {sorted(context)}"
