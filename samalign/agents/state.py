@@ -165,6 +165,13 @@ class TypingUpdate(StateUpdate):
     entities: list[Entity] = Field(default_factory=list)
 
 
+class SupervisedNerUpdate(StateUpdate):
+    """The ``supervised_ner`` node's update: its spans untyped and typed (labels final)."""
+
+    candidates: list[Entity] = Field(default_factory=list)
+    entities: list[Entity] = Field(default_factory=list)
+
+
 class RelationUpdate(StateUpdate):
     """A relation decoder's update (``forward_triplets`` or ``reverse_triplets``)."""
 
@@ -188,6 +195,7 @@ __all__ = [
     "NerState",
     "RelationUpdate",
     "StateUpdate",
+    "SupervisedNerUpdate",
     "TypingUpdate",
     "merge_usage",
 ]

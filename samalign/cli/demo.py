@@ -32,6 +32,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         p.add_argument("--sentences", type=int, default=None, help="use the first N sentences"),
         minimum=1,
     )
+    p.add_argument(
+        "--ner-mode",
+        choices=["zero_shot", "supervised"],
+        default="zero_shot",
+        help="zero_shot: train SAM-NER's anchor, explorer, archetype and calibrate adapters "
+        "(default); supervised: AnchorAlign's setting, train one supervised_ner adapter and "
+        "run the supervised joint graph",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -47,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         vllm_python=args.vllm_python,
         sentences=args.sentences,
         progress=not args.quiet,
+        ner_mode=args.ner_mode,
     )
     report = run_demo(options)
     print(DEMO_NOTE)

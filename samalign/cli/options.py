@@ -1,7 +1,8 @@
 """Command-line flags shared by several commands, defined once.
 
-* :func:`add_pipeline_flags` / :func:`pipeline_values`: the pipeline options and the published
-  ablations (``--no-anchor`` … ``--no-anchor-constraint``), used by ``extract`` and ``eval``.
+* :func:`add_pipeline_flags` / :func:`pipeline_values`: the pipeline options (``--ner-mode``
+  …) and the published ablations (``--no-anchor`` … ``--no-anchor-constraint``), used by
+  ``extract`` and ``eval``.
 * :func:`add_backend_flags` / :func:`stage_models`: where the stage models come from (a vLLM
   server, or a model directory run in this process), used by ``extract`` and ``eval``.
 * :func:`add_data_format_flags`: how a dataset file is read (``--format``,
@@ -123,6 +124,14 @@ def parse_pairs(values: Sequence[str], flag: str) -> dict[str, str]:
 def add_pipeline_flags(p: argparse.ArgumentParser) -> None:
     """Add the pipeline options and ablation switches (one definition for every command)."""
     g = p.add_argument_group("pipeline options and ablations")
+    g.add_argument(
+        "--ner-mode",
+        choices=["zero_shot", "supervised"],
+        default="zero_shot",
+        help="zero_shot: SAM-NER (anchor, explorer, CCR, archetype, calibrate; default); "
+        "supervised: AnchorAlign's setting, one dataset-trained supervised_ner stage whose "
+        "typed entities are final (no SAM-NER stages)",
+    )
     g.add_argument("--grounding", choices=["flat", "nested"], default="flat")
     bounded(
         g.add_argument("--max-chars", type=int, default=4000, help="longest text accepted"),
@@ -198,7 +207,24 @@ def pipeline_values(args: argparse.Namespace, *, joint: bool) -> dict[str, Any]:
     used = [f"--{name.replace('_', '-')}" for name in JOINT_ONLY_FLAGS if getattr(args, name)]
     if used and not joint:
         raise ConfigError(f"{', '.join(used)}: these are options of --graph joint")
+    if args.ner_mode == "supervised":
+        samner = [
+            flag
+            for flag, used in (
+                ("--no-anchor", args.no_anchor),
+                ("--no-explorer", args.no_explorer),
+                ("--no-consensus", args.no_consensus),
+                ("--no-calibration", args.no_calibration),
+            )
+            if used
+        ]
+        if samner:
+            raise ConfigError(
+                f"{', '.join(samner)}: SAM-NER ablations do not apply to --ner-mode supervised "
+                "(it has no anchor, explorer, CCR or calibration stage)"
+            )
     values: dict[str, Any] = {
+        "ner_mode": args.ner_mode,
         "use_anchor": not args.no_anchor,
         "use_explorer": not args.no_explorer,
         "use_consensus": not args.no_consensus,

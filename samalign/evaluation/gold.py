@@ -27,6 +27,8 @@ production and does not know it is being replayed. A model sees only what a serv
    * ``calibrate``: each mention of the initial output that is a gold mention string, typed
      with its gold label's name (the label whose archetype matches when the string has
      several gold labels); other mentions are left out, so they are dropped;
+   * ``supervised_ner`` (AnchorAlign's supervised NER): every gold mention string with its
+     label's name, in text order (the schema's ``type`` enum says which types are asked);
    * ``relations_forward``/``relations_reverse``: the gold triplets, rendered by the relation
      answer format.
 
@@ -56,9 +58,10 @@ from samalign.prompts.domain import Domain
 from samalign.prompts.profiles import PromptProfile, resolve_profile
 from samalign.prompts.relations import relation_format
 from samalign.prompts.specs import CALIBRATION_FORMAT
+from samalign.prompts.supervised import SUPERVISED_NER_FORMAT
 from samalign.serving.chat_base import InlineChatModel, chat_result, word_count
 from samalign.serving.models import StageModel, StageModels
-from samalign.types import ALL_STAGES, Archetype
+from samalign.types import ALL_STAGES, SUPERVISED_NER_STAGE, Archetype
 
 _TAG = re.compile(r"</?ENT>")
 _TEXT_LINE = re.compile(r"^Text: (.*)$", re.MULTILINE)
@@ -306,6 +309,8 @@ class GoldOracle:
             return self.answer_calibrator(sentence, prompt, self._types(schema, self.type_names))
         if stage in ("relations_forward", "relations_reverse"):
             return self.answer_relations(stage, sentence, prompt, schema)
+        if stage == SUPERVISED_NER_STAGE:
+            return self.answer_supervised(sentence, self._types(schema, self.domain.names))
         raise BackendError(f"gold replay: no gold answer for stage {stage!r}")
 
     @staticmethod
@@ -316,6 +321,19 @@ class GoldOracle:
         """Every gold mention under its label's name."""
         pairs = [(self.name_of(e.label), e.text) for e in sentence.entities]
         return self.extraction(types, pairs)
+
+    def supervised(self, types: Sequence[str], entities: Sequence[tuple[str, str]]) -> str:
+        """Render ``(mention, type name)`` pairs as a supervised NER answer (only ``types``)."""
+        allowed = set(types)
+        kept = [(m, t) for m, t in entities if t in allowed]
+        return SUPERVISED_NER_FORMAT.render_gold(types, kept)
+
+    def answer_supervised(self, sentence: Sentence, types: Sequence[str]) -> str:
+        """Every gold mention string with its label's name, in text order."""
+        return self.supervised(
+            types,
+            [(m, self.name_of(self.label_for(e))) for m, e in self.gold_by_text(sentence).items()],
+        )
 
     def answer_classifier(
         self, stage: str, sentence: Sentence, prompt: str, types: Sequence[str]

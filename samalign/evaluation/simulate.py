@@ -21,6 +21,9 @@ The noise model (:class:`NoiseModel`; every rate is a probability, drawn indepen
   another label; any other mention gets a random label of its archetype (any label if none).
 * ``direct_typing`` ("w/o cali."): a gold mention gets its label, or with ``direct_error``
   another; any other candidate gets a random label.
+* ``supervised_ner`` (AnchorAlign's supervised NER): drops each gold mention with
+  ``supervised_miss``; a kept one gets its gold label, or with ``supervised_error`` another
+  label of the domain; it never invents a mention.
 * ``relations_forward`` / ``relations_reverse``: each decoder drops each gold triplet with
   ``relation_miss`` (independently, so the union recovers some), and for each gold triplet adds
   with ``relation_hallucination`` a copy whose head or tail is replaced by a generic word of
@@ -67,6 +70,8 @@ class NoiseModel(BaseModel):
     archetype_error: float = Field(default=0.05, ge=0.0, le=1.0)
     calibrate_error: float = Field(default=0.05, ge=0.0, le=1.0)
     direct_error: float = Field(default=0.2, ge=0.0, le=1.0)
+    supervised_miss: float = Field(default=0.1, ge=0.0, le=1.0)
+    supervised_error: float = Field(default=0.05, ge=0.0, le=1.0)
     relation_miss: float = Field(default=0.3, ge=0.0, le=1.0)
     relation_hallucination: float = Field(default=0.2, ge=0.0, le=1.0)
 
@@ -199,6 +204,21 @@ class SimulatedOracle(GoldOracle):
             if name in types:
                 assignments.setdefault(mention, name)
         return self.profile.calibration_answer(assignments)
+
+    def answer_supervised(self, sentence: Sentence, types: Sequence[str]) -> str:
+        """Gold mentions minus misses, each with its label or, at the error rate, another."""
+        stage = "supervised_ner"
+        names = self.domain.names
+        entities: list[tuple[str, str]] = []
+        for mention, gold in self.gold_by_text(sentence).items():
+            if self.chance(self.noise.supervised_miss, stage, sentence, "miss:" + mention):
+                continue
+            name = self.name_of(self.label_for(gold))
+            rng = self.rng(stage, sentence, "type:" + mention)
+            if rng.random() < self.noise.supervised_error:
+                name = self._other(names, name, rng)
+            entities.append((mention, name))
+        return self.supervised(types, entities)
 
     def answer_relations(
         self, stage: str, sentence: Sentence, prompt: str, schema: Mapping[str, Any] | None

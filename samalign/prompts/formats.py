@@ -20,6 +20,18 @@ MAX_MENTION_CHARS = 300
 """Upper bound on a free-text mention in a schema (keeps weak models from running away)."""
 
 
+def mention_schema(schema: dict[str, Any], mentions: Sequence[str] | None) -> dict[str, Any]:
+    """The JSON schema of one mention of an answer schema (``schema`` gets its ``$defs``).
+
+    With ``mentions``, a reference to an ``enum`` of those strings (defined once in
+    ``schema["$defs"]``); otherwise a bounded free string.
+    """
+    if mentions is None:
+        return {"type": "string", "minLength": 1, "maxLength": MAX_MENTION_CHARS}
+    schema["$defs"] = {"mention": {"type": "string", "enum": list(dict.fromkeys(mentions))}}
+    return {"$ref": "#/$defs/mention"}
+
+
 class ParsedTypedMentions(BaseModel):
     """A parsed ``{type: [mention, ...]}`` answer."""
 
@@ -66,12 +78,7 @@ class TypedMentionsFormat:
             max_items: Upper bound on mentions per type.
         """
         schema: dict[str, Any] = {"type": "object"}
-        item: dict[str, Any]
-        if mentions is not None:
-            schema["$defs"] = {"mention": {"type": "string", "enum": list(dict.fromkeys(mentions))}}
-            item = {"$ref": "#/$defs/mention"}
-        else:
-            item = {"type": "string", "minLength": 1, "maxLength": MAX_MENTION_CHARS}
+        item = mention_schema(schema, mentions)
         array = {"type": "array", "items": item, "maxItems": max_items}
         schema["properties"] = {t: array for t in types}
         schema["required"] = list(types)
@@ -369,4 +376,5 @@ __all__ = [
     "ParsedAssignments",
     "ParsedTypedMentions",
     "TypedMentionsFormat",
+    "mention_schema",
 ]

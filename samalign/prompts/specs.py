@@ -25,6 +25,7 @@ from samalign.errors import ConfigError
 from samalign.prompts.formats import AssignmentsFormat, TypedMentionsFormat
 from samalign.prompts.relations import FORWARD_FORMAT, REVERSE_FORMAT, RelationsFormat
 from samalign.prompts.sandbox import PromptEnvironment, PromptTemplate, compile_template
+from samalign.prompts.supervised import SUPERVISED_NER_INSTRUCTION
 
 IEPILE_NER_INSTRUCTION = (
     "You are an expert in named entity recognition. Please extract entities that match the "
@@ -211,6 +212,13 @@ def default_specs() -> dict[str, StageSpec]:
             RELATIONS_REVERSE_INSTRUCTION,
             512,
             ("relations", "text"),
+        ),
+        "supervised_ner": StageSpec(
+            "supervised_ner",
+            load_template("supervised_ner"),
+            SUPERVISED_NER_INSTRUCTION,
+            512,
+            extract_vars,
         ),
     }
 

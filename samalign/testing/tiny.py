@@ -57,6 +57,7 @@ DEFAULT_ADAPTERS: Final[tuple[str, ...]] = (
     "archetype",
     "calibrate",
     "direct_typing",
+    "supervised_ner",
     "relations_forward",
     "relations_reverse",
 )

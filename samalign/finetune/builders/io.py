@@ -8,6 +8,9 @@ system message) plus the gold answer as the assistant turn::
                   {"role": "assistant", "content": "<gold answer>"}]}
 
 ``task`` is ``ner`` or ``re``; the trainer weights ``re`` examples by the joint-loss λ.
+A ``group`` (written only when set, by ``build joint``) names the sentence an example belongs
+to: the trainer keeps a group's examples — one sentence's NER, forward and reverse targets —
+in one micro-batch (``sentence_groups``), so they share an optimisation step.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ class ChatExample:
         prompt: The user message, rendered by the stage spec.
         answer: The gold answer, rendered by the stage's answer format.
         source: Where the example came from (``<file>:<line or item>``).
+        group: The sentence the example belongs to, shared by that sentence's other examples
+            (NER, forward and reverse relations; ``""``: the example stands alone).
     """
 
     id: str
@@ -46,6 +51,7 @@ class ChatExample:
     prompt: str
     answer: str
     source: str = ""
+    group: str = ""
 
     @property
     def messages(self) -> list[dict[str, str]]:
@@ -56,14 +62,17 @@ class ChatExample:
         ]
 
     def to_json(self) -> dict[str, Any]:
-        """The JSONL record."""
-        return {
+        """The JSONL record (``group`` only when set)."""
+        record: dict[str, Any] = {
             "id": self.id,
             "stage": self.stage,
             "task": self.task,
             "source": self.source,
-            "messages": self.messages,
         }
+        if self.group:
+            record["group"] = self.group
+        record["messages"] = self.messages
+        return record
 
 
 @dataclass
@@ -128,7 +137,7 @@ def example_from_json(value: Any, origin: str) -> ChatExample:
     """Validate one JSONL record as a training example.
 
     Accepts the builders' records and plain ``{"messages": [user, assistant]}`` records
-    (``id``, ``stage`` and ``task`` optional; ``task`` defaults to ``ner``).
+    (``id``, ``stage``, ``task`` and ``group`` optional; ``task`` defaults to ``ner``).
 
     Raises:
         InputError: Naming ``origin`` and what is wrong.
@@ -157,6 +166,9 @@ def example_from_json(value: Any, origin: str) -> ChatExample:
     task = value.get("task", "ner")
     if task not in TASKS:
         raise InputError(f"{origin}: 'task' must be one of {list(TASKS)}, got {task!r}")
+    group = value.get("group", "")
+    if not isinstance(group, str):
+        raise InputError(f"{origin}: 'group' must be a string, got {type(group).__name__}")
     return ChatExample(
         id=str(value.get("id", origin)),
         stage=str(value.get("stage", "")),
@@ -164,6 +176,7 @@ def example_from_json(value: Any, origin: str) -> ChatExample:
         prompt=messages[0]["content"],
         answer=messages[1]["content"],
         source=str(value.get("source", "")),
+        group=group,
     )
 
 
