@@ -34,6 +34,7 @@ class AgentSettings:
     anchor_schema_chunk: int | None = None
     max_relation_blocks: int = 16
     relation_arguments: Literal["closest", "all"] = "closest"
+    relation_schedule: Literal["needed", "always", "parallel"] = "always"
 
 
 class StageContext(Protocol):

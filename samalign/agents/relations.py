@@ -17,6 +17,19 @@ NER did not recognise is grounded to the text and left untyped, unless the relat
 single type for it. When a mention occurs several times, the pair of occurrences closest to
 each other is used (with ``relation_arguments="all"``: every pair of occurrences). Whatever
 is dropped here never reaches the anchor filter; the sentence always keeps its entities.
+
+When to ask (``AgentSettings.relation_schedule``):
+
+* ``needed``: after NER, and only when :func:`relations_possible` — with the anchor filter
+  on and recovery off, a kept triplet links two NER entities of different spans whose types
+  the relation admits, so a sentence without such a pair cannot keep any triplet and its
+  requests could not change the output;
+* ``always``: after NER, for every sentence;
+* ``parallel``: the request does not depend on NER (the prompt holds the text and the
+  relation schema only), so the decoders are asked together with the extractors and write
+  their parsed answer (:class:`RelationAnswer`); :func:`relation_check_node` checks it
+  against the entities once NER is done, with the same rules and the same result as
+  ``always``.
 """
 
 from __future__ import annotations
@@ -26,12 +39,15 @@ from typing import Any, Literal
 
 from langchain_core.messages import HumanMessage
 from langchain_core.runnables import RunnableLambda
+from pydantic import BaseModel, ConfigDict
 
 from samalign.agents.base import (
     AgentSettings,
     Prepared,
     StageContext,
     Update,
+    current_context,
+    pure_node,
     stage_node,
     validate_text,
 )
@@ -57,6 +73,29 @@ STATE_KEY: dict[str, str] = {
     "relations_reverse": "reverse_triplets",
 }
 """The state key each relation stage writes."""
+
+ANSWER_KEY: dict[str, str] = {
+    "relations_forward": "forward_answer",
+    "relations_reverse": "reverse_answer",
+}
+"""The state key each relation stage writes its unchecked answer to (``parallel`` schedule)."""
+
+RelationSchedule = Literal["needed", "always", "parallel"]
+"""When the relation decoders are asked (see the module docs)."""
+
+
+class RelationAnswer(BaseModel):
+    """A relation decoder's parsed answer before it is checked against the NER entities.
+
+    Attributes:
+        parsed: The parsed answer; ``None`` when no attempt gave a usable answer.
+        raw: The raw answer text (attached to the check's diagnostics).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    parsed: ParsedTriplets | None
+    raw: str = ""
 
 
 def require_relations(domain: Domain) -> None:
@@ -93,6 +132,24 @@ def _closest_pair(heads: list[Entity], tails: list[Entity]) -> tuple[Entity, Ent
             if best is None or key < best[0]:
                 best = (key, h, t)
     return None if best is None else (best[1], best[2])
+
+
+def relations_possible(entities: Sequence[Entity], domain: Domain) -> bool:
+    """Whether the anchor filter could keep a triplet among these NER entities.
+
+    A kept triplet's head and tail are NER entities (the filter drops any other argument) of
+    different spans, typed as the relation allows. So some relation must admit some ordered
+    pair of entities with different spans; without one, no relation request can change the
+    sentence's output.
+    """
+    for relation in domain.relation_types:
+        heads = [e for e in entities if _allowed(e, relation.head_types)]
+        if not heads:
+            continue
+        for tail in entities:
+            if _allowed(tail, relation.tail_types) and any(h.span != tail.span for h in heads):
+                return True
+    return False
 
 
 def check_triplets(
@@ -203,16 +260,98 @@ def check_triplets(
     return list(out.values()), diagnostics
 
 
+def answer_diagnostics(stage: str, parsed: ParsedTriplets | None, raw: str) -> list[Diagnostic]:
+    """What the parser noticed in a relation answer (independent of the NER entities).
+
+    Relations outside the domain and unreadable blocks or pairs, each one Diagnostic.
+    """
+    diagnostics: list[Diagnostic] = []
+    if parsed is None:
+        return diagnostics
+    if parsed.out_of_schema:
+        diagnostics.append(
+            Diagnostic(
+                stage=stage,
+                kind="label_out_of_schema",
+                message=f"relations outside the domain {list(parsed.out_of_schema)}, "
+                f"triples dropped: {[list(t) for t in parsed.dropped]}",
+                raw=raw,
+            )
+        )
+    if parsed.malformed:
+        diagnostics.append(
+            Diagnostic(
+                stage=stage,
+                kind="malformed",
+                message=f"unreadable parts of the answer skipped: {list(parsed.malformed)}",
+                raw=raw,
+            )
+        )
+    return diagnostics
+
+
+def checked_update(
+    stage: str,
+    state: Any,
+    domain: Domain,
+    settings: AgentSettings,
+    parsed: ParsedTriplets,
+    raw: str,
+) -> Update:
+    """The stage's checked triplets and the check's diagnostics (see :func:`check_triplets`)."""
+    triplets, checked = check_triplets(
+        state.text,
+        parsed,
+        state.entities,
+        domain,
+        stage=stage,
+        fuzzy_threshold=settings.fuzzy_threshold,
+        arguments=settings.relation_arguments,
+        raw=raw,
+    )
+    return {STATE_KEY[stage]: triplets, "diagnostics": checked}
+
+
+def relation_check_node(
+    stages: Sequence[RelationStage], settings: AgentSettings
+) -> RunnableLambda[Any, Update]:
+    """The ``relations_check`` node of the ``parallel`` schedule.
+
+    Checks the answers the decoders wrote while NER ran against the NER entities, as the
+    decoders themselves do in the other schedules (the parser's diagnostics were written with
+    the answer).
+    """
+
+    def run(state: Any) -> Update:
+        domain = current_context().domain
+        update: Update = {"diagnostics": []}
+        for stage in stages:
+            answer: RelationAnswer | None = getattr(state, ANSWER_KEY[stage])
+            if answer is None or answer.parsed is None:
+                update[STATE_KEY[stage]] = []
+                continue
+            checked = checked_update(stage, state, domain, settings, answer.parsed, answer.raw)
+            update[STATE_KEY[stage]] = checked[STATE_KEY[stage]]
+            update["diagnostics"] += checked["diagnostics"]
+        return update
+
+    return pure_node("relations_check", run)
+
+
 def relation_node(stage: RelationStage, settings: AgentSettings) -> RunnableLambda[Any, Update]:
     """Build the ``relations_forward`` or ``relations_reverse`` node."""
     spec_default = default_specs()[stage]
     fmt = RELATION_FORMATS[stage]
     key = STATE_KEY[stage]
 
-    def prepare(state: Any, ctx: StageContext) -> Prepared:
+    def prepare(state: Any, ctx: StageContext) -> Prepared | Update:
         validate_text(state.text, settings)
         domain = ctx.domain
         require_relations(domain)
+        if settings.relation_schedule == "needed" and not relations_possible(
+            state.entities, domain
+        ):
+            return {key: []}  # no triplet could survive the anchor filter: no request
         names = domain.relation_names
         spec = spec_default.with_template(domain.prompts.get(stage))
         prompt = spec.render({"relations": domain.relation_schema(), "text": state.text})
@@ -240,48 +379,33 @@ def relation_node(stage: RelationStage, settings: AgentSettings) -> RunnableLamb
         state: Any, ctx: StageContext, prepared: Prepared, result: StageResult[Any]
     ) -> Update:
         parsed: ParsedTriplets | None = result.value
+        if settings.relation_schedule == "parallel":  # checked once NER is done
+            update: Update = {
+                ANSWER_KEY[stage]: RelationAnswer(parsed=parsed, raw=result.raw),
+                "diagnostics": answer_diagnostics(stage, parsed, result.raw),
+            }
+            return update if parsed is not None else {**update, "failed_stages": [stage]}
         if parsed is None:
             return {key: [], "failed_stages": [stage]}
-        diagnostics: list[Diagnostic] = []
-        if parsed.out_of_schema:
-            diagnostics.append(
-                Diagnostic(
-                    stage=stage,
-                    kind="label_out_of_schema",
-                    message=f"relations outside the domain {list(parsed.out_of_schema)}, "
-                    f"triples dropped: {[list(t) for t in parsed.dropped]}",
-                    raw=result.raw,
-                )
-            )
-        if parsed.malformed:
-            diagnostics.append(
-                Diagnostic(
-                    stage=stage,
-                    kind="malformed",
-                    message=f"unreadable parts of the answer skipped: {list(parsed.malformed)}",
-                    raw=result.raw,
-                )
-            )
-        triplets, checked = check_triplets(
-            state.text,
-            parsed,
-            state.entities,
-            ctx.domain,
-            stage=stage,
-            fuzzy_threshold=settings.fuzzy_threshold,
-            arguments=settings.relation_arguments,
-            raw=result.raw,
-        )
-        return {key: triplets, "diagnostics": [*diagnostics, *checked]}
+        update = checked_update(stage, state, ctx.domain, settings, parsed, result.raw)
+        found = answer_diagnostics(stage, parsed, result.raw)
+        return {**update, "diagnostics": [*found, *update["diagnostics"]]}
 
     return stage_node(stage, prepare, finish, settings)
 
 
 __all__ = [
+    "ANSWER_KEY",
     "SOURCE_OF",
     "STATE_KEY",
+    "RelationAnswer",
+    "RelationSchedule",
     "RelationStage",
+    "answer_diagnostics",
     "check_triplets",
+    "checked_update",
+    "relation_check_node",
     "relation_node",
+    "relations_possible",
     "require_relations",
 ]

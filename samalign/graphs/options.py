@@ -58,6 +58,17 @@ class PipelineOptions(BaseModel):
             (sorted, then split; the requests run concurrently and their mentions are united).
             IEPile trained and evaluated its LoRA with at most 6 types per instruction, so set
             6 when the anchor is the public IEPile adapter. ``None``: one request.
+        relation_schedule: When the joint graph asks the relation decoders. ``needed``
+            (default): after NER, and only for a sentence where NER found two entities (of
+            different spans) whose types some relation admits — with ``anchor_constraint`` on
+            and ``recover_dropped`` off no other sentence can keep a triplet, so the skipped
+            requests cannot change the entities or the triplets (the skipped sentence's
+            ``forward_triplets``/``reverse_triplets``/``dropped_triplets`` are empty and its
+            usage records 0 calls); otherwise the same as ``always``. ``always``: after NER,
+            for every sentence (to inspect every candidate the decoders write). ``parallel``:
+            together with the NER extractors (the relation prompt does not depend on NER),
+            their answers checked once NER is done — the same result as ``always`` with lower
+            latency per sentence, at the price of two requests for every sentence.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -80,6 +91,7 @@ class PipelineOptions(BaseModel):
     recover_dropped: bool = False
     max_relation_blocks: int = Field(default=16, ge=1, le=256)
     relation_arguments: Literal["closest", "all"] = "closest"
+    relation_schedule: Literal["needed", "always", "parallel"] = "needed"
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -141,6 +153,15 @@ class PipelineOptions(BaseModel):
             stages.append("anchor")
         return stages
 
+    @property
+    def effective_relation_schedule(self) -> Literal["needed", "always", "parallel"]:
+        """The schedule the relation nodes follow (``needed`` only where it is lossless)."""
+        if self.relation_schedule == "needed" and (
+            not self.anchor_constraint or self.recover_dropped
+        ):
+            return "always"
+        return self.relation_schedule
+
     def agent_settings(self) -> AgentSettings:
         """The settings the stage nodes use."""
         return AgentSettings(
@@ -155,6 +176,7 @@ class PipelineOptions(BaseModel):
             anchor_schema_chunk=self.anchor_schema_chunk,
             max_relation_blocks=self.max_relation_blocks,
             relation_arguments=self.relation_arguments,
+            relation_schedule=self.effective_relation_schedule,
         )
 
 

@@ -11,6 +11,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from samalign.agents.relations import RelationAnswer
 from samalign.types import Diagnostic, DroppedTriplet, Entity, NoiseRecord, StageUsage, Triplet
 
 
@@ -72,4 +73,17 @@ class JointState(NerState):
     dropped_triplets: list[DroppedTriplet] = Field(default_factory=list)
 
 
-__all__ = ["JointState", "NerState", "merge_usage"]
+class ParallelJointState(JointState):
+    """State of the joint graph with ``relation_schedule="parallel"``.
+
+    Attributes:
+        forward_answer: The forward decoder's parsed answer, written while NER runs and
+            checked against the entities by the ``relations_check`` node.
+        reverse_answer: The same for the reverse decoder.
+    """
+
+    forward_answer: RelationAnswer | None = None
+    reverse_answer: RelationAnswer | None = None
+
+
+__all__ = ["JointState", "NerState", "ParallelJointState", "merge_usage"]
