@@ -27,6 +27,20 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument("--vllm-python", help="interpreter of a vLLM environment (vllm-server)")
     p.add_argument("--sentences", type=int, default=None, help="use the first N sentences")
+    p.add_argument(
+        "--train-file",
+        type=Path,
+        default=None,
+        help="train on this SpERT JSON file (CoNLL04 types) instead of the bundled sentences, "
+        "e.g. ../shared/data/conll04/train_triples.json: a model that writes candidates for "
+        "nearly every CoNLL04 sentence (the throughput benchmarks' fixture; not a good model)",
+    )
+    p.add_argument(
+        "--eval-sentences",
+        type=int,
+        default=None,
+        help="run and score the graph on the first N training sentences (default: all)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -41,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
         backend=args.backend,
         vllm_python=args.vllm_python,
         sentences=args.sentences,
+        train_file=args.train_file,
+        eval_sentences=args.eval_sentences,
         progress=not args.quiet,
     )
     report = run_demo(options)
