@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import sys
 import time
 from collections import defaultdict
@@ -46,6 +45,7 @@ from typing import Any
 
 import httpx2 as httpx  # the HTTP client openai >= 3 uses natively (an httpx client is slower)
 import openai
+from common import DATA, bench_domain, bench_texts, sentence_keys, sentence_of
 
 from samalign import (
     PipelineOptions,
@@ -53,18 +53,14 @@ from samalign import (
     build_document_graph,
     build_joint_graph,
     build_ner_graph,
-    load_domain,
     vllm_server_models,
 )
 from samalign.batch.records import InputRecord, OutputRecord
 from samalign.batch.run import run_records
-from samalign.evaluation import read_crossner
 from samalign.graphs.sentences import iter_sentences
 from samalign.prompts.domain import Domain
 from samalign.serving import StageModels, api_base
 from samalign.serving.vllm_server import async_http_client
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 @dataclass
@@ -215,41 +211,13 @@ async def replay(server: Server, bodies: list[dict[str, Any]], concurrency: int)
     return elapsed
 
 
-def _texts(data: Path, domain: str, n: int) -> list[tuple[str, str]]:
-    """The first ``n`` distinct sentences of the domain's dev split (then test, if needed)."""
-    out: dict[str, str] = {}
-    if domain.startswith("crossner_"):
-        folder = data / "crossner" / domain.removeprefix("crossner_")
-        for split in ("dev", "test"):
-            for s in read_crossner(folder / f"{split}.txt"):
-                out.setdefault(s.text, s.id)
-    else:
-        folder = data / domain
-        for split in ("dev", "test"):
-            path = folder / f"{split}_triples.json"
-            if not path.is_file():
-                continue
-            records = json.loads(path.read_text(encoding="utf-8"))
-            for i, r in enumerate(records):
-                out.setdefault(" ".join(r["tokens"]), f"{domain}-{split}-{i}")
-    return [(sid, text) for text, sid in list(out.items())[:n]]
-
-
-def _load_domain(name: str) -> Domain:
-    if name == "demo":  # the demo's CoNLL04 domain with its compact prompts
-        from samalign.demo import demo_domain
-
-        return demo_domain()
-    return load_domain(name)
-
-
 async def document_async(
     args: argparse.Namespace, options: PipelineOptions, server: Server
 ) -> dict[str, Any]:
-    texts = _texts(args.data, args.domain, args.n)
+    texts = bench_texts(args.data, args.domain, args.n)
     document = "  ".join(t for _, t in texts)
     sentences = [s.text for s in iter_sentences(document)]
-    domain = _load_domain(args.domain)
+    domain = bench_domain(args.domain)
     joint = bool(domain.relation_types)
     stages = options.joint_model_stages if joint else options.model_stages
     client = server.http()
@@ -303,35 +271,6 @@ def phases(options: PipelineOptions) -> tuple[tuple[str, ...], ...]:
     if options.effective_relation_schedule == "parallel":
         return ((*ner[0], *relations), *ner[1:])
     return (*ner, relations)
-
-
-_TAGS = re.compile(r"</?ENT>")
-
-
-def sentence_keys(texts: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
-    """(sentence id, needle) pairs that find a sentence in a prompt, longest needle first.
-
-    Each sentence has two needles: its raw text (the calibrator's ``Text:`` line) and its
-    JSON-escaped text (the JSON prompts); longest first, so a sentence contained in another
-    is not matched by mistake.
-    """
-    keys = {(sid, t) for sid, t in texts} | {
-        (sid, json.dumps(t, ensure_ascii=False)[1:-1]) for sid, t in texts
-    }
-    return sorted(keys, key=lambda k: (-len(k[1]), k[0]))
-
-
-def sentence_of(body: dict[str, Any], keys: Sequence[tuple[str, str]]) -> str:
-    """The id of the sentence a recorded request is about.
-
-    Raises:
-        ValueError: No sentence occurs in the request's messages.
-    """
-    content = _TAGS.sub("", "".join(str(m.get("content", "")) for m in body["messages"]))
-    for sid, needle in keys:
-        if needle in content:
-            return sid
-    raise ValueError(f"cannot tell which sentence a {body['model']} request is about")
 
 
 def pipeline_plan(
@@ -423,8 +362,8 @@ async def main_async(args: argparse.Namespace, server: Server | None = None) -> 
     server = server or Server(args.server)
     if args.graph == "document":
         return await document_async(args, options, server)
-    domain = _load_domain(args.domain)
-    texts = _texts(args.data, args.domain, args.n)
+    domain = bench_domain(args.domain)
+    texts = bench_texts(args.data, args.domain, args.n)
     n = len(texts)
     joint = args.graph == "joint"
     # Warm-up pass over the same sentences (greedy decoding: the timed passes send the same

@@ -164,6 +164,9 @@ class TransformersEngine:
         prefix_cache_mb: Memory bound of the prompt-prefix KV cache (least recently used
             entries are evicted); 0 turns it off.
         prefix_min_tokens: Shortest shared prompt prefix worth caching.
+        reserve_kv: Give each batch's KV cache room for its prompts and answers up front
+            (``False``: transformers' default cache, which copies the whole context at every
+            decoding step).
 
     Raises:
         ConfigError: Missing packages, a bad model directory, an adapter that does not fit
@@ -191,6 +194,7 @@ class TransformersEngine:
         threads: int | Literal["auto"] | None = "auto",
         prefix_cache_mb: float = 256.0,
         prefix_min_tokens: int = 32,
+        reserve_kv: bool = True,
     ) -> None:
         _require_local_extra()
         if (
@@ -239,6 +243,7 @@ class TransformersEngine:
             _single_interop_thread()
         self._cache_kwarg = _cache_kwarg()
         self._kv_layers = self._plain_kv_layers()  # else generate makes its own cache
+        self._reserve_kv = reserve_kv
         self.prefix_cache = PrefixCache(
             int(prefix_cache_mb * 2**20) if self._kv_layers else 0, min_tokens=prefix_min_tokens
         )
@@ -376,9 +381,10 @@ class TransformersEngine:
         from transformers import DynamicCache
 
         cache: Any = DynamicCache(config=self.model.config)
-        reserve = width + max(p.budget for p in batch)
-        layer_class = reserved_layer_class()
-        cache.layers = [layer_class(reserve) for _ in cache.layers]
+        if self._reserve_kv:
+            reserve = width + max(p.budget for p in batch)
+            layer_class = reserved_layer_class()
+            cache.layers = [layer_class(reserve) for _ in cache.layers]
         if cached == 0:
             return cache
         sample = next(p.plan.entry for p in batch if p.plan.entry is not None)
@@ -396,6 +402,10 @@ class TransformersEngine:
                     per_row[which].append(torch.cat([head, part], dim=1))
             cache.layers[layer].update(torch.stack(per_row[0]), torch.stack(per_row[1]))
         return cache
+
+    @staticmethod
+    def _storing(batch: list[_Prepared]) -> bool:
+        return any(p.plan.store > p.plan.cached for p in batch)
 
     def _store_prefixes(self, batch: list[_Prepared], cache: Any, cached: int, width: int) -> None:
         """Copy the KV of the prompt prefixes the plans ask to keep out of the batch's cache."""
@@ -616,7 +626,8 @@ class TransformersEngine:
         kwargs: dict[str, Any] = {}
         if self._peft:
             kwargs["adapter_names"] = [p.row_adapter for p in batch]
-        cache = self._batch_cache(batch, cached, width) if self._kv_layers else None
+        starting = self._kv_layers and (self._reserve_kv or cached > 0 or self._storing(batch))
+        cache = self._batch_cache(batch, cached, width) if starting else None
         if cache is not None:
             kwargs[self._cache_kwarg] = cache
         with torch.inference_mode():

@@ -42,13 +42,16 @@ GOLD = {
 }
 
 
-def _load_benchmark() -> Any:
+@pytest.fixture
+def bench(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``benchmarks/throughput.py`` as a module (its folder on the path, as when run)."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     spec = importlib.util.spec_from_file_location(
         "throughput", ROOT / "benchmarks" / "throughput.py"
     )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules["throughput"] = module
+    monkeypatch.setitem(sys.modules, "throughput", module)
     spec.loader.exec_module(module)
     return module
 
@@ -142,10 +145,14 @@ class FakeServer:
     ],
 )
 async def test_benchmark_runs_every_graph_and_option(
-    tmp_path: Path, fake_ner: Any, monkeypatch: pytest.MonkeyPatch, graph: str, flags: list[str]
+    tmp_path: Path,
+    fake_ner: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    bench: Any,
+    graph: str,
+    flags: list[str],
 ) -> None:
     monkeypatch.setenv(BLOCK_ENV, "0")  # ChatOpenAI stage models; the transport is in memory
-    bench = _load_benchmark()
     fake = FakeServer(fake_ner)
     argv = ["--server", "http://fake:8000", "--graph", graph, "--domain", "conll04"]
     argv += ["--data", str(_data(tmp_path)), "--n", "4", "--concurrency", "1", "3"]
@@ -190,8 +197,7 @@ async def test_benchmark_runs_every_graph_and_option(
     assert result["triplets_kept"] == 2
 
 
-def test_sentence_lookup_finds_raw_and_json_escaped_text() -> None:
-    bench = _load_benchmark()
+def test_sentence_lookup_finds_raw_and_json_escaped_text(bench: Any) -> None:
     texts = [("a", 'He said "yes" .'), ("b", "yes")]
     keys = bench.sentence_keys(texts)
     calibrate = {"model": "calibrate", "messages": [{"content": 'Text: He said "yes" .\n'}]}
