@@ -69,11 +69,18 @@ class Server:
 
     url: str
     transport: Any = None
+    pool: str = "samalign"
 
     def http(self, **kwargs: Any) -> httpx.AsyncClient:
-        """An HTTP client configured as ``vllm_server_models`` configures its own."""
+        """An HTTP client configured as ``vllm_server_models`` configures its own.
+
+        ``pool="openai"``: openai's own pool limits instead (at most 100 idle connections).
+        """
         if self.transport is not None:
             kwargs["transport"] = self.transport
+        if self.pool == "openai":
+            default: httpx.AsyncClient = openai.DefaultAsyncHttpxClient(**kwargs)
+            return default
         client: httpx.AsyncClient = async_http_client(**kwargs)
         return client
 
@@ -359,7 +366,7 @@ async def main_async(args: argparse.Namespace, server: Server | None = None) -> 
         max_completion_tokens=args.max_tokens,
         relation_schedule=args.relation_schedule,
     )
-    server = server or Server(args.server)
+    server = server or Server(args.server, pool=args.http_pool)
     if args.graph == "document":
         return await document_async(args, options, server)
     domain = bench_domain(args.domain)
@@ -399,6 +406,7 @@ async def main_async(args: argparse.Namespace, server: Server | None = None) -> 
         "constrain_mentions": args.constrain_mentions,
         "max_tokens": args.max_tokens,
         "relation_schedule": options.effective_relation_schedule if joint else None,
+        "http_pool": server.pool,
         "runs": [_graph_row(r, n) for r in runs],
         "replay": [
             {
@@ -456,6 +464,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, default=None, help="completion budget/stage")
     p.add_argument(
         "--relation-schedule", choices=["needed", "always", "parallel"], default="needed"
+    )
+    p.add_argument(
+        "--http-pool",
+        choices=["samalign", "openai"],
+        default="samalign",
+        help="connection pool of the HTTP clients: vllm_server_models' (default) or openai's",
     )
     return p
 
