@@ -15,6 +15,18 @@ from samalign.prompts.domain import Domain
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 """The shared data folder beside the checkout (``../shared/data``)."""
 
+LLAMA3_8B: dict[str, Any] = {
+    "hidden_size": 4096,
+    "intermediate_size": 14336,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "vocab_size": 128256,
+    "rope_theta": 500000.0,
+    "max_position_embeddings": 8192,
+}
+"""Llama-3-8B's shape (for randomly initialised GPU benchmark models)."""
+
 
 def bench_texts(data: Path, domain: str, n: int) -> list[tuple[str, str]]:
     """The first ``n`` distinct sentences of the domain's dev split (then test, if needed).

@@ -31,18 +31,49 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from common import DATA, bench_domain, bench_texts
+from common import DATA, LLAMA3_8B, bench_domain, bench_texts
 
 
 def _mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
 
 
-def build_rss_model(out: Path, tokenizer_from: Path, adapters: int = 5) -> Path:
-    """A random Llama (hidden 1024, 4 layers) with ``adapters`` random rank-8 LoRA adapters."""
+RSS_SHAPE: dict[str, Any] = {
+    "hidden_size": 1024,
+    "intermediate_size": 2816,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 8,
+    "max_position_embeddings": 4096,
+}
+"""The RSS probe's random model: ~230 MB in float32, so that a model copy would stand out."""
+STAGE_ADAPTERS = (
+    "anchor", "explorer", "archetype", "calibrate", "relations_forward", "relations_reverse"
+)  # fmt: skip
+
+
+def build_random_model(
+    out: Path,
+    tokenizer_from: Path,
+    adapters: Sequence[str],
+    shape: dict[str, Any] | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
+) -> Path:
+    """A random Llama model directory with one random rank-8 LoRA adapter per name.
+
+    Args:
+        out: The model directory to write (``base/`` + ``adapters/<name>/``).
+        tokenizer_from: A base folder whose tokenizer and special tokens are reused.
+        adapters: Adapter names.
+        shape: ``LlamaConfig`` sizes (default :data:`RSS_SHAPE`; e.g. ``common.LLAMA3_8B``).
+        device: Where to initialise the weights (``cuda`` for large shapes).
+        dtype: Weight dtype saved.
+    """
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -53,14 +84,9 @@ def build_rss_model(out: Path, tokenizer_from: Path, adapters: int = 5) -> Path:
         if (tokenizer_from / name).is_file():
             shutil.copy(tokenizer_from / name, base / name)
     tiny_config = json.loads((tokenizer_from / "config.json").read_text())
+    sizes = {"vocab_size": tiny_config["vocab_size"], **(shape or RSS_SHAPE)}
     config = LlamaConfig(
-        vocab_size=tiny_config["vocab_size"],
-        hidden_size=1024,
-        intermediate_size=2816,
-        num_hidden_layers=4,
-        num_attention_heads=8,
-        num_key_value_heads=8,
-        max_position_embeddings=4096,
+        **sizes,
         tie_word_embeddings=False,
         bos_token_id=tiny_config["bos_token_id"],
         eos_token_id=tiny_config["eos_token_id"],
@@ -68,18 +94,20 @@ def build_rss_model(out: Path, tokenizer_from: Path, adapters: int = 5) -> Path:
     )
     warnings.simplefilter("ignore")  # peft/transformers deprecation notes
     torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
+    with torch.device(device):
+        model = LlamaForCausalLM(config).to(getattr(torch, dtype))
     model.save_pretrained(base)
     lora = LoraConfig(
         r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM", lora_dropout=0.0
     )
     peft_model = get_peft_model(model, lora)
-    for index in range(adapters):
+    for index, adapter in enumerate(adapters):
+        generator = torch.Generator(device=device).manual_seed(index)
         with torch.no_grad():
             for name, param in peft_model.named_parameters():
                 if "lora_B" in name:
-                    param.normal_(0, 0.01, generator=torch.Generator().manual_seed(index))
-        peft_model.save_pretrained(str(out / "adapters" / f"adapter{index}"))
+                    param.normal_(0, 0.01, generator=generator)
+        peft_model.save_pretrained(str(out / "adapters" / adapter))
     return out
 
 
@@ -198,6 +226,8 @@ async def throughput(args: argparse.Namespace, model: Path) -> dict[str, Any]:
     engine = models["anchor"].chat_model.engine  # type: ignore[attr-defined]
     import torch
 
+    cuda = engine.device.type == "cuda"
+    loaded_bytes = torch.cuda.memory_allocated(engine.device) if cuda else 0
     runs: list[dict[str, Any]] = []
     try:
         # warm-up (other sentences than the timed ones): compiled grammars, allocator,
@@ -222,7 +252,16 @@ async def throughput(args: argparse.Namespace, model: Path) -> dict[str, Any]:
                 stop(busy)
     finally:
         models.close()
+    gpu: dict[str, Any] = {}
+    if engine.device.type == "cuda":
+        gpu = {
+            "gpu": torch.cuda.get_device_name(engine.device),
+            "gpu_memory_after_load_gb": round(loaded_bytes / 2**30, 2),
+            "gpu_peak_memory_gb": round(torch.cuda.max_memory_allocated(engine.device) / 2**30, 2),
+            "adapters_loaded": len(engine.adapters),
+        }
     return {
+        **gpu,
         "device": str(engine.device),
         "dtype": str(engine.dtype),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(default)"),
@@ -267,7 +306,30 @@ def main() -> None:
     parser.add_argument("--rss-model", type=Path, help="model dir for the RSS probe")
     parser.add_argument("--skip-rss", action="store_true")
     parser.add_argument("--rss-probe", type=int, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--build-model",
+        type=Path,
+        help="only write a random model directory of --shape (one adapter per stage) here",
+    )
+    parser.add_argument("--shape", choices=["rss", "llama3-8b"], default="llama3-8b")
     args = parser.parse_args()
+    if args.build_model is not None:
+        from samalign.testing.tiny import build_tiny_model
+
+        with tempfile.TemporaryDirectory(prefix="samalign-tok-") as tmp:
+            tokenizer = build_tiny_model(Path(tmp) / "tiny") / "base"
+            shape = LLAMA3_8B if args.shape == "llama3-8b" else RSS_SHAPE
+            import torch
+
+            cuda = args.device.startswith("cuda") or (
+                args.device == "auto" and torch.cuda.is_available()
+            )
+            build_random_model(
+                args.build_model, tokenizer, STAGE_ADAPTERS, shape,
+                device="cuda" if cuda else "cpu", dtype="bfloat16" if cuda else "float32",
+            )  # fmt: skip
+        print(json.dumps({"model": str(args.build_model), "shape": args.shape}))
+        return
     if args.threads != "none":  # before torch loads, as the backend would
         from samalign.serving.threads import prefer_passive_openmp
 
@@ -319,7 +381,9 @@ def main() -> None:
                 )
 
         if not args.skip_rss:
-            rss_model = args.rss_model or build_rss_model(Path(tmp) / "rss", Path(model) / "base")
+            rss_model = args.rss_model or build_random_model(
+                Path(tmp) / "rss", Path(model) / "base", [f"adapter{i}" for i in range(5)]
+            )
             probes = {}
             for count in (1, 5):
                 done = subprocess.run(

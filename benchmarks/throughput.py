@@ -325,13 +325,19 @@ async def replay_pipelined(
     return elapsed
 
 
-def call_counts(results: Sequence[OutputRecord]) -> dict[str, Any]:
-    """Calls per sentence: made (by stage) and skipped (a stage node that needed no request)."""
+def call_counts(results: Sequence[OutputRecord], stages: Sequence[str]) -> dict[str, Any]:
+    """Calls per sentence: made (by stage) and skipped (a stage node that needed no request).
+
+    ``stages``: the graph's model stages (model-free nodes such as ``consensus`` also record
+    usage; they are not counted).
+    """
     n = max(len(results), 1)
     made: dict[str, int] = defaultdict(int)
     skipped: dict[str, int] = defaultdict(int)
     for r in results:
         for stage, usage in r.usage.items():
+            if stage not in stages:
+                continue
             if usage.calls:
                 made[stage] += usage.calls
             else:
@@ -399,6 +405,7 @@ async def main_async(args: argparse.Namespace, server: Server | None = None) -> 
     )
     graph_rate = n / best.seconds
     capacity = len(bodies) / replays[best_replay]  # requests/s
+    stages = [*(options.joint_model_stages if joint else options.model_stages), "recover"]
     return {
         "graph": args.graph,
         "domain": domain.name,
@@ -426,7 +433,7 @@ async def main_async(args: argparse.Namespace, server: Server | None = None) -> 
         "pipelined_seconds": round(pipelined_s, 3),
         "pipelined_sentences_per_s": round(n / pipelined_s, 3),
         "graph_vs_pipelined": round(pipelined_s / best.seconds, 4),
-        "calls_per_sentence": call_counts(results),
+        "calls_per_sentence": call_counts(results, stages),
         "sentences_with_candidates": with_candidates,
         "requests_recorded": len(bodies),
         "requests_by_stage": {s: len(b) for s, b in sorted(by_stage.items())},

@@ -451,8 +451,11 @@ class TransformersEngine:
             The batcher's counters (``batches``, ``requests``, ``mean_batch_size`` of the
             collected batches, ``queue_wait_p50_s``/``_p95_s``, ``cancelled`` ...) plus
             ``generate_calls``, ``mean_generate_batch_size`` (rows per ``generate`` call, after
-            splitting batches by prompt length) and ``generate_seconds`` (time spent
-            generating).
+            splitting batches by prompt length), ``generate_seconds`` (time spent
+            generating), the prefix cache's counters (``prefix_cache_hits``,
+            ``prefix_cache_reused_tokens``, ``prefix_cache_prompt_tokens``,
+            ``prefix_cache_entries``, ``prefix_cache_bytes`` …) and ``threads`` (the intra-op
+            threads of the last batch; ``None`` when the engine does not set them).
         """
         stats = self.batcher.stats.snapshot()
         calls, rows, seconds = self._generate_counts

@@ -177,6 +177,7 @@ async def test_benchmark_runs_every_graph_and_option(
     assert sum(fake.requests.values()) == 6 * recorded
     assert result["sentences_with_candidates"] == 3
     assert calls["skipped_by_stage"].get("archetype") == 0.25  # "Nothing happened on Tuesday"
+    assert "consensus" not in calls["skipped_by_stage"]  # model-free nodes are not calls
     assert set(result["prefix_share"]) == set(result["requests_by_stage"])
     assert result["graph_vs_capacity"] > 0 and result["graph_vs_pipelined"] > 0
     if graph == "ner":
