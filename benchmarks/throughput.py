@@ -385,6 +385,12 @@ async def main_async(args: argparse.Namespace, server: Server | None = None) -> 
     runs = [await run_graph(server, domain, texts, c, options, joint) for c in args.concurrency]
     best = max(runs, key=lambda r: n / r.seconds)
     bodies = best.bodies
+    other_pool = None
+    if args.compare_pool:  # the best concurrency again, with the other connection pool
+        other = Server(
+            server.url, server.transport, "openai" if server.pool != "openai" else "samalign"
+        )
+        other_pool = await run_graph(other, domain, texts, best.concurrency, options, joint)
     replays = {c: await replay(server, bodies, c) for c in args.replay_concurrency}
     best_replay = min(replays, key=lambda c: replays[c])
     pipelined_s = await replay_pipelined(server, bodies, texts, best.concurrency, options)
@@ -424,6 +430,12 @@ async def main_async(args: argparse.Namespace, server: Server | None = None) -> 
             }
             for c, s in replays.items()
         ],
+        "other_pool": None
+        if other_pool is None
+        else {
+            "pool": "openai" if server.pool != "openai" else "samalign",
+            **_graph_row(other_pool, n),
+        },
         "best_graph_concurrency": best.concurrency,
         "best_graph_sentences_per_s": round(graph_rate, 3),
         "best_replay_inflight": best_replay,
@@ -477,6 +489,11 @@ def parser() -> argparse.ArgumentParser:
         choices=["samalign", "openai"],
         default="samalign",
         help="connection pool of the HTTP clients: vllm_server_models' (default) or openai's",
+    )
+    p.add_argument(
+        "--compare-pool",
+        action="store_true",
+        help="run the best concurrency once more with the other connection pool",
     )
     return p
 

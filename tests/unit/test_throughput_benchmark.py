@@ -156,7 +156,7 @@ async def test_benchmark_runs_every_graph_and_option(
     fake = FakeServer(fake_ner)
     argv = ["--server", "http://fake:8000", "--graph", graph, "--domain", "conll04"]
     argv += ["--data", str(_data(tmp_path)), "--n", "4", "--concurrency", "1", "3"]
-    argv += ["--replay-concurrency", "2", "8", *flags]
+    argv += ["--replay-concurrency", "2", "8", "--compare-pool", *flags]
     args = bench.parser().parse_args(argv)
     server = bench.Server(args.server, transport=httpx2.MockTransport(fake))
     result = await bench.main_async(args, server)
@@ -173,8 +173,9 @@ async def test_benchmark_runs_every_graph_and_option(
     assert result["requests_by_stage"] == {
         s: round(4 * c) for s, c in calls["made_by_stage"].items()
     }
-    # warm-up + 2 timed runs, 2 free replays, 1 pipelined replay: the same requests each time
-    assert sum(fake.requests.values()) == 6 * recorded
+    # warm-up, 2 timed runs, the other pool's run, 2 free replays, 1 pipelined replay
+    assert sum(fake.requests.values()) == 7 * recorded
+    assert result["other_pool"]["pool"] == "openai" and result["other_pool"]["requests"] == recorded
     assert result["sentences_with_candidates"] == 3
     assert calls["skipped_by_stage"].get("archetype") == 0.25  # "Nothing happened on Tuesday"
     assert "consensus" not in calls["skipped_by_stage"]  # model-free nodes are not calls
