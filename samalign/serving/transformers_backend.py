@@ -240,7 +240,6 @@ class TransformersEngine:
         if self.device.type == "cpu" and threads is not None:
             self._cpu_share = CpuShare() if threads == "auto" else None
             self._fixed_threads = threads if isinstance(threads, int) else None
-            _single_interop_thread()
         self._cache_kwarg = _cache_kwarg()
         self._kv_layers = self._plain_kv_layers()  # else generate makes its own cache
         self._reserve_kv = reserve_kv
@@ -342,13 +341,14 @@ class TransformersEngine:
 
     def _set_threads(self) -> None:
         """Set the generation thread's intra-op threads (CPU; see :mod:`.threads`)."""
-        if self._cpu_share is None and self._fixed_threads is None:
+        if self._fixed_threads is not None:
+            wanted = self._fixed_threads
+        elif self._cpu_share is not None:
+            wanted = self._cpu_share.threads()
+        else:
             return
         import torch
 
-        wanted = (
-            self._fixed_threads if self._fixed_threads is not None else self._cpu_share.threads()  # type: ignore[union-attr]
-        )
         if wanted != torch.get_num_threads():  # per calling thread: set it on this one
             torch.set_num_threads(wanted)
         self._last_threads = wanted
@@ -367,9 +367,6 @@ class TransformersEngine:
         plain = bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
         if not plain:
             log.info("prefix cache off: the model's KV cache has sliding or special layers")
-        else:
-            with contextlib.suppress(ImportError):
-                reserved_layer_class()
         return plain
 
     def _batch_cache(self, batch: list[_Prepared], cached: int, width: int) -> Any:
@@ -670,14 +667,6 @@ class TransformersEngine:
                 )
             )
         return results
-
-
-def _single_interop_thread() -> None:
-    """One inter-op thread (the backend runs one generation at a time); settable once."""
-    import torch
-
-    with contextlib.suppress(RuntimeError):  # already set, or inter-op work already ran
-        torch.set_num_interop_threads(1)
 
 
 def _cache_kwarg() -> str:
