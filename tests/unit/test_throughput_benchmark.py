@@ -142,6 +142,7 @@ class FakeServer:
         ("joint", ["--relation-schedule", "parallel", "--constrain-mentions"]),
         ("ner", ["--constrain-mentions"]),
         ("document", []),
+        ("joint", ["--graph-only", "--relation-schedule", "parallel"]),
     ],
 )
 async def test_benchmark_runs_every_graph_and_option(
@@ -166,6 +167,12 @@ async def test_benchmark_runs_every_graph_and_option(
         return
     assert result["n"] == 4 and result["errors"] == 0
     assert [r["concurrency"] for r in result["runs"]] == [1, 3]
+    assert all(r["at_server_s"] > 0 for r in result["runs"])
+    if "--graph-only" in flags:  # warm-up, 2 timed runs, the other pool's run; no replays
+        # every sentence asks both decoders; 3 of the 4 have candidates to classify
+        assert "replay" not in result and result["calls_per_sentence"]["made"] == 5.5
+        assert sum(fake.requests.values()) == 4 * 22
+        return
     assert [r["inflight"] for r in result["replay"]] == [2, 8]
     calls = result["calls_per_sentence"]
     recorded = result["requests_recorded"]
