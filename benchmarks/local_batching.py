@@ -222,6 +222,7 @@ async def throughput(args: argparse.Namespace, model: Path) -> dict[str, Any]:
         max_wait_ms=args.max_wait_ms,
         threads=_threads(args.threads),
         prefix_cache_mb=args.prefix_cache_mb,
+        reserve_kv=not args.no_reserve_kv,
     )
     engine = models["anchor"].chat_model.engine  # type: ignore[attr-defined]
     import torch
@@ -291,6 +292,9 @@ def main() -> None:
         "--relation-schedule", choices=["needed", "always", "parallel"], default="needed"
     )
     parser.add_argument("--prefix-cache-mb", type=float, default=256.0)
+    parser.add_argument(
+        "--no-reserve-kv", action="store_true", help="transformers' default KV cache (as before)"
+    )
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--max-tokens", type=int, default=64, help="completion budget/stage")
     parser.add_argument("--constrain-mentions", action="store_true")
@@ -351,6 +355,7 @@ def main() -> None:
             "domain": args.domain,
             "threads": args.threads,
             "prefix_cache_mb": args.prefix_cache_mb,
+            "reserve_kv": not args.no_reserve_kv,
             "n": args.n,
             "max_tokens": args.max_tokens,
             "constrain_mentions": args.constrain_mentions,
