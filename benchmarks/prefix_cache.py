@@ -48,9 +48,9 @@ def record_requests(args: argparse.Namespace, texts: list[str]) -> dict[str, lis
     engine = models["anchor"].chat_model.engine  # type: ignore[attr-defined]
     recorded: dict[str, list[list[Any]]] = {s: [[] for _ in texts] for s in STAGES}
     keys = sentence_keys([(str(i), t) for i, t in enumerate(texts)])
-    original = engine.agenerate
+    original = engine._submit  # what generate and agenerate both run
 
-    async def agenerate(request: Any) -> Any:
+    async def submit(request: Any) -> Any:
         body = {
             "model": request.adapter,
             "messages": [{"content": t.content} for t in request.messages],
@@ -58,7 +58,7 @@ def record_requests(args: argparse.Namespace, texts: list[str]) -> dict[str, lis
         recorded[request.adapter][int(sentence_of(body, keys))].append(request)
         return await original(request)
 
-    engine.agenerate = agenerate
+    engine._submit = submit
     graph = build_joint_graph(options)
     try:
         graph.batch(
@@ -88,10 +88,8 @@ def measure(
 ) -> dict[str, Any]:
     from samalign.serving.transformers_backend import TransformersEngine
 
-    engine = TransformersEngine(
-        args.model, max_batch_size=args.concurrency, prefix_cache_mb=args.prefix_cache_mb,
-        **setting,
-    )  # fmt: skip
+    options = {"prefix_cache_mb": args.prefix_cache_mb, **setting}
+    engine = TransformersEngine(args.model, max_batch_size=args.concurrency, **options)
     out: dict[str, Any] = {}
     try:
         for stage, per_sentence in recorded.items():
