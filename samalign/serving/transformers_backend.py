@@ -157,10 +157,11 @@ class TransformersEngine:
         temperature: 0 decodes greedily; > 0 samples with this temperature.
         compact_json: No free whitespace inside constrained JSON (as ``samalign serve``).
         seed: Seed for sampling (``temperature > 0``).
-        threads: CPU intra-op threads: ``"auto"`` (default) follows the cores other processes
-            leave free (1 … usable cores, updated before each batch) and makes idle OpenMP
-            threads sleep when torch is not imported yet; an ``int`` fixes the count; ``None``
-            leaves torch's settings alone. Ignored on GPU.
+        threads: CPU intra-op threads: ``"auto"`` (default) uses the cores other processes
+            leave free (updated before each batch), up to the count that pays off for this
+            model (measured once: 1 for small models) and makes idle OpenMP threads sleep when
+            torch is not imported yet; an ``int`` fixes the count; ``None`` leaves torch's
+            settings alone. Ignored on GPU.
         prefix_cache_mb: Memory bound of the prompt-prefix KV cache (least recently used
             entries are evicted); 0 turns it off.
         prefix_min_tokens: Shortest shared prompt prefix worth caching.
@@ -237,6 +238,7 @@ class TransformersEngine:
         self._cpu_share: CpuShare | None = None
         self._fixed_threads: int | None = None
         self._last_threads: int | None = None
+        self._most_threads: int | None = None
         if self.device.type == "cpu" and threads is not None:
             self._cpu_share = CpuShare() if threads == "auto" else None
             self._fixed_threads = threads if isinstance(threads, int) else None
@@ -344,7 +346,9 @@ class TransformersEngine:
         if self._fixed_threads is not None:
             wanted = self._fixed_threads
         elif self._cpu_share is not None:
-            wanted = self._cpu_share.threads()
+            if self._most_threads is None:
+                self._most_threads = self._calibrate_threads()
+            wanted = self._cpu_share.threads(self._most_threads)
         else:
             return
         import torch
@@ -352,6 +356,44 @@ class TransformersEngine:
         if wanted != torch.get_num_threads():  # per calling thread: set it on this one
             torch.set_num_threads(wanted)
         self._last_threads = wanted
+
+    def _calibrate_threads(self) -> int:
+        """The most intra-op threads worth using for this model on this CPU (measured once).
+
+        More threads pay off only when the operators are large enough to split: for a small
+        model every operator waking a second thread costs more than it saves. Times a
+        decoding-sized and a prompt-sized forward pass with one thread and with all usable
+        cores (on the generation thread, at its first batch) and keeps the faster; models of a
+        billion parameters and more use every core without measuring.
+        """
+        import torch
+
+        assert self._cpu_share is not None
+        cores = self._cpu_share.cores
+        if cores <= 1:
+            return 1
+        if sum(p.numel() for p in self.model.parameters()) >= 1_000_000_000:
+            return cores
+        shapes = [
+            torch.full(shape, self.pad_token_id, device=self.device) for shape in ((16, 1), (4, 64))
+        ]
+
+        def seconds(threads: int) -> float:
+            torch.set_num_threads(threads)
+            best = math.inf
+            with torch.inference_mode():
+                for _ in range(4):
+                    start = time.perf_counter()
+                    for ids in shapes:
+                        self.model(input_ids=ids)
+                    best = min(best, time.perf_counter() - start)
+            return best
+
+        one, many = seconds(1), seconds(cores)
+        chosen = cores if many < 0.8 * one else 1
+        log.info("intra-op threads: at most %d (forward %.1f ms with 1, %.1f ms with %d)",
+                 chosen, 1000 * one, 1000 * many, cores)  # fmt: skip
+        return chosen
 
     def _plain_kv_layers(self) -> bool:
         """Whether the model's KV cache is a plain per-layer cache (prefix cache, reserved room)."""
