@@ -11,6 +11,7 @@ Quick start::
         print(entity.span.start, entity.span.end, entity.text, entity.label)
 """
 
+from samalign.agents.cache import MemoryCache, SqliteCache
 from samalign.errors import (
     BackendError,
     ConfigError,
@@ -29,6 +30,7 @@ from samalign.graphs import (
     build_joint_graph,
     build_ner_graph,
 )
+from samalign.graphs.tools import as_tool
 from samalign.prompts import Domain, EntityType, RelationType, builtin_domains, load_domain
 from samalign.serving import (
     StageModel,
@@ -48,6 +50,7 @@ from samalign.types import (
     StageUsage,
     Triplet,
 )
+from samalign.view import View, visualize
 
 __version__ = "0.1.0"
 
@@ -63,6 +66,7 @@ __all__ = [
     "EntityType",
     "InputError",
     "JointState",
+    "MemoryCache",
     "ModelRequestBlockedError",
     "NerState",
     "NoiseRecord",
@@ -72,11 +76,14 @@ __all__ = [
     "RunContext",
     "SamalignError",
     "Span",
+    "SqliteCache",
     "StageModel",
     "StageModels",
     "StageUsage",
     "Triplet",
+    "View",
     "__version__",
+    "as_tool",
     "build_document_graph",
     "build_joint_graph",
     "build_ner_graph",
@@ -84,6 +91,7 @@ __all__ = [
     "check_server",
     "load_domain",
     "transformers_models",
+    "visualize",
     "vllm_inprocess_models",
     "vllm_server_models",
 ]

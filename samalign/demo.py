@@ -54,9 +54,10 @@ from samalign.finetune.builders import (
     write_examples,
 )
 from samalign.finetune.config import TrainConfig
-from samalign.finetune.trainer import TrainResult, quiet_transformers, train
+from samalign.finetune.trainer import TrainResult, train
 from samalign.prompts.archetypes import archetype_table
 from samalign.prompts.domain import Domain, load_domain
+from samalign.serving.extras import quiet_transformers
 from samalign.serving.models import StageModels
 from samalign.types import Archetype
 
@@ -572,56 +573,20 @@ def demo_models(model_dir: Path, options: DemoOptions) -> Iterator[StageModels]:
             if callable(close):
                 close()
         return
-    with _vllm_server(model_dir, options) as url:
-        from samalign.serving import vllm_server_models
-
-        yield vllm_server_models(url, stages=stages)
-
-
-@contextmanager
-def _vllm_server(model_dir: Path, options: DemoOptions) -> Iterator[str]:
-    import signal
-    import socket
-    import subprocess
-    import sys
-
-    import httpx
-
     if not options.vllm_python:
         raise ConfigError("the vllm-server backend needs --vllm-python (a vLLM environment)")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    log_path = options.out / "vllm-server.log"
-    argv = [sys.executable, "-m", "samalign", "serve", "--model-dir", str(model_dir),
-            "--python", options.vllm_python, "--port", str(port), "--max-model-len", "4096",
-            "--no-identity", "--", "--dtype", "float32"]  # fmt: skip
-    with open(log_path, "w", encoding="utf-8") as handle:
-        proc = subprocess.Popen(
-            argv, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 900
-        while True:
-            if proc.poll() is not None:
-                raise ConfigError(f"the vLLM server exited; see {log_path}")
-            try:
-                if httpx.get(url + "/v1/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise ConfigError(f"the vLLM server did not start in time; see {log_path}")
-            time.sleep(1)
-        yield url
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+    from samalign.serving import vllm_server_models
+    from samalign.serving.server_process import running_vllm_server
+
+    with running_vllm_server(
+        model_dir,
+        python=options.vllm_python,
+        log_path=options.out / "vllm-server.log",
+        max_model_len=4096,
+        identity=False,
+        extra_args=["--dtype", "float32"],
+    ) as server:
+        yield vllm_server_models(server.url, stages=stages)
 
 
 def _entity_json(entity: Any) -> dict[str, Any]:

@@ -7,6 +7,11 @@ answer keep the raw model text in :attr:`SamalignError.raw`.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 
 class SamalignError(Exception):
     """Base class of every error samalign raises on purpose.
@@ -45,6 +50,18 @@ class ModelRequestBlockedError(SamalignError):
     """A real model request was attempted while real requests are blocked (test kill-switch)."""
 
 
+def validation_problems(err: ValidationError, what: str) -> str:
+    """A pydantic validation error as one line, ``field.path: message; …``.
+
+    Args:
+        err: The validation error.
+        what: The name used for an error about the whole value (no field path).
+    """
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or what}: {e['msg']}" for e in err.errors()
+    )
+
+
 __all__ = [
     "BackendError",
     "ConfigError",
@@ -52,4 +69,5 @@ __all__ = [
     "ModelRequestBlockedError",
     "OutputParseError",
     "SamalignError",
+    "validation_problems",
 ]

@@ -203,12 +203,22 @@ class NoiseRecord(_Frozen):
 
 
 class StageUsage(_Frozen):
-    """Cost of one stage: model calls, tokens and wall-clock latency."""
+    """Cost of one stage: model calls, tokens and wall-clock latency.
+
+    Attributes:
+        calls: Model calls made.
+        prompt_tokens: Prompt tokens of those calls.
+        completion_tokens: Completion tokens of those calls.
+        latency_s: Wall-clock seconds spent in those calls.
+        cached: Answers replayed from the stage cache instead of calling the model (they cost
+            no call, token or latency).
+    """
 
     calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latency_s: float = 0.0
+    cached: int = 0
 
     def __add__(self, other: StageUsage) -> StageUsage:
         return StageUsage(
@@ -216,6 +226,7 @@ class StageUsage(_Frozen):
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
             completion_tokens=self.completion_tokens + other.completion_tokens,
             latency_s=self.latency_s + other.latency_s,
+            cached=self.cached + other.cached,
         )
 
 

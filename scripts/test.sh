@@ -12,7 +12,15 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
 # torch is pinned to the CPU build; the rest comes from pyproject extras.
-"$VENV/bin/python" -m pip install -q "torch==2.13.0" -e ".[dev,local]"
+"$VENV/bin/python" -m pip install -q "torch==2.13.0" -e ".[dev,local,ray]"
+
+# The review page's browser test drives Debian's Chromium through Playwright (never
+# `playwright install`: no browser download).
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 \
+  && [ "$(id -u)" = 0 ]; then
+  echo "== chromium (Debian package, for the browser test)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
 
 echo "== ruff"
 "$VENV/bin/ruff" check .

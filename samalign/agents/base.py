@@ -138,8 +138,10 @@ def stage_node(
             return {**prepared, "usage": {name: StageUsage()}}
         model = ctx.models.require(model_stage or name)
         calls = prepared if isinstance(prepared, list) else [prepared]
+        cache = getattr(ctx, "cache", None)
         results = [
-            run_stage(p.request, model, p.parse, retries=settings.parse_retries) for p in calls
+            run_stage(p.request, model, p.parse, retries=settings.parse_retries, cache=cache)
+            for p in calls
         ]
         result = _combine(results) if isinstance(prepared, list) else results[0]
         return stage_update(name, result, finish(state, ctx, calls[0], result))
@@ -151,8 +153,12 @@ def stage_node(
             return {**prepared, "usage": {name: StageUsage()}}
         model = ctx.models.require(model_stage or name)
         calls = prepared if isinstance(prepared, list) else [prepared]
+        cache = getattr(ctx, "cache", None)
         results = await asyncio.gather(
-            *(arun_stage(p.request, model, p.parse, retries=settings.parse_retries) for p in calls)
+            *(
+                arun_stage(p.request, model, p.parse, retries=settings.parse_retries, cache=cache)
+                for p in calls
+            )
         )
         result = _combine(list(results)) if isinstance(prepared, list) else results[0]
         return stage_update(name, result, finish(state, ctx, calls[0], result))

@@ -21,6 +21,7 @@ from typing import Any, Generic, TypeVar
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
+from samalign.agents.cache import CachedReply, StageCache, request_key
 from samalign.errors import ModelRequestBlockedError, OutputParseError
 from samalign.serving.errors import explain_error
 from samalign.serving.models import StageModel
@@ -68,6 +69,16 @@ class _Reply:
     prompt_tokens: int
     completion_tokens: int
     latency_s: float
+    cached: bool = False
+
+    @classmethod
+    def of_cached(cls, stored: CachedReply) -> _Reply:
+        return cls(stored.text, stored.finish_reason, 0, 0, 0.0, cached=True)
+
+    def stored(self) -> CachedReply:
+        return CachedReply(
+            self.text, self.finish_reason, self.prompt_tokens, self.completion_tokens
+        )
 
 
 def _is_fake(model: StageModel) -> bool:
@@ -117,10 +128,11 @@ def _protocol(
         reply = yield messages
         raw = reply.text
         usage = usage + StageUsage(
-            calls=1,
+            calls=0 if reply.cached else 1,
             prompt_tokens=reply.prompt_tokens,
             completion_tokens=reply.completion_tokens,
             latency_s=reply.latency_s,
+            cached=1 if reply.cached else 0,
         )
         truncated = reply.finish_reason == "length"
         try:
@@ -171,10 +183,44 @@ def _guard(request: StageRequest, model: StageModel) -> None:
         )
 
 
+def _lookup(
+    cache: StageCache | None,
+    model: StageModel,
+    adapter: str,
+    messages: list[BaseMessage],
+    kwargs: dict[str, Any],
+) -> tuple[str, _Reply | None]:
+    """The request's cache key and its stored answer (``("", None)`` without a cache)."""
+    if cache is None:
+        return "", None
+    key = request_key(model.chat_model, adapter, messages, kwargs)
+    stored = cache.get(key)
+    return key, _Reply.of_cached(stored) if stored is not None else None
+
+
+def _remember(cache: StageCache | None, key: str, reply: _Reply) -> _Reply:
+    if cache is not None:
+        cache.put(key, reply.stored())
+    return reply
+
+
 def run_stage(
-    request: StageRequest, model: StageModel, parse: Callable[[str], T], *, retries: int = 1
+    request: StageRequest,
+    model: StageModel,
+    parse: Callable[[str], T],
+    *,
+    retries: int = 1,
+    cache: StageCache | None = None,
 ) -> StageResult[T]:
     """Call the stage model synchronously (see module docs).
+
+    Args:
+        request: What to ask.
+        model: The stage model.
+        parse: Turns the answer text into the stage's value (raises ``OutputParseError``).
+        retries: Retries after an unparseable answer, with the error fed back.
+        cache: Replay answers stored for the same request, and store new ones
+            (:mod:`samalign.agents.cache`).
 
     Raises:
         BackendError: The backend failed (after its own connection retries).
@@ -186,19 +232,29 @@ def run_stage(
     try:
         messages = next(gen)
         while True:
+            key, cached = _lookup(cache, model, adapter, messages, kwargs)
+            if cached is not None:
+                messages = gen.send(cached)
+                continue
             start = time.perf_counter()
             try:
                 answer = model.chat_model.invoke(messages, **kwargs)
             except Exception as exc:
                 raise explain_error(exc, stage=request.stage, adapter=adapter) from exc
-            messages = gen.send(_reply_from(answer, time.perf_counter() - start))
+            reply = _remember(cache, key, _reply_from(answer, time.perf_counter() - start))
+            messages = gen.send(reply)
     except StopIteration as stop:
         result: StageResult[T] = stop.value
         return result
 
 
 async def arun_stage(
-    request: StageRequest, model: StageModel, parse: Callable[[str], T], *, retries: int = 1
+    request: StageRequest,
+    model: StageModel,
+    parse: Callable[[str], T],
+    *,
+    retries: int = 1,
+    cache: StageCache | None = None,
 ) -> StageResult[T]:
     """Call the stage model asynchronously (see :func:`run_stage`)."""
     _guard(request, model)
@@ -208,12 +264,17 @@ async def arun_stage(
     try:
         messages = next(gen)
         while True:
+            key, cached = _lookup(cache, model, adapter, messages, kwargs)
+            if cached is not None:
+                messages = gen.send(cached)
+                continue
             start = time.perf_counter()
             try:
                 answer = await model.chat_model.ainvoke(messages, **kwargs)
             except Exception as exc:
                 raise explain_error(exc, stage=request.stage, adapter=adapter) from exc
-            messages = gen.send(_reply_from(answer, time.perf_counter() - start))
+            reply = _remember(cache, key, _reply_from(answer, time.perf_counter() - start))
+            messages = gen.send(reply)
     except StopIteration as stop:
         result: StageResult[T] = stop.value
         return result

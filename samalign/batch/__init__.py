@@ -4,9 +4,15 @@
   resuming ``samalign extract``'s output;
 * :mod:`samalign.batch.jsonl` — the resumable JSONL file (shared with ``samalign eval``);
 * :mod:`samalign.batch.run` — :func:`run_records`: a graph over many records, in input order,
-  losing none.
+  losing none;
+* :mod:`samalign.batch.job` — :class:`ExtractJob`: what ``samalign extract`` runs, as data;
+* :mod:`samalign.batch.rows` — output records as rows with one fixed Arrow schema;
+* :mod:`samalign.batch.ray_stage` — the Ray Data stage (``Dataset.map_batches``);
+* :mod:`samalign.batch.ray_job` — ``samalign extract --engine ray``: shards, exactly once,
+  resume (docs/scale.md). The Ray modules need ``samalign[ray]``.
 """
 
+from samalign.batch.job import ExtractJob
 from samalign.batch.jsonl import JsonlAppender, read_lines
 from samalign.batch.records import (
     DroppedTripletRecord,
@@ -18,6 +24,7 @@ from samalign.batch.records import (
     TripletRecord,
     completed_ids,
     finalize_output,
+    read_inputs,
     read_records,
 )
 from samalign.batch.run import run_records, to_output
@@ -25,6 +32,7 @@ from samalign.batch.run import run_records, to_output
 __all__ = [
     "DroppedTripletRecord",
     "EntityRecord",
+    "ExtractJob",
     "InputFormat",
     "InputRecord",
     "JsonlAppender",
@@ -33,6 +41,7 @@ __all__ = [
     "TripletRecord",
     "completed_ids",
     "finalize_output",
+    "read_inputs",
     "read_lines",
     "read_records",
     "run_records",

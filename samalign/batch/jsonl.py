@@ -19,11 +19,11 @@ from typing import IO, Any
 from samalign.errors import InputError
 
 
-def read_lines(path: Path) -> list[Any]:
+def read_lines(path: Path, *, repair: bool = True) -> list[Any]:
     """The JSON value of each complete line of ``path`` (``None`` for a damaged line).
 
-    A trailing partial line (an interrupted write) is cut off the file. A missing file has no
-    lines.
+    A trailing partial line (an interrupted write) is left out and, with ``repair``, cut off
+    the file (``repair=False`` only reads). A missing file has no lines.
 
     Raises:
         InputError: If the file cannot be read or repaired.
@@ -44,7 +44,7 @@ def read_lines(path: Path) -> list[Any]:
                     values.append(json.loads(raw))
                 except (json.JSONDecodeError, UnicodeDecodeError):
                     values.append(None)  # a damaged complete line: its record is redone
-        if valid_end != path.stat().st_size:
+        if repair and valid_end != path.stat().st_size:
             with open(path, "r+b") as handle:
                 handle.truncate(valid_end)
     except OSError as err:

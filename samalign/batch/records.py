@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -112,8 +112,8 @@ def _detect(first: bytes, path: str) -> Literal["jsonl", "text"]:
     return "jsonl" if first.lstrip().startswith(b"{") else "text"
 
 
-def _jsonl_record(line: str, number: int) -> InputRecord:
-    fallback = f"line-{number}"
+def _jsonl_record(line: str, number: int, prefix: str = "") -> InputRecord:
+    fallback = f"{prefix}line-{number}"
     try:
         data: Any = json.loads(line)
     except json.JSONDecodeError as err:
@@ -122,6 +122,11 @@ def _jsonl_record(line: str, number: int) -> InputRecord:
         return InputRecord(
             id=fallback, text="", line=number, error="a JSONL record must be an object with 'text'"
         )
+    return _record_of(data, number, fallback)
+
+
+def _record_of(data: dict[str, Any], number: int, fallback: str) -> InputRecord:
+    """A record from an object's ``id`` (optional: ``fallback``) and ``text`` fields."""
     raw_id = data.get("id", fallback)
     rid = str(raw_id) if isinstance(raw_id, str | int) and str(raw_id) else fallback
     text = data.get("text")
@@ -131,13 +136,25 @@ def _jsonl_record(line: str, number: int) -> InputRecord:
 
 
 def read_records(
-    source: str | Path | IO[bytes], *, fmt: InputFormat = "auto", name: str = ""
+    source: str | Path | IO[bytes],
+    *,
+    fmt: InputFormat = "auto",
+    name: str = "",
+    id_prefix: str = "",
+    seen: set[str] | None = None,
 ) -> Iterator[InputRecord]:
     """Read input records from a path, ``-`` (stdin) or a binary stream.
 
     JSONL lines are ``{"id": ..., "text": ...}`` objects (``id`` defaults to ``line-N``);
     plain text has one document per line (id ``line-N``). Blank lines are skipped. Duplicate
     ids get an error record.
+
+    Args:
+        source: A path, ``-`` or a binary stream.
+        fmt: ``auto`` (by the file name, else by the first line), ``jsonl`` or ``text``.
+        name: The source's name (for format detection of a stream).
+        id_prefix: Put before the ``line-N`` ids of records without an id (several inputs).
+        seen: Ids already read (from earlier inputs of the same run); updated.
 
     Raises:
         InputError: If the file cannot be opened.
@@ -156,7 +173,7 @@ def read_records(
             name = name or str(source)
     else:
         stream = source
-    seen: set[str] = set()
+    seen = set() if seen is None else seen
     chosen: Literal["jsonl", "text"] | None = None if fmt == "auto" else fmt
     try:
         for number, raw in enumerate(stream, start=1):
@@ -168,7 +185,7 @@ def read_records(
                 line = raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError as err:
                 yield InputRecord(
-                    id=f"line-{number}",
+                    id=f"{id_prefix}line-{number}",
                     text="",
                     line=number,
                     error=f"line is not valid UTF-8 (byte {err.start}); "
@@ -176,21 +193,91 @@ def read_records(
                 )
                 continue
             if chosen == "jsonl":
-                record = _jsonl_record(line, number)
+                record = _jsonl_record(line, number, id_prefix)
             else:
-                record = InputRecord(id=f"line-{number}", text=line, line=number)
-            if record.id in seen:
-                record = record.model_copy(
-                    update={
-                        "error": f"duplicate id {record.id!r} (first seen earlier); "
-                        "ids must be unique"
-                    }
-                )
-            seen.add(record.id)
-            yield record
+                record = InputRecord(id=f"{id_prefix}line-{number}", text=line, line=number)
+            yield _unique(record, seen)
     finally:
         if stream is not source and name != "-":
             stream.close()
+
+
+def _unique(record: InputRecord, seen: set[str]) -> InputRecord:
+    """The record, or an error record if its id was seen before (then ``seen`` has it)."""
+    if record.id in seen:
+        return record.model_copy(
+            update={"error": f"duplicate id {record.id!r} (first seen earlier); ids must be unique"}
+        )
+    seen.add(record.id)
+    return record
+
+
+def is_parquet(path: str | Path) -> bool:
+    """Whether ``path`` is a Parquet file (by its name, else by its magic bytes)."""
+    if str(path).endswith((".parquet", ".pq")):
+        return True
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(4) == b"PAR1"
+    except OSError:
+        return False
+
+
+def read_parquet_records(
+    path: str | Path, *, id_prefix: str = "", seen: set[str] | None = None
+) -> Iterator[InputRecord]:
+    """Read input records from a Parquet file with a ``text`` column and an optional ``id``.
+
+    Same rules as JSONL (:func:`read_records`): row N (from 1) without an id gets ``line-N``,
+    a row whose ``text`` is not a string and a duplicate id get an error record. Read in
+    batches (needs ``pyarrow``, installed with ``samalign[ray]``).
+
+    Raises:
+        InputError: The file cannot be read as Parquet or has no ``text`` column.
+    """
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise InputError(
+            f"reading Parquet ({path}) needs pyarrow: pip install 'samalign[ray]'"
+        ) from None
+    seen = set() if seen is None else seen
+    try:
+        parquet = pq.ParquetFile(path)
+        names = set(parquet.schema_arrow.names)
+        if "text" not in names:
+            raise InputError(
+                f"Parquet input {path} has no 'text' column (columns: {sorted(names)})"
+            )
+        columns = ["id", "text"] if "id" in names else ["text"]
+        number = 0
+        for batch in parquet.iter_batches(columns=columns, batch_size=4096):
+            for data in batch.to_pylist():
+                number += 1
+                fallback = f"{id_prefix}line-{number}"
+                yield _unique(_record_of(data, number, fallback), seen)
+    except InputError:
+        raise
+    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        raise InputError(f"cannot read Parquet input {path}: {err}") from None
+
+
+def read_inputs(paths: Sequence[str | Path], *, fmt: InputFormat = "auto") -> Iterator[InputRecord]:
+    """Read the records of several inputs (JSONL, text or Parquet files) as one stream.
+
+    Ids are unique across all inputs (a repeated id gets an error record, as in one file).
+    With more than one input, a record without an id is named ``<path>:line-N``.
+
+    Raises:
+        InputError: An input cannot be opened or read.
+    """
+    seen: set[str] = set()
+    for path in paths:
+        prefix = f"{path}:" if len(paths) > 1 else ""
+        if fmt == "auto" and is_parquet(path):
+            yield from read_parquet_records(path, id_prefix=prefix, seen=seen)
+        else:
+            yield from read_records(path, fmt=fmt, id_prefix=prefix, seen=seen)
 
 
 def completed_ids(path: Path, *, retry_errors: bool = False) -> set[str]:
@@ -265,5 +352,8 @@ __all__ = [
     "TripletRecord",
     "completed_ids",
     "finalize_output",
+    "is_parquet",
+    "read_inputs",
+    "read_parquet_records",
     "read_records",
 ]

@@ -1,9 +1,9 @@
-"""Command line: ``samalign extract | eval | serve | domains | finetune | demo``.
+"""Command line: ``samalign extract | eval | serve | domains | finetune | demo | view``.
 
 One module per command (:mod:`samalign.cli.extract`, :mod:`~samalign.cli.eval`,
 :mod:`~samalign.cli.serve`, :mod:`~samalign.cli.domains`, :mod:`~samalign.cli.finetune`,
-:mod:`~samalign.cli.demo`); the flags several commands share are defined once in
-:mod:`samalign.cli.options`.
+:mod:`~samalign.cli.demo`, :mod:`~samalign.cli.view`); the flags several commands share are
+defined once in :mod:`samalign.cli.options`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from samalign.cli import demo, domains, extract, finetune, serve
+from samalign.cli import demo, domains, extract, finetune, serve, view
 from samalign.cli import eval as eval_command
 from samalign.cli.options import MODEL_DIR_ENV
 from samalign.errors import SamalignError
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    for command in (extract, eval_command, serve, domains, finetune, demo):
+    for command in (extract, eval_command, serve, domains, finetune, demo, view):
         command.add_parser(sub)
     return parser
 

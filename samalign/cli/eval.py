@@ -18,6 +18,7 @@ from samalign.cli.options import (
     parse_pairs,
     pipeline_values,
     stage_adapters,
+    stage_cache,
     stage_models,
 )
 from samalign.errors import ConfigError
@@ -140,12 +141,18 @@ class _Backends:
             raise ConfigError("--noise and --seed are only for --backend simulated")
         if self.name in ("gold", "simulated") and args.adapter:
             raise ConfigError(f"--adapter does not apply to the {self.name} backend")
+        # one cache for every variant: a sweep's variants share most stage requests
+        self.cache = stage_cache(args)
         self._replay: EvalBackend | None = None
         if self.name == "gold":
-            self._replay = gold_backend(dataset.sentences, domain)
+            self._replay = gold_backend(dataset.sentences, domain, cache=self.cache)
         elif self.name == "simulated":
             self._replay = simulated_backend(
-                dataset.sentences, domain, noise=_noise(args.noise), seed=args.seed
+                dataset.sentences,
+                domain,
+                noise=_noise(args.noise),
+                seed=args.seed,
+                cache=self.cache,
             )
         self._models: dict[tuple[str, ...], StageModels] = {}
 
@@ -156,18 +163,28 @@ class _Backends:
         adapters = stage_adapters(self.args, stages, self.domain.adapter_for)
         if self.name == "server":
             return server_backend(
-                self.args.server, self.domain, stages, adapters=adapters, timeout=self.args.timeout
+                self.args.server,
+                self.domain,
+                stages,
+                adapters=adapters,
+                timeout=self.args.timeout,
+                cache=self.cache,
             )
         key = tuple(stages)
         if key not in self._models:
             self._models[key] = stage_models(self.args, self.name, stages, adapters)
         settings = {"model": str(self.args.model or os.environ.get(MODEL_DIR_ENV))}
-        return models_backend(self.name, self._models[key], self.domain, adapters, settings)
+        return models_backend(
+            self.name, self._models[key], self.domain, adapters, settings, cache=self.cache
+        )
 
     def close(self) -> None:
         for models in self._models.values():
             models.close()
         self._models.clear()
+        close = getattr(self.cache, "close", None)
+        if callable(close):
+            close()
 
 
 def _print_summary(report: EvalReport, out: Path) -> None:

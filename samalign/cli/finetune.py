@@ -322,7 +322,7 @@ def _config(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from samalign.finetune.trainer import check_servable
+    from samalign.serving.model_dir import check_servable
 
     check_servable(args.adapter)
     print(f"{args.adapter}: servable by vLLM and peft")

@@ -15,8 +15,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from samalign.agents.cache import CacheConfig, StageCache
 from samalign.errors import ConfigError
-from samalign.serving import StageModels, check_server, vllm_server_models
+from samalign.serving import StageModels
+from samalign.serving.spec import BackendSpec
 
 MODEL_DIR_ENV = "SAMALIGN_MODEL_DIR"
 """Environment variable naming the default model directory of the in-process backends."""
@@ -151,7 +153,15 @@ def pipeline_values(args: argparse.Namespace, *, joint: bool) -> dict[str, Any]:
 def add_backend_flags(p: argparse.ArgumentParser, *, backends: Sequence[str]) -> None:
     """Add the model-backend flags (``--server``, ``--backend``, ``--model`` …)."""
     g = p.add_argument_group("model backend")
-    g.add_argument("--server", help="vLLM server URL, e.g. http://127.0.0.1:8000")
+    g.add_argument(
+        "--server",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="vLLM server URL, e.g. http://127.0.0.1:8000; repeat it for several servers "
+        "serving the same adapters (requests are balanced, a server that stops answering is "
+        "taken out and its requests go to the others)",
+    )
     g.add_argument(
         "--backend",
         choices=list(backends),
@@ -177,6 +187,12 @@ def add_backend_flags(p: argparse.ArgumentParser, *, backends: Sequence[str]) ->
         "environment with vLLM) in a child process",
     )
     g.add_argument(
+        "--allow-outside-paths",
+        action="store_true",
+        help="let --model's manifest (or links in it) point outside the directory (refused by "
+        "default, see docs/model_dir.md)",
+    )
+    g.add_argument(
         "--adapter",
         action="append",
         default=[],
@@ -185,6 +201,19 @@ def add_backend_flags(p: argparse.ArgumentParser, *, backends: Sequence[str]) ->
         "stage's name)",
     )
     g.add_argument("--timeout", type=float, default=120.0, help="seconds per model request")
+    g.add_argument(
+        "--cache",
+        metavar="memory|sqlite:PATH",
+        help="replay stage answers already given for the same request instead of calling the "
+        "model again (memory: this run; sqlite:PATH: a file kept across runs)",
+    )
+    g.add_argument(
+        "--cache-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stage answers the cache keeps (least recently used go first; default 100000)",
+    )
 
 
 def chosen_backend(args: argparse.Namespace, *, default: str | None = "transformers") -> str:
@@ -209,7 +238,36 @@ def chosen_backend(args: argparse.Namespace, *, default: str | None = "transform
         )
     if backend not in ("transformers", "vllm-inprocess") and args.model is not None:
         raise ConfigError(f"--model applies only to the in-process backends, not {backend!r}")
+    if backend not in ("transformers", "vllm-inprocess") and getattr(
+        args, "allow_outside_paths", False
+    ):
+        raise ConfigError("--allow-outside-paths applies only to --model (in-process backends)")
     return backend
+
+
+def backend_spec(args: argparse.Namespace, backend: str) -> BackendSpec:
+    """The :class:`~samalign.serving.spec.BackendSpec` of a real backend the flags select.
+
+    Raises:
+        ConfigError: No model directory for an in-process backend, or a bad timeout.
+    """
+    if not (args.timeout > 0):  # also rejects NaN
+        raise ConfigError(f"--timeout must be a positive number of seconds, got {args.timeout}")
+    if backend == "server":
+        return BackendSpec(kind="server", servers=tuple(args.server), timeout=args.timeout)
+    model_dir = args.model or os.environ.get(MODEL_DIR_ENV)
+    if not model_dir:
+        raise ConfigError(
+            f"no model: pass --server URL (a vLLM server), or --model DIR (or set "
+            f"{MODEL_DIR_ENV}) to run a model directory in this process"
+        )
+    kind = "transformers" if backend == "transformers" else "vllm-inprocess"
+    return BackendSpec(
+        kind=kind,
+        model_dir=Path(model_dir),
+        vllm_python=args.vllm_python,
+        allow_outside_paths=bool(getattr(args, "allow_outside_paths", False)),
+    )
 
 
 def stage_models(
@@ -220,26 +278,25 @@ def stage_models(
     Raises:
         ConfigError: The server is unreachable or lacks an adapter, or no model directory.
     """
-    if backend == "server":
-        check_server(args.server, adapters.values())
-        return vllm_server_models(
-            args.server, stages=stages, adapters=dict(adapters), timeout=args.timeout
-        )
-    model_dir = args.model or os.environ.get(MODEL_DIR_ENV)
-    if not model_dir:
-        raise ConfigError(
-            f"no model: pass --server URL (a vLLM server), or --model DIR (or set "
-            f"{MODEL_DIR_ENV}) to run a model directory in this process"
-        )
-    if backend == "transformers":
-        from samalign.serving.transformers_backend import transformers_models
+    spec = backend_spec(args, backend)
+    spec.check(adapters)
+    return spec.models(stages, adapters)
 
-        return transformers_models(model_dir, stages=stages, adapters=dict(adapters))
-    from samalign.serving.vllm_inprocess import vllm_inprocess_models
 
-    return vllm_inprocess_models(
-        model_dir, stages=stages, adapters=dict(adapters), python=args.vllm_python
-    )
+def stage_cache(args: argparse.Namespace) -> StageCache | None:
+    """The stage-answer cache the flags ask for (``--cache``, ``--cache-size``), or ``None``.
+
+    Raises:
+        ConfigError: A bad ``--cache`` value, or ``--cache-size`` without ``--cache``.
+    """
+    if args.cache is None:
+        if args.cache_size is not None:
+            raise ConfigError("--cache-size needs --cache memory or --cache sqlite:PATH")
+        return None
+    config = CacheConfig.parse(args.cache)
+    if args.cache_size is not None:
+        config = CacheConfig.parse({**config.model_dump(), "max_entries": args.cache_size})
+    return config.build()
 
 
 def stage_adapters(
@@ -270,9 +327,11 @@ __all__ = [
     "MODEL_DIR_ENV",
     "add_backend_flags",
     "add_pipeline_flags",
+    "backend_spec",
     "chosen_backend",
     "parse_pairs",
     "pipeline_values",
     "stage_adapters",
+    "stage_cache",
     "stage_models",
 ]

@@ -9,8 +9,7 @@ from pathlib import Path
 
 from samalign.cli.options import parse_pairs
 from samalign.errors import ConfigError
-from samalign.serving.identity import cached_identity_adapter
-from samalign.serving.launcher import build_serve_command, read_model_dir
+from samalign.serving.launcher import IDENTITY_STAGE, build_serve_command, serve_target
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -18,11 +17,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p = sub.add_parser(
         "serve",
         help="start a vLLM OpenAI-compatible server with one LoRA adapter per stage",
-        description="Serve a samalign model directory (base/ + adapters/<name>/) or a base "
-        "model with named adapters through vLLM. Binds 127.0.0.1 unless --host says otherwise.",
+        description="Serve a samalign model directory (base/ + adapters/<name>/ + optional "
+        "samalign-model.json, see docs/model_dir.md) or a base model with named adapters "
+        "through vLLM. Binds 127.0.0.1 unless --host says otherwise.",
     )
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model-dir", type=Path, help="model directory (base/ + adapters/<name>/)")
+    src.add_argument(
+        "--model-dir", type=Path, help="model directory (base/ + adapters/<name>/ + manifest)"
+    )
     src.add_argument("--base", type=Path, help="base model folder (use with --adapter)")
     p.add_argument("--adapter", action="append", default=[], metavar="NAME=PATH")
     p.add_argument("--host", default="127.0.0.1")
@@ -40,6 +42,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         action="store_true",
         help="do not add an identity adapter as 'calibrate' when none is given",
     )
+    p.add_argument(
+        "--allow-outside-paths",
+        action="store_true",
+        help="let the model directory's manifest (or links in it) point outside the directory "
+        "(refused by default: a downloaded directory could point anywhere on this machine)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the command, do not run it")
     p.add_argument("vllm_args", nargs=argparse.REMAINDER, help="-- then extra vLLM arguments")
     p.set_defaults(func=run)
@@ -48,27 +56,22 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace) -> int:
     """Run ``samalign serve``."""
     extra = [a for a in args.vllm_args if a != "--"]
-    if args.model_dir is not None:
-        model_dir = read_model_dir(args.model_dir)
-        base: Path = model_dir.base
-        adapters: dict[str, str | Path] = {
-            **model_dir.adapters,
-            **parse_pairs(args.adapter, "--adapter"),
-        }
-    else:
-        base = args.base
-        adapters = dict(parse_pairs(args.adapter, "--adapter"))
-    if "calibrate" not in adapters and adapters and not args.no_identity:
-        like = next(iter(adapters.values()))
-        adapters["calibrate"] = cached_identity_adapter(like)
+    model, identity = serve_target(
+        args.model_dir,
+        base=args.base,
+        adapters=parse_pairs(args.adapter, "--adapter"),
+        identity=not args.no_identity,
+        allow_outside=args.allow_outside_paths,
+    )
+    if identity is not None:
+        like = next(iter(model.adapters.values()))
         print(
-            f"samalign: no 'calibrate' adapter given; serving an identity adapter (zero LoRA "
-            f"update, shaped like {like}) as 'calibrate'",
+            f"samalign: no {IDENTITY_STAGE!r} adapter given; serving an identity adapter (zero "
+            f"LoRA update, shaped like {like}) as {IDENTITY_STAGE!r}",
             file=sys.stderr,
         )
     command = build_serve_command(
-        base,
-        adapters,
+        model,
         python=args.python,
         host=args.host,
         port=args.port,

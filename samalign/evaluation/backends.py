@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from samalign.agents.cache import StageCache
 from samalign.errors import ConfigError
 from samalign.evaluation.gold import GoldOracle, ReplayModels
 from samalign.evaluation.sentences import Sentence
@@ -19,7 +20,7 @@ from samalign.evaluation.simulate import NoiseModel, SimulatedOracle
 from samalign.graphs.context import RunContext
 from samalign.prompts.domain import Domain
 from samalign.serving.models import StageModels
-from samalign.serving.vllm_server import check_server, vllm_server_models
+from samalign.serving.vllm_server import check_servers, vllm_server_models
 from samalign.types import ALL_STAGES
 
 BackendName = Literal["gold", "simulated", "server", "transformers", "vllm-inprocess"]
@@ -41,9 +42,17 @@ class EvalBackend:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
-def _replay(name: str, oracle: GoldOracle, domain: Domain, settings: dict[str, Any]) -> EvalBackend:
+def _replay(
+    name: str,
+    oracle: GoldOracle,
+    domain: Domain,
+    settings: dict[str, Any],
+    cache: StageCache | None = None,
+) -> EvalBackend:
     models = ReplayModels(oracle, ALL_STAGES)
-    contexts = [RunContext(domain, models.for_sentence_variant(k)) for k in range(oracle.variants)]
+    contexts = [
+        RunContext(domain, models.for_sentence_variant(k), cache) for k in range(oracle.variants)
+    ]
 
     def context_for(sentence: Sentence) -> RunContext:
         return contexts[min(oracle.variant_of(sentence), len(contexts) - 1)]
@@ -51,17 +60,25 @@ def _replay(name: str, oracle: GoldOracle, domain: Domain, settings: dict[str, A
     return EvalBackend(name, context_for, settings)
 
 
-def gold_backend(sentences: Sequence[Sentence], domain: Domain) -> EvalBackend:
+def gold_backend(
+    sentences: Sequence[Sentence], domain: Domain, *, cache: StageCache | None = None
+) -> EvalBackend:
     """Gold replay over ``sentences`` (see :mod:`samalign.evaluation.gold`)."""
-    return _replay("gold", GoldOracle(sentences, domain), domain, {})
+    return _replay("gold", GoldOracle(sentences, domain), domain, {}, cache)
 
 
 def simulated_backend(
-    sentences: Sequence[Sentence], domain: Domain, *, noise: NoiseModel, seed: int
+    sentences: Sequence[Sentence],
+    domain: Domain,
+    *,
+    noise: NoiseModel,
+    seed: int,
+    cache: StageCache | None = None,
 ) -> EvalBackend:
     """Noise simulation over ``sentences`` (see :mod:`samalign.evaluation.simulate`)."""
     oracle = SimulatedOracle(sentences, domain, noise=noise, seed=seed)
-    return _replay("simulated", oracle, domain, {"seed": seed, "noise": noise.model_dump()})
+    settings = {"seed": seed, "noise": noise.model_dump()}
+    return _replay("simulated", oracle, domain, settings, cache)
 
 
 def models_backend(
@@ -70,6 +87,8 @@ def models_backend(
     domain: Domain,
     adapters: Mapping[str, str],
     settings: Mapping[str, Any] | None = None,
+    *,
+    cache: StageCache | None = None,
 ) -> EvalBackend:
     """Real stage models (a vLLM server or an in-process backend), one context for all.
 
@@ -79,9 +98,10 @@ def models_backend(
         domain: The domain.
         adapters: The adapter of each stage the models serve.
         settings: What the backend was built with, for the report.
+        cache: A stage-answer cache shared by the runs (e.g. a sweep's variants).
     """
     context = RunContext(
-        domain.model_copy(update={"adapters": {**domain.adapters, **adapters}}), models
+        domain.model_copy(update={"adapters": {**domain.adapters, **adapters}}), models, cache
     )
     return EvalBackend(
         name, lambda _sentence: context, {**(settings or {}), "adapters": dict(adapters)}
@@ -89,23 +109,25 @@ def models_backend(
 
 
 def server_backend(
-    url: str,
+    url: str | Sequence[str],
     domain: Domain,
     stages: Sequence[str],
     *,
     adapters: Mapping[str, str] | None = None,
     timeout: float = 120.0,
     check: bool = True,
+    cache: StageCache | None = None,
 ) -> EvalBackend:
     """A vLLM server serving one adapter per stage.
 
     Args:
-        url: Server URL.
+        url: Server URL, or several serving the same adapters (balanced, with failover).
         domain: The domain (its ``adapters`` name each stage's adapter unless overridden).
         stages: The stages the graph runs.
         adapters: Stage → adapter overrides.
         timeout: Seconds per request.
         check: Fail early unless the server serves every adapter.
+        cache: A stage-answer cache shared by the runs.
 
     Raises:
         ConfigError: An adapter is given for a stage the graph does not run.
@@ -119,9 +141,10 @@ def server_backend(
         )
     chosen = {s: overrides.get(s, domain.adapter_for(s)) for s in stages}
     if check:
-        check_server(url, chosen.values())
+        check_servers(url, chosen.values())
     models = vllm_server_models(url, stages=list(stages), adapters=chosen, timeout=timeout)
-    return models_backend("server", models, domain, chosen, {"server": url})
+    servers = url if isinstance(url, str) else ",".join(url)
+    return models_backend("server", models, domain, chosen, {"server": servers}, cache=cache)
 
 
 __all__ = [

@@ -57,6 +57,7 @@ class StageCost(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     latency_s: Percentiles
+    cached: int = 0
 
 
 class Cost(BaseModel):
@@ -68,7 +69,7 @@ class Cost(BaseModel):
         sessions: How many sessions (1 + resumes) the run took.
         sentence_latency_s: Per-sentence end-to-end graph latency.
         stages: Per-stage cost, in pipeline order.
-        total: Calls and tokens over every stage.
+        total: Calls, tokens and cached answers (stage-cache hits, no call) over every stage.
         per_sentence: ``total`` divided by the number of sentences run.
     """
 
@@ -107,11 +108,13 @@ def summarize_cost(
             prompt_tokens=sum(u.prompt_tokens for u in usages),
             completion_tokens=sum(u.completion_tokens for u in usages),
             latency_s=Percentiles.of([u.latency_s for u in usages if u.calls]),
+            cached=sum(u.cached for u in usages),
         )
     total = {
         "calls": sum(c.calls for c in stages.values()),
         "prompt_tokens": sum(c.prompt_tokens for c in stages.values()),
         "completion_tokens": sum(c.completion_tokens for c in stages.values()),
+        "cached": sum(c.cached for c in stages.values()),
     }
     n = len(results)
     return Cost(

@@ -21,9 +21,10 @@ JSON layout (``format: "samalign-eval-report"``, ``version: 1``)::
     cost
       wall_time_s, sentences_per_s, sessions
       sentence_latency_s   {total, mean, p50, p90, p99, max}
-      stages       {stage: {calls, prompt_tokens, completion_tokens,
+      stages       {stage: {calls, prompt_tokens, completion_tokens, cached,
                             latency_s: {total, mean, p50, p90, p99, max}}}
-      total        {calls, prompt_tokens, completion_tokens}
+      total        {calls, prompt_tokens, completion_tokens, cached} (cached: answers the
+                   stage cache replayed, with no model call)
       per_sentence the same per sentence
     diagnostics    {by_kind: {kind: n}, by_stage: {stage: {kind: n}}}
     mismatches
@@ -34,12 +35,15 @@ JSON layout (``format: "samalign-eval-report"``, ``version: 1``)::
     ablations      only for --sweep: {variant: summary}
 
 Files written next to each other for ``--out DIR/NAME.json``: ``NAME.json``, ``NAME.md``,
-``NAME.png`` (needs matplotlib) and the resumable ``NAME.sentences.jsonl``.
+``NAME.png`` (needs matplotlib), the resumable ``NAME.sentences.jsonl`` and ``NAME.view.html``,
+the review page (:mod:`samalign.view`) of the sentences that lost or gained something, which
+the markdown links to.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,10 +51,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from samalign.batch.records import EntityRecord, TripletRecord
 from samalign.evaluation.analysis import SentenceDiff
 from samalign.evaluation.cost import Cost, DiagnosticCounts
 from samalign.evaluation.metrics import PRF
+from samalign.evaluation.results import PredEntity, PredTriplet, SentenceResult
 from samalign.evaluation.scoring import EntityScores, RelationScores
+from samalign.types import NoiseRecord
+from samalign.view import ReviewItem, View, ViewRecord
 
 REPORT_FORMAT = "samalign-eval-report"
 REPORT_VERSION = 1
@@ -149,14 +157,78 @@ class EvalReport(BaseModel):
 
 
 def report_paths(out: Path) -> dict[str, Path]:
-    """The files of a report written to ``out`` (``json``, ``md``, ``png``, ``jsonl``)."""
+    """The files of a report written to ``out`` (``json``, ``md``, ``png``, ``jsonl``, ``view``)."""
     stem = out.with_suffix("") if out.suffix == ".json" else out
     return {
         "json": stem.with_name(stem.name + ".json"),
         "md": stem.with_name(stem.name + ".md"),
         "png": stem.with_name(stem.name + ".png"),
         "jsonl": stem.with_name(stem.name + ".sentences.jsonl"),
+        "view": stem.with_name(stem.name + ".view.html"),
     }
+
+
+def _entity_record(e: PredEntity) -> EntityRecord:
+    return EntityRecord(
+        start=e.start,
+        end=e.end,
+        text=e.text,
+        label=e.label,
+        archetype=None,
+        sources=list(e.sources),
+    )
+
+
+def _triplet_record(t: PredTriplet) -> TripletRecord:
+    return TripletRecord(
+        head=_entity_record(t.head),
+        relation=t.relation,
+        tail=_entity_record(t.tail),
+        sources=list(t.sources),
+    )
+
+
+def mismatch_view_records(
+    diffs: Sequence[SentenceDiff], results: Sequence[SentenceResult]
+) -> list[ViewRecord]:
+    """The review-page records of the sentences that lost or gained something.
+
+    Each shows the prediction (entities, triplets, CCR noise, diagnostics, usage) and, as
+    review notes, every missed and spurious entity and triplet with its reason.
+    """
+    by_id = {r.id: r for r in results}
+    records = []
+    for diff in diffs:
+        result = by_id.get(diff.id) or SentenceResult(id=diff.id)
+        review = [
+            ReviewItem(kind=kind, text=d.text, label=d.label, reason=d.reason, detail=d.detail)
+            for kind, items in (("missed", diff.missed), ("spurious", diff.spurious))
+            for d in items
+        ] + [
+            ReviewItem(kind=kind, text=f"{t.head} —{t.relation}→ {t.tail}", reason=t.reason)
+            for kind, triplets in (
+                ("missed_triplet", diff.missed_triplets),
+                ("spurious_triplet", diff.spurious_triplets),
+            )
+            for t in triplets
+        ]
+        records.append(
+            ViewRecord(
+                id=diff.id,
+                text=diff.text,
+                entities=[_entity_record(e) for e in result.entities],
+                triplets=[_triplet_record(t) for t in result.triplets],
+                noise=[
+                    NoiseRecord(mention=m, reason="explorer mention not corroborated (CCR)")
+                    for m in result.noise
+                ],
+                diagnostics=result.diagnostics,
+                usage=result.usage,
+                error=diff.error,
+                review=review,
+            )
+        )
+    return records
 
 
 def _pct(value: float) -> str:
@@ -175,8 +247,10 @@ def _prf_row(name: str, prf: PRF | None) -> str:
 _PRF_HEAD = "| | P | R | F1 | tp | pred | gold |\n| --- | --- | --- | --- | --- | --- | --- |"
 
 
-def render_markdown(report: EvalReport, *, max_mismatches: int = 50) -> str:
-    """A markdown summary of a report."""
+def render_markdown(
+    report: EvalReport, *, max_mismatches: int = 50, view: str | None = None
+) -> str:
+    """A markdown summary of a report (``view``: the review page to link to, if any)."""
     run = report.run
     lines = [
         f"# Evaluation: {run.dataset} ({run.split}"
@@ -255,7 +329,13 @@ def render_markdown(report: EvalReport, *, max_mismatches: int = 50) -> str:
         f"{cost.sentences_per_s:.2f} sentences/s",
         f"- sentence latency: p50 {cost.sentence_latency_s.p50:.3f} s, "
         f"p90 {cost.sentence_latency_s.p90:.3f} s, p99 {cost.sentence_latency_s.p99:.3f} s",
-        f"- per sentence: {cost.per_sentence.get('calls', 0):.2f} calls, "
+        f"- per sentence: {cost.per_sentence.get('calls', 0):.2f} calls"
+        + (
+            f" (+ {cost.per_sentence['cached']:.2f} answers from the stage cache)"
+            if cost.per_sentence.get("cached")
+            else ""
+        )
+        + ", "
         f"{cost.per_sentence.get('prompt_tokens', 0):.0f} prompt tokens, "
         f"{cost.per_sentence.get('completion_tokens', 0):.0f} completion tokens",
         "",
@@ -276,6 +356,8 @@ def render_markdown(report: EvalReport, *, max_mismatches: int = 50) -> str:
         lines.append("- none")
     mm = report.mismatches
     lines += ["", f"## Sentences that lost or gained something: {mm.sentences}", ""]
+    if view is not None and mm.sentences:
+        lines += [f"Review them in the browser: [{view}]({view})", ""]
     if mm.reasons:
         lines.append("Reasons: " + ", ".join(f"{r} {n}" for r, n in mm.reasons.items()))
         lines.append("")
@@ -296,8 +378,22 @@ def render_markdown(report: EvalReport, *, max_mismatches: int = 50) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(report: EvalReport, out: Path, *, chart: bool = True) -> dict[str, Path]:
+def write_report(
+    report: EvalReport,
+    out: Path,
+    *,
+    chart: bool = True,
+    view: Sequence[ViewRecord] | Path | None = None,
+) -> dict[str, Path]:
     """Write the JSON report, its markdown summary and (if matplotlib is there) the chart.
+
+    Args:
+        report: The report.
+        out: The report path (``NAME.json``).
+        chart: Write the chart.
+        view: The review-page records of the mismatching sentences (written to
+            ``NAME.view.html``; see :func:`mismatch_view_records`), or the path of a review
+            page written already (e.g. a sweep's full variant's), to link to from the markdown.
 
     Returns:
         The paths written, by kind.
@@ -310,8 +406,20 @@ def write_report(report: EvalReport, out: Path, *, chart: bool = True) -> dict[s
         json.dumps(report.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n",
         encoding="utf-8",
     )
-    paths["md"].write_text(render_markdown(report), encoding="utf-8")
-    written = {"json": paths["json"], "md": paths["md"]}
+    written: dict[str, Path] = {}
+    link: str | None = None
+    if isinstance(view, Path):
+        link = os.path.relpath(view, paths["md"].parent)
+    elif view is not None:
+        run = report.run
+        title = (
+            f"{run.dataset}/{run.split} ({run.graph}, {run.backend}): sentences that lost or "
+            "gained something"
+        )
+        written["view"] = View(list(view), title=title).save(paths["view"])
+        link = paths["view"].name
+    paths["md"].write_text(render_markdown(report, view=link), encoding="utf-8")
+    written = {"json": paths["json"], "md": paths["md"], **written}
     if chart and write_chart(report, paths["png"]):
         written["png"] = paths["png"]
     return written
@@ -324,6 +432,7 @@ __all__ = [
     "Mismatches",
     "RunInfo",
     "VariantSummary",
+    "mismatch_view_records",
     "render_markdown",
     "report_paths",
     "write_report",

@@ -23,7 +23,14 @@ from samalign.evaluation.analysis import diff_all
 from samalign.evaluation.backends import EvalBackend
 from samalign.evaluation.cost import count_diagnostics, summarize_cost
 from samalign.evaluation.datasets import Dataset
-from samalign.evaluation.report import EvalReport, Mismatches, RunInfo, report_paths, write_report
+from samalign.evaluation.report import (
+    EvalReport,
+    Mismatches,
+    RunInfo,
+    mismatch_view_records,
+    report_paths,
+    write_report,
+)
 from samalign.evaluation.results import ResultsFile, SentenceResult, result_from_state
 from samalign.evaluation.scoring import score_entities, score_relations
 from samalign.evaluation.sentences import Sentence
@@ -273,6 +280,7 @@ async def aevaluate(
     finally:
         if results_file is not None:
             results_file.close()
+    diffs = diff_all(sentences, results)
     report = EvalReport(
         run=run,
         sentences=len(sentences),
@@ -281,10 +289,10 @@ async def aevaluate(
         relation=score_relations(sentences, results) if relations else None,
         cost=summarize_cost(results, wall_time_s=wall, sessions=sessions),
         diagnostics=count_diagnostics(results),
-        mismatches=Mismatches.of(diff_all(sentences, results)),
+        mismatches=Mismatches.of(diffs),
     )
     if out is not None:
-        write_report(report, out)
+        write_report(report, out, view=mismatch_view_records(diffs, results))
     return report
 
 
@@ -357,7 +365,8 @@ async def asweep(
     assert full is not None
     combined = full.model_copy(update={"ablations": summaries})
     if out is not None:
-        write_report(combined, out)
+        full_view = report_paths(variant_path(out, "full" if "full" in names else names[0]))
+        write_report(combined, out, view=full_view["view"] if full_view["view"].is_file() else None)
     return combined
 
 

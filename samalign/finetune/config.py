@@ -21,7 +21,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 import yaml
 
 from samalign.errors import ConfigError
-from samalign.serving.launcher import VLLM_LORA_RANKS
+from samalign.serving.model_dir import VLLM_LORA_RANKS, VLLM_UNSERVABLE_TARGETS
 
 CONFIG_FILE_NAME = "samalign-finetune.yaml"
 """The file the trainer writes next to the adapter."""
@@ -35,11 +35,6 @@ STAGE_LEARNING_RATES: dict[str, float] = {
 
 DEFAULT_LEARNING_RATE = 2e-5
 """Learning rate for stages Table 7 does not list (the explorer's)."""
-
-VLLM_UNSERVABLE_TARGETS: frozenset[str] = frozenset(
-    {"embed_tokens", "lm_head", "wte", "wpe", "embed_in", "embed_out", "word_embeddings"}
-)
-"""Module names whose LoRA vLLM does not serve (embedding / output-head LoRA)."""
 
 
 @dataclass

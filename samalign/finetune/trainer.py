@@ -15,8 +15,9 @@ tokens are therefore exactly the tokens the served model conditions on, and thei
 ``-100`` (masked).
 
 The saved adapter loads unchanged in vLLM and peft: no added tokens (the vocabulary is never
-resized), no ``modules_to_save``, bias ``none``, a rank vLLM serves; :func:`check_servable`
-verifies the written folder.
+resized), no ``modules_to_save``, bias ``none``, a rank vLLM serves; the written folder is
+verified with :func:`samalign.serving.model_dir.check_servable` (the one servability check).
+Checkpoints are safetensors + JSON (:mod:`samalign.finetune.checkpoints`), never a pickle.
 """
 
 from __future__ import annotations
@@ -25,33 +26,34 @@ import json
 import logging
 import math
 import random
-import shutil
-import struct
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from samalign.errors import ConfigError, InputError
 from samalign.finetune.builders.io import ChatExample, read_examples
-from samalign.finetune.config import (
-    CONFIG_FILE_NAME,
-    VLLM_UNSERVABLE_TARGETS,
-    TrainConfig,
-    config_from_mapping,
+from samalign.finetune.checkpoints import (
+    CHECKPOINTS_DIR,
+    TrainerState,
+    check_checkpoint,
+    latest_checkpoint,
+    like_groups,
+    read_trainer_state,
+    save_checkpoint,
+    write_trainer_state,
 )
-from samalign.serving.launcher import VLLM_LORA_RANKS
+from samalign.finetune.config import CONFIG_FILE_NAME, TrainConfig, config_from_mapping
+from samalign.serving.extras import quiet_transformers, require_extra
+from samalign.serving.model_dir import ADAPTER_WEIGHTS, check_servable
 
 log = logging.getLogger("samalign.finetune")
 
 IGNORE_INDEX = -100
 LOSS_LOG_NAME = "loss_log.jsonl"
 SUMMARY_NAME = "training_summary.json"
-CHECKPOINTS_DIR = "checkpoints"
-_STATE_FILE = "trainer_state.pt"
 _COSMETIC_FIELDS = frozenset(
     {
         "progress_bar",
@@ -130,31 +132,6 @@ class TrainResult:
 # ------------------------------------------------------------------------------------------
 # Tokenisation
 # ------------------------------------------------------------------------------------------
-
-
-@contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """Hide transformers' own progress bars (weight loading, shard writing) for a while."""
-    from transformers.utils import logging as hf_logging
-
-    enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-    try:
-        yield
-    finally:
-        if enabled:
-            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
-
-
-def _require_local() -> None:
-    import importlib.util
-
-    missing = [m for m in ("torch", "transformers", "peft") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise ConfigError(
-            f"training needs the optional 'local' dependencies (missing: {', '.join(missing)}); "
-            "install them with: pip install 'samalign[local]'"
-        )
 
 
 def _ids(tokenizer: Any, text: str) -> list[int]:
@@ -290,70 +267,6 @@ def token_losses(model: Any, batch: dict[str, Any], device: Any, autocast: Any) 
 
 
 # ------------------------------------------------------------------------------------------
-# Servability
-# ------------------------------------------------------------------------------------------
-
-
-def _safetensors_names(path: Path) -> list[str]:
-    with open(path, "rb") as handle:
-        (size,) = struct.unpack("<Q", handle.read(8))
-        header = json.loads(handle.read(size))
-    return [k for k in header if k != "__metadata__"]
-
-
-def check_servable(adapter_dir: str | Path) -> None:
-    """Check that an adapter folder is one vLLM and peft load unchanged.
-
-    Checks ``adapter_config.json`` (LoRA, bias ``none``, no DoRA, no ``modules_to_save``,
-    rank within vLLM's largest ``--max-lora-rank``, plain initialisation) and the weights
-    (only ``lora_A``/``lora_B`` tensors: no embedding or output-head weights, which would
-    mean added tokens or trained heads).
-
-    Raises:
-        ConfigError: Listing every problem.
-    """
-    folder = Path(adapter_dir)
-    config_path = folder / "adapter_config.json"
-    weights = folder / "adapter_model.safetensors"
-    if not config_path.is_file() or not weights.is_file():
-        raise ConfigError(
-            f"{folder}: not a peft adapter folder (adapter_config.json + safetensors)"
-        )
-    config = json.loads(config_path.read_text("utf-8"))
-    problems: list[str] = []
-    if config.get("peft_type") not in (None, "LORA"):
-        problems.append(f"peft_type {config.get('peft_type')!r} (vLLM serves LoRA)")
-    if config.get("bias", "none") != "none":
-        problems.append(f"bias={config.get('bias')!r} (vLLM needs 'none')")
-    if config.get("use_dora"):
-        problems.append("use_dora (vLLM does not serve DoRA)")
-    if config.get("lora_bias"):
-        problems.append("lora_bias (not served by vLLM)")
-    if config.get("modules_to_save"):
-        problems.append(f"modules_to_save={config['modules_to_save']} (vLLM rejects them)")
-    init = config.get("init_lora_weights", True)
-    if isinstance(init, str) and init.lower() not in ("gaussian", "eva", "orthogonal"):
-        problems.append(f"init_lora_weights={init!r} changes the base weights (not servable)")
-    ranks = [
-        int(config.get("r", 8)),
-        *(int(v) for v in (config.get("rank_pattern") or {}).values()),
-    ]
-    if max(ranks) > VLLM_LORA_RANKS[-1]:
-        problems.append(f"rank {max(ranks)} > vLLM's largest --max-lora-rank {VLLM_LORA_RANKS[-1]}")
-    targets = config.get("target_modules") or []
-    targets = [targets] if isinstance(targets, str) else list(targets)
-    bad_targets = sorted(VLLM_UNSERVABLE_TARGETS & set(targets))
-    if bad_targets:
-        problems.append(f"LoRA on {bad_targets} (vLLM does not serve embedding/head LoRA)")
-    names = _safetensors_names(weights)
-    foreign = [n for n in names if ".lora_A." not in n and ".lora_B." not in n]
-    if foreign:
-        problems.append(f"non-LoRA tensors {foreign[:5]} (added tokens or trained modules)")
-    if problems:
-        raise ConfigError(f"adapter {folder} cannot be served by vLLM: " + "; ".join(problems))
-
-
-# ------------------------------------------------------------------------------------------
 # Training
 # ------------------------------------------------------------------------------------------
 
@@ -422,16 +335,6 @@ def _split_eval(
     return train, [examples[i] for i in sorted(held)]
 
 
-def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    """The newest resumable checkpoint under ``output_dir/checkpoints``, if any."""
-    folder = Path(output_dir) / CHECKPOINTS_DIR
-    found = sorted(
-        (p for p in folder.glob("step-*") if (p / _STATE_FILE).is_file()),
-        key=lambda p: int(p.name.split("-", 1)[1]),
-    )
-    return found[-1] if found else None
-
-
 def _check_resume_config(config: TrainConfig, checkpoint: Path) -> None:
     saved_path = checkpoint / CONFIG_FILE_NAME
     if not saved_path.is_file():
@@ -461,54 +364,31 @@ class _NoOpContext:
         return None
 
 
-def train(
-    config: TrainConfig,
-    *,
-    resume: bool | str | Path = False,
-    examples: Sequence[ChatExample] | None = None,
-) -> TrainResult:
-    """Train a LoRA adapter (see module docs) and write it to ``config.output_dir``.
-
-    Args:
-        config: The run's settings.
-        resume: ``True`` resumes from the newest checkpoint in ``output_dir`` (starting fresh
-            if there is none), a path resumes from that checkpoint, ``False`` starts fresh
-            (and refuses to overwrite an existing adapter).
-        examples: Training examples to use instead of reading ``config.train_file``.
-
-    Returns:
-        Counts, losses, time, throughput and peak memory of the run.
-
-    Raises:
-        ConfigError: Bad settings, a base model without chat template, or a resume whose
-            settings differ from the checkpoint's.
-        InputError: Unreadable or invalid training data (the line is named).
-    """
-    _require_local()
-    import torch
-    from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
-    from safetensors.torch import load_file
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    out = Path(config.output_dir).expanduser().resolve()
-    checkpoint: Path | None = None
-    if resume:
-        checkpoint = latest_checkpoint(out) if resume is True else Path(resume)
-        if checkpoint is None and (out / "adapter_model.safetensors").exists():
+def _resume_checkpoint(config: TrainConfig, out: Path, resume: bool | str | Path) -> Path | None:
+    """The checkpoint to resume from (None: start fresh), refusing what cannot be resumed."""
+    if not resume:
+        if (out / ADAPTER_WEIGHTS).exists() or latest_checkpoint(out) is not None:
             raise ConfigError(
-                f"{out} holds a finished adapter and no checkpoint to resume from; choose "
-                "another output_dir to train again"
+                f"{out} already holds an adapter or checkpoints; pass --resume to continue, or "
+                "choose another output_dir"
             )
-        if checkpoint is not None:
-            if not (checkpoint / _STATE_FILE).is_file():
-                raise ConfigError(f"{checkpoint} is not a samalign training checkpoint")
-            _check_resume_config(config, checkpoint)
-    elif (out / "adapter_model.safetensors").exists() or latest_checkpoint(out) is not None:
+        return None
+    checkpoint = latest_checkpoint(out) if resume is True else Path(resume)
+    if checkpoint is None and (out / ADAPTER_WEIGHTS).exists():
         raise ConfigError(
-            f"{out} already holds an adapter or checkpoints; pass --resume to continue, or "
-            "choose another output_dir"
+            f"{out} holds a finished adapter and no checkpoint to resume from; choose "
+            "another output_dir to train again"
         )
+    if checkpoint is not None:
+        check_checkpoint(checkpoint)
+        _check_resume_config(config, checkpoint)
+    return checkpoint
 
+
+def _read_data(
+    config: TrainConfig, examples: Sequence[ChatExample] | None
+) -> tuple[list[ChatExample], list[ChatExample]]:
+    """The training and eval examples (given, or read from the config's files)."""
     all_examples = list(examples) if examples is not None else read_examples(config.train_file)
     if not all_examples:
         raise InputError(f"{config.train_file}: no training examples")
@@ -516,13 +396,26 @@ def train(
     stages = sorted({ex.stage for ex in train_examples if ex.stage})
     if config.stage and stages and stages != [config.stage]:
         log.warning("training adapter %r on examples of stages %s", config.stage, stages)
+    return train_examples, eval_examples
 
-    base = Path(config.base_model).expanduser()
-    if not (base / "config.json").is_file():
-        raise ConfigError(f"base_model {base}: no config.json (a Hugging Face model folder)")
-    device, bf16 = _resolve_device(config)
-    with quiet_transformers():
-        tokenizer = AutoTokenizer.from_pretrained(base)
+
+@dataclass
+class _Data:
+    """Tokenised examples of a run."""
+
+    train: list[TokenizedExample]
+    eval: list[TokenizedExample]
+    dropped: int
+    eval_dropped: int
+    pad_id: int
+
+
+def _tokenize_data(
+    config: TrainConfig,
+    tokenizer: Any,
+    train_examples: list[ChatExample],
+    eval_examples: list[ChatExample],
+) -> _Data:
     train_tok, dropped = tokenize_examples(tokenizer, train_examples, config.cutoff_len)
     eval_tok, eval_dropped = tokenize_examples(tokenizer, eval_examples, config.cutoff_len)
     if dropped:
@@ -539,6 +432,14 @@ def train(
     pad_id = (
         tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     )
+    return _Data(train_tok, eval_tok, dropped, eval_dropped, pad_id)
+
+
+def _load_model(config: TrainConfig, base: Path, tokenizer: Any, device: Any, bf16: bool) -> Any:
+    """The base model with a fresh LoRA (seeded), on ``device``, in training mode."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
 
     torch.manual_seed(config.seed)
     random.seed(config.seed)
@@ -569,110 +470,146 @@ def train(
         model.enable_input_require_grads()
     model.to(device)
     model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        params, lr=config.effective_learning_rate, weight_decay=config.weight_decay
-    )
-    lengths = [len(ex.input_ids) for ex in train_tok]
-    batches_per_epoch = math.ceil(len(train_tok) / config.batch_size)
-    steps_per_epoch = max(1, math.ceil(batches_per_epoch / config.gradient_accumulation))
-    total_steps = config.max_steps or max(1, math.ceil(steps_per_epoch * config.num_epochs))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, total_steps))
-    autocast: Callable[[], Any] = (
-        (lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16))
-        if bf16
-        else _NoOpContext
-    )
+    return model
 
-    step = 0
-    history: list[dict[str, Any]] = []
-    if checkpoint is not None:
-        set_peft_model_state_dict(model, load_file(str(checkpoint / "adapter_model.safetensors")))
-        state = torch.load(checkpoint / _STATE_FILE, weights_only=False)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        random.setstate(state["python_rng"])
-        if device.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"], device)
-        step = int(state["step"])
-        history = list(state["history"])
-        log.info("resuming from %s at step %d", checkpoint, step)
 
-    out.mkdir(parents=True, exist_ok=True)
-    config.save(out)
-    log_path = out / LOSS_LOG_NAME
-    log_path.write_text("".join(json.dumps(r) + "\n" for r in history), encoding="utf-8")
+@dataclass
+class _Session:
+    """One run's model, optimizer, schedule and progress, with its checkpoint store."""
 
-    def evaluate() -> dict[str, float] | None:
+    config: TrainConfig
+    out: Path
+    model: Any
+    data: _Data
+    device: Any
+    bf16: bool
+    params: list[Any] = field(default_factory=list)
+    optimizer: Any = None
+    scheduler: Any = None
+    batches_per_epoch: int = 0
+    steps_per_epoch: int = 0
+    total_steps: int = 0
+    step: int = 0
+    tokens_seen: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        import torch
+
+        config = self.config
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            self.params, lr=config.effective_learning_rate, weight_decay=config.weight_decay
+        )
+        self.batches_per_epoch = math.ceil(len(self.data.train) / config.batch_size)
+        self.steps_per_epoch = max(
+            1, math.ceil(self.batches_per_epoch / config.gradient_accumulation)
+        )
+        self.total_steps = config.max_steps or max(
+            1, math.ceil(self.steps_per_epoch * config.num_epochs)
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, _schedule(config, self.total_steps)
+        )
+
+    @property
+    def log_path(self) -> Path:
+        """The loss log (``loss_log.jsonl``)."""
+        return self.out / LOSS_LOG_NAME
+
+    def autocast(self) -> Any:
+        """bf16 autocast when training in bf16, else nothing."""
+        import torch
+
+        if self.bf16:
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return _NoOpContext()
+
+    def restore(self, checkpoint: Path) -> None:
+        """Continue from a checkpoint: adapter weights, optimizer, schedule, RNG, position."""
+        import torch
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        set_peft_model_state_dict(self.model, load_file(str(checkpoint / ADAPTER_WEIGHTS)))
+        state = read_trainer_state(checkpoint)
+        saved = state.optimizer
+        saved["param_groups"] = like_groups(
+            saved["param_groups"], self.optimizer.state_dict()["param_groups"]
+        )
+        try:
+            self.optimizer.load_state_dict(saved)
+            self.scheduler.load_state_dict(state.scheduler)
+            torch.set_rng_state(state.torch_rng)
+            random.setstate(state.python_rng)
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise ConfigError(
+                f"cannot resume from {checkpoint}: its trainer state does not fit this run "
+                f"({type(err).__name__}: {err}); start over in a new output_dir"
+            ) from None
+        if self.device.type == "cuda" and state.cuda_rng is not None:
+            torch.cuda.set_rng_state(state.cuda_rng, self.device)
+        self.step = state.step
+        self.history = list(state.history)
+        log.info("resuming from %s at step %d", checkpoint, self.step)
+
+    def record(self, entry: dict[str, Any]) -> None:
+        """Append to the history and the loss log."""
+        self.history.append(entry)
+        with open(self.log_path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(entry) + "\n")
+
+    def evaluate(self) -> dict[str, float] | None:
+        """Mean eval loss per token, overall (``all``) and per task (None without eval data)."""
+        import torch
+
+        eval_tok = self.data.eval
         if not eval_tok:
             return None
-        model.eval()
+        self.model.eval()
         sums: dict[str, float] = {}
         counts: dict[str, float] = {}
+        size = self.config.batch_size
         with torch.no_grad():
-            for i in range(0, len(eval_tok), config.batch_size):
-                chunk = eval_tok[i : i + config.batch_size]
-                losses, mask = token_losses(model, collate(chunk, pad_id, 1.0), device, autocast)
+            for i in range(0, len(eval_tok), size):
+                chunk = eval_tok[i : i + size]
+                batch = collate(chunk, self.data.pad_id, 1.0)
+                losses, mask = token_losses(self.model, batch, self.device, self.autocast)
                 for row, ex in enumerate(chunk):
                     for key in ("all", ex.task):
                         sums[key] = sums.get(key, 0.0) + float((losses[row] * mask[row]).sum())
                         counts[key] = counts.get(key, 0.0) + float(mask[row].sum())
-        model.train()
+        self.model.train()
         return {k: sums[k] / max(counts[k], 1.0) for k in sums}
 
-    def record(entry: dict[str, Any]) -> None:
-        history.append(entry)
-        with open(log_path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(entry) + "\n")
+    def save_checkpoint(self) -> None:
+        """Write ``checkpoints/step-N`` (adapter, config, trainer state: no pickle)."""
+        import torch
 
-    def save_checkpoint() -> None:
-        folder = out / CHECKPOINTS_DIR / f"step-{step:06d}"
-        tmp = folder.with_name(folder.name + ".partial")
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(str(tmp))
-        (tmp / "README.md").unlink(missing_ok=True)
-        config.save(tmp)
-        torch.save(
-            {
-                "step": step,
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-                "python_rng": random.getstate(),
-                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                "history": history,
-            },
-            tmp / _STATE_FILE,
-        )
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp.rename(folder)
-        kept = sorted(
-            (p for p in (out / CHECKPOINTS_DIR).glob("step-*") if p.is_dir()),
-            key=lambda p: int(p.name.split("-", 1)[1].split(".")[0]),
-        )
-        for old in kept[: max(0, len(kept) - config.save_total_limit)]:
-            shutil.rmtree(old, ignore_errors=True)
+        def write(folder: Path) -> None:
+            self.model.save_pretrained(str(folder))
+            (folder / "README.md").unlink(missing_ok=True)
+            self.config.save(folder)
+            cuda = self.device.type == "cuda"
+            state = TrainerState(
+                step=self.step,
+                history=self.history,
+                optimizer=self.optimizer.state_dict(),
+                scheduler=self.scheduler.state_dict(),
+                python_rng=random.getstate(),
+                torch_rng=torch.get_rng_state(),
+                cuda_rng=torch.cuda.get_rng_state(self.device) if cuda else None,
+            )
+            write_trainer_state(folder, state)
 
-    from tqdm import tqdm
+        save_checkpoint(self.out, self.step, self.config.save_total_limit, write)
 
-    bar = tqdm(
-        total=total_steps,
-        initial=step,
-        desc=f"train {config.stage or 'adapter'}",
-        unit="step",
-        disable=not config.progress_bar,
-    )
-    interval: dict[str, float] = {"loss": 0.0, "weighted": 0.0, "tokens": 0.0}
-    tokens_seen = 0
-    last_eval: dict[str, float] | None = None
-    start = time.perf_counter()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-    def micro_batches(from_step: int) -> Iterator[list[int]]:
-        epoch = from_step // steps_per_epoch
-        skip = (from_step % steps_per_epoch) * config.gradient_accumulation
+    def micro_batches(self) -> Iterator[list[int]]:
+        """Micro-batches (example indices) from the current step on, epoch after epoch."""
+        config = self.config
+        lengths = [len(ex.input_ids) for ex in self.data.train]
+        epoch = self.step // self.steps_per_epoch
+        skip = (self.step % self.steps_per_epoch) * config.gradient_accumulation
         while True:
             batches = epoch_batches(
                 lengths,
@@ -685,103 +622,196 @@ def train(
             skip = 0
             epoch += 1
 
-    stream = micro_batches(step)
+    def optimizer_step(self, stream: Iterator[list[int]], interval: dict[str, float]) -> None:
+        """One optimizer step; the last step of an epoch takes the epoch's remaining batches."""
+        import torch
+
+        config, train_tok = self.config, self.data.train
+        first = (self.step % self.steps_per_epoch) * config.gradient_accumulation
+        n_micro = min(config.gradient_accumulation, self.batches_per_epoch - first)
+        group = [next(stream) for _ in range(n_micro)]
+        target = max(1, sum(train_tok[i].target_tokens for b in group for i in b))
+        self.optimizer.zero_grad(set_to_none=True)
+        for indices in group:
+            batch = collate([train_tok[i] for i in indices], self.data.pad_id, config.joint_lambda)
+            losses, mask = token_losses(self.model, batch, self.device, self.autocast)
+            weights = batch["weights"].to(self.device).unsqueeze(1)
+            weighted = (losses * mask * weights).sum() / target
+            weighted.backward()
+            interval["loss"] += float((losses * mask).sum().detach())
+            interval["weighted"] += float(weighted.detach()) * target
+            interval["tokens"] += float(mask.sum())
+            self.tokens_seen += int(batch["attention_mask"].sum())
+        if config.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, config.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+
+    def log_interval(self, interval: dict[str, float], bar: Any) -> None:
+        """Record the mean loss since the last log entry."""
+        mean = interval["loss"] / max(interval["tokens"], 1.0)
+        entry: dict[str, Any] = {
+            "step": self.step,
+            "epoch": round(self.step / self.steps_per_epoch, 4),
+            "loss": round(mean, 6),
+            "lr": self.scheduler.get_last_lr()[0],
+        }
+        if self.config.joint_lambda != 1.0:
+            entry["weighted_loss"] = round(interval["weighted"] / max(interval["tokens"], 1.0), 6)
+        self.record(entry)
+        bar.set_postfix(loss=f"{mean:.4f}")
+        log.info("step %d/%d loss %.4f", self.step, self.total_steps, mean)
+
+    def record_eval(self) -> dict[str, float]:
+        """Evaluate and record the eval losses (call only with eval data)."""
+        result = self.evaluate()
+        assert result is not None
+        self.record(
+            {
+                "step": self.step,
+                "epoch": round(self.step / self.steps_per_epoch, 4),
+                "eval_loss": round(result["all"], 6),
+                **{f"eval_loss_{k}": round(v, 6) for k, v in result.items() if k != "all"},
+            }
+        )
+        return result
+
+
+def _fresh_interval() -> dict[str, float]:
+    return {"loss": 0.0, "weighted": 0.0, "tokens": 0.0}
+
+
+def _run_loop(session: _Session) -> tuple[float, dict[str, float] | None]:
+    """Train to ``total_steps``; returns the loop's seconds and the last eval losses."""
+    import torch
+    from tqdm import tqdm
+
+    config, device = session.config, session.device
+    bar = tqdm(
+        total=session.total_steps,
+        initial=session.step,
+        desc=f"train {config.stage or 'adapter'}",
+        unit="step",
+        disable=not config.progress_bar,
+    )
+    interval = _fresh_interval()
+    last_eval: dict[str, float] | None = None
+    start = time.perf_counter()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    stream = session.micro_batches()
     try:
-        while step < total_steps:
-            # one optimizer step; the last step of an epoch takes the epoch's remaining batches
-            first = (step % steps_per_epoch) * config.gradient_accumulation
-            n_micro = min(config.gradient_accumulation, batches_per_epoch - first)
-            group = [next(stream) for _ in range(n_micro)]
-            target = max(1, sum(train_tok[i].target_tokens for b in group for i in b))
-            optimizer.zero_grad(set_to_none=True)
-            for indices in group:
-                batch = collate([train_tok[i] for i in indices], pad_id, config.joint_lambda)
-                losses, mask = token_losses(model, batch, device, autocast)
-                weights = batch["weights"].to(device).unsqueeze(1)
-                weighted = (losses * mask * weights).sum() / target
-                weighted.backward()
-                interval["loss"] += float((losses * mask).sum().detach())
-                interval["weighted"] += float(weighted.detach()) * target
-                interval["tokens"] += float(mask.sum())
-                tokens_seen += int(batch["attention_mask"].sum())
-            if config.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            step += 1
+        while session.step < session.total_steps:
+            session.optimizer_step(stream, interval)
+            step = session.step
             bar.update(1)
-            last = step == total_steps
-            end_of_epoch = step % steps_per_epoch == 0 or last
-            epoch_now = round(step / steps_per_epoch, 4)
+            last = step == session.total_steps
+            end_of_epoch = step % session.steps_per_epoch == 0 or last
             if step % config.logging_steps == 0 or last:
-                mean = interval["loss"] / max(interval["tokens"], 1.0)
-                entry: dict[str, Any] = {
-                    "step": step,
-                    "epoch": epoch_now,
-                    "loss": round(mean, 6),
-                    "lr": scheduler.get_last_lr()[0],
-                }
-                if config.joint_lambda != 1.0:
-                    entry["weighted_loss"] = round(
-                        interval["weighted"] / max(interval["tokens"], 1.0), 6
-                    )
-                record(entry)
-                bar.set_postfix(loss=f"{mean:.4f}")
-                log.info("step %d/%d loss %.4f", step, total_steps, mean)
-                interval = {"loss": 0.0, "weighted": 0.0, "tokens": 0.0}
+                session.log_interval(interval, bar)
+                interval = _fresh_interval()
             due_eval = (step % config.eval_steps == 0) if config.eval_steps else end_of_epoch
-            if eval_tok and (due_eval or last):
-                last_eval = evaluate()
-                assert last_eval is not None
-                record(
-                    {
-                        "step": step,
-                        "epoch": epoch_now,
-                        "eval_loss": round(last_eval["all"], 6),
-                        **{
-                            f"eval_loss_{k}": round(v, 6)
-                            for k, v in last_eval.items()
-                            if k != "all"
-                        },
-                    }
-                )
+            if session.data.eval and (due_eval or last):
+                last_eval = session.record_eval()
             due_save = (step % config.save_steps == 0) if config.save_steps else end_of_epoch
             if due_save or last:
-                save_checkpoint()
+                session.save_checkpoint()
     except KeyboardInterrupt:
-        save_checkpoint()
-        log.warning("interrupted at step %d; checkpoint written, rerun with --resume", step)
+        session.save_checkpoint()
+        log.warning("interrupted at step %d; checkpoint written, rerun with --resume", session.step)
         raise
     finally:
         bar.close()
     seconds = time.perf_counter() - start
-    if eval_tok and last_eval is None:  # resumed at the end: report the eval loss anyway
-        last_eval = evaluate()
+    if session.data.eval and last_eval is None:  # resumed at the end: report the eval loss anyway
+        last_eval = session.evaluate()
+    return seconds, last_eval
 
-    model.save_pretrained(str(out))
+
+def _finish(
+    session: _Session, base: Path, seconds: float, last_eval: dict[str, float] | None
+) -> TrainResult:
+    """Write the adapter (checked servable) and the summary; the run's result."""
+    out, data = session.out, session.data
+    session.model.save_pretrained(str(out))
     (out / "README.md").unlink(missing_ok=True)
     _fix_adapter_config(out, base)
     check_servable(out)
-    losses_logged = [h["loss"] for h in history if "loss" in h]
+    losses_logged = [h["loss"] for h in session.history if "loss" in h]
     result = TrainResult(
         output_dir=out,
-        steps=step,
-        examples=len(train_tok),
-        dropped=dropped,
+        steps=session.step,
+        examples=len(data.train),
+        dropped=data.dropped,
         first_loss=losses_logged[0] if losses_logged else None,
         final_loss=losses_logged[-1] if losses_logged else None,
         eval_loss=last_eval["all"] if last_eval else None,
         seconds=seconds,
-        tokens_per_second=tokens_seen / seconds if seconds > 0 else 0.0,
-        peak_memory_mb=_peak_memory_mb(device),
-        history=history,
+        tokens_per_second=session.tokens_seen / seconds if seconds > 0 else 0.0,
+        peak_memory_mb=_peak_memory_mb(session.device),
+        history=session.history,
     )
-    summary = {**result.to_dict(), "eval_examples": len(eval_tok), "eval_dropped": eval_dropped}
-    summary["learning_rate"] = config.effective_learning_rate
-    summary["precision"] = "bf16" if bf16 else "fp32"
-    summary["device"] = device.type
+    summary = {
+        **result.to_dict(),
+        "eval_examples": len(data.eval),
+        "eval_dropped": data.eval_dropped,
+    }
+    summary["learning_rate"] = session.config.effective_learning_rate
+    summary["precision"] = "bf16" if session.bf16 else "fp32"
+    summary["device"] = session.device.type
     (out / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return result
+
+
+def train(
+    config: TrainConfig,
+    *,
+    resume: bool | str | Path = False,
+    examples: Sequence[ChatExample] | None = None,
+) -> TrainResult:
+    """Train a LoRA adapter (see module docs) and write it to ``config.output_dir``.
+
+    Args:
+        config: The run's settings.
+        resume: ``True`` resumes from the newest checkpoint in ``output_dir`` (starting fresh
+            if there is none), a path resumes from that checkpoint, ``False`` starts fresh
+            (and refuses to overwrite an existing adapter).
+        examples: Training examples to use instead of reading ``config.train_file``.
+
+    Returns:
+        Counts, losses, time, throughput and peak memory of the run.
+
+    Raises:
+        ConfigError: Bad settings, a base model without chat template, a resume whose
+            settings differ from the checkpoint's, or a checkpoint that is not one samalign
+            wrote (an old pickle ``trainer_state.pt`` is refused, never unpickled).
+        InputError: Unreadable or invalid training data (the line is named).
+    """
+    require_extra("training")
+    from transformers import AutoTokenizer
+
+    out = Path(config.output_dir).expanduser().resolve()
+    checkpoint = _resume_checkpoint(config, out, resume)
+    train_examples, eval_examples = _read_data(config, examples)
+    base = Path(config.base_model).expanduser()
+    if not (base / "config.json").is_file():
+        raise ConfigError(f"base_model {base}: no config.json (a Hugging Face model folder)")
+    device, bf16 = _resolve_device(config)
+    with quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(base)
+    data = _tokenize_data(config, tokenizer, train_examples, eval_examples)
+    model = _load_model(config, base, tokenizer, device, bf16)
+    session = _Session(config=config, out=out, model=model, data=data, device=device, bf16=bf16)
+    if checkpoint is not None:
+        session.restore(checkpoint)
+    out.mkdir(parents=True, exist_ok=True)
+    config.save(out)
+    session.log_path.write_text(
+        "".join(json.dumps(r) + "\n" for r in session.history), encoding="utf-8"
+    )
+    seconds, last_eval = _run_loop(session)
+    return _finish(session, base, seconds, last_eval)
 
 
 def enable_activation_checkpointing(model: Any) -> None:
@@ -823,6 +853,7 @@ def _fix_adapter_config(out: Path, base: Path) -> None:
 
 
 __all__ = [
+    "CHECKPOINTS_DIR",
     "IGNORE_INDEX",
     "LOSS_LOG_NAME",
     "SUMMARY_NAME",
@@ -833,7 +864,6 @@ __all__ = [
     "enable_activation_checkpointing",
     "epoch_batches",
     "latest_checkpoint",
-    "quiet_transformers",
     "token_losses",
     "tokenize_example",
     "tokenize_examples",

@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from samalign.errors import BackendError, ConfigError, InputError, SamalignError
 from samalign.graphs.context import RunContext
+from samalign.graphs.schemas import DocumentOutput, OutputKind, TextInput
 from samalign.graphs.sentences import iter_sentences
 from samalign.graphs.state import merge_usage
 from samalign.types import Diagnostic, DroppedTriplet, Entity, StageUsage, Triplet
@@ -93,6 +94,7 @@ class DocumentState(BaseModel):
 
     Attributes:
         text: The document.
+        id: The caller's id for the document, passed through unchanged (optional).
         bounds: ``(start, end)`` of every sentence (set by ``split``).
         cursor: Index of the first sentence of the next wave.
         sentences: Per-sentence results (filled by the ``sentence`` nodes).
@@ -108,6 +110,7 @@ class DocumentState(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     text: str
+    id: str | None = None
     bounds: list[tuple[int, int]] = Field(default_factory=list)
     cursor: int = 0
     sentences: Annotated[list[SentenceResult], operator.add] = Field(default_factory=list)
@@ -270,6 +273,7 @@ def build_document_graph(
     keep_raw_diagnostics: bool = False,
     checkpointer: Checkpointer = None,
     name: str = "samalign_document",
+    output: OutputKind = "state",
 ) -> DocumentGraph:
     """Build a graph that runs ``sentence_graph`` over every sentence of a long document.
 
@@ -283,6 +287,8 @@ def build_document_graph(
             large documents).
         checkpointer: Optional LangGraph checkpointer.
         name: Graph name.
+        output: ``state`` (default): the whole state (with ``bounds`` and per-sentence
+            ``sentences``); ``result``: only the :class:`DocumentOutput` fields.
 
     Returns:
         A compiled graph. Invoke it with ``{"text": document}``, the same ``context`` as the
@@ -298,7 +304,10 @@ def build_document_graph(
     if wave_size < 1:
         raise ConfigError("wave_size must be at least 1")
     graph: StateGraph[DocumentState, RunContext, Any, Any] = StateGraph(
-        DocumentState, context_schema=RunContext
+        DocumentState,
+        context_schema=RunContext,
+        input_schema=TextInput,
+        output_schema=DocumentOutput if output == "result" else DocumentState,
     )
     graph.add_node(
         "sentence",

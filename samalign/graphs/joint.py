@@ -14,6 +14,7 @@ from samalign.agents.relations import relation_check_node, relation_node
 from samalign.graphs.context import RunContext
 from samalign.graphs.ner import add_ner_stages
 from samalign.graphs.options import PipelineOptions
+from samalign.graphs.schemas import JointOutput, OutputKind, TextInput
 from samalign.graphs.state import JointState, ParallelJointState
 
 JointGraph = CompiledStateGraph[JointState, RunContext, Any, Any]
@@ -61,6 +62,7 @@ def build_joint_graph(
     *,
     checkpointer: Checkpointer = None,
     name: str = "samalign_joint",
+    output: OutputKind = "state",
 ) -> JointGraph:
     """Build the joint entity + relation graph.
 
@@ -81,6 +83,9 @@ def build_joint_graph(
         options: Ablation switches and agent settings (defaults: the full pipelines).
         checkpointer: Optional LangGraph checkpointer.
         name: Graph name (shown in traces and when used as a subgraph).
+        output: ``state`` (default): ``invoke`` returns the whole state, every stage's
+            intermediate result included; ``result``: only the :class:`JointOutput` fields (what a
+            server shows).
 
     Returns:
         A compiled graph. Invoke it with ``{"text": ...}`` and
@@ -97,7 +102,10 @@ def build_joint_graph(
     options = options or PipelineOptions()
     state = ParallelJointState if options.relation_schedule == "parallel" else JointState
     graph: StateGraph[JointState, RunContext, Any, Any] = StateGraph(
-        state, context_schema=RunContext
+        state,
+        context_schema=RunContext,
+        input_schema=TextInput,
+        output_schema=JointOutput if output == "result" else state,
     )
     last = add_ner_stages(graph, options)
     last = add_relation_stages(graph, options, last)

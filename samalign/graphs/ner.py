@@ -14,6 +14,7 @@ from samalign.agents.candidates import consensus_node, merge_node
 from samalign.agents.extractors import extractor_node
 from samalign.graphs.context import RunContext
 from samalign.graphs.options import PipelineOptions
+from samalign.graphs.schemas import NerOutput, OutputKind, TextInput
 from samalign.graphs.state import NerState
 
 NerGraph = CompiledStateGraph[NerState, RunContext, Any, Any]
@@ -48,6 +49,7 @@ def build_ner_graph(
     *,
     checkpointer: Checkpointer = None,
     name: str = "samalign_ner",
+    output: OutputKind = "state",
 ) -> NerGraph:
     """Build the SAM-NER graph.
 
@@ -59,6 +61,9 @@ def build_ner_graph(
         options: Ablation switches and agent settings (defaults: the full pipeline).
         checkpointer: Optional LangGraph checkpointer.
         name: Graph name (shown in traces and when used as a subgraph).
+        output: ``state`` (default): ``invoke`` returns the whole state, every stage's
+            intermediate result included; ``result``: only the :class:`NerOutput` fields (what a
+            server shows).
 
     Returns:
         A compiled graph. Invoke it with ``{"text": ...}`` and
@@ -72,7 +77,10 @@ def build_ner_graph(
     """
     options = options or PipelineOptions()
     graph: StateGraph[NerState, RunContext, Any, Any] = StateGraph(
-        NerState, context_schema=RunContext
+        NerState,
+        context_schema=RunContext,
+        input_schema=TextInput,
+        output_schema=NerOutput if output == "result" else NerState,
     )
     last = add_ner_stages(graph, options)
     graph.add_edge(last, END)

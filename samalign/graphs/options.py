@@ -7,7 +7,7 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from samalign.agents.base import AgentSettings
-from samalign.errors import ConfigError
+from samalign.errors import ConfigError, validation_problems
 from samalign.types import DIRECT_TYPING_STAGE
 
 
@@ -97,10 +97,7 @@ class PipelineOptions(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as err:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'options'}: {e['msg']}"
-                for e in err.errors()
-            )
+            problems = validation_problems(err, "options")
             raise ConfigError(f"invalid PipelineOptions: {problems}") from None
 
     @model_validator(mode="after")

@@ -32,6 +32,7 @@ class NerState(BaseModel):
 
     Attributes:
         text: The input sentence.
+        id: The caller's id for the text, passed through unchanged (optional).
         anchor_mentions: Grounded mention strings from the anchor extractor (E_anc).
         explorer_mentions: Grounded mention strings from the explorer extractor (E_exp).
         noise: Explorer mentions CCR dropped (D_noise), with the reason.
@@ -46,6 +47,7 @@ class NerState(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     text: str
+    id: str | None = None
     anchor_mentions: list[str] = Field(default_factory=list)
     explorer_mentions: list[str] = Field(default_factory=list)
     noise: list[NoiseRecord] = Field(default_factory=list)

@@ -108,7 +108,9 @@ class EngineChatModel(BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {"adapter": self.adapter, "engine": self._llm_type}
+        model_dir = getattr(self.engine, "model_dir", None)
+        source = getattr(self.engine, "source", None) or getattr(model_dir, "root", None)
+        return {"adapter": self.adapter, "engine": self._llm_type, "source": str(source or "")}
 
     def close(self) -> None:
         """Close the engine (shared: every stage model of the backend stops working)."""

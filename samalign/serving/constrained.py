@@ -15,19 +15,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from samalign.errors import ConfigError
+from samalign.serving.extras import require_extra
 
 COMPACT_SEPARATORS = (",", ":")
 """JSON separators without whitespace (vLLM's ``disable_any_whitespace``)."""
 
 
 def _xgrammar() -> Any:
-    try:
-        import xgrammar
-    except ImportError:
-        raise ConfigError(
-            "constrained decoding in the transformers backend needs xgrammar; install the "
-            "'local' extra: pip install 'samalign[local]'"
-        ) from None
+    require_extra("constrained decoding in the transformers backend", ("xgrammar",))
+    import xgrammar
+
     return xgrammar
 
 

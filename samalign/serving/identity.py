@@ -9,15 +9,18 @@ layout, every weight zero. Plain Python: no torch needed.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import struct
 from pathlib import Path
 
 from samalign.errors import ConfigError
-
-_WEIGHTS = "adapter_model.safetensors"
+from samalign.serving.model_dir import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    read_safetensors_header,
+    safetensors_header_bytes,
+)
 
 
 def write_identity_adapter(like: str | Path, out: str | Path) -> Path:
@@ -34,32 +37,21 @@ def write_identity_adapter(like: str | Path, out: str | Path) -> Path:
         ConfigError: If ``like`` is not a safetensors LoRA folder or ``out`` is not empty.
     """
     source, target = Path(like), Path(out)
-    weights = source / _WEIGHTS
-    if not (source / "adapter_config.json").is_file() or not weights.is_file():
+    weights = source / ADAPTER_WEIGHTS
+    if not (source / ADAPTER_CONFIG).is_file() or not weights.is_file():
         raise ConfigError(
-            f"{source} is not a peft adapter folder with {_WEIGHTS}; identity adapters are "
+            f"{source} is not a peft adapter folder with {ADAPTER_WEIGHTS}; identity adapters are "
             "made from an existing safetensors adapter of the same base model"
         )
     if target.exists() and any(target.iterdir()):
         raise ConfigError(f"{target} exists and is not empty")
-    with open(weights, "rb") as handle:
-        header_size_bytes = handle.read(8)
-        if len(header_size_bytes) != 8:
-            raise ConfigError(f"{weights} is not a safetensors file")
-        (header_size,) = struct.unpack("<Q", header_size_bytes)
-        header = handle.read(header_size)
-    try:
-        tensors = json.loads(header)
-    except ValueError:
-        raise ConfigError(f"{weights} has an unreadable safetensors header") from None
-    data_size = max(
-        (int(v["data_offsets"][1]) for k, v in tensors.items() if k != "__metadata__"),
-        default=0,
-    )
+    header = safetensors_header_bytes(weights)
+    tensors = read_safetensors_header(weights)
+    data_size = max((int(v["data_offsets"][1]) for v in tensors.values()), default=0)
     target.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source / "adapter_config.json", target / "adapter_config.json")
-    with open(target / _WEIGHTS, "wb") as handle:
-        handle.write(header_size_bytes)
+    shutil.copyfile(source / ADAPTER_CONFIG, target / ADAPTER_CONFIG)
+    with open(target / ADAPTER_WEIGHTS, "wb") as handle:
+        handle.write(struct.pack("<Q", len(header)))
         handle.write(header)
         handle.write(bytes(data_size))  # every weight zero: the LoRA update B·A is zero
     return target
@@ -74,14 +66,14 @@ def cached_identity_adapter(like: str | Path, *, cache_dir: str | Path | None = 
             ``~/.cache/samalign/identity``).
     """
     source = Path(like).expanduser().resolve()
-    weights = source / _WEIGHTS
+    weights = source / ADAPTER_WEIGHTS
     stamp = f"{source}:{weights.stat().st_mtime_ns if weights.exists() else 0}"
     key = hashlib.sha256(stamp.encode()).hexdigest()[:16]
     if cache_dir is None:
         root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
         cache_dir = root / "samalign" / "identity"
     target = Path(cache_dir) / key
-    if (target / _WEIGHTS).is_file():
+    if (target / ADAPTER_WEIGHTS).is_file():
         return target
     partial = Path(cache_dir) / f"{key}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)

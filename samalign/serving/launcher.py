@@ -1,114 +1,66 @@
-"""Build the ``vllm serve`` command for a samalign model directory.
+"""Build the ``vllm serve`` command for a samalign model directory (or a base + adapters).
 
-A *model directory* is the unit samalign serves::
-
-    MODEL_DIR/
-      base/                 the base model (Hugging Face format, with tokenizer + chat template)
-      adapters/<name>/      one peft LoRA adapter per stage, served under <name>
-                            (anchor, explorer, archetype, calibrate, ...); the calibrator's
-                            adapter is an identity LoRA (B = 0) so every request names one
-      samalign-model.json   optional manifest (written by build-tiny and by finetune)
-
-``python -m samalign.testing build-tiny DIR`` writes one with a tiny random model for smoke
-tests of a serving stack without real weights.
+What is served comes from :mod:`samalign.serving.model_dir` (the one reader of the layout and
+the one servability check; the layout is documented in ``docs/model_dir.md``).
+``python -m samalign.testing build-tiny DIR`` writes a model directory with a tiny random
+model for smoke tests of a serving stack without real weights.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from samalign.errors import ConfigError
+from samalign.serving.identity import cached_identity_adapter
+from samalign.serving.model_dir import ModelDir, load_model_dir, model_from_base
 
 COMPACT_JSON_CONFIG = '{"backend": "xgrammar", "disable_any_whitespace": true}'
 """vLLM structured-output settings used by default: no free whitespace inside JSON answers."""
 
-VLLM_LORA_RANKS: tuple[int, ...] = (1, 8, 16, 32, 64, 128, 256, 320, 512)
-"""The values vLLM accepts for ``--max-lora-rank``."""
+IDENTITY_STAGE = "calibrate"
+"""The stage served through an identity adapter when no adapter of that name is given."""
 
 
-@dataclass(frozen=True)
-class ModelDir:
-    """A resolved model directory: the base model and the adapters by served name."""
+def serve_target(
+    model_dir: str | Path | None = None,
+    *,
+    base: str | Path | None = None,
+    adapters: Mapping[str, str | Path] | None = None,
+    identity: bool = True,
+    allow_outside: bool = False,
+) -> tuple[ModelDir, Path | None]:
+    """What a vLLM server serves: a model directory or a base model, plus adapters by path.
 
-    base: Path
-    adapters: dict[str, Path]
+    Args:
+        model_dir: A model directory (its manifest is honoured: base path, adapter map).
+        base: A base model folder instead of a model directory (then ``adapters`` is needed).
+        adapters: Served name → adapter folder, added to (or replacing) the directory's.
+        identity: Without a ``calibrate`` adapter, add an identity adapter (zero LoRA update,
+            shaped like the first adapter) under that name, so every request names an adapter.
+        allow_outside: Let the directory's manifest and links point outside it.
 
-
-def check_adapter(name: str, path: Path) -> None:
-    """Reject adapter folders vLLM cannot load, before the server starts.
-
-    Raises:
-        ConfigError: Naming the adapter and every problem found.
-    """
-    config_path = path / "adapter_config.json"
-    if not config_path.is_file():
-        raise ConfigError(
-            f"adapter {name!r} at {path} has no adapter_config.json; point it at a folder "
-            "written by peft's save_pretrained"
-        )
-    try:
-        config = json.loads(config_path.read_text("utf-8"))
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"cannot read {config_path}: {err}") from None
-    problems = []
-    if config.get("bias", "none") != "none":
-        problems.append(f"bias={config.get('bias')!r} (vLLM needs bias='none')")
-    if config.get("use_dora"):
-        problems.append("use_dora=true (vLLM does not serve DoRA)")
-    if config.get("modules_to_save"):
-        problems.append(f"modules_to_save={config.get('modules_to_save')} (not servable)")
-    if not any((path / f).is_file() for f in ("adapter_model.safetensors", "adapter_model.bin")):
-        problems.append("no adapter_model.safetensors")
-    if problems:
-        raise ConfigError(f"adapter {name!r} at {path} cannot be served: {'; '.join(problems)}")
-
-
-def read_model_dir(path: str | Path) -> ModelDir:
-    """Resolve a model directory (see module docs).
+    Returns:
+        The checked model and the identity adapter added as ``calibrate`` (``None`` if none).
 
     Raises:
-        ConfigError: If the layout is wrong, naming what is missing.
+        ConfigError: Neither or both of ``model_dir`` and ``base``, a bad model directory, an
+            adapter vLLM cannot serve or that does not fit the base model.
     """
-    root = Path(path).expanduser().resolve()
-    base = root / "base"
-    if not (base / "config.json").is_file():
-        raise ConfigError(
-            f"{root}: not a samalign model directory: expected the base model in {base} "
-            "(with config.json) and adapters in adapters/<name>/"
-        )
-    folder = root / "adapters"
-    adapters: dict[str, Path] = {}
-    if folder.is_dir():
-        for sub in sorted(folder.iterdir()):
-            if sub.is_dir():
-                check_adapter(sub.name, sub)
-                adapters[sub.name] = sub
-    if not adapters:
-        raise ConfigError(f"{root}: no adapters found in {folder}; expected adapters/<name>/")
-    return ModelDir(base=base, adapters=adapters)
-
-
-def adapter_rank(path: Path) -> int:
-    """The largest LoRA rank of an adapter (``r`` and any ``rank_pattern`` entries)."""
-    try:
-        config = json.loads((path / "adapter_config.json").read_text("utf-8"))
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"cannot read {path / 'adapter_config.json'}: {err}") from None
-    ranks = [int(config.get("r", 8))]
-    ranks += [int(v) for v in (config.get("rank_pattern") or {}).values()]
-    return max(ranks)
-
-
-def lora_rank_bucket(rank: int) -> int:
-    """The smallest ``--max-lora-rank`` value vLLM accepts that is ≥ ``rank``."""
-    for value in VLLM_LORA_RANKS:
-        if value >= rank:
-            return value
-    raise ConfigError(f"LoRA rank {rank} exceeds vLLM's maximum {VLLM_LORA_RANKS[-1]}")
+    extra = dict(adapters or {})
+    if (model_dir is None) == (base is None):
+        raise ConfigError("give a model directory (--model-dir) or a base model (--base)")
+    if model_dir is not None:
+        model = load_model_dir(model_dir, allow_outside=allow_outside).with_adapters(extra)
+    else:
+        assert base is not None
+        model = model_from_base(base, extra)
+    if not identity or IDENTITY_STAGE in model.adapters:
+        return model, None
+    added = cached_identity_adapter(next(iter(model.adapters.values())))
+    return model.with_adapters({IDENTITY_STAGE: added}), added
 
 
 @dataclass(frozen=True)
@@ -140,8 +92,7 @@ def vllm_cpu_env(python: str) -> dict[str, str]:
 
 
 def build_serve_command(
-    base: str | Path,
-    adapters: Mapping[str, str | Path],
+    model: ModelDir,
     *,
     python: str | None = None,
     host: str = "127.0.0.1",
@@ -151,14 +102,13 @@ def build_serve_command(
     compact_json: bool = True,
     extra_args: Sequence[str] = (),
 ) -> ServeCommand:
-    """The vLLM OpenAI-compatible server command for a base model and named adapters.
+    """The vLLM OpenAI-compatible server command for a checked model (see :func:`serve_target`).
 
     ``--max-loras`` is the number of adapters (so no stage waits for an adapter slot) and
     ``--max-lora-rank`` the smallest accepted value covering the largest adapter rank.
 
     Args:
-        base: Base model folder.
-        adapters: Served adapter name → adapter folder.
+        model: The base model and adapters to serve (from :func:`serve_target`).
         python: Interpreter of the environment vLLM is installed in (default: this one).
         host: Bind address (loopback by default).
         port: Port.
@@ -168,36 +118,31 @@ def build_serve_command(
             ``disable_any_whitespace``). Weak models otherwise can fill the budget with
             whitespace; vLLM honours this only as a server setting, not per request.
         extra_args: More vLLM arguments, appended as given.
+
+    Raises:
+        ConfigError: An adapter name vLLM's ``--lora-modules`` cannot carry.
     """
-    if not adapters:
-        raise ConfigError("give at least one adapter (--adapter NAME=PATH)")
     exe = python or sys.executable
-    base_dir = Path(base).expanduser()
-    if not (base_dir / "config.json").is_file():
-        raise ConfigError(f"base model folder {base_dir} has no config.json")
-    resolved = {name: Path(p).expanduser().resolve() for name, p in adapters.items()}
-    for name, path in resolved.items():
+    for name in model.adapters:
         if not name or any(c.isspace() or c == "=" for c in name):
             raise ConfigError(f"invalid adapter name {name!r}: no spaces or '=' allowed")
-        check_adapter(name, path)
-    rank = lora_rank_bucket(max(adapter_rank(p) for p in resolved.values()))
     argv = [
         exe,
         "-m",
         "vllm.entrypoints.openai.api_server",
         "--model",
-        str(Path(base).expanduser().resolve()),
+        str(model.base),
         "--host",
         host,
         "--port",
         str(port),
         "--enable-lora",
         "--max-loras",
-        str(len(resolved)),
+        str(len(model.adapters)),
         "--max-lora-rank",
-        str(rank),
+        str(model.max_lora_rank),
         "--lora-modules",
-        *[f"{name}={path}" for name, path in resolved.items()],
+        *[f"{name}={path}" for name, path in model.adapters.items()],
     ]
     if served_model_name:
         argv += ["--served-model-name", served_model_name]
@@ -211,13 +156,9 @@ def build_serve_command(
 
 __all__ = [
     "COMPACT_JSON_CONFIG",
-    "VLLM_LORA_RANKS",
-    "ModelDir",
+    "IDENTITY_STAGE",
     "ServeCommand",
-    "adapter_rank",
     "build_serve_command",
-    "check_adapter",
-    "lora_rank_bucket",
-    "read_model_dir",
+    "serve_target",
     "vllm_cpu_env",
 ]

@@ -31,14 +31,11 @@ Use :func:`transformers_models` to get :class:`~samalign.serving.models.StageMod
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import importlib.util
 import logging
 import math
 import threading
 import time
-import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +46,8 @@ from samalign.serving.batcher import BatcherStats, MicroBatcher
 from samalign.serving.chat import choose_adapters, engine_stage_models
 from samalign.serving.constrained import JsonSchemaConstraints
 from samalign.serving.engine import GenerationRequest, GenerationResult, LoopThread
-from samalign.serving.model_dir import LocalModelDir, check_adapter_fits, load_model_dir
+from samalign.serving.extras import LOCAL_MODULES, quiet_transformers, require_extra
+from samalign.serving.model_dir import ModelDir, check_adapter_fits, load_model_dir
 from samalign.serving.models import StageModels
 from samalign.serving.prefix_cache import (
     NO_PREFIX,
@@ -66,16 +64,7 @@ log = logging.getLogger(__name__)
 BASE_ROW = "__base__"
 """peft's ``adapter_names`` entry for a row computed by the base model alone."""
 
-_NEEDED = ("torch", "transformers", "peft", "xgrammar")
-
-
-def _require_local_extra() -> None:
-    missing = [n for n in _NEEDED if importlib.util.find_spec(n) is None]
-    if missing:
-        raise ConfigError(
-            "the transformers backend needs the optional 'local' dependencies "
-            f"(missing: {', '.join(missing)}); install them with: pip install 'samalign[local]'"
-        )
+_NEEDED = (*LOCAL_MODULES, "xgrammar")
 
 
 def resolve_device(device: str) -> Any:
@@ -104,22 +93,6 @@ def resolve_dtype(dtype: str, device: Any) -> Any:
     return value
 
 
-@contextlib.contextmanager
-def _quiet_loading() -> Iterator[None]:
-    """No progress bars or deprecation chatter while loading weights."""
-    from transformers.utils import logging as hf_logging
-
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
-
-
 @dataclass
 class _Prepared:
     """A request ready for a batch: tokens, budget, grammar matcher, peft row name."""
@@ -141,7 +114,9 @@ class TransformersEngine:
     ``StageModels.close()``) to release the model.
 
     Args:
-        model_dir: A samalign model directory (see :mod:`samalign.serving.model_dir`).
+        model_dir: A samalign model directory (see ``docs/model_dir.md``), or one already
+            loaded with :func:`~samalign.serving.model_dir.load_model_dir` (pass that to
+            allow manifest paths outside the directory).
         adapters: Adapter names to load (default: all in the directory).
         device: ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda:1"``, ...
         dtype: ``"auto"`` (bfloat16 on GPUs that support it, float16 on other GPUs,
@@ -178,7 +153,7 @@ class TransformersEngine:
 
     def __init__(
         self,
-        model_dir: str | Path | LocalModelDir,
+        model_dir: str | Path | ModelDir,
         *,
         adapters: Sequence[str] | None = None,
         device: str = "auto",
@@ -197,7 +172,7 @@ class TransformersEngine:
         prefix_min_tokens: int = 32,
         reserve_kv: bool = True,
     ) -> None:
-        _require_local_extra()
+        require_extra("the transformers backend", _NEEDED)
         if (
             threads is not None
             and threads != "auto"
@@ -214,14 +189,12 @@ class TransformersEngine:
             raise ConfigError("temperature must not be negative")
         if max_model_len is not None and max_model_len < 2:
             raise ConfigError("max_model_len must be at least 2")
-        self.model_dir = (
-            model_dir if isinstance(model_dir, LocalModelDir) else load_model_dir(model_dir)
-        )
+        self.model_dir = model_dir if isinstance(model_dir, ModelDir) else load_model_dir(model_dir)
         names = list(adapters) if adapters is not None else list(self.model_dir.adapters)
         unknown = sorted(set(names) - set(self.model_dir.adapters))
         if unknown:
             raise ConfigError(
-                f"{self.model_dir.root}: no adapter(s) {unknown}; it has "
+                f"{self.model_dir.root or self.model_dir.base}: no adapter(s) {unknown}; it has "
                 f"{sorted(self.model_dir.adapters)}"
             )
         if not names:
@@ -276,7 +249,7 @@ class TransformersEngine:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         base = self.model_dir.base
-        with _quiet_loading():
+        with quiet_transformers(ignore_warnings=True):
             try:
                 self.tokenizer = AutoTokenizer.from_pretrained(base)
             except (OSError, ValueError) as err:
@@ -726,6 +699,7 @@ def transformers_models(
     stages: Sequence[str] = NER_STAGES,
     adapters: Mapping[str, str] | None = None,
     max_tokens: int = 512,
+    allow_outside: bool = False,
     **engine_options: Any,
 ) -> StageModels:
     """Build :class:`StageModels` on one in-process transformers + peft engine.
@@ -740,6 +714,7 @@ def transformers_models(
         stages: Stages to configure.
         adapters: Stage → adapter name overrides (default: the adapter named like the stage).
         max_tokens: Completion budget of a call that does not set ``max_tokens``.
+        allow_outside: Follow manifest paths and links that lead outside the directory.
         **engine_options: Passed to :class:`TransformersEngine` (``device``, ``dtype``,
             ``max_batch_size``, ``max_wait_ms``, ``max_queue``, ``max_model_len``, ...).
 
@@ -754,7 +729,7 @@ def transformers_models(
         ...     ctx = RunContext(domain="crossner_ai", models=models)
         ...     build_ner_graph().invoke({"text": "LSTM was proposed by Hochreiter."}, context=ctx)
     """
-    directory = load_model_dir(model_dir)
+    directory = load_model_dir(model_dir, allow_outside=allow_outside)
     choose_adapters(stages, adapters, frozenset(directory.adapters))  # fail before loading
     engine = TransformersEngine(directory, **engine_options)
     return engine_stage_models(engine, stages=stages, adapters=adapters, max_tokens=max_tokens)

@@ -35,8 +35,8 @@ from samalign.errors import BackendError, ConfigError, InputError, SamalignError
 from samalign.serving import vllm_engine
 from samalign.serving.chat import choose_adapters, engine_stage_models
 from samalign.serving.engine import GenerationRequest, GenerationResult, LoopThread
-from samalign.serving.launcher import adapter_rank, lora_rank_bucket, vllm_cpu_env
-from samalign.serving.model_dir import LocalModelDir, load_model_dir
+from samalign.serving.launcher import vllm_cpu_env
+from samalign.serving.model_dir import ModelDir, load_model_dir
 from samalign.serving.models import StageModels
 from samalign.types import NER_STAGES
 
@@ -85,6 +85,7 @@ class VllmInprocessEngine:
     llm_type = LLM_TYPE
 
     def __init__(self, base: Path, adapters: Mapping[str, Path], **options: Any) -> None:
+        self.source = str(base)  # what the models are, for stage-cache keys
         if importlib.util.find_spec("vllm") is None:
             raise ConfigError(
                 "vLLM is not installed in this environment: pip install 'samalign[vllm]', or "
@@ -173,6 +174,7 @@ class VllmWorkerEngine:
         log_path: str | Path | None = None,
     ) -> None:
         self.python = python
+        self.source = str(base)  # what the models are, for stage-cache keys
         self._adapters = frozenset(adapters)
         self.argv = [
             python,
@@ -389,6 +391,7 @@ def vllm_inprocess_models(
     dtype: str = "auto",
     compact_json: bool = True,
     engine_args: Mapping[str, Any] | None = None,
+    allow_outside: bool = False,
     **worker_options: Any,
 ) -> StageModels:
     """Build :class:`StageModels` on one in-process vLLM engine (no server).
@@ -409,6 +412,7 @@ def vllm_inprocess_models(
         dtype: vLLM ``dtype`` (``"float32"`` for token-exact comparisons on CPU).
         compact_json: No free whitespace in constrained JSON (as ``samalign serve``).
         engine_args: More ``AsyncEngineArgs`` fields (``gpu_memory_utilization``, ...).
+        allow_outside: Follow manifest paths and links that lead outside the directory.
         **worker_options: With ``python``: :class:`VllmWorkerEngine` options (``env``,
             ``startup_timeout_s``, ``log_path``).
 
@@ -416,11 +420,10 @@ def vllm_inprocess_models(
         ConfigError: Bad model directory, an adapter missing or not matching the base model,
             vLLM not available.
     """
-    directory: LocalModelDir = load_model_dir(model_dir)
+    directory: ModelDir = load_model_dir(model_dir, allow_outside=allow_outside)
     choose_adapters(stages, adapters, frozenset(directory.adapters))
-    rank = lora_rank_bucket(max(adapter_rank(p) for p in directory.adapters.values()))
     options: dict[str, Any] = {
-        "max_lora_rank": rank,
+        "max_lora_rank": directory.max_lora_rank,
         "max_model_len": max_model_len,
         "dtype": dtype,
         "compact_json": compact_json,

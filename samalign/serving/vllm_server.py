@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import httpx
+from langchain_core.language_models import BaseChatModel
 from langchain_openai import ChatOpenAI
 from pydantic import SecretStr
 
 from samalign.errors import BackendError, ConfigError
+from samalign.serving.balancer import BalancedChatModel, ServerPool
 from samalign.serving.models import StageModel, StageModels
 from samalign.types import NER_STAGES
+
+log = logging.getLogger(__name__)
 
 
 def api_base(url: str) -> str:
@@ -56,8 +61,23 @@ def async_http_client(*, max_connections: int = MAX_CONNECTIONS, **kwargs: Any) 
     return openai.DefaultAsyncHttpxClient(**kwargs)
 
 
+def server_urls(base_url: str | Sequence[str]) -> list[str]:
+    """One server URL or several, as a list of normalised OpenAI API bases (``.../v1``).
+
+    Raises:
+        ConfigError: No URL, a URL that is not http(s), or one listed twice.
+    """
+    urls = [base_url] if isinstance(base_url, str) else list(base_url)
+    if not urls:
+        raise ConfigError("no server URL given; pass --server URL (repeatable)")
+    bases = [api_base(u) for u in urls]
+    if len(set(bases)) != len(bases):
+        raise ConfigError(f"a server URL is listed twice: {urls}")
+    return bases
+
+
 def vllm_server_models(
-    base_url: str,
+    base_url: str | Sequence[str],
     *,
     stages: Sequence[str] = NER_STAGES,
     adapters: Mapping[str, str] | None = None,
@@ -68,8 +88,9 @@ def vllm_server_models(
     seed: int | None = 0,
     http_client: Any | None = None,
     http_async_client: Any | None = None,
+    pool: ServerPool | None = None,
 ) -> StageModels:
-    """Build :class:`StageModels` for a vLLM server, one adapter per stage.
+    """Build :class:`StageModels` for a vLLM server (or several), one adapter per stage.
 
     Every request names an adapter (``model=<adapter>``); by default a stage's adapter is
     served under the stage's own name. The calibrator is expected to be served through an
@@ -77,8 +98,16 @@ def vllm_server_models(
     Connection errors, timeouts, 408/409/429 and 5xx answers are retried ``max_retries`` times
     with exponential backoff by the OpenAI client.
 
+    With several server URLs, each stage is a
+    :class:`~samalign.serving.balancer.BalancedChatModel` over one ``ChatOpenAI`` per server,
+    all naming the stage's adapter, sharing one :class:`~samalign.serving.balancer.ServerPool`:
+    requests go to the least-loaded healthy server, a server that stops answering is taken out
+    (and re-probed later) and its requests go to the others; ``max_retries`` then counts rounds
+    over the servers. Behind a router (one URL in front of many servers) pass just that URL.
+
     Args:
-        base_url: The server URL, e.g. ``http://127.0.0.1:8000`` (``/v1`` optional).
+        base_url: The server URL, e.g. ``http://127.0.0.1:8000`` (``/v1`` optional), or a list
+            of server URLs serving the same adapters.
         stages: Stages to configure.
         adapters: Stage → adapter name overrides.
         timeout: Seconds per request.
@@ -91,12 +120,20 @@ def vllm_server_models(
             defaults; a plain ``httpx.Client`` goes through a slower compatibility path).
         http_async_client: Custom HTTP client for async calls, e.g.
             ``openai.DefaultAsyncHttpxClient(event_hooks=...)``. One client is shared by all
-            the stages built by this call.
+            the stages built by this call (with one server only).
+        pool: The servers' shared health, with several URLs (default: a new
+            :class:`~samalign.serving.balancer.ServerPool` over them with default settings).
 
     Returns:
         The stage models; pass them in the graph's ``RunContext``.
     """
-    base = api_base(base_url)
+    bases = server_urls(base_url)
+    if len(bases) > 1 and (http_client is not None or http_async_client is not None):
+        raise ConfigError("custom HTTP clients are supported with one server URL only")
+    if pool is not None and pool.names != bases:
+        raise ConfigError(f"the pool's servers {pool.names} are not the URLs given {bases}")
+    if len(bases) > 1 and pool is None:
+        pool = ServerPool(bases)
     unknown = sorted(set(adapters or {}) - set(stages))
     if unknown:
         raise ConfigError(
@@ -105,17 +142,28 @@ def vllm_server_models(
     models: dict[str, StageModel] = {}
     for stage in stages:
         adapter = (adapters or {}).get(stage, stage)
-        chat = ChatOpenAI(
-            model=adapter,
-            base_url=base,
-            api_key=SecretStr(api_key),
-            temperature=temperature,
-            timeout=timeout,
-            max_retries=max_retries,
-            use_responses_api=False,
-            seed=seed,
-            http_client=http_client,
-            http_async_client=http_async_client,
+        replicas = [
+            ChatOpenAI(
+                model=adapter,
+                base_url=base,
+                api_key=SecretStr(api_key),
+                temperature=temperature,
+                timeout=timeout,
+                # with several servers, retries are the balancer's: fail over at once
+                max_retries=max_retries if pool is None else 0,
+                use_responses_api=False,
+                seed=seed,
+                http_client=http_client,
+                http_async_client=http_async_client,
+            )
+            for base in bases
+        ]
+        chat: BaseChatModel = (
+            replicas[0]
+            if pool is None
+            else BalancedChatModel(
+                replicas=list[BaseChatModel](replicas), pool=pool, max_retries=max_retries
+            )
         )
         models[stage] = StageModel(
             chat,
@@ -154,7 +202,10 @@ def check_server(base_url: str, adapters: Iterable[str], *, timeout: float = 10.
     Raises:
         BackendError: Naming the missing adapters and the ones the server has.
     """
-    available = served_models(base_url, timeout=timeout)
+    _require_adapters(base_url, adapters, served_models(base_url, timeout=timeout))
+
+
+def _require_adapters(base_url: str, adapters: Iterable[str], available: list[str]) -> None:
     missing = sorted(set(adapters) - set(available))
     if missing:
         raise BackendError(
@@ -164,11 +215,50 @@ def check_server(base_url: str, adapters: Iterable[str], *, timeout: float = 10.
         )
 
 
+def check_servers(
+    base_urls: str | Sequence[str], adapters: Iterable[str], *, timeout: float = 10.0
+) -> list[str]:
+    """Fail early unless a server is up and every server that is up serves every adapter.
+
+    Returns the servers that answered.
+
+    A server that does not answer is only logged (the pool re-probes it later, so it may join
+    once it is up); a server that answers without an adapter is a configuration error.
+
+    Raises:
+        BackendError: No server answers, or one lacks an adapter.
+    """
+    wanted = list(adapters)
+    urls = server_urls(base_urls)
+    if len(urls) == 1:  # one server: it must answer
+        check_server(
+            base_urls if isinstance(base_urls, str) else base_urls[0], wanted, timeout=timeout
+        )
+        return urls
+    up: list[str] = []
+    down: list[str] = []
+    for url in urls:
+        try:
+            available = served_models(url, timeout=timeout)
+        except BackendError as err:
+            down.append(str(err))
+            continue
+        _require_adapters(url, wanted, available)
+        up.append(url)
+    if not up:
+        raise BackendError("no server answers: " + " | ".join(down))
+    for problem in down:
+        log.warning("%s (it will be re-probed)", problem)
+    return up
+
+
 __all__ = [
     "MAX_CONNECTIONS",
     "api_base",
     "async_http_client",
     "check_server",
+    "check_servers",
     "served_models",
+    "server_urls",
     "vllm_server_models",
 ]

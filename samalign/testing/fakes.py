@@ -83,6 +83,51 @@ class ScriptedChatModel(BaseChatModel):
         return ChatResult(generations=[ChatGeneration(message=message)])
 
 
+class ScriptedToolCaller(BaseChatModel):
+    """A tool-calling chat model for agent tests: answers with the given messages in turn.
+
+    ``bind_tools`` returns the model itself (recording the tools), so LangGraph's
+    ``create_react_agent`` can drive it; each call records the messages it was given, so a
+    test can check what the agent received from its tools.
+
+    Attributes:
+        replies: The answers, one per call (e.g. an ``AIMessage`` with ``tool_calls``, then a
+            final ``AIMessage``); the last one repeats.
+        calls: The messages of each call.
+        tools: The names of the tools bound.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    replies: list[AIMessage]
+    calls: list[list[BaseMessage]] = Field(default_factory=list)
+    tools: list[str] = Field(default_factory=list)
+    samalign_fake: bool = True
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    @property
+    def _llm_type(self) -> str:
+        return "samalign-scripted-tool-caller-fake"
+
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> ScriptedToolCaller:
+        """Record the tools' names; the script decides the calls."""
+        self.tools = [str(getattr(t, "name", None) or getattr(t, "__name__", t)) for t in tools]
+        return self
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        with self._lock:
+            index = len(self.calls)
+            self.calls.append(list(messages))
+        reply = self.replies[min(index, len(self.replies) - 1)]
+        return ChatResult(generations=[ChatGeneration(message=reply.model_copy())])
+
+
 def fake_stage_models(
     scripts: Mapping[str, Script], *, structured_output: bool = True
 ) -> StageModels:
@@ -100,4 +145,4 @@ def fake_stage_models(
     )
 
 
-__all__ = ["Responder", "Script", "ScriptedChatModel", "fake_stage_models"]
+__all__ = ["Responder", "Script", "ScriptedChatModel", "ScriptedToolCaller", "fake_stage_models"]

@@ -30,7 +30,13 @@ from pathlib import Path
 from typing import Any, Final
 
 from samalign.errors import ConfigError
-from samalign.serving.launcher import VLLM_LORA_RANKS
+from samalign.serving.extras import quiet_transformers, require_extra
+from samalign.serving.model_dir import (
+    MANIFEST_FORMAT,
+    MANIFEST_NAME,
+    MANIFEST_VERSION,
+    VLLM_LORA_RANKS,
+)
 
 __all__ = [
     "BOS_TOKEN",
@@ -54,10 +60,6 @@ DEFAULT_ADAPTERS: Final[tuple[str, ...]] = (
     "relations_reverse",
 )
 """Adapter names built by default: one per pipeline stage."""
-
-MANIFEST_NAME: Final = "samalign-model.json"
-MANIFEST_FORMAT: Final = "samalign-model-dir"
-MANIFEST_VERSION: Final = 1
 
 BOS_TOKEN: Final = "<|begin|>"
 EOS_TOKEN: Final = "<|end|>"
@@ -210,22 +212,6 @@ Input text, output format, instruction, schema, definition, example, label, type
 """
 
 
-def _require_local_extra() -> None:
-    """Raise a ConfigError naming the missing package when the ``local`` extra is absent."""
-    import importlib.util
-
-    missing = [
-        name
-        for name in ("torch", "transformers", "peft", "tokenizers", "safetensors")
-        if importlib.util.find_spec(name) is None
-    ]
-    if missing:
-        raise ConfigError(
-            "building a tiny model needs the optional 'local' dependencies "
-            f"(missing: {', '.join(missing)}); install them with: pip install 'samalign[local]'"
-        )
-
-
 def _validate(adapters: Sequence[str], identity_adapters: Sequence[str], rank: int) -> None:
     if isinstance(adapters, str) or isinstance(identity_adapters, str):
         raise ConfigError("adapters and identity_adapters must be sequences of names, not a str")
@@ -290,26 +276,6 @@ def _build(
     corpus: Sequence[str] = (),
 ) -> None:
     """Write base/, adapters/ and the manifest into the (empty, temporary) directory out."""
-    from transformers.utils import logging as hf_logging
-
-    bars_were_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-    try:
-        _build_with(out, adapters, identity_adapters, seed, rank, corpus)
-    finally:
-        if bars_were_enabled:
-            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
-
-
-def _build_with(
-    out: Path,
-    adapters: Sequence[str],
-    identity_adapters: Sequence[str],
-    seed: int,
-    rank: int,
-    corpus: Sequence[str] = (),
-) -> None:
-    """Do the work of :func:`_build` (progress bars already off)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
@@ -431,7 +397,9 @@ def build_tiny_model(
     out = Path(out_dir).expanduser().resolve()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"{out} already exists and is not an empty directory")
-    _require_local_extra()
+    require_extra(
+        "building a tiny model", ("torch", "transformers", "peft", "tokenizers", "safetensors")
+    )
 
     out.parent.mkdir(parents=True, exist_ok=True)
     # Build next to the target, then rename: an interrupted build leaves no half directory.
@@ -442,7 +410,8 @@ def build_tiny_model(
             # peft warns about base_model_name_or_path (fixed below); transformers about
             # deprecations that do not concern a freshly built model.
             warnings.simplefilter("ignore")
-            _build(tmp, list(adapters), list(identity_adapters), seed, rank, list(corpus))
+            with quiet_transformers():
+                _build(tmp, list(adapters), list(identity_adapters), seed, rank, list(corpus))
         _fix_base_paths(tmp, out)
         if out.exists():
             out.rmdir()

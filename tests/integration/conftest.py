@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
-import socket
 import subprocess
-import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
-import httpx
 import pytest
 
+from samalign.serving.server_process import ServerProcess, running_vllm_server
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -49,54 +43,57 @@ def vllm_python() -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
+VLLM_TEST_ARGS = ("--dtype", "float32", "--served-model-name", "base")
+"""vLLM arguments of every test server: exact float32 on CPU, the base listed as ``base``."""
+
+
+@pytest.fixture(scope="session")
+def start_vllm(
+    vllm_python: str, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[..., AbstractContextManager[ServerProcess]]:
+    """Start a real vLLM server with :func:`running_vllm_server` (the arguments are its own).
+
+    The server runs in its own process group, killed when the block ends (a test may kill it
+    earlier through ``.process``, e.g. to simulate a server dying mid-run).
+    """
+
+    def start(*args: Any, **kwargs: Any) -> AbstractContextManager[ServerProcess]:
+        return running_vllm_server(
+            *args,
+            python=vllm_python,
+            log_path=tmp_path_factory.mktemp("vllm") / "server.log",
+            timeout=600,
+            extra_args=VLLM_TEST_ARGS,
+            **kwargs,
+        )
+
+    return start
+
+
+@contextlib.contextmanager
+def _url_and_process(
+    server: AbstractContextManager[ServerProcess],
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    with server as running:
+        yield running.url, running.process
+
+
+@pytest.fixture(scope="session")
+def start_vllm_server(
+    tiny_model_dir: Path, start_vllm: Callable[..., AbstractContextManager[ServerProcess]]
+) -> Any:
+    """``start_vllm_server()``: a context manager running one more tiny-model server."""
+
+    def start() -> AbstractContextManager[tuple[str, subprocess.Popen[bytes]]]:
+        return _url_and_process(start_vllm(tiny_model_dir, max_model_len=8192))
+
+    return start
+
+
 @pytest.fixture(scope="session")
 def vllm_server(
-    tiny_model_dir: Path, vllm_python: str, tmp_path_factory: pytest.TempPathFactory
+    tiny_model_dir: Path, start_vllm: Callable[..., AbstractContextManager[ServerProcess]]
 ) -> Iterator[str]:
-    """A real vLLM server started through ``samalign serve``; yields its URL."""
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("vllm") / "server.log"
-    samalign = shutil.which("samalign", path=str(Path(sys.executable).parent)) or "samalign"
-    argv = [
-        samalign,
-        "serve",
-        "--model-dir",
-        str(tiny_model_dir),
-        "--python",
-        vllm_python,
-        "--port",
-        str(port),
-        "--max-model-len",
-        "8192",
-        "--",
-        "--dtype",
-        "float32",
-        "--served-model-name",
-        "base",
-    ]
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 600
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(
-                    f"vLLM server exited ({proc.returncode}):\n{log_path.read_text()[-4000:]}"
-                )
-            try:
-                if httpx.get(url + "/v1/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"vLLM server not ready in time:\n{log_path.read_text()[-4000:]}")
-            time.sleep(1)
-        yield url
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, 15)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, 9)
+    """A real vLLM server for the tiny model directory (what ``samalign serve`` runs)."""
+    with start_vllm(tiny_model_dir, max_model_len=8192) as server:
+        yield server.url

@@ -10,11 +10,8 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +31,7 @@ from samalign.finetune.trainer import (
     tokenize_example,
     train,
 )
+from samalign.serving.server_process import ServerProcess
 
 pytestmark = pytest.mark.integration
 
@@ -182,6 +180,33 @@ def test_resume_from_a_checkpoint_gives_the_uninterrupted_result(
         train(config(base, train_file, cut, lora_r=16, **settings), resume=True)
 
 
+def test_checkpoints_hold_no_pickle_and_resume_never_unpickles_one(
+    base: Path, train_file: Path, tmp_path: Path
+) -> None:
+    import pickle
+
+    run = config(base, train_file, tmp_path / "run", max_steps=2, save_steps=1)
+    train(run)
+    uninterrupted = adapter_weights(tmp_path / "run")
+    step1 = tmp_path / "run" / "checkpoints" / "step-000001"
+    assert {"trainer_state.json", "trainer_state.safetensors"} <= {p.name for p in step1.iterdir()}
+    assert not [p for p in (tmp_path / "run").rglob("*") if p.suffix in (".pt", ".bin", ".pkl")]
+    marker = tmp_path / "PWNED"
+
+    class Payload:
+        def __reduce__(self) -> tuple[Any, ...]:
+            return (open, (str(marker), "w"))
+
+    (step1 / "trainer_state.pt").write_bytes(pickle.dumps(Payload()))
+    pickle.loads((step1 / "trainer_state.pt").read_bytes())  # control: the payload is live
+    assert marker.exists()
+    marker.unlink()
+    assert train(run, resume=step1).steps == 2  # from step 1, beside the planted pickle
+    assert not marker.exists()
+    again = adapter_weights(tmp_path / "run")
+    assert all(torch.allclose(uninterrupted[k], again[k], atol=1e-6) for k in uninterrupted)
+
+
 def test_joint_lambda_weights_relation_examples(base: Path, tmp_path: Path) -> None:
     path = tmp_path / "re.jsonl"
     write_examples(path, [RELATION, RELATION])
@@ -236,12 +261,6 @@ def test_trained_adapter_loads_in_peft(base: Path, train_file: Path, tmp_path: P
 # ------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def trained_adapter(base: Path, train_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("served") / "explorer"
@@ -251,44 +270,14 @@ def trained_adapter(base: Path, train_file: Path, tmp_path_factory: pytest.TempP
 
 @pytest.fixture(scope="module")
 def trained_server(
-    base: Path, trained_adapter: Path, vllm_python: str, tmp_path_factory: pytest.TempPathFactory
+    base: Path,
+    trained_adapter: Path,
+    start_vllm: Callable[..., AbstractContextManager[ServerProcess]],
 ) -> Iterator[str]:
     """``samalign serve --base BASE --adapter trained=DIR`` on loopback (real vLLM)."""
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("vllm-ft") / "server.log"
-    samalign = shutil.which("samalign", path=str(Path(sys.executable).parent)) or "samalign"
-    argv = [
-        samalign, "serve", "--base", str(base), "--adapter", f"trained={trained_adapter}",
-        "--python", vllm_python, "--port", str(port), "--max-model-len", "2048",
-        "--", "--dtype", "float32", "--served-model-name", "base",
-    ]  # fmt: skip
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 600
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"vLLM exited ({proc.returncode}):\n{log_path.read_text()[-4000:]}")
-            try:
-                if httpx.get(url + "/v1/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"vLLM not ready in time:\n{log_path.read_text()[-4000:]}")
-            time.sleep(1)
-        yield url
-    finally:
-        if proc.poll() is None:
-            import os
-            import signal
-
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+    adapters = {"trained": trained_adapter}
+    with start_vllm(base=base, adapters=adapters, max_model_len=2048) as server:
+        yield server.url
 
 
 def _vllm_top_logprobs(url: str, model: str, prompt: str) -> dict[str, float]:

@@ -41,3 +41,13 @@ def test_quickstart_example_has_a_help() -> None:
         check=False,
     )
     assert done.returncode == 0 and "--server" in done.stdout
+
+
+def test_agent_tool_example_runs(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    runpy.run_path(str(EXAMPLES / "agent_tool.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert '"relation":"Work_For"' in out and "agent: John Smith works for IBM." in out
+    assert (tmp_path / "agent_tool.html").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")

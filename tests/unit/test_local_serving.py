@@ -1,11 +1,10 @@
-"""In-process backend plumbing without a model: the engine chat model, the loop thread, model
-directory checks, and the vLLM worker client against a fake worker speaking the real protocol."""
+"""In-process backend plumbing without a model: the engine chat model, the loop thread, and the
+vLLM worker client against a fake worker speaking the real protocol (model directories:
+test_model_dir.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import struct
 import sys
 import threading
 import time
@@ -27,16 +26,8 @@ from samalign.errors import BackendError, ConfigError, InputError
 from samalign.serving import vllm_engine
 from samalign.serving.chat import EngineChatModel, engine_stage_models, schema_of, to_turns
 from samalign.serving.engine import ChatTurn, GenerationRequest, GenerationResult, LoopThread
-from samalign.serving.model_dir import (
-    MANIFEST_NAME,
-    check_adapter_fits,
-    header_lookup,
-    load_model_dir,
-    lora_b_is_zero,
-)
 from samalign.serving.rows import length_groups
 from samalign.serving.vllm_inprocess import VllmWorkerEngine
-from samalign.testing import tiny
 
 SCHEMA = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
 
@@ -259,134 +250,6 @@ async def test_loop_thread_runs_coroutines_and_passes_cancellation_on() -> None:
     assert closed == [True]
     with pytest.raises(BackendError, match="closed"):
         await thread.arun(where())
-
-
-# -- model directories -------------------------------------------------------------------------
-
-
-def _safetensors(path: Path, tensors: dict[str, tuple[str, list[int]]], fill: int = 0) -> None:
-    header: dict[str, Any] = {}
-    offset = 0
-    for name, (dtype, shape) in tensors.items():
-        size = 4
-        for dim in shape:
-            size *= dim
-        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + size]}
-        offset += size
-    raw = json.dumps(header).encode()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(struct.pack("<Q", len(raw)) + raw + bytes([fill]) * offset)
-
-
-def _adapter(folder: Path, hidden_in: int, hidden_out: int, *, b_fill: int = 1) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    config = {"r": 4, "bias": "none", "base_model_name_or_path": "/models/other-base"}
-    (folder / "adapter_config.json").write_text(json.dumps(config))
-    module = "base_model.model.model.layers.0.self_attn.q_proj"
-    _safetensors(
-        folder / "adapter_model.safetensors",
-        {
-            f"{module}.lora_A.weight": ("F32", [4, hidden_in]),
-            f"{module}.lora_B.weight": ("F32", [hidden_out, 4]),
-        },
-        fill=b_fill,
-    )
-
-
-def _model_dir(root: Path, manifest: dict[str, Any] | None = None) -> Path:
-    (root / "base").mkdir(parents=True)
-    (root / "base" / "config.json").write_text("{}")
-    _safetensors(
-        root / "base" / "model.safetensors",
-        {
-            "model.layers.0.self_attn.q_proj.weight": ("F32", [8, 8]),
-            "model.embed_tokens.weight": ("F32", [16, 8]),
-        },
-    )
-    _adapter(root / "adapters" / "anchor", 8, 8)
-    _adapter(root / "adapters" / "calibrate", 8, 8, b_fill=0)
-    if manifest is not None:
-        (root / MANIFEST_NAME).write_text(json.dumps(manifest))
-    return root
-
-
-def test_manifest_names_match_the_tiny_builder() -> None:
-    assert MANIFEST_NAME == tiny.MANIFEST_NAME
-
-
-def test_model_dir_with_manifest_and_identity_adapter(tmp_path: Path) -> None:
-    manifest = {
-        "format": "samalign-model-dir",
-        "version": 1,
-        "adapters": {"anchor": "adapters/anchor", "calibrate": "adapters/calibrate"},
-        "identity_adapters": ["calibrate"],
-    }
-    directory = load_model_dir(_model_dir(tmp_path / "m", manifest))
-    assert sorted(directory.adapters) == ["anchor", "calibrate"]
-    assert directory.identity_adapters == {"calibrate"}
-    assert lora_b_is_zero(directory.adapters["calibrate"])
-    assert not lora_b_is_zero(directory.adapters["anchor"])
-
-
-def test_identity_is_only_trusted_when_the_weights_are_zero(tmp_path: Path) -> None:
-    manifest = {"adapters": {"anchor": "adapters/anchor"}, "identity_adapters": ["anchor"]}
-    directory = load_model_dir(_model_dir(tmp_path / "m", manifest))
-    assert directory.identity_adapters == frozenset()
-
-
-def test_a_missing_adapter_is_named_at_load_time(tmp_path: Path) -> None:
-    manifest = {"adapters": {"anchor": "adapters/anchor", "explorer": "adapters/explorer"}}
-    root = _model_dir(tmp_path / "m", manifest)
-    with pytest.raises(ConfigError, match=r"adapter 'explorer' is listed .* is missing"):
-        load_model_dir(root)
-
-
-def test_an_adapter_for_another_base_model_is_named_with_the_mismatch(tmp_path: Path) -> None:
-    root = _model_dir(tmp_path / "m")
-    _adapter(root / "adapters" / "explorer", 16, 8)
-    with pytest.raises(ConfigError) as caught:
-        load_model_dir(root)
-    message = str(caught.value)
-    assert "adapter 'explorer'" in message
-    assert "lora_A expects 16 input features, the base layer has 8" in message
-    assert "/models/other-base" in message
-
-
-def test_fit_check_reports_layers_the_base_lacks(tmp_path: Path) -> None:
-    folder = tmp_path / "a"
-    folder.mkdir()
-    (folder / "adapter_config.json").write_text("{}")
-    _safetensors(
-        folder / "adapter_model.safetensors",
-        {"base_model.model.model.layers.9.mlp.up_proj.lora_A.weight": ("F32", [4, 8])},
-    )
-    lookup = header_lookup({"model.layers.0.mlp.up_proj.weight": ("F32", (16, 8))})
-    with pytest.raises(ConfigError, match=r"layers\.9\.mlp\.up_proj, which the base model"):
-        check_adapter_fits("a", folder, tmp_path, lookup)
-    check_adapter_fits("a", folder, tmp_path, None)  # nothing to compare against: no check
-
-
-@pytest.mark.parametrize(
-    ("manifest", "message"),
-    [
-        ({"format": "other"}, "format is 'other'"),
-        ({"version": 99}, "newer than this samalign"),
-        ({"identity_adapters": ["nope"]}, r"identity adapters \['nope'\]"),
-        ({"base": "elsewhere"}, "expected the base model"),
-    ],
-)
-def test_bad_manifests(tmp_path: Path, manifest: dict[str, Any], message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
-        load_model_dir(_model_dir(tmp_path / "m", manifest))
-
-
-def test_not_a_model_dir(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="does not exist"):
-        load_model_dir(tmp_path / "nowhere")
-    (tmp_path / "empty" / "base").mkdir(parents=True)
-    (tmp_path / "empty" / "base" / "config.json").write_text("{}")
-    with pytest.raises(ConfigError, match="no adapters found"):
-        load_model_dir(tmp_path / "empty")
 
 
 # -- the in-process vLLM engine wrapper, with a fake AsyncVllmEngine ---------------------------

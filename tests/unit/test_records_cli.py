@@ -30,7 +30,7 @@ from samalign.batch.run import run_records, to_output
 from samalign.errors import ConfigError, InputError
 from samalign.graphs import RunContext, build_ner_graph
 from samalign.prompts import builtin_domains, load_domain
-from samalign.serving.launcher import VLLM_LORA_RANKS, lora_rank_bucket
+from samalign.serving.model_dir import VLLM_LORA_RANKS, lora_rank_bucket
 from samalign.serving.models import StageModel, StageModels
 from samalign.testing.fakes import ScriptedChatModel
 from samalign.types import Entity, Span
@@ -482,8 +482,8 @@ def fake_cli_backend(monkeypatch: pytest.MonkeyPatch, fake_ner: Any) -> dict[str
         seen["models_kwargs"] = kwargs
         return fakes.models()
 
-    monkeypatch.setattr("samalign.cli.options.check_server", check_server)
-    monkeypatch.setattr("samalign.cli.options.vllm_server_models", vllm_server_models)
+    monkeypatch.setattr("samalign.serving.vllm_server.check_server", check_server)
+    monkeypatch.setattr("samalign.serving.vllm_server.vllm_server_models", vllm_server_models)
     return seen
 
 
