@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from samalign import load_domain
-from samalign.evaluation import read_crossner
+from samalign.evaluation import read_crossner, read_spert
 from samalign.prompts.domain import Domain
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -44,11 +44,9 @@ def bench_texts(data: Path, domain: str, n: int) -> list[tuple[str, str]]:
         name = "conll04" if domain == "demo" else domain
         for split in ("dev", "test"):
             path = data / name / f"{split}_triples.json"
-            if not path.is_file():
-                continue
-            records = json.loads(path.read_text(encoding="utf-8"))
-            for i, r in enumerate(records):
-                out.setdefault(" ".join(r["tokens"]), f"{name}-{split}-{i}")
+            if path.is_file():
+                for s in read_spert(path, prefix=f"{name}-{split}"):
+                    out.setdefault(s.text, s.id)
     return [(sid, text) for text, sid in list(out.items())[:n]]
 
 

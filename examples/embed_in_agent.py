@@ -11,7 +11,7 @@ from __future__ import annotations
 from langgraph.graph import END, START, StateGraph
 from pydantic import BaseModel
 
-from samalign import Entity, RunContext, build_ner_graph
+from samalign import Entity, NerResult, RunContext, build_ner_graph
 from samalign.testing.fakes import fake_stage_models
 
 ner = build_ner_graph()
@@ -46,5 +46,8 @@ if __name__ == "__main__":
         }
     )
     context = RunContext(domain="crossner_ai", models=models)
-    result = graph.invoke({"text": "LSTM was proposed by Sepp Hochreiter ."}, context=context)
-    print(result["summary"])
+    state = graph.invoke({"text": "LSTM was proposed by Sepp Hochreiter ."}, context=context)
+    print(state["summary"])
+    # The NER part of the parent's state, typed (the parent's own keys are ignored):
+    for entity in NerResult.from_state(state).entities:
+        print(f"  [{entity.start}:{entity.end}] {entity.text} -> {entity.label}")

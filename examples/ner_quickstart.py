@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from samalign import PipelineOptions, RunContext, build_ner_graph, vllm_server_models
+from samalign import NerResult, PipelineOptions, RunContext, build_ner_graph, vllm_server_models
 
 SENTENCES = [
     "Sepp Hochreiter and Jürgen Schmidhuber introduced long short-term memory networks in 1997 .",
@@ -29,18 +29,18 @@ async def main() -> None:
 
     graph = build_ner_graph(PipelineOptions(max_completion_tokens=args.max_tokens))
     context = RunContext(domain=args.domain, models=vllm_server_models(args.server))
-    results = await graph.abatch([{"text": s} for s in SENTENCES], context=context)
-    for sentence, result in zip(SENTENCES, results, strict=True):
-        print(sentence)
-        for entity in result["entities"]:
+    states = await graph.abatch([{"text": s} for s in SENTENCES], context=context)
+    for state in states:
+        result = NerResult.from_state(state)  # the graph returns a dict; read it typed
+        print(result.text)
+        for entity in result.entities:
             print(
                 f"  [{entity.start}:{entity.end}] {entity.text!r} -> {entity.label} "
                 f"(archetype {entity.archetype}, from {', '.join(entity.sources)})"
             )
-        for diagnostic in result["diagnostics"]:
+        for diagnostic in result.diagnostics:
             print(f"  note ({diagnostic.stage}, {diagnostic.kind}): {diagnostic.message[:100]}")
-        calls = sum(u.calls for u in result["usage"].values())
-        print(f"  {calls} model calls")
+        print(f"  {result.total_usage.calls} model calls")
 
 
 if __name__ == "__main__":

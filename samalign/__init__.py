@@ -2,13 +2,18 @@
 
 Quick start::
 
-    from samalign import RunContext, build_ner_graph, vllm_server_models
+    from samalign import NerResult, RunContext, build_ner_graph, vllm_server_models
 
     graph = build_ner_graph()
     context = RunContext(domain="crossner_ai", models=vllm_server_models("http://127.0.0.1:8000"))
-    result = graph.invoke({"text": "LSTM was proposed by Sepp Hochreiter."}, context=context)
-    for entity in result["entities"]:
-        print(entity.span.start, entity.span.end, entity.text, entity.label)
+    state = graph.invoke({"text": "LSTM was proposed by Sepp Hochreiter."}, context=context)
+    result = NerResult.from_state(state)  # LangGraph returns a dict; read it typed
+    for entity in result.entities:
+        print(entity.start, entity.end, entity.text, entity.label, entity.archetype)
+
+The joint graph (``build_joint_graph``) returns a :class:`JointResult` the same way (its
+``triplets`` are the kept relation triplets, ``dropped_triplets`` what the anchor filter
+removed, with the reason); the document graph a :class:`DocumentResult`.
 """
 
 from samalign.agents.cache import MemoryCache, SqliteCache
@@ -16,13 +21,15 @@ from samalign.errors import (
     BackendError,
     ConfigError,
     InputError,
-    ModelRequestBlockedError,
     OutputParseError,
     SamalignError,
 )
 from samalign.graphs import (
+    DocumentResult,
     DocumentState,
+    JointResult,
     JointState,
+    NerResult,
     NerState,
     PipelineOptions,
     RunContext,
@@ -45,6 +52,7 @@ from samalign.types import (
     Diagnostic,
     DroppedTriplet,
     Entity,
+    GroundedMention,
     NoiseRecord,
     Span,
     StageUsage,
@@ -59,15 +67,18 @@ __all__ = [
     "BackendError",
     "ConfigError",
     "Diagnostic",
+    "DocumentResult",
     "DocumentState",
     "Domain",
     "DroppedTriplet",
     "Entity",
     "EntityType",
+    "GroundedMention",
     "InputError",
+    "JointResult",
     "JointState",
     "MemoryCache",
-    "ModelRequestBlockedError",
+    "NerResult",
     "NerState",
     "NoiseRecord",
     "OutputParseError",

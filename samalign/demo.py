@@ -39,7 +39,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from samalign.errors import ConfigError
 from samalign.evaluation.metrics import PRF, RelationTuple, relation_prf, span_prf
@@ -60,6 +60,9 @@ from samalign.prompts.domain import Domain, load_domain
 from samalign.serving.extras import quiet_transformers
 from samalign.serving.models import StageModels
 from samalign.types import Archetype
+
+if TYPE_CHECKING:
+    from samalign.graphs.results import JointResult
 
 log = logging.getLogger("samalign.demo")
 
@@ -622,41 +625,38 @@ def run_joint_graph(
     *,
     constrain_mentions: bool = True,
     concurrency: int = 8,
-) -> list[dict[str, Any]]:
-    """Run the joint graph over the texts; one result dict per text, in order."""
-    from samalign.graphs import PipelineOptions, RunContext, build_joint_graph
+) -> list[JointResult]:
+    """Run the joint graph over the texts; one typed result per text, in order."""
+    from samalign.graphs import JointResult, PipelineOptions, RunContext, build_joint_graph
 
     graph = build_joint_graph(PipelineOptions(constrain_mentions=constrain_mentions))
     context = RunContext(domain=domain, models=models)
-    results: list[dict[str, Any]] = graph.batch(
+    states = graph.batch(
         [{"text": t} for t in texts], config={"max_concurrency": concurrency}, context=context
     )
-    return results
+    return [JointResult.from_state(state) for state in states]
 
 
 def sentence_record(
-    text: str, result: Mapping[str, Any], gold_entities: set[EntityKey], gold_triplets: set[Any]
+    text: str, result: JointResult, gold_entities: set[EntityKey], gold_triplets: set[Any]
 ) -> dict[str, Any]:
     """The stage-by-stage flow of one sentence (for the report and the printout)."""
     return {
         "text": text,
-        "anchor": list(result.get("anchor_mentions", [])),
-        "explorer": list(result.get("explorer_mentions", [])),
-        "ccr_dropped": [n.mention for n in result.get("noise", [])],
-        "archetypes": {
-            e.text: e.archetype.value for e in result.get("archetyped", []) if e.archetype
-        },
-        "entities": [_entity_json(e) for e in result.get("entities", [])],
-        "forward": [_triplet_json(t) for t in result.get("forward_triplets", [])],
-        "reverse": [_triplet_json(t) for t in result.get("reverse_triplets", [])],
-        "kept": [_triplet_json(t) for t in result.get("triplets", [])],
+        "anchor": list(result.anchor_mentions),
+        "explorer": list(result.explorer_mentions),
+        "ccr_dropped": [n.mention for n in result.noise],
+        "archetypes": {e.text: e.archetype.value for e in result.archetyped if e.archetype},
+        "entities": [_entity_json(e) for e in result.entities],
+        "forward": [_triplet_json(t) for t in result.forward_triplets],
+        "reverse": [_triplet_json(t) for t in result.reverse_triplets],
+        "kept": [_triplet_json(t) for t in result.triplets],
         "filtered": [
-            {**_triplet_json(d.triplet), "reason": d.reason}
-            for d in result.get("dropped_triplets", [])
+            {**_triplet_json(d.triplet), "reason": d.reason} for d in result.dropped_triplets
         ],
         "gold_entities": sorted(gold_entities),
         "gold_triplets": sorted(gold_triplets),
-        "diagnostics": [f"{d.stage}/{d.kind}: {d.message}" for d in result.get("diagnostics", [])],
+        "diagnostics": [f"{d.stage}/{d.kind}: {d.message}" for d in result.diagnostics],
     }
 
 
@@ -749,8 +749,8 @@ def run_demo(options: DemoOptions) -> DemoReport:
                  tl.start or 0, tl.end or 0, labels[tl])
             )  # fmt: skip
         gold_triplets.append(triplets)
-    pred_entities = [{(e.start, e.end, str(e.label)) for e in r["entities"]} for r in results]
-    pred_triplets = [{_triplet_key(t) for t in r.get("triplets", [])} for r in results]
+    pred_entities = [{(e.start, e.end, str(e.label)) for e in r.entities} for r in results]
+    pred_triplets = [{_triplet_key(t) for t in r.triplets} for r in results]
     entity = score_entities(gold_entities, pred_entities)
     relation = score_relations(gold_triplets, pred_triplets)
     records = [

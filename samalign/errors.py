@@ -2,7 +2,9 @@
 
 Every error raised on purpose by the library derives from :class:`SamalignError`, so callers
 can catch everything samalign raises with a single ``except``. Errors that come from a model's
-answer keep the raw model text in :attr:`SamalignError.raw`.
+answer keep the raw model text in :attr:`SamalignError.raw`; errors about one place carry it
+as fields (:class:`BackendError`: ``stage``, ``adapter``, ``status_code``; :class:`InputError`:
+``path``, ``line``), so code can branch on them without parsing the message.
 """
 
 from __future__ import annotations
@@ -35,11 +37,53 @@ class ConfigError(SamalignError):
 
 
 class InputError(SamalignError):
-    """An input record or text cannot be processed (empty, too long, not UTF-8, bad JSON)."""
+    """An input record or text cannot be processed (empty, too long, not UTF-8, bad JSON).
+
+    Args:
+        message: What went wrong and how to fix it.
+        raw: The raw model text involved, when there is one.
+        path: The input file, when the problem is in one.
+        line: The 1-based line (or record) number in ``path``, when known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        raw: str | None = None,
+        path: str | None = None,
+        line: int | None = None,
+    ) -> None:
+        super().__init__(message, raw=raw)
+        self.path = path
+        self.line = line
 
 
 class BackendError(SamalignError):
-    """A model backend failed: server unreachable, unknown adapter, HTTP error, timeout."""
+    """A model backend failed: server unreachable, unknown adapter, HTTP error, timeout.
+
+    Args:
+        message: What went wrong and how to fix it.
+        raw: The raw model text involved, when there is one.
+        stage: The stage whose call failed, when a stage call failed.
+        adapter: The adapter (served model name) the call asked for.
+        status_code: The HTTP status the server answered (``None``: no answer, e.g. the server
+            was unreachable or the backend is in-process).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        raw: str | None = None,
+        stage: str | None = None,
+        adapter: str | None = None,
+        status_code: int | None = None,
+    ) -> None:
+        super().__init__(message, raw=raw)
+        self.stage = stage
+        self.adapter = adapter
+        self.status_code = status_code
 
 
 class OutputParseError(SamalignError):
@@ -47,18 +91,22 @@ class OutputParseError(SamalignError):
 
 
 class ModelRequestBlockedError(SamalignError):
-    """A real model request was attempted while real requests are blocked (test kill-switch)."""
+    """A real model request was attempted while real requests are blocked (test kill-switch).
+
+    See :func:`samalign.testing.block_model_requests`.
+    """
 
 
-def validation_problems(err: ValidationError, what: str) -> str:
+def validation_problems(err: ValidationError, what: str, *, limit: int | None = None) -> str:
     """A pydantic validation error as one line, ``field.path: message; …``.
 
     Args:
         err: The validation error.
         what: The name used for an error about the whole value (no field path).
+        limit: Name at most this many problems (default: all).
     """
     return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or what}: {e['msg']}" for e in err.errors()
+        f"{'.'.join(str(p) for p in e['loc']) or what}: {e['msg']}" for e in err.errors()[:limit]
     )
 
 

@@ -195,6 +195,47 @@ class Diagnostic(_Frozen):
     raw: str | None = None
 
 
+MatchTier = Literal["exact", "normalized", "fuzzy"]
+"""Which grounding tier found a mention (see :mod:`samalign.agents.grounding`)."""
+
+
+class GroundedMention(_Frozen):
+    """One mention string and where it was found in the text.
+
+    The extractors keep one per distinct mention (in the state's ``anchor_grounded`` and
+    ``explorer_grounded``), so the later stages reuse the spans instead of grounding the same
+    strings again.
+
+    Attributes:
+        mention: The mention string (as the model emitted it, or as the text spells it once
+            grounded).
+        spans: Every occurrence kept, in text order. Empty when the mention was not found
+            (a hallucination) or, in ``"flat"`` mode, when all its occurrences lie inside
+            spans kept for longer mentions (``subsumed``).
+        tier: The tier that found the mention; ``None`` when it was not found.
+        subsumed: ``True`` when the mention was found but every occurrence overlapped a span
+            kept for a longer mention (``"flat"`` mode only); ``spans`` is then empty.
+    """
+
+    mention: str
+    spans: tuple[Span, ...] = ()
+    tier: MatchTier | None = None
+    subsumed: bool = False
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Self:
+        if self.tier is None and self.spans:
+            raise ValueError("a mention with spans must record the tier that found it")
+        if self.subsumed and (self.tier is None or self.spans):
+            raise ValueError("a subsumed mention was found (tier set) but keeps no span")
+        return self
+
+    @property
+    def found(self) -> bool:
+        """Whether any tier found the mention in the text (even if it was subsumed)."""
+        return self.tier is not None
+
+
 class NoiseRecord(_Frozen):
     """An explorer mention that Collaborative Consensus Refinement dropped, and why."""
 
@@ -240,6 +281,8 @@ __all__ = [
     "DiagnosticKind",
     "DroppedTriplet",
     "Entity",
+    "GroundedMention",
+    "MatchTier",
     "NoiseRecord",
     "RelationSource",
     "Source",

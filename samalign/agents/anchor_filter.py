@@ -18,7 +18,8 @@ from typing import Any
 
 from langchain_core.runnables import RunnableLambda
 
-from samalign.agents.base import Update, pure_node
+from samalign.agents.base import pure_node
+from samalign.agents.state import FilterUpdate, JointState
 from samalign.types import DroppedTriplet, Entity, RelationSource, Triplet
 
 MentionTriple = tuple[str, str, str]
@@ -124,10 +125,12 @@ def filter_triplets(
     return kept, dropped
 
 
-def anchor_filter_node(*, aggregate: bool, constrain: bool) -> RunnableLambda[Any, Update]:
+def anchor_filter_node(
+    *, aggregate: bool, constrain: bool
+) -> RunnableLambda[JointState, dict[str, Any]]:
     """The ``anchor_filter`` node: writes ``triplets`` (kept) and ``dropped_triplets``."""
 
-    def run(state: Any) -> Update:
+    def run(state: JointState) -> FilterUpdate:
         kept, dropped = filter_triplets(
             state.forward_triplets,
             state.reverse_triplets,
@@ -135,7 +138,7 @@ def anchor_filter_node(*, aggregate: bool, constrain: bool) -> RunnableLambda[An
             aggregate=aggregate,
             constrain=constrain,
         )
-        return {"triplets": kept, "dropped_triplets": dropped}
+        return FilterUpdate(triplets=kept, dropped_triplets=dropped)
 
     return pure_node("anchor_filter", run)
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from langchain_core.messages import HumanMessage
 from langchain_core.runnables import RunnableLambda
 
-from samalign.agents.base import AgentSettings, Prepared, StageContext, Update, stage_node
+from samalign.agents.base import AgentSettings, Prepared, StageContext, stage_node
+from samalign.agents.extractors import extraction_request
 from samalign.agents.matching import assign_types
-from samalign.agents.runner import StageRequest, StageResult
+from samalign.agents.runner import StageResult
+from samalign.agents.state import NerState, TypingUpdate
 from samalign.prompts.formats import ParsedTypedMentions
-from samalign.prompts.specs import EXTRACTION_FORMAT, default_specs
 from samalign.types import DIRECT_TYPING_STAGE, Archetype, Diagnostic, Entity, Span
 
 ENT_OPEN = "<ENT>"
@@ -44,7 +44,9 @@ def tag_entities(text: str, spans: Sequence[Span]) -> str:
     return "".join(out)
 
 
-def archetype_node(settings: AgentSettings, *, direct: bool = False) -> RunnableLambda[Any, Update]:
+def archetype_node(
+    settings: AgentSettings, *, direct: bool = False
+) -> RunnableLambda[NerState, dict[str, Any]]:
     """Build the ``archetype`` node.
 
     Args:
@@ -53,37 +55,31 @@ def archetype_node(settings: AgentSettings, *, direct: bool = False) -> Runnable
             "w/o calibration" ablation, served by the ``direct_typing`` stage model); the node
             then writes ``entities``.
     """
-    spec_default = default_specs()[STAGE]
     model_stage = DIRECT_TYPING_STAGE if direct else STAGE
 
-    def prepare(state: Any, ctx: StageContext) -> Prepared | Update:
-        candidates: list[Entity] = state.candidates
+    def prepare(state: NerState, ctx: StageContext) -> Prepared[ParsedTypedMentions] | TypingUpdate:
+        candidates = state.candidates
         if not candidates:
-            return {"entities": []} if direct else {"archetyped": []}
-        domain = ctx.domain
-        spec = spec_default.with_template(domain.prompts.get(STAGE))
-        types = domain.names if direct else [a.value for a in Archetype]
+            return TypingUpdate(entities=[]) if direct else TypingUpdate(archetyped=[])
+        types = ctx.domain.names if direct else [a.value for a in Archetype]
         mentions = list(dict.fromkeys(c.text for c in candidates))
         tagged = tag_entities(state.text, [c.span for c in candidates])
-        prompt = spec.render({"labels": types, "text": tagged})
-        schema = EXTRACTION_FORMAT.schema(
-            types,
+        return extraction_request(
+            STAGE,
+            ctx,
+            settings,
+            text=tagged,
+            names=types,
             mentions=mentions if settings.constrain_mentions else None,
             max_items=max(settings.max_mentions_per_type, len(mentions)),
+            adapter_stage=model_stage,
+            extra=mentions,
         )
-        request = StageRequest(
-            stage=STAGE,
-            messages=[HumanMessage(content=prompt)],
-            schema=schema,
-            max_tokens=settings.max_completion_tokens or spec.max_tokens,
-            adapter=domain.adapters.get(model_stage),
-        )
-        return Prepared(request, lambda raw: EXTRACTION_FORMAT.parse(raw, types), extra=mentions)
 
     def finish(
-        state: Any, ctx: StageContext, prepared: Prepared, result: StageResult[Any]
-    ) -> Update:
-        candidates: list[Entity] = state.candidates
+        state: NerState, ctx: StageContext, prepared: Prepared[Any], result: StageResult[Any]
+    ) -> TypingUpdate:
+        candidates = state.candidates
         mentions: list[str] = prepared.extra
         parsed: ParsedTypedMentions | None = result.value
         allowed = set(ctx.domain.names) if direct else {a.value for a in Archetype}
@@ -124,7 +120,9 @@ def archetype_node(settings: AgentSettings, *, direct: bool = False) -> Runnable
                     raw=result.raw,
                 )
             )
-        return {"entities" if direct else "archetyped": out, "diagnostics": diagnostics}
+        if direct:
+            return TypingUpdate(entities=out, diagnostics=diagnostics)
+        return TypingUpdate(archetyped=out, diagnostics=diagnostics)
 
     return stage_node(STAGE, prepare, finish, settings, model_stage=model_stage)
 

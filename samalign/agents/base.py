@@ -1,40 +1,85 @@
-"""What every stage node shares: settings, the run context view, input checks, node wiring."""
+"""What every stage node shares: settings, the run context view, the request builder, wiring."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from functools import cache
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
+from langchain_core.messages import HumanMessage
 from langchain_core.runnables import RunnableLambda
 from langgraph.runtime import get_runtime
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from samalign.agents.runner import StageRequest, StageResult, arun_stage, run_stage
-from samalign.errors import ConfigError, InputError
+from samalign.agents.state import NerState, StateUpdate
+from samalign.errors import ConfigError, InputError, validation_problems
 from samalign.prompts.domain import Domain
+from samalign.prompts.specs import StageSpec, default_specs
 from samalign.serving.models import StageModels
-from samalign.types import Diagnostic, StageUsage
+from samalign.types import StageUsage
 
-Update = dict[str, Any]
+S = TypeVar("S", bound=NerState)
+U = TypeVar("U", bound=StateUpdate)
+V = TypeVar("V")
 
 
-@dataclass(frozen=True)
-class AgentSettings:
-    """Knobs shared by the stage nodes (built from the graph's ``PipelineOptions``)."""
+class AgentSettings(BaseModel):
+    """Knobs the stage nodes read; :class:`~samalign.graphs.PipelineOptions` extends it.
+
+    Attributes:
+        grounding: ``flat`` (longest mention first, non-overlapping occurrences) or
+            ``nested`` (every occurrence).
+        parse_retries: Retries after an unparseable answer, with the error fed back.
+        max_text_chars: Longest text the sentence graph accepts.
+        constrain_mentions: Restrict mentions in every answer to strings of the text
+            (extractors: an ``enum`` of text n-grams; classifier and calibrator: the
+            candidates), so no mention can be hallucinated. Off by default: each request then
+            has its own schema, which the server compiles per request (slower); with it off,
+            schemas depend only on the domain and are compiled once, and grounding turns
+            invented mentions into Diagnostics.
+        max_mention_tokens: Longest mention, in word/punctuation tokens, when constrained.
+        max_mentions_per_type: Upper bound on mentions per type in one answer.
+        fuzzy_threshold: Word-level LCS score needed for fuzzy grounding.
+        max_completion_tokens: Completion budget of every stage (default: each stage's own,
+            512).
+        anchor_schema_chunk: Ask the anchor about at most this many types per request
+            (sorted, then split; the requests run concurrently and their mentions are united).
+            IEPile trained and evaluated its LoRA with at most 6 types per instruction, so set
+            6 when the anchor is the public IEPile adapter. ``None``: one request.
+        max_relation_blocks: Upper bound on blocks, and on pairs per block, in a relation
+            answer.
+        relation_arguments: Which occurrences of a repeated mention a relation triple links:
+            ``closest`` (the pair of occurrences nearest each other) or ``all`` (every pair;
+            CoNLL04's SpERT release annotates a relation for every occurrence of a repeated
+            mention, ADE and SciERC for one).
+
+    Raises:
+        ConfigError: If a value is invalid (naming the field and the problem).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     grounding: Literal["flat", "nested"] = "flat"
-    parse_retries: int = 1
-    max_text_chars: int = 4000
+    parse_retries: int = Field(default=1, ge=0, le=5)
+    max_text_chars: int = Field(default=4000, ge=1)
     constrain_mentions: bool = False
-    max_mention_tokens: int = 12
-    max_mentions_per_type: int = 32
-    fuzzy_threshold: float = 0.8
-    max_completion_tokens: int | None = None
-    anchor_schema_chunk: int | None = None
-    max_relation_blocks: int = 16
+    max_mention_tokens: int = Field(default=12, ge=1, le=64)
+    max_mentions_per_type: int = Field(default=32, ge=1, le=512)
+    fuzzy_threshold: float = Field(default=0.8, gt=0.0, le=1.0)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    anchor_schema_chunk: int | None = Field(default=None, ge=1)
+    max_relation_blocks: int = Field(default=16, ge=1, le=256)
     relation_arguments: Literal["closest", "all"] = "closest"
-    relation_schedule: Literal["needed", "always", "parallel"] = "always"
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as err:
+            problems = validation_problems(err, "options")
+            raise ConfigError(f"invalid {type(self).__name__}: {problems}") from None
 
 
 class StageContext(Protocol):
@@ -84,16 +129,67 @@ def validate_text(text: str, settings: AgentSettings) -> None:
 
 
 @dataclass(frozen=True)
-class Prepared:
-    """A prepared model call plus whatever the finish step needs."""
+class Prepared(Generic[V]):
+    """A prepared model call plus whatever the finish step needs.
+
+    Attributes:
+        request: What to send.
+        parse: Turns the raw answer into the stage's value (raising ``OutputParseError``).
+        extra: Anything the finish step needs from the prepare step.
+    """
 
     request: StageRequest
-    parse: Callable[[str], Any]
+    parse: Callable[[str], V]
     extra: Any = None
 
 
-Prepare = Callable[[Any, StageContext], "Prepared | list[Prepared] | Update"]
-Finish = Callable[[Any, StageContext, Prepared, StageResult[Any]], Update]
+@cache
+def _default_specs() -> dict[str, StageSpec]:
+    return default_specs()
+
+
+def stage_request(
+    stage: str,
+    ctx: StageContext,
+    settings: AgentSettings,
+    *,
+    variables: Mapping[str, Any],
+    schema: dict[str, Any] | None,
+    parse: Callable[[str], V],
+    adapter_stage: str | None = None,
+    extra: Any = None,
+) -> Prepared[V]:
+    """The one way a node builds its model call.
+
+    Renders the stage's prompt (the domain's template override, else the default spec) with
+    ``variables``, and sets the answer schema, the completion budget
+    (``settings.max_completion_tokens``, else the stage's own) and the adapter the domain
+    names for ``adapter_stage`` (default: ``stage``). Retries and the call itself are the
+    runner's (:func:`stage_node` passes ``settings.parse_retries``).
+
+    Args:
+        stage: The stage whose prompt spec is used (also the request's stage name).
+        ctx: The run context (domain, models).
+        settings: The node's settings.
+        variables: The template variables.
+        schema: JSON schema of the answer, or ``None``.
+        parse: Parser of the raw answer.
+        adapter_stage: The stage whose adapter override applies (default: ``stage``).
+        extra: Passed through to the finish step.
+
+    Raises:
+        ConfigError: If the template fails to render.
+    """
+    domain = ctx.domain
+    spec = _default_specs()[stage].with_template(domain.prompts.get(stage))
+    request = StageRequest(
+        stage=stage,
+        messages=[HumanMessage(content=spec.render(variables))],
+        schema=schema,
+        max_tokens=settings.max_completion_tokens or spec.max_tokens,
+        adapter=domain.adapters.get(adapter_stage or stage),
+    )
+    return Prepared(request, parse, extra=extra)
 
 
 def _combine(results: list[StageResult[Any]]) -> StageResult[Any]:
@@ -109,20 +205,24 @@ def _combine(results: list[StageResult[Any]]) -> StageResult[Any]:
     )
 
 
-def stage_update(stage: str, result: StageResult[Any], update: Update) -> Update:
-    """Add the stage's diagnostics and usage to a node's state update."""
-    diagnostics: list[Diagnostic] = [*result.diagnostics, *update.pop("diagnostics", [])]
-    return {**update, "diagnostics": diagnostics, "usage": {stage: result.usage}}
+def stage_update(stage: str, result: StageResult[Any], update: U) -> U:
+    """Add the stage's diagnostics and usage to a node's update."""
+    return update.model_copy(
+        update={
+            "diagnostics": [*result.diagnostics, *update.diagnostics],
+            "usage": {stage: result.usage},
+        }
+    )
 
 
 def stage_node(
     name: str,
-    prepare: Prepare,
-    finish: Finish,
+    prepare: Callable[[S, StageContext], Prepared[Any] | list[Prepared[Any]] | U],
+    finish: Callable[[S, StageContext, Prepared[Any], StageResult[Any]], U],
     settings: AgentSettings,
     *,
     model_stage: str | None = None,
-) -> RunnableLambda[Any, Update]:
+) -> RunnableLambda[S, dict[str, Any]]:
     """A graph node (sync and async) from a prepare step and a finish step.
 
     ``prepare`` returns a :class:`Prepared` call, a list of them (made concurrently; ``finish``
@@ -131,11 +231,14 @@ def stage_node(
     ``model_stage`` is the key of the stage model in ``StageModels`` (default: ``name``).
     """
 
-    def sync(state: Any) -> Update:
+    def no_call(update: StateUpdate) -> dict[str, Any]:
+        return update.model_copy(update={"usage": {name: StageUsage()}}).as_update()
+
+    def sync(state: S) -> dict[str, Any]:
         ctx = current_context()
         prepared = prepare(state, ctx)
-        if isinstance(prepared, dict):
-            return {**prepared, "usage": {name: StageUsage()}}
+        if isinstance(prepared, StateUpdate):
+            return no_call(prepared)
         model = ctx.models.require(model_stage or name)
         calls = prepared if isinstance(prepared, list) else [prepared]
         cache = getattr(ctx, "cache", None)
@@ -144,13 +247,13 @@ def stage_node(
             for p in calls
         ]
         result = _combine(results) if isinstance(prepared, list) else results[0]
-        return stage_update(name, result, finish(state, ctx, calls[0], result))
+        return stage_update(name, result, finish(state, ctx, calls[0], result)).as_update()
 
-    async def asynchronous(state: Any) -> Update:
+    async def asynchronous(state: S) -> dict[str, Any]:
         ctx = current_context()
         prepared = prepare(state, ctx)
-        if isinstance(prepared, dict):
-            return {**prepared, "usage": {name: StageUsage()}}
+        if isinstance(prepared, StateUpdate):
+            return no_call(prepared)
         model = ctx.models.require(model_stage or name)
         calls = prepared if isinstance(prepared, list) else [prepared]
         cache = getattr(ctx, "cache", None)
@@ -161,28 +264,31 @@ def stage_node(
             )
         )
         result = _combine(list(results)) if isinstance(prepared, list) else results[0]
-        return stage_update(name, result, finish(state, ctx, calls[0], result))
+        return stage_update(name, result, finish(state, ctx, calls[0], result)).as_update()
 
     return RunnableLambda(sync, afunc=asynchronous, name=name)
 
 
-def pure_node(name: str, fn: Callable[[Any], Update]) -> RunnableLambda[Any, Update]:
+def pure_node(name: str, fn: Callable[[S], StateUpdate]) -> RunnableLambda[S, dict[str, Any]]:
     """A node for a model-free step, with a native async path (no thread hop)."""
 
-    async def asynchronous(state: Any) -> Update:
-        return fn(state)
+    def sync(state: S) -> dict[str, Any]:
+        return fn(state).as_update()
 
-    return RunnableLambda(fn, afunc=asynchronous, name=name)
+    async def asynchronous(state: S) -> dict[str, Any]:
+        return fn(state).as_update()
+
+    return RunnableLambda(sync, afunc=asynchronous, name=name)
 
 
 __all__ = [
     "AgentSettings",
     "Prepared",
     "StageContext",
-    "Update",
     "current_context",
     "pure_node",
     "stage_node",
+    "stage_request",
     "stage_update",
     "validate_text",
 ]

@@ -9,43 +9,43 @@ from __future__ import annotations
 
 from typing import Any
 
-from langchain_core.messages import HumanMessage
 from langchain_core.runnables import RunnableLambda
 
-from samalign.agents.base import AgentSettings, Prepared, StageContext, Update, stage_node
+from samalign.agents.base import AgentSettings, Prepared, StageContext, stage_node, stage_request
 from samalign.agents.matching import assign_types
-from samalign.agents.runner import StageRequest, StageResult
+from samalign.agents.runner import StageResult
+from samalign.agents.state import NerState, TypingUpdate
 from samalign.prompts.archetypes import archetype_table
 from samalign.prompts.formats import ParsedAssignments
-from samalign.prompts.specs import CALIBRATION_FORMAT, default_specs
-from samalign.types import Diagnostic, Entity
+from samalign.prompts.specs import CALIBRATION_FORMAT
+from samalign.types import Diagnostic
 
 STAGE = "calibrate"
 CALIBRATION_MAX_ITEMS = 64
 """Records per calibrator answer (fixed so the schema is the same for every request)."""
 
 
-def calibrate_node(settings: AgentSettings) -> RunnableLambda[Any, Update]:
+def calibrate_node(settings: AgentSettings) -> RunnableLambda[NerState, dict[str, Any]]:
     """Build the ``calibrate`` node."""
-    spec_default = default_specs()[STAGE]
     table = archetype_table()
     archetype_definitions = [
         {"name": a.name.value, "definition": a.definition} for a in table.archetypes
     ]
 
-    def prepare(state: Any, ctx: StageContext) -> Prepared | Update:
-        archetyped: list[Entity] = state.archetyped
-        if not archetyped:
-            return {"entities": []}
+    def prepare(state: NerState, ctx: StageContext) -> Prepared[ParsedAssignments] | TypingUpdate:
+        if not state.archetyped:
+            return TypingUpdate(entities=[])
         domain = ctx.domain
-        spec = spec_default.with_template(domain.prompts.get(STAGE))
         initial: dict[str, str] = {}
-        for ent in archetyped:
+        for ent in state.archetyped:
             if ent.archetype is not None:
                 initial.setdefault(ent.text, ent.archetype.value)
         names = domain.names
-        prompt = spec.render(
-            {
+        return stage_request(
+            STAGE,
+            ctx,
+            settings,
+            variables={
                 "text": state.text,
                 "initial_output": initial,
                 "candidate_types": names,
@@ -53,25 +53,20 @@ def calibrate_node(settings: AgentSettings) -> RunnableLambda[Any, Update]:
                 "target_definitions": [
                     {"name": t.name, "definition": t.definition} for t in domain.entity_types
                 ],
-            }
-        )
-        request = StageRequest(
-            stage=STAGE,
-            messages=[HumanMessage(content=prompt)],
+            },
             schema=CALIBRATION_FORMAT.schema(
                 names,
                 mentions=list(initial) if settings.constrain_mentions else None,
                 max_items=max(CALIBRATION_MAX_ITEMS, len(initial)),
             ),
-            max_tokens=settings.max_completion_tokens or spec.max_tokens,
-            adapter=domain.adapters.get(STAGE),
+            parse=CALIBRATION_FORMAT.parse,
+            extra=list(initial),
         )
-        return Prepared(request, CALIBRATION_FORMAT.parse, extra=list(initial))
 
     def finish(
-        state: Any, ctx: StageContext, prepared: Prepared, result: StageResult[Any]
-    ) -> Update:
-        archetyped: list[Entity] = state.archetyped
+        state: NerState, ctx: StageContext, prepared: Prepared[Any], result: StageResult[Any]
+    ) -> TypingUpdate:
+        archetyped = state.archetyped
         mentions: list[str] = prepared.extra
         parsed: ParsedAssignments | None = result.value
         labels, diagnostics = assign_types(
@@ -95,7 +90,7 @@ def calibrate_node(settings: AgentSettings) -> RunnableLambda[Any, Update]:
             for ent in archetyped
             if ent.text in labels
         ]
-        return {"entities": entities, "diagnostics": diagnostics}
+        return TypingUpdate(entities=entities, diagnostics=diagnostics)
 
     return stage_node(STAGE, prepare, finish, settings)
 

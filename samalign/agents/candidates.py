@@ -1,4 +1,8 @@
-"""Candidate construction: the consensus node (CCR) and the plain merge node (no CCR)."""
+"""Candidate construction: the consensus node (CCR) and the plain merge node (no CCR).
+
+Both reuse the spans the extractors grounded (``anchor_grounded``, ``explorer_grounded``):
+no mention string is grounded twice. CCR itself compares the strings, as Algorithm 1 says.
+"""
 
 from __future__ import annotations
 
@@ -7,32 +11,57 @@ from typing import Any
 
 from langchain_core.runnables import RunnableLambda
 
-from samalign.agents.base import AgentSettings, Update, pure_node
+from samalign.agents.base import AgentSettings, pure_node
 from samalign.agents.consensus import NOISE_REASON, refine
-from samalign.agents.grounding import ground_mentions
-from samalign.types import Diagnostic, Entity, NoiseRecord, Source, StageUsage
+from samalign.agents.grounding import ground_mentions, resolve_overlaps
+from samalign.agents.state import CandidatesUpdate, NerState
+from samalign.types import Diagnostic, Entity, GroundedMention, NoiseRecord, Source, StageUsage
 
 
 def build_candidates(
     text: str,
     mentions: Sequence[str],
-    anchor: Sequence[str],
-    explorer: Sequence[str],
+    anchor: Sequence[GroundedMention],
+    explorer: Sequence[GroundedMention],
     settings: AgentSettings,
     *,
     stage: str = "consensus",
 ) -> tuple[list[Entity], list[Diagnostic]]:
-    """Ground candidate mention strings to spans and record which extractor proposed each.
+    """Turn candidate mention strings into entities, from the extractors' grounded mentions.
 
-    Spans are sorted by position; in flat mode no two candidates overlap, and a mention all of
-    whose occurrences lie inside longer mentions is reported as ``subsumed``.
+    Each mention takes the spans its extractor grounded (a mention no extractor grounded, e.g.
+    one given in the graph's input, is grounded here); overlaps are then resolved by
+    ``settings.grounding``. Spans are sorted by position; in flat mode no two candidates
+    overlap, and a mention all of whose occurrences lie inside longer mentions is reported
+    as ``subsumed``.
+
+    Args:
+        text: The sentence.
+        mentions: The candidate strings (distinct, in CCR's order).
+        anchor: The anchor's grounded mentions.
+        explorer: The explorer's grounded mentions.
+        settings: The node's settings (``grounding``).
+        stage: Stage name for diagnostics.
+
+    Returns:
+        The candidate entities and the diagnostics.
     """
-    anchor_set, explorer_set = set(anchor), set(explorer)
+    anchor_set = {g.mention for g in anchor}
+    explorer_set = {g.mention for g in explorer}
+    known = {g.mention: g for g in (*explorer, *anchor)}  # same text: same spans
     entities: list[Entity] = []
     diagnostics: list[Diagnostic] = []
-    for grounded in ground_mentions(
-        text, mentions, mode=settings.grounding, fuzzy_threshold=settings.fuzzy_threshold
-    ):
+    unique = list(dict.fromkeys(mentions))
+    unknown = [m for m in unique if m not in known]
+    if unknown:
+        known.update(
+            (g.mention, g)
+            for g in ground_mentions(
+                text, unknown, mode="nested", fuzzy_threshold=settings.fuzzy_threshold
+            )
+        )
+    found = [known[m] for m in unique]
+    for grounded in resolve_overlaps(found, mode=settings.grounding):
         if grounded.subsumed or not grounded.spans:
             diagnostics.append(
                 Diagnostic(
@@ -57,13 +86,13 @@ def build_candidates(
     return entities, diagnostics
 
 
-def consensus_node(settings: AgentSettings) -> RunnableLambda[Any, Update]:
-    """The ``consensus`` node: CCR over the two extractors' mentions, then grounding."""
+def consensus_node(settings: AgentSettings) -> RunnableLambda[NerState, dict[str, Any]]:
+    """The ``consensus`` node: CCR over the two extractors' mentions, on their spans."""
 
-    def run(state: Any) -> Update:
+    def run(state: NerState) -> CandidatesUpdate:
         final, noise = refine(state.anchor_mentions, state.explorer_mentions)
         candidates, diagnostics = build_candidates(
-            state.text, final, state.anchor_mentions, state.explorer_mentions, settings
+            state.text, final, state.anchor_grounded, state.explorer_grounded, settings
         )
         if "anchor" in state.failed_stages and noise:
             diagnostics.append(
@@ -74,34 +103,32 @@ def consensus_node(settings: AgentSettings) -> RunnableLambda[Any, Update]:
                     f"mention could be corroborated; CCR dropped {noise} as noise",
                 )
             )
-        return {
-            "noise": [NoiseRecord(mention=m, reason=NOISE_REASON) for m in noise],
-            "candidates": candidates,
-            "diagnostics": diagnostics,
-            "usage": {"consensus": StageUsage()},
-        }
+        return CandidatesUpdate(
+            noise=[NoiseRecord(mention=m, reason=NOISE_REASON) for m in noise],
+            candidates=candidates,
+            diagnostics=diagnostics,
+            usage={"consensus": StageUsage()},
+        )
 
     return pure_node("consensus", run)
 
 
-def merge_node(settings: AgentSettings) -> RunnableLambda[Any, Update]:
+def merge_node(settings: AgentSettings) -> RunnableLambda[NerState, dict[str, Any]]:
     """The ``merge`` node: the de-duplicated union of the enabled extractors (no CCR)."""
 
-    def run(state: Any) -> Update:
+    def run(state: NerState) -> CandidatesUpdate:
         union = list(dict.fromkeys([*state.anchor_mentions, *state.explorer_mentions]))
         candidates, diagnostics = build_candidates(
             state.text,
             union,
-            state.anchor_mentions,
-            state.explorer_mentions,
+            state.anchor_grounded,
+            state.explorer_grounded,
             settings,
             stage="merge",
         )
-        return {
-            "candidates": candidates,
-            "diagnostics": diagnostics,
-            "usage": {"merge": StageUsage()},
-        }
+        return CandidatesUpdate(
+            candidates=candidates, diagnostics=diagnostics, usage={"merge": StageUsage()}
+        )
 
     return pure_node("merge", run)
 

@@ -3,28 +3,33 @@
 Both extract type-agnostic mention strings for the domain's target types; the types they
 assign are not used downstream (archetype mediation re-types every candidate). A mention
 that cannot be found in the text is dropped and recorded as a hallucination Diagnostic.
+
+Each mention is grounded here, once (:func:`ground_extracted`): the state keeps the text's
+spelling (``anchor_mentions``, what CCR compares) and its spans and matching tier
+(``anchor_grounded``), which consensus, merge and the relation stages reuse.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
-from langchain_core.messages import HumanMessage
 from langchain_core.runnables import RunnableLambda
 
 from samalign.agents.base import (
     AgentSettings,
     Prepared,
     StageContext,
-    Update,
     stage_node,
+    stage_request,
     validate_text,
 )
-from samalign.agents.grounding import ground_mentions, word_spans
-from samalign.agents.runner import StageRequest, StageResult
+from samalign.agents.grounding import find_occurrences, ground_mentions, word_spans
+from samalign.agents.runner import StageResult
+from samalign.agents.state import ExtractorUpdate, NerState
 from samalign.prompts.formats import ParsedTypedMentions
-from samalign.prompts.specs import EXTRACTION_FORMAT, default_specs
-from samalign.types import Diagnostic
+from samalign.prompts.specs import EXTRACTION_FORMAT
+from samalign.types import Diagnostic, GroundedMention, Span
 
 MAX_ENUM_MENTIONS = 3000
 """Upper bound on the number of candidate strings in a constrained-decoding schema."""
@@ -55,39 +60,116 @@ def text_ngrams(text: str, max_tokens: int) -> list[str] | None:
     return list(seen)
 
 
+def ground_extracted(
+    text: str, mentions: Sequence[str], *, fuzzy_threshold: float = 0.8
+) -> tuple[list[GroundedMention], list[str]]:
+    """Ground an extractor's mention strings once, for every later stage.
+
+    Each mention found in the text becomes the text's own spelling of its first occurrence
+    (``"lstm"`` found as ``"LSTM"`` becomes ``"LSTM"``), with every occurrence of that spelling
+    (the spans consensus, merge and the relation stages use) and the tier that found the
+    model's string.
+
+    Args:
+        text: The sentence.
+        mentions: The model's mention strings.
+        fuzzy_threshold: Word-level LCS score needed for fuzzy grounding.
+
+    Returns:
+        ``(grounded, missing)``: one grounded mention per distinct spelling, in answer order,
+        and the mentions not found in the text.
+    """
+    grounded: dict[str, GroundedMention] = {}
+    missing: list[str] = []
+    for found in ground_mentions(text, mentions, mode="nested", fuzzy_threshold=fuzzy_threshold):
+        if not found.spans:
+            missing.append(found.mention)
+            continue
+        spelling = found.spans[0].text
+        if spelling in grounded:
+            continue
+        spans: Sequence[Span] = found.spans
+        if found.tier != "exact":  # the occurrences of the text's spelling, not of the answer
+            spans, _ = find_occurrences(text, spelling, fuzzy_threshold=fuzzy_threshold)
+        grounded[spelling] = GroundedMention(mention=spelling, spans=tuple(spans), tier=found.tier)
+    return list(grounded.values()), missing
+
+
+def sentence_mentions(text: str, settings: AgentSettings) -> list[str] | None:
+    """Check a sentence for a stage that reads it, and give what answers may mention.
+
+    Returns:
+        With ``settings.constrain_mentions``, the text's n-grams (see :func:`text_ngrams`);
+        else ``None`` (answers are not restricted).
+
+    Raises:
+        InputError: If no sentence-level stage can process the text (see ``validate_text``).
+    """
+    validate_text(text, settings)
+    if not settings.constrain_mentions:
+        return None
+    return text_ngrams(text, settings.max_mention_tokens)
+
+
+def extraction_request(
+    stage: str,
+    ctx: StageContext,
+    settings: AgentSettings,
+    *,
+    text: str,
+    names: list[str],
+    mentions: list[str] | None,
+    max_items: int | None = None,
+    adapter_stage: str | None = None,
+    extra: Any = None,
+) -> Prepared[ParsedTypedMentions]:
+    """A request in the extraction answer format (``{type name: [mentions]}``).
+
+    The format of both extractors, of the anchor as the recovery's verifier, and of the
+    archetype classifier (whose ``names`` are the archetypes and whose text is tagged).
+
+    Args:
+        stage: The stage whose prompt spec is used (``anchor``, ``explorer``, ``archetype``).
+        ctx: The run context.
+        settings: The node's settings.
+        text: The text the prompt shows.
+        names: The type names to ask about.
+        mentions: Strings the answer's mentions are restricted to, or ``None``.
+        max_items: Mentions per type in the schema (default ``settings.max_mentions_per_type``).
+        adapter_stage: The stage whose adapter override applies (default: ``stage``).
+        extra: Passed through to the finish step.
+    """
+    return stage_request(
+        stage,
+        ctx,
+        settings,
+        variables={"labels": names, "text": text},
+        schema=EXTRACTION_FORMAT.schema(
+            names, mentions=mentions, max_items=max_items or settings.max_mentions_per_type
+        ),
+        parse=lambda raw: EXTRACTION_FORMAT.parse(raw, names),
+        adapter_stage=adapter_stage,
+        extra=extra,
+    )
+
+
 def extractor_node(
     stage: Literal["anchor", "explorer"], settings: AgentSettings
-) -> RunnableLambda[Any, Update]:
+) -> RunnableLambda[NerState, dict[str, Any]]:
     """Build the ``anchor`` or ``explorer`` node."""
-    spec_default = default_specs()[stage]
-    key = f"{stage}_mentions"
 
     def request_for(
-        state: Any, ctx: StageContext, names: list[str], mentions: list[str] | None
-    ) -> Prepared:
-        domain = ctx.domain
-        spec = spec_default.with_template(domain.prompts.get(stage))
-        prompt = spec.render({"labels": names, "text": state.text})
-        schema = EXTRACTION_FORMAT.schema(
-            names, mentions=mentions, max_items=settings.max_mentions_per_type
+        state: NerState, ctx: StageContext, names: list[str], mentions: list[str] | None
+    ) -> Prepared[ParsedTypedMentions]:
+        return extraction_request(
+            stage, ctx, settings, text=state.text, names=names, mentions=mentions
         )
-        request = StageRequest(
-            stage=stage,
-            messages=[HumanMessage(content=prompt)],
-            schema=schema,
-            max_tokens=settings.max_completion_tokens or spec.max_tokens,
-            adapter=domain.adapters.get(stage),
-        )
-        return Prepared(request, lambda raw: EXTRACTION_FORMAT.parse(raw, names))
 
-    def prepare(state: Any, ctx: StageContext) -> Prepared | list[Prepared] | Update:
-        validate_text(state.text, settings)
+    def prepare(
+        state: NerState, ctx: StageContext
+    ) -> Prepared[ParsedTypedMentions] | list[Prepared[ParsedTypedMentions]]:
+        mentions = sentence_mentions(state.text, settings)
         names = ctx.domain.names
-        mentions = (
-            text_ngrams(state.text, settings.max_mention_tokens)
-            if settings.constrain_mentions
-            else None
-        )
         chunk = settings.anchor_schema_chunk if stage == "anchor" else None
         if chunk is None or len(names) <= chunk:
             return request_for(state, ctx, names, mentions)
@@ -97,13 +179,19 @@ def extractor_node(
             for i in range(0, len(ordered), chunk)
         ]
 
+    def update(grounded: list[GroundedMention], **fields: Any) -> ExtractorUpdate:
+        mentions = [g.mention for g in grounded]
+        if stage == "anchor":
+            return ExtractorUpdate(anchor_mentions=mentions, anchor_grounded=grounded, **fields)
+        return ExtractorUpdate(explorer_mentions=mentions, explorer_grounded=grounded, **fields)
+
     def finish(
-        state: Any, ctx: StageContext, prepared: Prepared, result: StageResult[Any]
-    ) -> Update:
+        state: NerState, ctx: StageContext, prepared: Prepared[Any], result: StageResult[Any]
+    ) -> ExtractorUpdate:
         values = result.value if isinstance(result.value, list) else [result.value]
         answers: list[ParsedTypedMentions] = [v for v in values if v is not None]
         if not answers:
-            return {key: [], "failed_stages": [stage]}
+            return update([], failed_stages=[stage])
         parsed = ParsedTypedMentions(
             pairs=tuple(p for a in answers for p in a.pairs),
             out_of_schema=tuple(dict.fromkeys(t for a in answers for t in a.out_of_schema)),
@@ -121,15 +209,9 @@ def extractor_node(
                     raw=result.raw,
                 )
             )
-        found: list[str] = []
-        missing: list[str] = []
-        for grounded in ground_mentions(
-            state.text, raw_mentions, mode="nested", fuzzy_threshold=settings.fuzzy_threshold
-        ):
-            if grounded.spans:
-                found.append(grounded.spans[0].text)
-            else:
-                missing.append(grounded.mention)
+        grounded, missing = ground_extracted(
+            state.text, raw_mentions, fuzzy_threshold=settings.fuzzy_threshold
+        )
         if missing:
             diagnostics.append(
                 Diagnostic(
@@ -139,9 +221,16 @@ def extractor_node(
                     raw=result.raw,
                 )
             )
-        return {key: list(dict.fromkeys(found)), "diagnostics": diagnostics}
+        return update(grounded, diagnostics=diagnostics)
 
     return stage_node(stage, prepare, finish, settings)
 
 
-__all__ = ["MAX_ENUM_MENTIONS", "extractor_node", "text_ngrams"]
+__all__ = [
+    "MAX_ENUM_MENTIONS",
+    "extraction_request",
+    "extractor_node",
+    "ground_extracted",
+    "sentence_mentions",
+    "text_ngrams",
+]

@@ -28,18 +28,13 @@ import re
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Self
-
-from pydantic import BaseModel, ConfigDict, model_validator
+from typing import Literal
 
 from samalign.errors import ConfigError
-from samalign.types import Span
+from samalign.types import GroundedMention, MatchTier, Span
 
 GroundingMode = Literal["flat", "nested"]
 """How overlapping spans of different mentions are resolved (see :func:`ground_mentions`)."""
-
-MatchTier = Literal["exact", "normalized", "fuzzy"]
-"""Which matching tier grounded a mention."""
 
 _GROUNDING_MODES: frozenset[str] = frozenset({"flat", "nested"})
 
@@ -77,40 +72,6 @@ _WINDOW_SLACK = 2
 
 _LENIENT_MIN_CHARS = 4
 """Words shorter than this must match exactly (after case and accent folding) in the fuzzy tier."""
-
-
-class GroundedMention(BaseModel):
-    """One model-emitted mention and where it was found in the text.
-
-    Attributes:
-        mention: The mention string exactly as the model emitted it.
-        spans: Every occurrence kept, in text order. Empty when the mention was not found
-            (a hallucination) or, in ``"flat"`` mode, when all its occurrences lie inside
-            spans kept for longer mentions (``subsumed``).
-        tier: The tier that found the mention; ``None`` when it was not found.
-        subsumed: ``True`` when the mention was found but every occurrence overlapped a span
-            kept for a longer mention (``"flat"`` mode only); ``spans`` is then empty.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    mention: str
-    spans: tuple[Span, ...] = ()
-    tier: MatchTier | None = None
-    subsumed: bool = False
-
-    @model_validator(mode="after")
-    def _check_consistency(self) -> Self:
-        if self.tier is None and self.spans:
-            raise ValueError("a mention with spans must record the tier that found it")
-        if self.subsumed and (self.tier is None or self.spans):
-            raise ValueError("a subsumed mention was found (tier set) but keeps no span")
-        return self
-
-    @property
-    def found(self) -> bool:
-        """Whether any tier found the mention in the text (even if it was subsumed)."""
-        return self.tier is not None
 
 
 # --------------------------------------------------------------------------------------------
@@ -476,16 +437,41 @@ def ground_mentions(
 
     index = _lazy_index(text)
     unique = list(dict.fromkeys(mentions))
-    found = [_find(text, index, mention, fuzzy_threshold) for mention in unique]
+    found = [
+        GroundedMention(mention=mention, spans=tuple(spans), tier=tier)
+        for mention in unique
+        for spans, tier in [_find(text, index, mention, fuzzy_threshold)]
+    ]
+    return resolve_overlaps(found, mode=mode)
 
+
+def resolve_overlaps(
+    grounded: Sequence[GroundedMention], *, mode: GroundingMode = "flat"
+) -> list[GroundedMention]:
+    """Resolve overlaps between mentions grounded with every occurrence (``"nested"``).
+
+    The second half of :func:`ground_mentions`, for mentions grounded earlier (the extractors
+    keep theirs in the state): ``"nested"`` keeps every span; ``"flat"`` keeps spans longest
+    first (ties by the order of ``grounded``, then by position), drops a span overlapping an
+    already kept one, and marks a mention that lost every span ``subsumed``.
+
+    Args:
+        grounded: Distinct mentions with every occurrence found, none subsumed.
+        mode: ``"flat"`` or ``"nested"``.
+
+    Returns:
+        One :class:`GroundedMention` per input, in input order.
+
+    Raises:
+        ConfigError: If ``mode`` is unknown.
+    """
+    if mode not in _GROUNDING_MODES:
+        raise ConfigError(f"unknown grounding mode {mode!r}; expected 'flat' or 'nested'")
     if mode == "nested":
-        return [
-            GroundedMention(mention=mention, spans=tuple(spans), tier=tier)
-            for mention, (spans, tier) in zip(unique, found, strict=True)
-        ]
+        return list(grounded)
 
     order = sorted(
-        ((idx, span) for idx, (spans, _) in enumerate(found) for span in spans),
+        ((idx, span) for idx, g in enumerate(grounded) for span in g.spans),
         key=lambda item: (item[1].start - item[1].end, item[0], item[1].start),
     )
     kept_starts: list[int] = []  # kept spans never overlap, so sorted starts imply sorted ends
@@ -502,14 +488,14 @@ def ground_mentions(
         kept.setdefault(idx, []).append(span)
 
     results: list[GroundedMention] = []
-    for idx, (mention, (_, tier)) in enumerate(zip(unique, found, strict=True)):
+    for idx, g in enumerate(grounded):
         spans = tuple(sorted(kept.get(idx, []), key=lambda s: s.start))
         results.append(
             GroundedMention(
-                mention=mention,
+                mention=g.mention,
                 spans=spans,
-                tier=tier,
-                subsumed=tier is not None and not spans,
+                tier=g.tier,
+                subsumed=g.tier is not None and not spans,
             )
         )
     return results
@@ -521,5 +507,6 @@ __all__ = [
     "MatchTier",
     "find_occurrences",
     "ground_mentions",
+    "resolve_overlaps",
     "word_spans",
 ]

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from langchain_core.messages import HumanMessage
 from langchain_core.runnables import RunnableLambda
 
-from samalign.agents.base import AgentSettings, Prepared, StageContext, Update, stage_node
-from samalign.agents.runner import StageRequest, StageResult
+from samalign.agents.base import AgentSettings, Prepared, StageContext, stage_node
+from samalign.agents.extractors import extraction_request
+from samalign.agents.runner import StageResult
+from samalign.agents.state import FilterUpdate, JointState
 from samalign.prompts.domain import Domain
 from samalign.prompts.formats import ParsedTypedMentions
-from samalign.prompts.specs import EXTRACTION_FORMAT, default_specs
 from samalign.types import Diagnostic, DroppedTriplet, Entity, Triplet
 
 VERIFIER_STAGE = "anchor"
@@ -94,35 +94,28 @@ def recover_triplets(
     return recovered, remaining, list(new_entities.values())
 
 
-def recover_node(settings: AgentSettings) -> RunnableLambda[Any, Update]:
+def recover_node(settings: AgentSettings) -> RunnableLambda[JointState, dict[str, Any]]:
     """The ``recover`` node (runs after ``anchor_filter`` when ``recover_dropped`` is on)."""
-    spec_default = default_specs()[VERIFIER_STAGE]
 
-    def prepare(state: Any, ctx: StageContext) -> Prepared | Update:
+    def prepare(
+        state: JointState, ctx: StageContext
+    ) -> Prepared[ParsedTypedMentions] | FilterUpdate:
         domain = ctx.domain
         wanted = _wanted(state.dropped_triplets, state.entities, domain)
         if not wanted:
-            return {}
+            return FilterUpdate()
         labels = [lab for lab in domain.labels if any(lab in s for s in wanted.values())]
         names = [domain.entity_type(lab).name for lab in labels]
-        spec = spec_default.with_template(domain.prompts.get(VERIFIER_STAGE))
-        request = StageRequest(
-            stage=VERIFIER_STAGE,
-            messages=[HumanMessage(content=spec.render({"labels": names, "text": state.text}))],
-            schema=EXTRACTION_FORMAT.schema(
-                names, mentions=list(wanted), max_items=settings.max_mentions_per_type
-            ),
-            max_tokens=settings.max_completion_tokens or spec.max_tokens,
-            adapter=domain.adapters.get(VERIFIER_STAGE),
+        return extraction_request(
+            VERIFIER_STAGE, ctx, settings, text=state.text, names=names, mentions=list(wanted)
         )
-        return Prepared(request, lambda raw: EXTRACTION_FORMAT.parse(raw, names))
 
     def finish(
-        state: Any, ctx: StageContext, prepared: Prepared, result: StageResult[Any]
-    ) -> Update:
+        state: JointState, ctx: StageContext, prepared: Prepared[Any], result: StageResult[Any]
+    ) -> FilterUpdate:
         parsed: ParsedTypedMentions | None = result.value
         if parsed is None:
-            return {"failed_stages": ["recover"]}
+            return FilterUpdate(failed_stages=["recover"])
         domain = ctx.domain
         confirmed: dict[str, set[str]] = {}
         for name, mention in parsed.pairs:
@@ -133,13 +126,13 @@ def recover_node(settings: AgentSettings) -> RunnableLambda[Any, Update]:
             state.dropped_triplets, state.entities, confirmed, domain
         )
         if not recovered:
-            return {}
+            return FilterUpdate()
         shown = [f"({t.head.text!r}, {t.relation}, {t.tail.text!r})" for t in recovered]
-        return {
-            "entities": [*state.entities, *new],
-            "triplets": [*state.triplets, *recovered],
-            "dropped_triplets": remaining,
-            "diagnostics": [
+        return FilterUpdate(
+            entities=[*state.entities, *new],
+            triplets=[*state.triplets, *recovered],
+            dropped_triplets=remaining,
+            diagnostics=[
                 Diagnostic(
                     stage="recover",
                     kind="recovered",
@@ -148,7 +141,7 @@ def recover_node(settings: AgentSettings) -> RunnableLambda[Any, Update]:
                     raw=result.raw,
                 )
             ],
-        }
+        )
 
     return stage_node("recover", prepare, finish, settings, model_stage=VERIFIER_STAGE)
 

@@ -18,7 +18,8 @@ single type for it. When a mention occurs several times, the pair of occurrences
 each other is used (with ``relation_arguments="all"``: every pair of occurrences). Whatever
 is dropped here never reaches the anchor filter; the sentence always keeps its entities.
 
-When to ask (``AgentSettings.relation_schedule``):
+When to ask (the ``schedule`` of :func:`relation_node`, from
+``PipelineOptions.relation_schedule``):
 
 * ``needed``: after NER, and only when :func:`relations_possible` — with the anchor filter
   on and recovery off, a kept triplet links two NER entities of different spans whose types
@@ -27,38 +28,42 @@ When to ask (``AgentSettings.relation_schedule``):
 * ``always``: after NER, for every sentence;
 * ``parallel``: the request does not depend on NER (the prompt holds the text and the
   relation schema only), so the decoders are asked together with the extractors and write
-  their parsed answer (:class:`RelationAnswer`); :func:`relation_check_node` checks it
-  against the entities once NER is done, with the same rules and the same result as
-  ``always``.
+  their parsed answer (:class:`~samalign.agents.state.RelationAnswer`);
+  :func:`relation_check_node` checks it against the entities once NER is done, with the same
+  rules and the same result as ``always``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from langchain_core.messages import HumanMessage
 from langchain_core.runnables import RunnableLambda
-from pydantic import BaseModel, ConfigDict
 
 from samalign.agents.base import (
     AgentSettings,
     Prepared,
     StageContext,
-    Update,
     current_context,
     pure_node,
     stage_node,
-    validate_text,
+    stage_request,
 )
-from samalign.agents.extractors import text_ngrams
+from samalign.agents.extractors import sentence_mentions
 from samalign.agents.grounding import ground_mentions
-from samalign.agents.runner import StageRequest, StageResult
+from samalign.agents.runner import StageResult
+from samalign.agents.state import (
+    JointState,
+    ParallelJointState,
+    RelationAnswer,
+    RelationAnswerUpdate,
+    RelationUpdate,
+)
 from samalign.errors import ConfigError
 from samalign.prompts.domain import Domain, RelationType
 from samalign.prompts.relations import ParsedTriplets
-from samalign.prompts.specs import RELATION_FORMATS, default_specs
-from samalign.types import Diagnostic, Entity, RelationSource, Triplet
+from samalign.prompts.specs import RELATION_FORMATS
+from samalign.types import Diagnostic, Entity, RelationSource, Span, Triplet
 
 RelationStage = Literal["relations_forward", "relations_reverse"]
 
@@ -82,20 +87,6 @@ ANSWER_KEY: dict[str, str] = {
 
 RelationSchedule = Literal["needed", "always", "parallel"]
 """When the relation decoders are asked (see the module docs)."""
-
-
-class RelationAnswer(BaseModel):
-    """A relation decoder's parsed answer before it is checked against the NER entities.
-
-    Attributes:
-        parsed: The parsed answer; ``None`` when no attempt gave a usable answer.
-        raw: The raw answer text (attached to the check's diagnostics).
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    parsed: ParsedTriplets | None
-    raw: str = ""
 
 
 def require_relations(domain: Domain) -> None:
@@ -162,6 +153,7 @@ def check_triplets(
     fuzzy_threshold: float = 0.8,
     raw: str | None = None,
     arguments: Literal["closest", "all"] = "closest",
+    grounded: Mapping[str, Sequence[Span]] | None = None,
 ) -> tuple[list[Triplet], list[Diagnostic]]:
     """Ground, type and validate parsed triples.
 
@@ -176,6 +168,8 @@ def check_triplets(
         arguments: Which occurrences of a repeated mention a triple relates: ``closest``
             (the pair of occurrences closest to each other) or ``all`` (every pair of
             different spans; the annotation convention of CoNLL04's SpERT release).
+        grounded: Mention → every occurrence, for strings grounded already (the extractors'
+            mentions, from the state); only the other mentions are grounded here.
 
     Returns:
         The valid triplets (de-duplicated, answer order) and the diagnostics.
@@ -190,14 +184,23 @@ def check_triplets(
     by_text: dict[str, list[Entity]] = {}
     for entity in entities:
         by_text.setdefault(entity.text, []).append(entity)
+    known = grounded or {}
     mentions = list(dict.fromkeys(m for h, _, t in parsed.triplets for m in (h, t)))
-    grounded = {
-        g.mention: [Entity(span=s) for s in g.spans]
-        for g in ground_mentions(text, mentions, mode="nested", fuzzy_threshold=fuzzy_threshold)
+    arguments_at: dict[str, list[Entity]] = {
+        m: [Entity(span=s) for s in known[m]] for m in mentions if m in known
     }
+    arguments_at.update(
+        (g.mention, [Entity(span=s) for s in g.spans])
+        for g in ground_mentions(
+            text,
+            [m for m in mentions if m not in known],
+            mode="nested",
+            fuzzy_threshold=fuzzy_threshold,
+        )
+    )
 
     def candidates(mention: str) -> list[Entity]:
-        spans = grounded.get(mention, [])
+        spans = arguments_at.get(mention, [])
         recognised = [e for s in spans for e in by_text.get(s.text, [])]
         return recognised or spans
 
@@ -290,16 +293,19 @@ def answer_diagnostics(stage: str, parsed: ParsedTriplets | None, raw: str) -> l
     return diagnostics
 
 
-def checked_update(
+def checked_triplets(
     stage: str,
-    state: Any,
+    state: JointState,
     domain: Domain,
     settings: AgentSettings,
     parsed: ParsedTriplets,
     raw: str,
-) -> Update:
-    """The stage's checked triplets and the check's diagnostics (see :func:`check_triplets`)."""
-    triplets, checked = check_triplets(
+) -> tuple[list[Triplet], list[Diagnostic]]:
+    """The stage's checked triplets and the check's diagnostics (see :func:`check_triplets`).
+
+    Mentions the extractors grounded already (in the state) are not grounded again.
+    """
+    return check_triplets(
         state.text,
         parsed,
         state.entities,
@@ -308,13 +314,19 @@ def checked_update(
         fuzzy_threshold=settings.fuzzy_threshold,
         arguments=settings.relation_arguments,
         raw=raw,
+        grounded={g.mention: g.spans for g in (*state.anchor_grounded, *state.explorer_grounded)},
     )
-    return {STATE_KEY[stage]: triplets, "diagnostics": checked}
+
+
+def _relation_update(stage: str, triplets: list[Triplet], **fields: Any) -> RelationUpdate:
+    if stage == "relations_forward":
+        return RelationUpdate(forward_triplets=triplets, **fields)
+    return RelationUpdate(reverse_triplets=triplets, **fields)
 
 
 def relation_check_node(
     stages: Sequence[RelationStage], settings: AgentSettings
-) -> RunnableLambda[Any, Update]:
+) -> RunnableLambda[ParallelJointState, dict[str, Any]]:
     """The ``relations_check`` node of the ``parallel`` schedule.
 
     Checks the answers the decoders wrote while NER ran against the NER entities, as the
@@ -322,74 +334,72 @@ def relation_check_node(
     the answer).
     """
 
-    def run(state: Any) -> Update:
+    def run(state: ParallelJointState) -> RelationUpdate:
         domain = current_context().domain
-        update: Update = {"diagnostics": []}
+        fields: dict[str, Any] = {}
+        diagnostics: list[Diagnostic] = []
         for stage in stages:
             answer: RelationAnswer | None = getattr(state, ANSWER_KEY[stage])
-            if answer is None or answer.parsed is None:
-                update[STATE_KEY[stage]] = []
-                continue
-            checked = checked_update(stage, state, domain, settings, answer.parsed, answer.raw)
-            update[STATE_KEY[stage]] = checked[STATE_KEY[stage]]
-            update["diagnostics"] += checked["diagnostics"]
-        return update
+            triplets: list[Triplet] = []
+            if answer is not None and answer.parsed is not None:
+                triplets, checked = checked_triplets(
+                    stage, state, domain, settings, answer.parsed, answer.raw
+                )
+                diagnostics += checked
+            fields[STATE_KEY[stage]] = triplets
+        return RelationUpdate(diagnostics=diagnostics, **fields)
 
     return pure_node("relations_check", run)
 
 
-def relation_node(stage: RelationStage, settings: AgentSettings) -> RunnableLambda[Any, Update]:
-    """Build the ``relations_forward`` or ``relations_reverse`` node."""
-    spec_default = default_specs()[stage]
-    fmt = RELATION_FORMATS[stage]
-    key = STATE_KEY[stage]
+def relation_node(
+    stage: RelationStage, settings: AgentSettings, schedule: RelationSchedule = "always"
+) -> RunnableLambda[JointState, dict[str, Any]]:
+    """Build the ``relations_forward`` or ``relations_reverse`` node.
 
-    def prepare(state: Any, ctx: StageContext) -> Prepared | Update:
-        validate_text(state.text, settings)
+    Args:
+        stage: Which decoder.
+        settings: The agent settings.
+        schedule: When the node asks its model (see the module docs); ``needed`` is lossless
+            only with the anchor filter on and recovery off
+            (``PipelineOptions.effective_relation_schedule`` says which applies).
+    """
+    fmt = RELATION_FORMATS[stage]
+
+    def prepare(state: JointState, ctx: StageContext) -> Prepared[ParsedTriplets] | RelationUpdate:
+        mentions = sentence_mentions(state.text, settings)
         domain = ctx.domain
         require_relations(domain)
-        if settings.relation_schedule == "needed" and not relations_possible(
-            state.entities, domain
-        ):
-            return {key: []}  # no triplet could survive the anchor filter: no request
+        if schedule == "needed" and not relations_possible(state.entities, domain):
+            return _relation_update(stage, [])  # no triplet could survive the filter: no request
         names = domain.relation_names
-        spec = spec_default.with_template(domain.prompts.get(stage))
-        prompt = spec.render({"relations": domain.relation_schema(), "text": state.text})
-        mentions = (
-            text_ngrams(state.text, settings.max_mention_tokens)
-            if settings.constrain_mentions
-            else None
+        return stage_request(
+            stage,
+            ctx,
+            settings,
+            variables={"relations": domain.relation_schema(), "text": state.text},
+            schema=fmt.schema(
+                names,
+                mentions=mentions,
+                max_blocks=settings.max_relation_blocks,
+                max_pairs=settings.max_relation_blocks,
+            ),
+            parse=lambda raw: fmt.parse(raw, names),
         )
-        schema = fmt.schema(
-            names,
-            mentions=mentions,
-            max_blocks=settings.max_relation_blocks,
-            max_pairs=settings.max_relation_blocks,
-        )
-        request = StageRequest(
-            stage=stage,
-            messages=[HumanMessage(content=prompt)],
-            schema=schema,
-            max_tokens=settings.max_completion_tokens or spec.max_tokens,
-            adapter=domain.adapters.get(stage),
-        )
-        return Prepared(request, lambda raw: fmt.parse(raw, names))
 
     def finish(
-        state: Any, ctx: StageContext, prepared: Prepared, result: StageResult[Any]
-    ) -> Update:
+        state: JointState, ctx: StageContext, prepared: Prepared[Any], result: StageResult[Any]
+    ) -> RelationUpdate | RelationAnswerUpdate:
         parsed: ParsedTriplets | None = result.value
-        if settings.relation_schedule == "parallel":  # checked once NER is done
-            update: Update = {
-                ANSWER_KEY[stage]: RelationAnswer(parsed=parsed, raw=result.raw),
-                "diagnostics": answer_diagnostics(stage, parsed, result.raw),
-            }
-            return update if parsed is not None else {**update, "failed_stages": [stage]}
-        if parsed is None:
-            return {key: [], "failed_stages": [stage]}
-        update = checked_update(stage, state, ctx.domain, settings, parsed, result.raw)
+        failed = {} if parsed is not None else {"failed_stages": [stage]}
         found = answer_diagnostics(stage, parsed, result.raw)
-        return {**update, "diagnostics": [*found, *update["diagnostics"]]}
+        if schedule == "parallel":  # checked by relations_check once NER is done
+            answer = RelationAnswer(parsed=parsed, raw=result.raw)
+            return RelationAnswerUpdate(**{ANSWER_KEY[stage]: answer}, diagnostics=found, **failed)
+        if parsed is None:
+            return _relation_update(stage, [], **failed)
+        triplets, checked = checked_triplets(stage, state, ctx.domain, settings, parsed, result.raw)
+        return _relation_update(stage, triplets, diagnostics=[*found, *checked])
 
     return stage_node(stage, prepare, finish, settings)
 
@@ -398,12 +408,11 @@ __all__ = [
     "ANSWER_KEY",
     "SOURCE_OF",
     "STATE_KEY",
-    "RelationAnswer",
     "RelationSchedule",
     "RelationStage",
     "answer_diagnostics",
     "check_triplets",
-    "checked_update",
+    "checked_triplets",
     "relation_check_node",
     "relation_node",
     "relations_possible",

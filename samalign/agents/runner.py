@@ -5,7 +5,9 @@ backend supports it), parses the answer, retries a bounded number of times with 
 error fed back to the model, records usage, and turns what went wrong into Diagnostics. A
 parse failure never fails the graph: after the last retry the stage yields no value and a
 Diagnostic. Backend failures (unreachable server, unknown adapter) raise
-:class:`~samalign.errors.BackendError`.
+:class:`~samalign.errors.BackendError` with the stage, the adapter and the HTTP status.
+The runner calls any LangChain chat model; the test kill-switch is the real backends' own
+(:mod:`samalign.serving.guard`).
 
 The call protocol is written once as a generator (no I/O), driven by a sync and an async
 driver, so ``invoke`` and ``ainvoke`` behave identically.
@@ -13,7 +15,6 @@ driver, so ``invoke`` and ``ainvoke`` behave identically.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
@@ -22,15 +23,12 @@ from typing import Any, Generic, TypeVar
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
 from samalign.agents.cache import CachedReply, StageCache, request_key
-from samalign.errors import ModelRequestBlockedError, OutputParseError
+from samalign.errors import OutputParseError
 from samalign.serving.errors import explain_error
 from samalign.serving.models import StageModel
 from samalign.types import Diagnostic, StageUsage
 
 T = TypeVar("T")
-
-BLOCK_ENV = "SAMALIGN_BLOCK_MODEL_REQUESTS"
-"""Set this environment variable to ``1`` to make any non-fake model call raise (tests)."""
 
 
 @dataclass(frozen=True)
@@ -79,11 +77,6 @@ class _Reply:
         return CachedReply(
             self.text, self.finish_reason, self.prompt_tokens, self.completion_tokens
         )
-
-
-def _is_fake(model: StageModel) -> bool:
-    llm_type = getattr(model.chat_model, "_llm_type", "")
-    return bool(getattr(model.chat_model, "samalign_fake", False)) or "fake" in str(llm_type)
 
 
 def _call_kwargs(request: StageRequest, model: StageModel) -> dict[str, Any]:
@@ -175,14 +168,6 @@ def _protocol(
     return StageResult(value=None, diagnostics=diagnostics, usage=usage, raw=raw)
 
 
-def _guard(request: StageRequest, model: StageModel) -> None:
-    if os.environ.get(BLOCK_ENV, "") not in ("", "0") and not _is_fake(model):
-        raise ModelRequestBlockedError(
-            f"stage {request.stage!r} tried a real model call while {BLOCK_ENV} is set; "
-            "use a fake chat model from samalign.testing in unit tests"
-        )
-
-
 def _lookup(
     cache: StageCache | None,
     model: StageModel,
@@ -225,7 +210,6 @@ def run_stage(
     Raises:
         BackendError: The backend failed (after its own connection retries).
     """
-    _guard(request, model)
     kwargs = _call_kwargs(request, model)
     gen = _protocol(request, parse, retries)
     adapter = request.adapter or model.adapter
@@ -257,7 +241,6 @@ async def arun_stage(
     cache: StageCache | None = None,
 ) -> StageResult[T]:
     """Call the stage model asynchronously (see :func:`run_stage`)."""
-    _guard(request, model)
     kwargs = _call_kwargs(request, model)
     gen = _protocol(request, parse, retries)
     adapter = request.adapter or model.adapter
@@ -280,4 +263,4 @@ async def arun_stage(
         return result
 
 
-__all__ = ["BLOCK_ENV", "StageRequest", "StageResult", "arun_stage", "run_stage"]
+__all__ = ["StageRequest", "StageResult", "arun_stage", "run_stage"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
 from langgraph.graph.state import CompiledStateGraph
@@ -18,32 +18,37 @@ from samalign.batch.records import (
 )
 from samalign.errors import ConfigError, SamalignError
 from samalign.graphs.context import RunContext
-from samalign.types import Diagnostic, DroppedTriplet, Entity, StageUsage, Triplet
+from samalign.graphs.results import DocumentResult, JointResult, read_result
+from samalign.types import DroppedTriplet, Triplet
 
 log = logging.getLogger(__name__)
 
 
-def to_output(record: InputRecord, state: dict[str, Any]) -> OutputRecord:
+def to_output(record: InputRecord, state: Mapping[str, Any]) -> OutputRecord:
     """Flatten a graph result into an output record, checking every span against the text."""
-    entities: list[Entity] = state.get("entities", [])
+    result = read_result({"text": record.text, **state})
+    entities = result.entities
     for entity in entities:
         entity.span.check(record.text)
-    triplets: list[Triplet] = state.get("triplets", [])
-    dropped: list[DroppedTriplet] = state.get("dropped_triplets", [])
+    triplets: list[Triplet] = []
+    dropped: list[DroppedTriplet] = []
+    errors: list[str] = []
+    if isinstance(result, JointResult | DocumentResult):
+        triplets, dropped = result.triplets, result.dropped_triplets
+    if isinstance(result, DocumentResult):
+        errors = result.errors
     for triplet in (*triplets, *(d.triplet for d in dropped)):
         triplet.head.span.check(record.text)
         triplet.tail.span.check(record.text)
-    diagnostics: list[Diagnostic] = state.get("diagnostics", [])
-    usage: dict[str, StageUsage] = state.get("usage", {})
     return OutputRecord(
         id=record.id,
         text=record.text,
         entities=[EntityRecord.of(e) for e in entities],
         triplets=[TripletRecord.of(t) for t in triplets],
         dropped_triplets=[DroppedTripletRecord.of_dropped(d) for d in dropped],
-        sentence_errors=list(state.get("errors", [])),
-        diagnostics=diagnostics,
-        usage=usage,
+        sentence_errors=list(errors),
+        diagnostics=result.diagnostics,
+        usage=result.usage,
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from samalign.cli.options import (
     MODEL_DIR_ENV,
     add_backend_flags,
+    add_data_format_flags,
     add_pipeline_flags,
     chosen_backend,
     parse_pairs,
@@ -21,6 +22,7 @@ from samalign.cli.options import (
     stage_cache,
     stage_models,
 )
+from samalign.datasets import TOKENISED_FORMATS
 from samalign.errors import ConfigError
 from samalign.evaluation.backends import (
     BACKENDS,
@@ -30,6 +32,7 @@ from samalign.evaluation.backends import (
     server_backend,
     simulated_backend,
 )
+from samalign.evaluation.chart import missing_matplotlib
 from samalign.evaluation.datasets import BUILTIN_DATASETS, Dataset, load_dataset
 from samalign.evaluation.report import EvalReport, report_paths
 from samalign.evaluation.runner import aevaluate, asweep, graph_stages
@@ -54,9 +57,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="evaluate a pipeline on a benchmark split and write a report",
         description="Run the NER or joint graph over a dataset split and write a JSON report "
         "(every protocol, per-label table, per-stage cost, every sentence that lost or gained "
-        "something and why), a markdown summary and a PNG chart next to it. DATASET is a "
-        f"built-in name ({', '.join(BUILTIN_DATASETS)}) or a path (a BIO .txt file, a SpERT "
-        ".json file, or a folder with <split>.txt / <split>_triples.json). Rerunning with the "
+        "something and why), a markdown summary and a PNG chart next to it (the chart needs "
+        "matplotlib: pip install 'samalign[eval]'). DATASET is a "
+        f"built-in name ({', '.join(BUILTIN_DATASETS)}) or a path: a BIO file (token<TAB>tag "
+        "or tag<TAB>token), a SpERT .json file, a CrossRE .jsonl file (detected from the "
+        "content; --format names one), or a folder with <split>.txt / <split>_triples.json / "
+        "<split>.json / <split>.jsonl; docs/data.md documents the formats. Rerunning with the "
         "same --out resumes.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -67,6 +73,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--fold", type=int, default=0, help="ADE fold 0-9 (default 0)")
     p.add_argument("--data-dir", type=Path, help="benchmark data folder (default: see docs)")
     p.add_argument("--domain", help="domain name or YAML (default: the dataset's name)")
+    add_data_format_flags(p, formats=TOKENISED_FORMATS)
     p.add_argument("--graph", choices=["ner", "joint"], default="ner")
     p.add_argument("--limit", type=int, help="evaluate only the first N sentences")
     p.add_argument("--concurrency", type=int, default=16, help="sentences in flight")
@@ -187,7 +194,7 @@ class _Backends:
             close()
 
 
-def _print_summary(report: EvalReport, out: Path) -> None:
+def _print_summary(report: EvalReport, out: Path, chart_note: str | None) -> None:
     entity = report.entity
     line = (
         f"{report.run.dataset}/{report.run.split} [{report.run.backend}] "
@@ -210,12 +217,23 @@ def _print_summary(report: EvalReport, out: Path) -> None:
             )
             print(f"  {name:<30} entity F1 {100 * v.entity_span.f1:.2f}{rel}")
     paths = report_paths(out)
-    beside = [paths[k].name for k in ("md", "png") if paths[k].is_file()]
+    kinds = ("md",) if chart_note else ("md", "png")  # no stale chart of an earlier run
+    beside = [paths[k].name for k in kinds if paths[k].is_file()]
     print(f"report: {paths['json']} (+ {', '.join(beside)})")
+    if chart_note:
+        print(f"samalign: {chart_note}", file=sys.stderr)
 
 
 async def _run(args: argparse.Namespace) -> int:
-    dataset = load_dataset(args.dataset, args.split, fold=args.fold, data_dir_path=args.data_dir)
+    dataset = load_dataset(
+        args.dataset,
+        args.split,
+        fold=args.fold,
+        data_dir_path=args.data_dir,
+        fmt=args.format,
+        columns=args.bio_columns,
+        require_relations=args.graph == "joint",
+    )
     domain_name = args.domain or dataset.domain
     if domain_name is None:
         raise ConfigError(
@@ -223,6 +241,7 @@ async def _run(args: argparse.Namespace) -> int:
         )
     domain = load_domain(domain_name)
     options = _options(args, dataset)
+    chart_note = missing_matplotlib()  # said once, after the summary
     backends = _Backends(args, dataset, domain)
     common: dict[str, Any] = {
         "graph": args.graph,
@@ -245,7 +264,7 @@ async def _run(args: argparse.Namespace) -> int:
             )
     finally:
         backends.close()
-    _print_summary(report, args.out)
+    _print_summary(report, args.out, chart_note)
     if report.errors:
         print(
             f"samalign: {report.errors} sentence(s) failed; see 'mismatches' in the report "

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from samalign.cli.options import add_data_format_flags
 from samalign.errors import ConfigError, InputError
 
 BUILD_STAGES: tuple[str, ...] = (
@@ -58,20 +59,16 @@ def _add_build(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "build",
         help="write JSONL training examples for one stage",
         description="Read source datasets (Pile-NER JSONL, UniNER conversations, IEPile NER, "
-        "BIO files such as CrossNER, SpERT JSON such as CoNLL04/SciERC/ADE; detected "
-        "automatically) and write training examples for STAGE rendered by its prompt spec. "
-        "Prints the counts (JSON on stdout, a summary on stderr). Relation and joint "
-        "examples need SpERT-style data and a domain with relation types.",
+        "BIO files such as CrossNER in either column order, SpERT JSON such as "
+        "CoNLL04/SciERC/ADE, CrossRE JSON Lines; detected automatically, see docs/data.md) and "
+        "write training examples for STAGE rendered by its prompt spec. Prints the counts "
+        "(JSON on stdout, a summary on stderr). Relation and joint examples need data with "
+        "relations (SpERT, CrossRE) and a domain with relation types.",
     )
     p.add_argument("stage", choices=BUILD_STAGES, help="the stage the examples train")
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="source data files")
     p.add_argument("--out", required=True, type=Path, help="JSONL file to write")
-    p.add_argument(
-        "--format",
-        default="auto",
-        choices=["auto", "pilener", "uniner", "iepile", "bio", "spert"],
-        help="source format (default: detect)",
-    )
+    add_data_format_flags(p)
     p.add_argument(
         "--domain",
         help="target domain (built-in name or YAML): verbalised type names, label→archetype "
@@ -228,8 +225,15 @@ def _build(args: argparse.Namespace) -> int:
                 f"{args.iepile_schema}: expected IEPile's schema.json (first line: a JSON list)"
             ) from None
     datasets = []
+    relations = args.stage in ("relations_forward", "relations_reverse", "joint")
     for path in args.inputs:
-        dataset = read_source(path, args.format, schema=schema)
+        dataset = read_source(
+            path,
+            args.format,
+            schema=schema,
+            columns=args.bio_columns,
+            require_relations=relations,
+        )
         if args.limit is not None:
             dataset = dataclasses.replace(dataset, records=dataset.records[: args.limit])
         datasets.append(dataset)

@@ -4,6 +4,8 @@
   ablations (``--no-anchor`` … ``--no-anchor-constraint``), used by ``extract`` and ``eval``.
 * :func:`add_backend_flags` / :func:`stage_models`: where the stage models come from (a vLLM
   server, or a model directory run in this process), used by ``extract`` and ``eval``.
+* :func:`add_data_format_flags`: how a dataset file is read (``--format``,
+  ``--bio-columns``), used by ``eval`` and ``finetune build``.
 * :func:`parse_pairs`: repeated ``NAME=VALUE`` values (``--adapter``, ``--noise``).
 """
 
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from samalign.agents.cache import CacheConfig, StageCache
+from samalign.datasets import BIO_COLUMNS, FORMATS
 from samalign.errors import ConfigError
 from samalign.serving import StageModels
 from samalign.serving.spec import BackendSpec
@@ -148,6 +151,23 @@ def pipeline_values(args: argparse.Namespace, *, joint: bool) -> dict[str, Any]:
     if args.relation_schedule is not None:
         values["relation_schedule"] = args.relation_schedule
     return values
+
+
+def add_data_format_flags(p: argparse.ArgumentParser, *, formats: Sequence[str] = FORMATS) -> None:
+    """Add ``--format`` and ``--bio-columns`` (how a dataset file is read; docs/data.md)."""
+    p.add_argument(
+        "--format",
+        default="auto",
+        choices=["auto", *formats],
+        help="the data file's format (default: detect it from the content; docs/data.md)",
+    )
+    p.add_argument(
+        "--bio-columns",
+        default="auto",
+        choices=list(BIO_COLUMNS),
+        help="BIO files: token-tag (CrossNER, CoNLL) or tag-token (MIT Restaurant/Movie); "
+        "default: detect which column holds the tags",
+    )
 
 
 def add_backend_flags(p: argparse.ArgumentParser, *, backends: Sequence[str]) -> None:
@@ -326,6 +346,7 @@ __all__ = [
     "MODEL_BACKENDS",
     "MODEL_DIR_ENV",
     "add_backend_flags",
+    "add_data_format_flags",
     "add_pipeline_flags",
     "backend_spec",
     "chosen_backend",

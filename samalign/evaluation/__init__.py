@@ -9,8 +9,15 @@ from samalign.evaluation.backends import (
     server_backend,
     simulated_backend,
 )
-from samalign.evaluation.crossner import CrossNERSentence, read_crossner
-from samalign.evaluation.datasets import BUILTIN_DATASETS, Dataset, data_dir, load_dataset
+from samalign.evaluation.datasets import (
+    BUILTIN_DATASETS,
+    CrossNERSentence,
+    Dataset,
+    data_dir,
+    load_dataset,
+    read_crossner,
+    read_spert,
+)
 from samalign.evaluation.metrics import (
     PRF,
     bio_to_spans,
@@ -24,7 +31,6 @@ from samalign.evaluation.report import EvalReport, write_report
 from samalign.evaluation.runner import aevaluate, asweep, evaluate
 from samalign.evaluation.sentences import GoldEntity, GoldTriplet, Sentence, TokenIndex
 from samalign.evaluation.simulate import NoiseModel
-from samalign.evaluation.spert import read_spert
 
 __all__ = [
     "BUILTIN_DATASETS",

@@ -1,8 +1,9 @@
 """The report chart (PNG): per-label F1 bars, or per-ablation bars for a sweep.
 
-matplotlib is optional (``pip install samalign[eval]``) and imported only here, when a chart
-is drawn; without it the chart is skipped with a warning and the JSON and markdown reports are
-still written.
+matplotlib is optional (``pip install 'samalign[eval]'``) and imported only here, when a chart
+is drawn; without it the chart is skipped and the JSON and markdown reports are still
+written. The skip is logged once per process, or said by the caller that claimed it with
+:func:`missing_matplotlib` (``samalign eval`` prints one line).
 """
 
 from __future__ import annotations
@@ -16,12 +17,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+INSTALL_HINT = "pip install 'samalign[eval]'"
+"""How to get matplotlib, the chart's one dependency."""
 
-def _pyplot() -> Any | None:
+_missing_said = False
+"""Whether the skip has been logged or claimed by a caller (it is said once per process)."""
+
+
+def _import_pyplot() -> Any | None:
     try:
         import matplotlib
     except ImportError:
-        log.warning("matplotlib is not installed: no chart written (pip install 'samalign[eval]')")
         return None
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
@@ -29,10 +35,42 @@ def _pyplot() -> Any | None:
     return plt
 
 
-def _title(report: EvalReport) -> str:
+def missing_matplotlib() -> str | None:
+    """A one-line note saying the chart will be skipped, or ``None`` when it can be drawn.
+
+    The caller shows the note itself; the chart writer then does not log the skip again.
+    """
+    global _missing_said
+    if _import_pyplot() is not None:
+        return None
+    _missing_said = True
+    return f"chart skipped: matplotlib is not installed; {INSTALL_HINT} (JSON and markdown written)"
+
+
+def _pyplot() -> Any | None:
+    global _missing_said
+    plt = _import_pyplot()
+    if plt is None and not _missing_said:
+        _missing_said = True
+        log.warning("matplotlib is not installed: no chart written (%s)", INSTALL_HINT)
+    return plt
+
+
+def chart_title(report: EvalReport) -> str:
+    """The chart's title: the dataset and split, the domain, the graph and the backend.
+
+    The domain is named only when it is not the dataset's own (a built-in dataset runs with
+    the domain of the same name), so each name appears once.
+    """
     run = report.run
     fold = f" fold {run.fold}" if run.fold is not None else ""
-    return f"{run.dataset} {run.split}{fold} — {run.graph} graph, {run.backend} backend"
+    data = f"{run.dataset} {run.split}{fold}"
+    if run.domain != run.dataset:
+        data += f", domain {run.domain}"
+    what = f"{run.graph} graph, {run.backend} backend"
+    if report.ablations:
+        what += ", ablations"
+    return f"{data} — {what}"
 
 
 def write_chart(report: EvalReport, path: Path) -> bool:
@@ -83,7 +121,7 @@ def _label_chart(plt: Any, report: EvalReport) -> Any:
             color="white" if inside else "black",
             fontsize=8,
         )
-    ax.set_title(_title(report), fontsize=10)
+    ax.set_title(chart_title(report), fontsize=10)
     return fig
 
 
@@ -118,8 +156,8 @@ def _ablation_chart(plt: Any, report: EvalReport) -> Any:
     ax.set_yticks(range(0, 101, 20))
     ax.set_ylabel("%")
     ax.legend(fontsize=8, loc="upper center", ncol=len(series), frameon=False)
-    ax.set_title(_title(report) + " — ablations", fontsize=10)
+    ax.set_title(chart_title(report), fontsize=10)
     return fig
 
 
-__all__ = ["write_chart"]
+__all__ = ["INSTALL_HINT", "chart_title", "missing_matplotlib", "write_chart"]

@@ -366,7 +366,8 @@ class GoldOracle:
 class ReplayChatModel(BaseChatModel):
     """A chat model serving one stage from an oracle (gold or simulated answers).
 
-    It never touches the network; it counts as a fake for the unit-test kill-switch.
+    It never touches the network and makes no model request, so the test kill-switch lets
+    it run.
 
     Attributes:
         stage: The stage it serves.
@@ -375,7 +376,6 @@ class ReplayChatModel(BaseChatModel):
 
     stage: str
     oracle: Any
-    samalign_fake: bool = True
 
     @property
     def _llm_type(self) -> str:

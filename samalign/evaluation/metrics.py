@@ -28,6 +28,7 @@ from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
+from samalign.datasets.bio import bio_to_spans, invalid_bio_positions
 from samalign.errors import InputError
 
 TokenSpan = tuple[int, int, str]
@@ -113,61 +114,6 @@ def _micro(
     labels = sorted(set(gold_by) | set(pred_by))
     per_label = {lab: PRF.of(tp_by[lab], pred_by[lab], gold_by[lab]) for lab in labels}
     return PRF.of(sum(tp_by.values()), sum(pred_by.values()), sum(gold_by.values()), per_label)
-
-
-def bio_to_spans(tags: Sequence[str], *, repair: bool = False) -> set[TokenSpan]:
-    """Entities of an IOB2 tag sequence as ``(token start, token end exclusive, label)``.
-
-    Tags are ``O``, ``B-<label>`` or ``I-<label>``. An ``I-`` tag continues the entity
-    before it when the label is the same. An ``I-`` tag that continues nothing (after ``O``,
-    at the start, or after another label) is invalid IOB2:
-
-    * by default it starts no entity (seqeval's strict IOB2 mode, which drops such chunks);
-    * with ``repair=True`` it starts a new entity, as if it were ``B-`` (the conlleval
-      convention; the CrossNER loader uses it and logs a warning per repaired tag).
-
-    Raises:
-        InputError: On a tag that is not ``O``, ``B-<label>`` or ``I-<label>``, naming its
-            position.
-    """
-    spans: set[TokenSpan] = set()
-    start: int | None = None
-    label = ""
-    for i, tag in enumerate([*tags, "O"]):
-        prefix, label_i = _split_tag(tag, i) if i < len(tags) else ("O", "")
-        if prefix == "I" and start is not None and label_i == label:
-            continue  # the open entity goes on
-        if start is not None:
-            spans.add((start, i, label))
-            start = None
-        if prefix == "B" or (prefix == "I" and repair):
-            start, label = i, label_i
-    return spans
-
-
-def _split_tag(tag: str, position: int) -> tuple[str, str]:
-    if tag == "O":
-        return "O", ""
-    prefix, sep, label = tag.partition("-")
-    if prefix not in ("B", "I") or not sep or not label:
-        raise InputError(
-            f"tag {tag!r} at position {position} is not 'O', 'B-<label>' or 'I-<label>' (IOB2)"
-        )
-    return prefix, label
-
-
-def invalid_bio_positions(tags: Sequence[str]) -> list[int]:
-    """Positions of ``I-`` tags that continue no entity (invalid IOB2)."""
-    bad: list[int] = []
-    previous = "O"
-    for i, tag in enumerate(tags):
-        prefix, label = _split_tag(tag, i)
-        if prefix == "I":
-            prev_prefix, prev_label = _split_tag(previous, i - 1) if i else ("O", "")
-            if prev_prefix == "O" or prev_label != label:
-                bad.append(i)
-        previous = tag
-    return bad
 
 
 def span_prf(

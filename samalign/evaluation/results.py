@@ -20,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from samalign.batch.jsonl import JsonlAppender, read_lines
 from samalign.errors import ConfigError
 from samalign.evaluation.sentences import Sentence, TokenIndex
-from samalign.types import Diagnostic, Entity, StageUsage, Triplet
+from samalign.graphs.results import JointResult
+from samalign.types import Diagnostic, Entity, StageUsage
 
 SYNC_INTERVAL_S = 0.5
 """Results are flushed per line and synced to disk at least this often."""
@@ -98,15 +99,14 @@ def result_from_state(
         InputError: If an entity span does not match the sentence text (a grounding bug).
     """
     index = TokenIndex(sentence.tokens)
-    entities: list[Entity] = list(state.get("entities", []))
-    for entity in entities:
+    result = JointResult.from_state({"text": sentence.text, **state})  # NER: no triplets
+    for entity in result.entities:
         entity.span.check(sentence.text)
-    triplets: list[Triplet] = list(state.get("triplets", []))
     return SentenceResult(
         id=sentence.id,
-        entities=[_pred_entity(e, index) for e in entities],
-        candidates=[_pred_entity(e, index) for e in state.get("candidates", [])],
-        noise=[n.mention for n in state.get("noise", [])],
+        entities=[_pred_entity(e, index) for e in result.entities],
+        candidates=[_pred_entity(e, index) for e in result.candidates],
+        noise=[n.mention for n in result.noise],
         triplets=[
             PredTriplet(
                 head=_pred_entity(t.head, index),
@@ -114,10 +114,10 @@ def result_from_state(
                 tail=_pred_entity(t.tail, index),
                 sources=tuple(t.sources),
             )
-            for t in triplets
+            for t in result.triplets
         ],
-        diagnostics=list(state.get("diagnostics", [])),
-        usage=dict(state.get("usage", {})),
+        diagnostics=list(result.diagnostics),
+        usage=dict(result.usage),
         latency_s=latency_s,
     )
 

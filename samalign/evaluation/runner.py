@@ -88,8 +88,13 @@ def ablation_variants(kind: GraphKind) -> dict[str, dict[str, bool]]:
 def check_labels(sentences: Sequence[Sentence], domain: Domain, *, relations: bool) -> None:
     """Fail unless every gold label can be predicted with ``domain``.
 
+    With ``relations``, every gold relation label must be a relation type of the domain, and
+    every gold triplet's argument types must be allowed by the relation's ``head_types`` and
+    ``tail_types`` (the relation stage drops any other triplet).
+
     Raises:
-        ConfigError: Naming the gold labels the domain lacks.
+        ConfigError: Naming the gold labels the domain lacks, or the gold triplets its
+            argument types reject (by kind, with a count and an example sentence).
     """
     missing = sorted({e.label for s in sentences for e in s.entities} - set(domain.labels))
     if missing:
@@ -106,6 +111,47 @@ def check_labels(sentences: Sequence[Sentence], domain: Domain, *, relations: bo
                 f"gold relation labels {missing_rel} are not relation types of domain "
                 f"{domain.name!r} ({sorted(rel_labels)})"
             )
+        _check_arguments(sentences, domain)
+
+
+_SHOWN_VIOLATIONS = 5
+
+
+def _check_arguments(sentences: Sequence[Sentence], domain: Domain) -> None:
+    """Fail if a gold triplet breaks its relation's argument types in ``domain``.
+
+    The relation stage drops every triplet whose head or tail type its relation does not allow
+    (``head_types``/``tail_types``), so such a gold triplet could never be predicted.
+    """
+    by_label = {r.label: r for r in domain.relation_types}
+    broken: dict[tuple[str, str, str], list[str]] = {}
+    for s in sentences:
+        for t in s.triplets:
+            constraint = by_label[t.relation]
+            head_ok = not constraint.head_types or t.head.label in constraint.head_types
+            tail_ok = not constraint.tail_types or t.tail.label in constraint.tail_types
+            if not (head_ok and tail_ok):
+                broken.setdefault((t.relation, t.head.label, t.tail.label), []).append(s.id)
+    if not broken:
+        return
+    total = sum(len(ids) for ids in broken.values())
+    kinds = sorted(broken, key=lambda k: -len(broken[k]))
+    parts = []
+    for rel, head, tail in kinds[:_SHOWN_VIOLATIONS]:
+        allowed = by_label[rel]
+        ids = broken[(rel, head, tail)]
+        parts.append(
+            f"{rel} ({head} -> {tail}; allowed {list(allowed.head_types) or 'any'} -> "
+            f"{list(allowed.tail_types) or 'any'}): {len(ids)}, e.g. sentence {ids[0]}"
+        )
+    if len(kinds) > _SHOWN_VIOLATIONS:
+        parts.append(f"and {len(kinds) - _SHOWN_VIOLATIONS} more kinds")
+    shown = "; ".join(parts)
+    raise ConfigError(
+        f"{total} gold triplet(s) break the argument types of domain {domain.name!r} and could "
+        f"never be predicted (the relation stage drops them): {shown}. Widen the "
+        "relation's head_types/tail_types in the domain (or remove them), or fix the data"
+    )
 
 
 async def run_graph(

@@ -1,10 +1,12 @@
 """Gold sentences: tokens, the space-joined text, gold entities and gold triplets.
 
-Every benchmark this package reads is tokenised. A sentence's ``text`` is its tokens joined by
-single spaces, so each token has fixed character offsets; gold entities carry both their
-character span in ``text`` and their token span. Predicted character spans are mapped back to
-tokens with :class:`TokenIndex`: a span maps only when it starts at a token's first character
-and ends at a token's last character. A span that cuts a token counts as a wrong prediction.
+Evaluation's view of a tokenised dataset record (:class:`samalign.datasets.Record`, read by
+:mod:`samalign.datasets`; :func:`sentence_from_record` builds it). A sentence's ``text`` is
+its tokens joined by single spaces, so each token has fixed character offsets; gold entities
+carry both their character span in ``text`` and their token span. Predicted character spans
+are mapped back to tokens with :class:`TokenIndex`: a span maps only when it starts at a
+token's first character and ends at a token's last character. A span that cuts a token counts
+as a wrong prediction.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict
 
+from samalign.datasets.records import EntityMention, Record, token_entity, token_offsets
 from samalign.errors import InputError
 from samalign.evaluation.metrics import RelationTuple, StringPair, TokenSpan
 from samalign.types import Span
@@ -107,16 +110,6 @@ class Sentence(BaseModel):
         return {t.key for t in self.triplets}
 
 
-def token_offsets(tokens: Sequence[str]) -> list[tuple[int, int]]:
-    """Character ``(start, end)`` of each token in ``" ".join(tokens)``."""
-    offsets: list[tuple[int, int]] = []
-    pos = 0
-    for token in tokens:
-        offsets.append((pos, pos + len(token)))
-        pos += len(token) + 1
-    return offsets
-
-
 class TokenIndex:
     """Maps character spans of a space-joined sentence to token spans.
 
@@ -155,11 +148,51 @@ def make_entity(
             f"entity token span [{start}, {end}) is empty or outside the sentence of "
             f"{len(offsets)} tokens"
         )
-    char_start, char_end = offsets[start][0], offsets[end - 1][1]
-    if char_end <= char_start:
+    if offsets[end - 1][1] <= offsets[start][0]:
         raise InputError(f"entity token span [{start}, {end}) covers only empty tokens")
+    return _gold_entity(text, token_entity(text, offsets, start, end, label))
+
+
+def _gold_entity(text: str, mention: EntityMention) -> GoldEntity:
+    m = mention
+    if m.start is None or m.end is None or m.token_start is None or m.token_end is None:
+        raise InputError(f"gold entity {m.text!r} ({m.type}) has no token and character offsets")
     return GoldEntity(
-        span=Span.of(text, char_start, char_end), label=label, token_start=start, token_end=end
+        span=Span.of(text, m.start, m.end),
+        label=m.type,
+        token_start=m.token_start,
+        token_end=m.token_end,
+    )
+
+
+def sentence_from_record(record: Record, sid: str) -> Sentence:
+    """The gold sentence of a tokenised record, with id ``sid``.
+
+    Entities are sorted by position (start, then longest first, then label); an exact repeat
+    of an entity or triplet is kept once.
+
+    Raises:
+        InputError: The record has no tokens (a format of mention strings only).
+    """
+    if not record.tokens:
+        raise InputError(
+            f"{record.where}: the record has no tokens; evaluation scores token spans, so it "
+            "needs BIO, SpERT or CrossRE data (see docs/data.md)"
+        )
+    entities = [_gold_entity(record.text, m) for m in record.entities]
+    triplets = [
+        GoldTriplet(head=entities[r.head], relation=r.type, tail=entities[r.tail])
+        for r in record.relations
+    ]
+    ordered = sorted(dict.fromkeys(entities), key=lambda e: (e.token_start, -e.token_end, e.label))
+    return Sentence(
+        id=sid,
+        tokens=record.tokens,
+        text=record.text,
+        entities=tuple(ordered),
+        triplets=tuple(dict.fromkeys(triplets)),
+        tags=record.tags,
+        origin=str(record.origin),
     )
 
 
@@ -169,5 +202,6 @@ __all__ = [
     "Sentence",
     "TokenIndex",
     "make_entity",
+    "sentence_from_record",
     "token_offsets",
 ]

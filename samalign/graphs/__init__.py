@@ -5,6 +5,7 @@ from samalign.graphs.document import DocumentGraph, DocumentState, build_documen
 from samalign.graphs.joint import JointGraph, build_joint_graph
 from samalign.graphs.ner import NerGraph, build_ner_graph
 from samalign.graphs.options import PipelineOptions
+from samalign.graphs.results import DocumentResult, JointResult, NerResult, read_result
 from samalign.graphs.schemas import DocumentOutput, JointOutput, NerOutput, TextInput
 from samalign.graphs.state import JointState, NerState
 from samalign.graphs.tools import ToolResult, as_tool
@@ -13,12 +14,15 @@ __all__ = [
     "ContextConfig",
     "DocumentGraph",
     "DocumentOutput",
+    "DocumentResult",
     "DocumentState",
     "JointGraph",
     "JointOutput",
+    "JointResult",
     "JointState",
     "NerGraph",
     "NerOutput",
+    "NerResult",
     "NerState",
     "PipelineOptions",
     "RunContext",
@@ -28,4 +32,5 @@ __all__ = [
     "build_document_graph",
     "build_joint_graph",
     "build_ner_graph",
+    "read_result",
 ]

@@ -35,11 +35,11 @@ from langgraph.runtime import get_runtime
 from langgraph.types import Checkpointer, Send
 from pydantic import BaseModel, ConfigDict, Field
 
+from samalign.agents.state import StateUpdate, merge_usage
 from samalign.errors import BackendError, ConfigError, InputError, SamalignError
 from samalign.graphs.context import RunContext
 from samalign.graphs.schemas import DocumentOutput, OutputKind, TextInput
 from samalign.graphs.sentences import iter_sentences
-from samalign.graphs.state import merge_usage
 from samalign.types import Diagnostic, DroppedTriplet, Entity, StageUsage, Triplet
 
 log = logging.getLogger(__name__)
@@ -123,6 +123,18 @@ class DocumentState(BaseModel):
     usage: Annotated[dict[str, StageUsage], merge_usage] = Field(default_factory=dict)
 
 
+class DocumentUpdate(StateUpdate):
+    """What the document graph's nodes write (only the fields set reach the state)."""
+
+    bounds: list[tuple[int, int]] = Field(default_factory=list)
+    cursor: int = 0
+    sentences: list[SentenceResult] = Field(default_factory=list)
+    entities: list[Entity] = Field(default_factory=list)
+    triplets: list[Triplet] = Field(default_factory=list)
+    dropped_triplets: list[DroppedTriplet] = Field(default_factory=list)
+    errors: list[str] = Field(default_factory=list)
+
+
 def _shift_entity(entity: Entity, offset: int) -> Entity:
     return entity.model_copy(update={"span": entity.span.shifted(offset)})
 
@@ -141,7 +153,7 @@ def _splitter(max_chars: int) -> RunnableLambda[Any, dict[str, Any]]:
         if not state.text.strip():
             raise InputError("document text is empty or whitespace only")
         bounds = [(s.start, s.end) for s in iter_sentences(state.text, max_chars=max_chars)]
-        return {"bounds": bounds, "cursor": 0}
+        return DocumentUpdate(bounds=bounds, cursor=0).as_update()
 
     async def asplit(state: DocumentState) -> dict[str, Any]:
         return split(state)
@@ -166,7 +178,7 @@ def _waves(wave_size: int) -> Any:
 
 def _advance(wave_size: int) -> RunnableLambda[Any, dict[str, Any]]:
     def advance(state: DocumentState) -> dict[str, Any]:
-        return {"cursor": state.cursor + wave_size}
+        return DocumentUpdate(cursor=state.cursor + wave_size).as_update()
 
     async def aadvance(state: DocumentState) -> dict[str, Any]:
         return advance(state)
@@ -177,29 +189,32 @@ def _advance(wave_size: int) -> RunnableLambda[Any, dict[str, Any]]:
 def _sentence_node(
     sentence_graph: CompiledStateGraph[Any, RunContext, Any, Any], *, keep_raw: bool
 ) -> RunnableLambda[Any, dict[str, Any]]:
+    from samalign.graphs.results import JointResult  # results imports this module
+
     def result_of(task: SentenceTask, state: dict[str, Any]) -> dict[str, Any]:
         end = task.start + len(task.text)
-        diagnostics: list[Diagnostic] = state.get("diagnostics", [])
+        sentence = JointResult.from_state(state)  # an NER graph's state: no triplets
+        diagnostics = sentence.diagnostics
         if not keep_raw:
             diagnostics = [d.model_copy(update={"raw": None}) if d.raw else d for d in diagnostics]
         result = SentenceResult(
             index=task.index,
             start=task.start,
             end=end,
-            entities=[_shift_entity(e, task.start) for e in state.get("entities", [])],
-            triplets=[_shift_triplet(t, task.start) for t in state.get("triplets", [])],
+            entities=[_shift_entity(e, task.start) for e in sentence.entities],
+            triplets=[_shift_triplet(t, task.start) for t in sentence.triplets],
             dropped_triplets=[
                 d.model_copy(update={"triplet": _shift_triplet(d.triplet, task.start)})
-                for d in state.get("dropped_triplets", [])
+                for d in sentence.dropped_triplets
             ],
         )
         get_stream_writer()({"document_progress": {"sentence": task.index, "total": task.total}})
-        return {
-            "sentences": [result],
-            "diagnostics": diagnostics,
-            "usage": state.get("usage", {}),
-            "failed_stages": state.get("failed_stages", []),
-        }
+        return DocumentUpdate(
+            sentences=[result],
+            diagnostics=diagnostics,
+            usage=sentence.usage,
+            failed_stages=sentence.failed_stages,
+        ).as_update()
 
     def failed(task: SentenceTask, err: SamalignError) -> dict[str, Any]:
         if isinstance(err, ConfigError | BackendError):
@@ -207,16 +222,10 @@ def _sentence_node(
         end = task.start + len(task.text)
         log.warning("sentence %d [%d, %d) failed: %s", task.index, task.start, end, err)
         get_stream_writer()({"document_progress": {"sentence": task.index, "total": task.total}})
-        return {
-            "sentences": [
-                SentenceResult(
-                    index=task.index,
-                    start=task.start,
-                    end=end,
-                    error=f"{type(err).__name__}: {err}",
-                )
-            ]
-        }
+        failure = SentenceResult(
+            index=task.index, start=task.start, end=end, error=f"{type(err).__name__}: {err}"
+        )
+        return DocumentUpdate(sentences=[failure]).as_update()
 
     def sync(task: SentenceTask) -> dict[str, Any]:
         context = get_runtime().context
@@ -248,14 +257,12 @@ def _sentence_node(
 
 def _merge(state: DocumentState) -> dict[str, Any]:
     ordered = sorted(state.sentences, key=lambda r: r.index)
-    return {
-        "entities": [e for r in ordered for e in r.entities],
-        "triplets": [t for r in ordered for t in r.triplets],
-        "dropped_triplets": [d for r in ordered for d in r.dropped_triplets],
-        "errors": [
-            f"sentence {r.index} [{r.start}, {r.end}): {r.error}" for r in ordered if r.error
-        ],
-    }
+    return DocumentUpdate(
+        entities=[e for r in ordered for e in r.entities],
+        triplets=[t for r in ordered for t in r.triplets],
+        dropped_triplets=[d for r in ordered for d in r.dropped_triplets],
+        errors=[f"sentence {r.index} [{r.start}, {r.end}): {r.error}" for r in ordered if r.error],
+    ).as_update()
 
 
 async def _amerge(state: DocumentState) -> dict[str, Any]:

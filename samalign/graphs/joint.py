@@ -29,17 +29,17 @@ def add_relation_stages(
     state must be :class:`~samalign.graphs.state.ParallelJointState`) and a
     ``relations_check`` node joins them with node ``after``.
     """
-    settings = options.agent_settings()
-    parallel = settings.relation_schedule == "parallel"
+    schedule = options.effective_relation_schedule
+    parallel = schedule == "parallel"
     decoders: list[str] = []
     for stage in options.relation_stages:
-        graph.add_node(stage, relation_node(stage, settings))  # type: ignore[arg-type]
+        graph.add_node(stage, relation_node(stage, options, schedule))  # type: ignore[arg-type]
         graph.add_edge(START if parallel else after, stage)
         decoders.append(stage)
     if parallel:
         graph.add_node(
             "relations_check",
-            relation_check_node(options.relation_stages, settings),  # type: ignore[arg-type]
+            relation_check_node(options.relation_stages, options),  # type: ignore[arg-type]
         )
         graph.add_edge([after, *decoders], "relations_check")
         decoders = ["relations_check"]
@@ -52,7 +52,7 @@ def add_relation_stages(
     graph.add_edge(decoders if len(decoders) > 1 else decoders[0], "anchor_filter")
     if not options.recover_dropped:
         return "anchor_filter"
-    graph.add_node("recover", recover_node(settings))
+    graph.add_node("recover", recover_node(options))
     graph.add_edge("anchor_filter", "recover")
     return "recover"
 

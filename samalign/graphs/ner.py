@@ -22,24 +22,23 @@ NerGraph = CompiledStateGraph[NerState, RunContext, Any, Any]
 
 def add_ner_stages(graph: StateGraph[Any, RunContext, Any, Any], options: PipelineOptions) -> str:
     """Add the NER nodes to ``graph``, wired from START; return the name of the last node."""
-    settings = options.agent_settings()
     extractors: list[str] = []
     if options.use_anchor:
-        graph.add_node("anchor", extractor_node("anchor", settings))
+        graph.add_node("anchor", extractor_node("anchor", options))
         extractors.append("anchor")
     if options.use_explorer:
-        graph.add_node("explorer", extractor_node("explorer", settings))
+        graph.add_node("explorer", extractor_node("explorer", options))
         extractors.append("explorer")
     for name in extractors:
         graph.add_edge(START, name)
     join = "consensus" if options.runs_consensus else "merge"
-    graph.add_node(join, consensus_node(settings) if join == "consensus" else merge_node(settings))
+    graph.add_node(join, consensus_node(options) if join == "consensus" else merge_node(options))
     graph.add_edge(extractors if len(extractors) > 1 else extractors[0], join)
-    graph.add_node("archetype", archetype_node(settings, direct=not options.use_calibration))
+    graph.add_node("archetype", archetype_node(options, direct=not options.use_calibration))
     graph.add_edge(join, "archetype")
     if not options.use_calibration:
         return "archetype"
-    graph.add_node("calibrate", calibrate_node(settings))
+    graph.add_node("calibrate", calibrate_node(options))
     graph.add_edge("archetype", "calibrate")
     return "calibrate"
 

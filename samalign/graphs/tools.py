@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from samalign.errors import ConfigError, SamalignError, validation_problems
 from samalign.graphs.context import RunContext
+from samalign.graphs.results import DocumentResult, JointResult, read_result
 from samalign.prompts.domain import Domain, load_domain
 from samalign.types import Entity, Triplet
 
@@ -72,10 +73,14 @@ class ToolResult(BaseModel):
     @classmethod
     def of(cls, state: Mapping[str, Any], *, relations: bool) -> ToolResult:
         """The compact answer of a graph's final state."""
-        entities: list[Entity] = sorted(state.get("entities", []), key=lambda e: e.start)
-        triplets: list[Triplet] = list(state.get("triplets", []))
-        notes = [f"stage {s} gave no usable answer" for s in state.get("failed_stages", [])]
-        notes += [str(e) for e in state.get("errors", [])]
+        result = read_result(state)
+        entities = sorted(result.entities, key=lambda e: e.start)
+        triplets: list[Triplet] = []
+        if isinstance(result, JointResult | DocumentResult):
+            triplets = result.triplets
+        notes = [f"stage {s} gave no usable answer" for s in result.failed_stages]
+        if isinstance(result, DocumentResult):
+            notes += result.errors
         return cls(
             entities=[_entity(e) for e in entities],
             triplets=(

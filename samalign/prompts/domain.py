@@ -7,6 +7,7 @@ naming the file, the field and the fix.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -203,6 +204,36 @@ def builtin_domains() -> list[str]:
     return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
+_NESTED_MODELS: Mapping[str, type[BaseModel]] = {
+    "entity_types": EntityType,
+    "relation_types": RelationType,
+}
+"""The model of each list item of a domain file (``entity_types[i]``, ``relation_types[i]``)."""
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model whose field ``loc`` names: the domain itself or one of its list items."""
+    if len(loc) == 1:
+        return Domain
+    if len(loc) == 3 and isinstance(loc[1], int):
+        return _NESTED_MODELS.get(str(loc[0]))
+    return None
+
+
+def _unknown_field_message(loc: tuple[Any, ...]) -> str:
+    """Name an unknown field, the valid ones at its level and the closest valid spelling."""
+    model = _model_at(loc)
+    if model is None:
+        return "unknown field; remove it or check its spelling"
+    valid = list(model.model_fields)
+    close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return (
+        f"unknown field {loc[-1]!r}{hint}; remove it or check its spelling. "
+        f"Valid fields here: {', '.join(valid)}"
+    )
+
+
 def _format_validation_error(err: ValidationError) -> str:
     lines = []
     errors = err.errors()
@@ -214,7 +245,7 @@ def _format_validation_error(err: ValidationError) -> str:
         loc = ".".join(str(p) for p in item["loc"]) or "(top level)"
         msg = item["msg"]
         if item["type"] == "extra_forbidden":
-            msg = "unknown field; remove it or check its spelling"
+            msg = _unknown_field_message(loc_key)
         elif item["type"] == "missing":
             msg = "required field is missing; add it"
         elif item["type"] == "enum":

@@ -293,11 +293,7 @@ class BalancedChatModel(BaseChatModel):
 
     @property
     def _llm_type(self) -> str:
-        fake = all(
-            getattr(r, "samalign_fake", False) or "fake" in str(getattr(r, "_llm_type", ""))
-            for r in self.replicas
-        )
-        return "samalign-balanced-fake" if fake else "samalign-balanced"
+        return "samalign-balanced"
 
     def _generate(
         self,

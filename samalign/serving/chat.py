@@ -26,6 +26,7 @@ from pydantic import ConfigDict, Field
 
 from samalign.errors import ConfigError
 from samalign.serving.engine import ChatTurn, Engine, GenerationRequest, GenerationResult
+from samalign.serving.guard import check_model_request
 from samalign.serving.models import StageModel, StageModels
 
 # Keywords an OpenAI-style caller may send that do not change a greedy local answer.
@@ -89,6 +90,8 @@ def schema_of(response_format: Any) -> Mapping[str, Any] | None:
 
 class EngineChatModel(BaseChatModel):
     """One stage's chat model on a shared in-process engine.
+
+    Every request honours the test kill-switch (:mod:`samalign.serving.guard`).
 
     Attributes:
         engine: The engine (shared by every stage of a backend).
@@ -186,6 +189,7 @@ class EngineChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         request = self.request(messages, stop, **kwargs)
+        check_model_request(f"{self._llm_type} adapter {request.adapter!r}")
         return self._result(self.engine.generate(request), request.adapter)
 
     async def _agenerate(
@@ -196,6 +200,7 @@ class EngineChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         request = self.request(messages, stop, **kwargs)
+        check_model_request(f"{self._llm_type} adapter {request.adapter!r}")
         return self._result(await self.engine.agenerate(request), request.adapter)
 
 

@@ -16,12 +16,20 @@ def explain_error(exc: BaseException, *, stage: str, adapter: str) -> SamalignEr
         adapter: The adapter (served model name) it asked for.
 
     Returns:
-        ``exc`` itself if it already is a samalign error, else a :class:`BackendError`.
+        ``exc`` itself if it already is a samalign error (a :class:`BackendError` raised
+        without ``stage``/``adapter``, e.g. by an in-process engine, gets them filled in), else
+        a :class:`BackendError` with ``stage``, ``adapter`` and the HTTP ``status_code`` when
+        the server answered.
     """
     if isinstance(exc, SamalignError):
+        if isinstance(exc, BackendError):
+            exc.stage = exc.stage or stage
+            exc.adapter = exc.adapter or adapter
         return exc
     where = f"stage {stage!r} (adapter {adapter!r})"
+    status_code: int | None = None
     if isinstance(exc, openai.NotFoundError):
+        status_code = exc.status_code
         msg = (
             f"{where}: the server does not serve adapter {adapter!r} (HTTP 404). Check the "
             "adapter names the server was started with (GET /v1/models) or name the right one "
@@ -32,10 +40,11 @@ def explain_error(exc: BaseException, *, stage: str, adapter: str) -> SamalignEr
     elif isinstance(exc, openai.APIConnectionError):
         msg = f"{where}: cannot reach the model server ({exc}); is it running at that URL?"
     elif isinstance(exc, openai.APIStatusError):
+        status_code = exc.status_code
         msg = f"{where}: the server answered HTTP {exc.status_code}: {exc.message}"
     else:
         msg = f"{where}: the model call failed: {type(exc).__name__}: {exc}"
-    return BackendError(msg)
+    return BackendError(msg, stage=stage, adapter=adapter, status_code=status_code)
 
 
 __all__ = ["explain_error"]

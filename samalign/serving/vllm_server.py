@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import httpx
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import BaseMessage
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_openai import ChatOpenAI
 from pydantic import SecretStr
 
 from samalign.errors import BackendError, ConfigError
 from samalign.serving.balancer import BalancedChatModel, ServerPool
+from samalign.serving.guard import check_model_request
 from samalign.serving.models import StageModel, StageModels
 from samalign.types import NER_STAGES
 
@@ -61,6 +65,47 @@ def async_http_client(*, max_connections: int = MAX_CONNECTIONS, **kwargs: Any) 
     return openai.DefaultAsyncHttpxClient(**kwargs)
 
 
+class VllmServerChatModel(ChatOpenAI):
+    """``ChatOpenAI`` for a vLLM server that honours the test kill-switch.
+
+    Every request first calls :func:`~samalign.serving.guard.check_model_request`, so inside
+    ``samalign.testing.block_model_requests()`` (or with ``SAMALIGN_BLOCK_MODEL_REQUESTS=1``)
+    it raises :class:`~samalign.errors.ModelRequestBlockedError` and sends nothing.
+    """
+
+    def _check(self) -> None:
+        check_model_request(f"vLLM server {self.openai_api_base}, model {self.model_name!r}")
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        self._check()
+        return super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        self._check()
+        return await super()._agenerate(messages, stop=stop, run_manager=run_manager, **kwargs)
+
+    def _stream(self, *args: Any, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        self._check()
+        return super()._stream(*args, **kwargs)
+
+    async def _astream(self, *args: Any, **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+        self._check()
+        async for chunk in super()._astream(*args, **kwargs):
+            yield chunk
+
+
 def server_urls(base_url: str | Sequence[str]) -> list[str]:
     """One server URL or several, as a list of normalised OpenAI API bases (``.../v1``).
 
@@ -99,7 +144,8 @@ def vllm_server_models(
     with exponential backoff by the OpenAI client.
 
     With several server URLs, each stage is a
-    :class:`~samalign.serving.balancer.BalancedChatModel` over one ``ChatOpenAI`` per server,
+    :class:`~samalign.serving.balancer.BalancedChatModel` over one ``ChatOpenAI``
+    (:class:`VllmServerChatModel`) per server,
     all naming the stage's adapter, sharing one :class:`~samalign.serving.balancer.ServerPool`:
     requests go to the least-loaded healthy server, a server that stops answering is taken out
     (and re-probed later) and its requests go to the others; ``max_retries`` then counts rounds
@@ -125,7 +171,8 @@ def vllm_server_models(
             :class:`~samalign.serving.balancer.ServerPool` over them with default settings).
 
     Returns:
-        The stage models; pass them in the graph's ``RunContext``.
+        The stage models (:class:`VllmServerChatModel`, a ``ChatOpenAI`` that honours the test
+        kill-switch, per server); pass them in the graph's ``RunContext``.
     """
     bases = server_urls(base_url)
     if len(bases) > 1 and (http_client is not None or http_async_client is not None):
@@ -143,7 +190,7 @@ def vllm_server_models(
     for stage in stages:
         adapter = (adapters or {}).get(stage, stage)
         replicas = [
-            ChatOpenAI(
+            VllmServerChatModel(
                 model=adapter,
                 base_url=base,
                 api_key=SecretStr(api_key),
@@ -187,9 +234,11 @@ def served_models(base_url: str, *, timeout: float = 10.0) -> list[str]:
         response.raise_for_status()
         data = response.json()
     except httpx.HTTPError as err:
+        status = err.response.status_code if isinstance(err, httpx.HTTPStatusError) else None
         raise BackendError(
             f"cannot reach the model server at {url}: {err}. Start one with `samalign serve` "
-            "or pass the right --server URL."
+            "or pass the right --server URL.",
+            status_code=status,
         ) from None
     except ValueError:
         raise BackendError(f"{url} did not answer with JSON; is this a vLLM server?") from None
@@ -254,6 +303,7 @@ def check_servers(
 
 __all__ = [
     "MAX_CONNECTIONS",
+    "VllmServerChatModel",
     "api_base",
     "async_http_client",
     "check_server",

@@ -1,12 +1,48 @@
 """Test doubles: scripted chat models that never touch the network.
 
+A :class:`ScriptedChatModel` answers from a script (a string, a list of strings given in turn,
+or a function of the messages) and records every call's messages and keyword arguments;
+:func:`fake_stage_models` builds one per stage as the :class:`~samalign.serving.StageModels` a
+``RunContext`` takes. The graphs, prompts, parsers, grounding and filters then run for real.
+``docs/testing.md`` is the full guide; ``examples/scripted_fakes.py`` runs the joint graph so.
+
+What each stage sends (one user message; ``call["messages"][0].content``) and answers:
+
+* ``anchor`` / ``explorer``: JSON ``{"instruction", "schema"/"Schema": [type names],
+  "input"/"Input": text}``; answer ``{"type name": ["mention", ...]}``.
+* ``archetype``: JSON ``{"instruction", "Schema": [14 archetypes], "Sentence": text}`` with
+  every candidate occurrence wrapped in ``<ENT></ENT>``; answer
+  ``{"Archetype": ["mention", ...]}`` about the tagged mentions. ``direct_typing`` (no
+  calibration): the same prompt with the domain's type names as the schema.
+* ``calibrate``: text ending ``Initial Output: {"mention": "Archetype", ...}`` (the
+  archetype-typed mentions); answer ``[{"entity": "mention", "type": "type name"}]`` (or
+  ``{"mention": "type name"}``).
+* ``relations_forward``: JSON ``{"instruction", "schema": [relation records], "input": text}``;
+  answer ``[{"subject": ..., "pairs": [{"object": ..., "relation": "relation name"}]}]``;
+  ``relations_reverse`` the object-centric mirror.
+
+``kwargs`` hold ``max_tokens`` and the stage's JSON schema as ``response_format``. After an
+unusable answer the stage retries with the answer and the error appended to the messages.
+
+They make no model request, so the kill-switch (:func:`samalign.testing.block_model_requests`)
+lets them run; only samalign's real backends check it.
+
 Example:
+    >>> from samalign import RunContext, build_ner_graph
     >>> models = fake_stage_models({
-    ...     "anchor": '{"person": ["Sepp Hochreiter"]}',
-    ...     "explorer": '{"person": ["Sepp Hochreiter", "LSTM"]}',
+    ...     "anchor": '{"researcher": ["Sepp Hochreiter"], "algorithm": ["LSTM"]}',
+    ...     "explorer": '{"researcher": ["Sepp Hochreiter"], "algorithm": ["LSTM"]}',
     ...     "archetype": '{"Person": ["Sepp Hochreiter"], "Computer_Science": ["LSTM"]}',
     ...     "calibrate": '{"Sepp Hochreiter": "researcher", "LSTM": "algorithm"}',
     ... })
+    >>> result = build_ner_graph().invoke(
+    ...     {"text": "Sepp Hochreiter invented LSTM ."},
+    ...     context=RunContext("crossner_ai", models),
+    ... )
+    >>> [(e.text, e.label) for e in result["entities"]]
+    [('Sepp Hochreiter', 'researcher'), ('LSTM', 'algorithm')]
+    >>> "<ENT>LSTM</ENT>" in models["archetype"].chat_model.calls[0]["messages"][0].content
+    True
 """
 
 from __future__ import annotations
@@ -42,7 +78,6 @@ class ScriptedChatModel(BaseChatModel):
     script: Any
     finish_reason: str = "stop"
     calls: list[dict[str, Any]] = Field(default_factory=list)
-    samalign_fake: bool = True
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     @property
@@ -102,7 +137,6 @@ class ScriptedToolCaller(BaseChatModel):
     replies: list[AIMessage]
     calls: list[list[BaseMessage]] = Field(default_factory=list)
     tools: list[str] = Field(default_factory=list)
-    samalign_fake: bool = True
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     @property

@@ -12,6 +12,8 @@ import openai
 import pytest
 
 from samalign import (
+    DocumentResult,
+    JointResult,
     PipelineOptions,
     RunContext,
     build_document_graph,
@@ -73,6 +75,12 @@ async def test_joint_graph_end_to_end(vllm_server: str, shared_data: Path) -> No
     await client.aclose()
     for text, result in zip(sentences, results, strict=True):
         check_triplet_spans(text, result)
+        typed = JointResult.from_state(result)
+        assert (typed.text, typed.triplets, typed.entities) == (
+            text,
+            result["triplets"],
+            result["entities"],
+        )
         recognised = {e.text for e in result["entities"]}
         for t in result["triplets"]:  # Eq. 13: both mentions are NER mentions
             assert t.head.text in recognised and t.tail.text in recognised
@@ -104,6 +112,8 @@ def test_document_graph_end_to_end(vllm_server: str, shared_data: Path) -> None:
         document.replace(" ", "")
     )
     assert result["errors"] == []
+    typed = DocumentResult.from_state(result)
+    assert (typed.sentences, typed.entities) == (result["sentences"], result["entities"])
     for entity in result["entities"]:
         assert document[entity.start : entity.end] == entity.text
     check_triplet_spans(document, result)

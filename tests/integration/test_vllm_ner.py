@@ -13,6 +13,7 @@ import pytest
 
 from samalign import (
     BackendError,
+    NerResult,
     PipelineOptions,
     RunContext,
     build_ner_graph,
@@ -21,6 +22,7 @@ from samalign import (
     vllm_server_models,
 )
 from samalign.evaluation import read_crossner
+from samalign.testing import ModelRequestBlockedError, block_model_requests
 from samalign.types import NER_STAGES
 
 pytestmark = pytest.mark.integration
@@ -95,8 +97,27 @@ def test_sync_invoke_and_ablation_shapes(vllm_server: str) -> None:
 def test_unknown_adapter_is_a_clear_backend_error(vllm_server: str) -> None:
     models = vllm_server_models(vllm_server, adapters={"anchor": "iepile-missing"})
     context = RunContext(domain="crossner_ai", models=models)
-    with pytest.raises(BackendError, match=r"iepile-missing.*404"):
+    with pytest.raises(BackendError, match=r"iepile-missing.*404") as info:
         build_ner_graph().invoke({"text": SENTENCES[0]}, context=context)
+    assert (info.value.stage, info.value.adapter, info.value.status_code) == (
+        "anchor",
+        "iepile-missing",
+        404,
+    )
+
+
+async def test_kill_switch_stops_real_requests_before_the_server(vllm_server: str) -> None:
+    client, bodies = _recording_client()
+    models = vllm_server_models(vllm_server, http_async_client=client)
+    context = RunContext(domain="crossner_ai", models=models)
+    graph = build_ner_graph(FAST)
+    with block_model_requests(), pytest.raises(ModelRequestBlockedError):
+        await graph.ainvoke({"text": SENTENCES[0]}, context=context)
+    assert bodies == []  # nothing reached the server
+    result = NerResult.from_state(await graph.ainvoke({"text": SENTENCES[0]}, context=context))
+    await client.aclose()
+    assert {b["model"] for b in bodies} >= {"anchor", "explorer"}  # allowed again outside
+    assert result.total_usage.calls >= 2
 
 
 FAST_CLI = ("--constrain-mentions", "--max-tokens", "256")

@@ -2,8 +2,9 @@
 
 Every unit test runs with
 
-* ``SAMALIGN_BLOCK_MODEL_REQUESTS=1``: samalign's stage runner refuses any chat model that is
-  not a fake from :mod:`samalign.testing` (``ModelRequestBlockedError``);
+* ``SAMALIGN_BLOCK_MODEL_REQUESTS=1``: samalign's real backends (vLLM server models, the
+  in-process engines' chat models) refuse every request (``ModelRequestBlockedError``); the
+  fakes of :mod:`samalign.testing.fakes` make no request and run;
 * ``socket.socket.connect`` / ``connect_ex`` replaced: any connection attempt raises
   :class:`NetworkBlockedError` (not an ``OSError``, so HTTP clients cannot swallow it as a
   retryable connection failure);
@@ -23,13 +24,14 @@ import re
 import socket
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 from langchain_core.messages import BaseMessage
 
-from samalign.agents.runner import BLOCK_ENV
 from samalign.serving.models import StageModels
+from samalign.testing import BLOCK_ENV
 from samalign.testing.fakes import ScriptedChatModel, fake_stage_models
 
 
@@ -207,3 +209,102 @@ def calls_of(models: StageModels, stage: str) -> list[dict[str, Any]]:
 def stage_calls() -> Callable[[StageModels, str], list[dict[str, Any]]]:
     """``stage_calls(models, stage)``: the recorded calls of a fake stage model."""
     return calls_of
+
+
+# three sentences in CrossRE's published layout (mainlp/CrossRE, crossre_data/ai-test.json):
+# "ner" = [start, end, type] and "relations" = [h_start, h_end, t_start, t_end, type,
+# explanation, uncertain, syntax-ambiguity], ends inclusive
+def _tokens(text: str) -> list[str]:
+    return text.split()
+
+
+CROSSRE_SAMPLE: list[dict[str, Any]] = [
+    {
+        "doc_key": "ai-test-2",
+        "sentence": _tokens(
+            "Finally , every other year , ELRA organizes a major conference LREC , the "
+            "International Language Resources and Evaluation Conference ."
+        ),
+        "ner": [[6, 6, "organisation"], [11, 11, "conference"], [14, 19, "conference"]],
+        "relations": [
+            [6, 6, 11, 11, "role", "", False, False],
+            [14, 19, 11, 11, "named", "", False, False],
+        ],
+    },
+    {
+        "doc_key": "ai-test-4",
+        "sentence": _tokens(
+            "Unlike neural network s and Support vector machine , the AdaBoost training "
+            "process selects only those features known to improve the predictive power ."
+        ),
+        "ner": [[1, 2, "algorithm"], [5, 7, "algorithm"], [10, 10, "algorithm"]],
+        "relations": [
+            [1, 2, 10, 10, "compare", "", False, False],
+            [5, 7, 10, 10, "compare", "", True, False],
+        ],
+    },
+    {
+        "doc_key": "ai-test-13",
+        "sentence": _tokens("Nonetheless , stemming reduces precision , or TRUE negative rate ."),
+        "ner": [[4, 4, "metrics"], [7, 9, "metrics"]],
+        "relations": [],
+    },
+]
+
+
+@pytest.fixture
+def crossre_records() -> list[dict[str, Any]]:
+    """A fresh copy of three hand-made CrossRE records (published layout, inclusive ends)."""
+    copied: list[dict[str, Any]] = json.loads(json.dumps(CROSSRE_SAMPLE))
+    return copied
+
+
+@pytest.fixture
+def write_crossre() -> Callable[[Path, list[dict[str, Any]]], Path]:
+    """``write_crossre(path, records)``: write records as CrossRE JSON Lines; returns ``path``."""
+
+    def write(path: Path, records: list[dict[str, Any]]) -> Path:
+        path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+        return path
+
+    return write
+
+
+@pytest.fixture
+def swap_bio_columns() -> Callable[..., Path]:
+    """``swap_bio_columns(source, target, sep="\\t")``: write ``source``'s BIO lines tag first."""
+
+    def swap(source: Path, target: Path, *, sep: str = "\t") -> Path:
+        lines = []
+        for line in source.read_text(encoding="utf-8").splitlines():
+            token, tag = line.split("\t") if line.strip() else ("", "")
+            lines.append(f"{tag}{sep}{token}" if line.strip() else "")
+        target.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return target
+
+    return swap
+
+
+@pytest.fixture
+def ner_keyed_spert(shared_data: Path, tmp_path: Path) -> Path:
+    """The first 5 CoNLL04 dev records with CrossRE's ``ner`` instead of SpERT's ``entities``."""
+    records = json.loads((shared_data / "conll04" / "dev_triples.json").read_text())[:5]
+    for r in records:
+        r["ner"] = [[e["start"], e["end"] - 1, e["type"]] for e in r.pop("entities")]
+    path = tmp_path / "ner_keyed.json"
+    path.write_text(json.dumps(records), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def spert_record() -> dict[str, Any]:
+    """A valid SpERT record (``end`` exclusive): John works for IBM."""
+    return {
+        "tokens": ["John", "works", "for", "IBM"],
+        "entities": [
+            {"type": "Peop", "start": 0, "end": 1},
+            {"type": "Org", "start": 3, "end": 4},
+        ],
+        "relations": [{"type": "Work_For", "head": 0, "tail": 1}],
+        "orig_id": 7,
+    }

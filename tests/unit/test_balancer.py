@@ -118,8 +118,10 @@ def test_requests_are_spread_evenly_and_keep_their_keywords() -> None:
 
 
 async def test_least_loaded_server_gets_the_next_request() -> None:
-    class Slow(ScriptedChatModel):
-        delay: float = 0.0
+    class Held(ScriptedChatModel):
+        """Answers once ``release`` is set (a server busy until the test says otherwise)."""
+
+        release: Any = None
 
         async def _agenerate(
             self,
@@ -128,16 +130,22 @@ async def test_least_loaded_server_gets_the_next_request() -> None:
             run_manager: AsyncCallbackManagerForLLMRun | None = None,
             **kwargs: Any,
         ) -> ChatResult:
-            await asyncio.sleep(self.delay)
+            await self.release.wait()
             return self._generate(messages, stop=stop, **kwargs)
 
-    slow, fast = Slow(script="slow", delay=0.2), Slow(script="fast", delay=0.001)
+    answer_now = asyncio.Event()
+    answer_now.set()
+    slow_release = asyncio.Event()
+    slow = Held(script="slow", release=slow_release)
+    fast = Held(script="fast", release=answer_now)
     pool = ServerPool(["slow", "fast"])
     model = BalancedChatModel(replicas=[slow, fast], pool=pool)
     tasks = []
     for _ in range(12):  # requests arriving one after another
         tasks.append(asyncio.create_task(model.ainvoke(HI)))
-        await asyncio.sleep(0.01)
+        for _ in range(20):  # let it be dispatched (and the fast server answer): no time passes
+            await asyncio.sleep(0)
+    slow_release.set()
     answers = [m.content for m in await asyncio.gather(*tasks)]
     # the slow server holds its first request while the fast one answers the rest
     assert answers.count("slow") == 1

@@ -1,15 +1,103 @@
-"""The dynamic micro-batcher, with fake batch functions (no model)."""
+"""The dynamic micro-batcher, with fake batch functions (no model), on a virtual clock.
+
+Every test runs on :class:`VirtualTimeLoop`: an event loop whose clock moves only when nothing
+is ready to run, jumping straight to the next timer. The batcher's own clock
+(``time.perf_counter``) is that loop clock too, so waits and queue times are exact numbers
+(no wall-clock assertion, nothing that depends on the machine's load) and a test of a
+5-second wait takes no time.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Sequence
+import functools
+import selectors
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from samalign.errors import BackendError, ConfigError
+from samalign.serving import batcher as batcher_module
 from samalign.serving.batcher import MicroBatcher
+
+
+class _VirtualClockSelector(selectors.BaseSelector):
+    """A selector that, instead of sleeping until the next timer, moves the clock there."""
+
+    def __init__(self) -> None:
+        self._real = selectors.DefaultSelector()
+        self.now = 0.0
+
+    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        return self._real.register(fileobj, events, data)
+
+    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
+        return self._real.unregister(fileobj)
+
+    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        return self._real.modify(fileobj, events, data)
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        ready = self._real.select(0)
+        if not ready and timeout is not None and timeout > 0:
+            self.now += timeout  # nothing to do until the next timer: jump to it
+        elif not ready and timeout is None:
+            ready = self._real.select(None)  # no timer at all: wait for I/O as usual
+        return ready
+
+    def close(self) -> None:
+        self._real.close()
+
+    def get_map(self) -> Mapping[Any, selectors.SelectorKey]:
+        return self._real.get_map()
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop on virtual time (see the module docs)."""
+
+    def __init__(self) -> None:
+        self._clock = _VirtualClockSelector()
+        super().__init__(selector=self._clock)
+
+    def time(self) -> float:
+        return self._clock.now
+
+
+def virtual_time(
+    test: Callable[..., Coroutine[Any, Any, None]],
+) -> Callable[..., None]:
+    """Run an async test on a :class:`VirtualTimeLoop`."""
+
+    @functools.wraps(test)
+    def run(*args: Any, **kwargs: Any) -> None:
+        with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+            runner.run(test(*args, **kwargs))
+
+    del run.__wrapped__  # pytest must see a plain function, not the coroutine function
+    return run
+
+
+@pytest.fixture(autouse=True)
+def batcher_on_the_loop_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The batcher reads the running loop's (virtual) clock instead of ``time.perf_counter``."""
+    monkeypatch.setattr(
+        batcher_module,
+        "time",
+        SimpleNamespace(perf_counter=lambda: asyncio.get_running_loop().time()),
+    )
+    yield
+
+
+def now() -> float:
+    return asyncio.get_running_loop().time()
+
+
+async def settle() -> None:
+    """Let every task run until it waits for something (no virtual time passes)."""
+    for _ in range(20):
+        await asyncio.sleep(0)
 
 
 class Recorder:
@@ -17,6 +105,7 @@ class Recorder:
 
     def __init__(self, delay: float = 0.0, fail_whole_batch: bool = True) -> None:
         self.batches: list[list[str]] = []
+        self.started_at: list[float] = []
         self.delay = delay
         self.fail_whole_batch = fail_whole_batch
         self.gate = asyncio.Event()
@@ -25,6 +114,7 @@ class Recorder:
 
     async def __call__(self, batch: list[str]) -> Sequence[str | BaseException]:
         self.batches.append(list(batch))
+        self.started_at.append(now())
         self.started.set()
         await self.gate.wait()
         if self.delay:
@@ -34,11 +124,28 @@ class Recorder:
         return [ValueError(f"no {r}") if r == "reject" else r.upper() for r in batch]
 
 
+async def running_batch(
+    first: str = "running", **settings: Any
+) -> tuple[Recorder, MicroBatcher[str, str], asyncio.Task[Any]]:
+    """A batcher whose first batch (``[first]``) is held inside the batch function.
+
+    Returns:
+        The recorder (set ``gate`` to let batches finish), the batcher and the first request.
+    """
+    fake = Recorder()
+    fake.gate.clear()
+    batcher = MicroBatcher(fake, **settings)
+    running = asyncio.create_task(batcher.submit(first))
+    await fake.started.wait()
+    return fake, batcher, running
+
+
 async def _results(batcher: MicroBatcher[str, str], requests: list[str]) -> list[str]:
     answers = await asyncio.gather(*(batcher.submit(r) for r in requests))
     return [result for result, _ in answers]
 
 
+@virtual_time
 async def test_bounded_batch_size_and_order() -> None:
     fake = Recorder()
     batcher = MicroBatcher(fake, max_batch_size=4, max_wait_s=0.01)
@@ -52,34 +159,39 @@ async def test_bounded_batch_size_and_order() -> None:
     await batcher.aclose()
 
 
+@virtual_time
 async def test_bounded_wait_a_lone_request_waits_at_most_max_wait() -> None:
     fake = Recorder()
     batcher = MicroBatcher(fake, max_batch_size=8, max_wait_s=0.05)
-    start = time.perf_counter()
-    result, info = await batcher.submit("solo")
-    elapsed = time.perf_counter() - start
+    start = now()
+    solo = asyncio.create_task(batcher.submit("solo"))
+    await settle()
+    assert fake.batches == [] and not solo.done()  # waiting for companions
+    result, info = await solo
     assert result == "SOLO" and info.batch_size == 1
-    assert 0.04 <= info.queue_wait_s <= elapsed < 1.0
+    assert fake.started_at == [pytest.approx(start + 0.05)]  # it ran when max_wait_s was up
+    assert info.queue_wait_s == pytest.approx(0.05)
+    assert now() == pytest.approx(start + 0.05)  # and not a moment later
     await batcher.aclose()
 
 
+@virtual_time
 async def test_a_full_batch_starts_without_waiting() -> None:
     fake = Recorder()
     batcher = MicroBatcher(fake, max_batch_size=2, max_wait_s=5.0)
-    start = time.perf_counter()
-    assert await _results(batcher, ["a", "b"]) == ["A", "B"]
-    assert time.perf_counter() - start < 1.0
+    start = now()
+    answers = await asyncio.gather(batcher.submit("a"), batcher.submit("b"))
+    assert [result for result, _ in answers] == ["A", "B"]
+    assert fake.started_at == [start]  # no time passed: the full batch did not wait 5 s
+    assert [info.queue_wait_s for _, info in answers] == [0.0, 0.0]
     await batcher.aclose()
 
 
+@virtual_time
 async def test_requests_arriving_during_a_batch_form_the_next_batch() -> None:
-    fake = Recorder()
-    fake.gate.clear()
-    batcher = MicroBatcher(fake, max_batch_size=8, max_wait_s=0.0)
-    first = asyncio.create_task(batcher.submit("first"))
-    await fake.started.wait()
+    fake, batcher, first = await running_batch("first", max_batch_size=8, max_wait_s=0.0)
     later = [asyncio.create_task(batcher.submit(f"late{i}")) for i in range(5)]
-    await asyncio.sleep(0.01)
+    await settle()
     assert batcher.queued == 5
     fake.gate.set()
     await asyncio.gather(first, *later)
@@ -88,17 +200,14 @@ async def test_requests_arriving_during_a_batch_form_the_next_batch() -> None:
     await batcher.aclose()
 
 
+@virtual_time
 async def test_bounded_queue_backpressure_then_clear_error() -> None:
-    fake = Recorder()
-    fake.gate.clear()
-    batcher = MicroBatcher(fake, max_batch_size=1, max_wait_s=0.0, max_queue=2)
-    running = asyncio.create_task(batcher.submit("running"))
-    await fake.started.wait()
+    fake, batcher, running = await running_batch(max_batch_size=1, max_wait_s=0.0, max_queue=2)
     queued = [asyncio.create_task(batcher.submit(f"q{i}")) for i in range(2)]
-    await asyncio.sleep(0.01)
+    await settle()
     assert batcher.queued == 2
     waiting = asyncio.create_task(batcher.submit("waits-for-room"))
-    await asyncio.sleep(0.02)
+    await asyncio.sleep(3600)  # however long: without room it is not queued
     assert not waiting.done() and batcher.queued == 2  # backpressure: not queued yet
     fake.gate.set()
     assert (await waiting)[0] == "WAITS-FOR-ROOM"
@@ -107,26 +216,25 @@ async def test_bounded_queue_backpressure_then_clear_error() -> None:
     fake.gate.clear()
     impatient = MicroBatcher(fake, max_batch_size=1, max_queue=1, queue_timeout_s=0.02)
     held = asyncio.create_task(impatient.submit("held"))
-    await asyncio.sleep(0.01)
+    await settle()
     one = asyncio.create_task(impatient.submit("one"))
-    await asyncio.sleep(0.01)
+    await settle()
+    start = now()
     with pytest.raises(BackendError, match="queue is full"):
         await impatient.submit("too many")
+    assert now() == pytest.approx(start + 0.02)  # it waited queue_timeout_s for room
     fake.gate.set()
     await asyncio.gather(held, one)
     await batcher.aclose()
     await impatient.aclose()
 
 
+@virtual_time
 async def test_a_cancelled_caller_is_dropped_from_the_queue() -> None:
-    fake = Recorder()
-    fake.gate.clear()
-    batcher = MicroBatcher(fake, max_batch_size=4, max_wait_s=0.0)
-    running = asyncio.create_task(batcher.submit("running"))
-    await fake.started.wait()
+    fake, batcher, running = await running_batch(max_batch_size=4, max_wait_s=0.0)
     doomed = asyncio.create_task(batcher.submit("doomed"))
     kept = asyncio.create_task(batcher.submit("kept"))
-    await asyncio.sleep(0.01)
+    await settle()
     doomed.cancel()
     with pytest.raises(asyncio.CancelledError):
         await doomed
@@ -137,6 +245,7 @@ async def test_a_cancelled_caller_is_dropped_from_the_queue() -> None:
     await batcher.aclose()
 
 
+@virtual_time
 async def test_a_failing_batch_fails_only_its_own_requests() -> None:
     fake = Recorder()
     batcher = MicroBatcher(fake, max_batch_size=3, max_wait_s=0.01)
@@ -151,6 +260,7 @@ async def test_a_failing_batch_fails_only_its_own_requests() -> None:
     await batcher.aclose()
 
 
+@virtual_time
 async def test_without_isolation_the_batch_fails_and_the_next_one_runs() -> None:
     fake = Recorder()
     batcher = MicroBatcher(fake, max_batch_size=2, max_wait_s=0.01, isolate_failures=False)
@@ -163,6 +273,7 @@ async def test_without_isolation_the_batch_fails_and_the_next_one_runs() -> None
     await batcher.aclose()
 
 
+@virtual_time
 async def test_per_request_errors_from_the_batch_function() -> None:
     fake = Recorder()
     batcher = MicroBatcher(fake, max_batch_size=4, max_wait_s=0.01)
@@ -175,6 +286,7 @@ async def test_per_request_errors_from_the_batch_function() -> None:
     await batcher.aclose()
 
 
+@virtual_time
 async def test_a_wrong_number_of_results_is_an_error() -> None:
     async def short(batch: list[str]) -> list[str]:
         return batch[:1]
@@ -183,18 +295,16 @@ async def test_a_wrong_number_of_results_is_an_error() -> None:
     outcomes = await asyncio.gather(
         *(batcher.submit(r) for r in ["a", "b"]), return_exceptions=True
     )
+    assert len(outcomes) == 2
     assert all(isinstance(o, BackendError) for o in outcomes)
     await batcher.aclose()
 
 
+@virtual_time
 async def test_close_fails_waiting_and_running_requests_and_refuses_new_ones() -> None:
-    fake = Recorder()
-    fake.gate.clear()
-    batcher = MicroBatcher(fake, max_batch_size=1, max_wait_s=0.0)
-    running = asyncio.create_task(batcher.submit("running"))
-    await fake.started.wait()
+    _, batcher, running = await running_batch(max_batch_size=1, max_wait_s=0.0)
     waiting = asyncio.create_task(batcher.submit("waiting"))
-    await asyncio.sleep(0.01)
+    await settle()
     await batcher.aclose()
     for task in (running, waiting):
         with pytest.raises(BackendError, match="closed"):
@@ -203,14 +313,19 @@ async def test_close_fails_waiting_and_running_requests_and_refuses_new_ones() -
         await batcher.submit("late")
 
 
+@virtual_time
 async def test_queue_wait_percentiles() -> None:
     fake = Recorder(delay=0.02)
     batcher = MicroBatcher(fake, max_batch_size=2, max_wait_s=0.0)
     await _results(batcher, [f"r{i}" for i in range(6)])
     stats = batcher.stats.snapshot()
     assert stats["batches"] == 3
+    # batches of 0.02 s: the first pair waited for none, the second for one, the last for two
+    assert sorted(batcher.stats.queue_waits_s) == pytest.approx([0, 0, 0.02, 0.02, 0.04, 0.04])
     assert 0 <= stats["queue_wait_p50_s"] <= stats["queue_wait_p95_s"]
-    assert stats["queue_wait_p95_s"] >= 0.03  # the last pair waited for two batches
+    assert stats["queue_wait_p50_s"] == pytest.approx(0.02)
+    assert stats["queue_wait_p95_s"] == pytest.approx(0.04)
+    assert stats["queue_wait_mean_s"] == pytest.approx(0.02)
 
 
 @pytest.mark.parametrize(

@@ -216,19 +216,6 @@ def test_valid_user_domain(tmp_path: Path) -> None:
     assert load_domain(str(path)) == domain
 
 
-def test_broken_archetype_names_file_field_and_fix(tmp_path: Path) -> None:
-    data = minimal()
-    data["entity_types"][0]["archetype"] = "Medecine"
-    path = write_yaml(tmp_path / "bad.yaml", data)
-    with pytest.raises(ConfigError) as info:
-        load_domain(path)
-    message = str(info.value)
-    assert str(path) in message
-    assert "entity_types.0.archetype" in message
-    assert "Medecine" in message
-    assert "Medicine" in message  # the allowed values tell the user what to write
-
-
 def test_broken_entity_type_reports_only_the_real_problem(tmp_path: Path) -> None:
     data = {
         "name": "one",
@@ -239,22 +226,104 @@ def test_broken_entity_type_reports_only_the_real_problem(tmp_path: Path) -> Non
     assert "at least 1 item" not in str(info.value)
 
 
-def test_missing_definition_names_the_field(tmp_path: Path) -> None:
-    data = minimal()
-    del data["entity_types"][1]["definition"]
-    with pytest.raises(ConfigError) as info:
-        load_domain(write_yaml(tmp_path / "d.yaml", data))
-    assert "entity_types.1.definition" in str(info.value)
-    assert "missing" in str(info.value)
+def _set(*path: Any, value: Any) -> Any:
+    def mutate(data: dict[str, Any]) -> None:
+        *parents, last = path
+        for key in parents:
+            data = data[key]
+        data[last] = value
+
+    return mutate
 
 
-def test_unknown_field_names_the_field(tmp_path: Path) -> None:
+def _delete(*path: Any) -> Any:
+    def mutate(data: dict[str, Any]) -> None:
+        *parents, last = path
+        for key in parents:
+            data = data[key]
+        del data[last]
+
+    return mutate
+
+
+MAKES = {
+    "label": "makes",
+    "definition": "The subject company makes the object drug.",
+    "head_types": ["company"],
+    "tail_types": ["drug"],
+}
+
+BROKEN_FILES = [
+    pytest.param(
+        _set("entity_types", 0, "archetype", value="Medecine"),
+        "entity_types.0.archetype",
+        ["Medecine", "Medicine"],  # the allowed values tell the user what to write
+        id="archetype-typo",
+    ),
+    pytest.param(
+        _delete("entity_types", 1, "definition"),
+        "entity_types.1.definition",
+        ["missing"],
+        id="missing-definition",
+    ),
+    pytest.param(
+        _set("entity_type", value=[]),
+        "'entity_type'",
+        [
+            "did you mean 'entity_types'?",
+            "Valid fields here: name, description, source, entity_types, relation_types, "
+            "prompts, adapters",
+        ],
+        id="unknown-top-level-field",
+    ),
+    pytest.param(
+        _set("entity_types", 0, "defintion", value="typo"),
+        "entity_types.0.defintion",
+        [
+            "spelling",
+            "did you mean 'definition'?",
+            "Valid fields here: label, name, definition, archetype",
+        ],
+        id="unknown-entity-type-field",
+    ),
+    pytest.param(
+        _set("relation_types", value=[{**MAKES, "head_type": ["company"]}]),
+        "relation_types.0.head_type",
+        [
+            "did you mean 'head_types'?",
+            "Valid fields here: label, name, definition, head_types, tail_types",
+        ],
+        id="unknown-relation-type-field",
+    ),
+    pytest.param(
+        _set("prompts", value={"explorer": "Find {{ labels | join(', ') }} entities."}),
+        "prompts.explorer",
+        ["text"],
+        id="prompt-without-text",
+    ),
+]
+
+
+@pytest.mark.parametrize(("mutate", "field", "fix"), BROKEN_FILES)
+def test_broken_domain_file_names_file_field_and_fix(
+    tmp_path: Path, mutate: Any, field: str, fix: list[str]
+) -> None:
     data = minimal()
-    data["entity_types"][0]["defintion"] = "typo"
+    mutate(data)
+    path = write_yaml(tmp_path / "bad.yaml", data)
     with pytest.raises(ConfigError) as info:
-        load_domain(write_yaml(tmp_path / "d.yaml", data))
-    assert "entity_types.0.defintion" in str(info.value)
-    assert "spelling" in str(info.value)
+        load_domain(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert field in message
+    for words in fix:
+        assert words in message
+
+
+def test_relation_types_with_argument_constraints_load() -> None:
+    domain = domain_from_mapping(minimal(relation_types=[MAKES]), origin="t")
+    (makes,) = domain.relation_types
+    assert (makes.name, makes.head_types, makes.tail_types) == ("makes", ("company",), ("drug",))
 
 
 @pytest.mark.parametrize(
@@ -284,6 +353,7 @@ def test_unknown_domain_name_lists_builtins() -> None:
         load_domain("crossner_biology")
     message = str(info.value)
     assert "crossner_biology" in message
+    assert builtin_domains()
     for name in builtin_domains():
         assert name in message
 
@@ -316,17 +386,6 @@ def test_every_known_stage_is_accepted_for_adapters() -> None:
     adapters = {stage: f"{stage}-v2" for stage in KNOWN_STAGES}
     domain = domain_from_mapping(minimal(adapters=adapters), origin="t")
     assert dict(domain.adapters) == adapters
-
-
-def test_prompt_override_without_text_is_rejected(tmp_path: Path) -> None:
-    data = minimal(prompts={"explorer": "Find {{ labels | join(', ') }} entities."})
-    path = write_yaml(tmp_path / "d.yaml", data)
-    with pytest.raises(ConfigError) as info:
-        load_domain(path)
-    message = str(info.value)
-    assert str(path) in message
-    assert "prompts.explorer" in message
-    assert "text" in message
 
 
 @pytest.mark.parametrize(

@@ -1,18 +1,15 @@
-"""Dataset loaders: CrossNER BIO and SpERT JSON, real files and malformed input."""
+"""Evaluation's dataset loading: built-in splits, ADE folds, paths (readers: test_datasets_*)."""
 
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import pytest
 
-from samalign.errors import ConfigError, InputError
-from samalign.evaluation.crossner import read_crossner
+from samalign.errors import ConfigError
 from samalign.evaluation.datasets import BUILTIN_DATASETS, DATA_ENV, data_dir, load_dataset
 from samalign.evaluation.sentences import TokenIndex
-from samalign.evaluation.spert import read_spert
 
 # crossner/SOURCE.md: sentences and entity mentions per split
 CROSSNER_COUNTS = {
@@ -104,122 +101,21 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize(
-    ("content", "message"),
-    [
-        ("EU\tB-org\nrejects\n", r"bad\.txt:2: expected 'token<TAB>tag' \(a token without a tag\)"),
-        ("EU\tB-org\tX\n", r"bad\.txt:1: expected 'token<TAB>tag'"),
-        ("EU\tB-org\n\nrejects\tX-org\n", r"bad\.txt:3: tag 'X-org' is not"),
-        ("EU\tB-\n", r"bad\.txt:1: tag 'B-' is not"),
-        ("EU\t\n", r"bad\.txt:1: expected 'token<TAB>tag' \(a token without a tag\)"),
-    ],
-)
-def test_malformed_bio_names_file_and_line(tmp_path: Path, content: str, message: str) -> None:
-    with pytest.raises(InputError, match=message):
-        read_crossner(_write(tmp_path / "bad.txt", content))
-
-
-def test_invalid_iob2_is_repaired_with_a_warning_or_refused(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    path = _write(tmp_path / "x.txt", "The\tO\nEuropean\tI-org\nUnion\tI-org\n.\tO\n")
-    with caplog.at_level(logging.WARNING, logger="samalign.evaluation.crossner"):
-        [sentence] = read_crossner(path)
-    assert [(e.text, e.label) for e in sentence.entities] == [("European Union", "org")]
-    assert "x.txt:2" in caplog.text and "invalid IOB2" in caplog.text
-    with pytest.raises(InputError, match=r"x\.txt:2: tag 'I-org' continues no entity"):
-        read_crossner(path, strict=True)
-
-
-def test_bio_reader_handles_crlf_and_trailing_sentence(tmp_path: Path) -> None:
-    path = _write(tmp_path / "dev.txt", "A\tB-x\r\nb\tI-x\r\n\r\nC\tO\n")
-    sentences = read_crossner(path, prefix="p")
-    assert [s.id for s in sentences] == ["p-0", "p-1"]
-    assert sentences[0].entities[0].text == "A b"
-    assert sentences[0].origin.endswith("dev.txt:1")
-
-
 def _spert(path: Path, records: object) -> Path:
     path.write_text(json.dumps(records), encoding="utf-8")
     return path
 
 
-GOOD = {
-    "tokens": ["John", "works", "for", "IBM"],
-    "entities": [{"type": "Peop", "start": 0, "end": 1}, {"type": "Org", "start": 3, "end": 4}],
-    "relations": [{"type": "Work_For", "head": 0, "tail": 1}],
-    "orig_id": 7,
-}
-
-
-SPERT_ERRORS = [
-    (
-        {"entities": [{"type": "Peop", "start": 0, "end": 5}]},
-        r"test\.json record 1 \(orig_id 7\), entity 0: token span \[0, 5\) is empty or "
-        r"outside the record's 4 tokens",
-    ),
-    ({"entities": [{"type": "Peop", "start": 2, "end": 2}]}, r"token span \[2, 2\) is empty"),
-    ({"entities": [{"type": "Peop", "start": "0", "end": 1}]}, r"'start' must be an integer"),
-    (
-        {"relations": [{"type": "Work_For", "head": 0, "tail": 2}]},
-        r"relation 0: tail index 2 is outside the record's 2 entities",
-    ),
-    ({"relations": [{"type": "Work_For", "head": -1, "tail": 1}]}, r"head index -1"),
-    ({"tokens": []}, r"record 1 \(orig_id 7\): 'tokens' must be a non-empty list"),
-    ({"tokens": ["John", "", "for", "IBM"]}, r"a token is empty or contains whitespace"),
-    (
-        {"entities": [{"type": "Person", "start": 0, "end": 1}]},
-        r"entity type 'Person' is not in the label set",
-    ),
-    (
-        {"relations": [{"type": "Boss_Of", "head": 0, "tail": 1}]},
-        r"relation type 'Boss_Of' is not in the label set",
-    ),
-]
-
-
-@pytest.mark.parametrize(("change", "message"), SPERT_ERRORS)
-def test_malformed_spert_names_file_and_record(
-    tmp_path: Path, change: dict[str, object], message: str
+def test_load_dataset_by_path_and_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spert_record: dict[str, object]
 ) -> None:
-    path = _spert(tmp_path / "test.json", [GOOD, {**GOOD, **change}])
-    with pytest.raises(InputError, match=message):
-        read_spert(
-            path,
-            entity_labels=["Peop", "Org"],
-            relation_labels=["Work_For"],
-        )
-
-
-def test_spert_file_errors(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="expected a JSON array"):
-        read_spert(_spert(tmp_path / "a.json", {"tokens": []}))
-    bad = tmp_path / "b.json"
-    bad.write_text("[{", encoding="utf-8")
-    with pytest.raises(InputError, match=r"b\.json: invalid JSON"):
-        read_spert(bad)
-    with pytest.raises(InputError, match="cannot read"):
-        read_spert(tmp_path / "missing.json")
-
-
-def test_spert_reads_label_maps_beside_the_file(tmp_path: Path) -> None:
-    (tmp_path / "ner2idx.json").write_text('{"Peop": 0, "Org": 1}')
-    (tmp_path / "rel2idx.json").write_text('{"Work_For": 0}')
-    [sentence] = read_spert(_spert(tmp_path / "dev_triples.json", [GOOD]))
-    assert [t.key for t in sentence.triplets] == [((0, 1), "Peop", "Work_For", (3, 4), "Org")]
-    other = {**GOOD, "entities": [{"type": "Misc", "start": 0, "end": 1}], "relations": []}
-    with pytest.raises(InputError, match="'Misc' is not in the label set"):
-        read_spert(_spert(tmp_path / "dev_triples.json", [other]))
-
-
-def test_load_dataset_by_path_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _write(tmp_path / "dev.txt", "EU\tB-org\nrejects\tO\n")
     by_folder = load_dataset(tmp_path, "dev")
     assert by_folder.name == tmp_path.name and by_folder.domain is None
     assert not by_folder.relations
     by_file = load_dataset(tmp_path / "dev.txt")
     assert [s.id for s in by_file.sentences] == ["dev-0"]
-    _spert(tmp_path / "test_triples.json", [GOOD])
+    _spert(tmp_path / "test_triples.json", [spert_record])
     spert = load_dataset(tmp_path, "test")
     assert spert.relations and spert.sentences[0].triplets
     with pytest.raises(ConfigError, match=r"no train\.txt"):

@@ -13,8 +13,10 @@ from langchain_core.messages import BaseMessage
 
 from samalign.cli import main
 from samalign.errors import BackendError, ConfigError
+from samalign.evaluation import chart
 from samalign.evaluation.analysis import diff_sentence
 from samalign.evaluation.backends import EvalBackend, gold_backend
+from samalign.evaluation.chart import chart_title
 from samalign.evaluation.cost import Percentiles, summarize_cost
 from samalign.evaluation.datasets import Dataset, load_dataset
 from samalign.evaluation.gold import GoldOracle, oracle_stage_models
@@ -141,6 +143,8 @@ def test_sweep_writes_one_report_per_ablation(tmp_path: Path, data_args: tuple[s
     assert report["relation"]["strict"]["gold"] > 0
     assert (tmp_path / "sweep.png").is_file()
     assert "## Ablations (%)" in (tmp_path / "sweep.md").read_text()
+    title = chart_title(EvalReport.model_validate(report))
+    assert title == "conll04 test — joint graph, simulated backend, ablations"
 
 
 def test_relation_schedule_flag(tmp_path: Path, data_args: tuple[str, ...]) -> None:
@@ -383,31 +387,74 @@ def test_percentiles_and_cost() -> None:
     assert cost.per_sentence["calls"] == 1.0
 
 
-def test_report_without_matplotlib_still_writes_json_and_markdown(
-    tmp_path: Path,
-    shared_data: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    import asyncio
-
-    full = load_dataset("crossner_ai", "dev", data_dir_path=shared_data)
-    dataset = Dataset("crossner_ai", "dev", full.path, full.sentences[:3], False, "crossner_ai")
-    domain = load_domain("crossner_ai")
-    report: EvalReport = asyncio.run(
-        aevaluate(dataset, domain, gold_backend(dataset.sentences, domain))
-    )
+@pytest.fixture
+def no_matplotlib(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``import matplotlib`` fails, as without the ``eval`` extra (the skip not said yet)."""
     real_import = builtins.__import__
 
-    def no_matplotlib(name: str, *args: Any, **kwargs: Any) -> Any:
+    def refuse(name: str, *args: Any, **kwargs: Any) -> Any:
         if name.startswith("matplotlib"):
             raise ImportError("no matplotlib")
         return real_import(name, *args, **kwargs)
 
-    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    monkeypatch.setattr(builtins, "__import__", refuse)
+    monkeypatch.setattr(chart, "_missing_said", False)
+
+
+async def _few_sentences_report(shared_data: Path, name: str = "crossner_ai") -> EvalReport:
+    full = load_dataset("crossner_ai", "dev", data_dir_path=shared_data)
+    domain = load_domain("crossner_ai")
+    builtin = name == "crossner_ai"
+    dataset = Dataset(name, "dev", full.path, full.sentences[:3], False, name if builtin else None)
+    return await aevaluate(dataset, domain, gold_backend(dataset.sentences, domain))
+
+
+def test_report_without_matplotlib_still_writes_json_and_markdown(
+    tmp_path: Path,
+    shared_data: Path,
+    no_matplotlib: None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import asyncio
+
+    report: EvalReport = asyncio.run(_few_sentences_report(shared_data))
     written = write_report(report, tmp_path / "r.json")
     assert set(written) == {"json", "md"}
     assert "matplotlib is not installed" in caplog.text
+    assert "pip install 'samalign[eval]'" in caplog.text
+    write_report(report, tmp_path / "again.json")
+    assert caplog.text.count("matplotlib is not installed") == 1  # said once, not per chart
+
+
+def test_eval_without_matplotlib_says_how_to_get_the_chart(
+    tmp_path: Path,
+    data_args: tuple[str, ...],
+    no_matplotlib: None,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    out = tmp_path / "runs" / "sweep.json"
+    out.parent.mkdir()
+    report_paths(out)["png"].write_bytes(b"an old chart")  # must not be listed as this run's
+    args = ("crossner_ai", "--split", "dev", "--backend", "simulated", "--limit", "4", "--sweep")
+    assert run_cli(*args, "--out", str(out), *data_args) == 0
+    printed = capsys.readouterr()
+    note = "samalign: chart skipped: matplotlib is not installed; pip install 'samalign[eval]'"
+    assert printed.err.count(note) == 1  # one line for the whole sweep, not one per chart
+    assert "matplotlib" not in caplog.text  # and not said twice
+    assert f"report: {out} (+ sweep.md)" in printed.out
+    paths = report_paths(out)
+    assert paths["json"].is_file() and paths["md"].is_file()
+    assert paths["png"].read_bytes() == b"an old chart"
+    assert not (tmp_path / "runs" / "sweep.full.png").exists()
+    assert (tmp_path / "runs" / "sweep.full.md").is_file()
+
+
+async def test_chart_title_names_the_dataset_and_the_domain_once(shared_data: Path) -> None:
+    builtin = await _few_sentences_report(shared_data)
+    assert chart_title(builtin) == "crossner_ai dev — ner graph, gold backend"
+    mine = await _few_sentences_report(shared_data, name="ai")  # a path: its own name
+    assert chart_title(mine) == "ai dev, domain crossner_ai — ner graph, gold backend"
 
 
 def test_relation_arguments_all_links_every_occurrence(fake_ner: Any) -> None:

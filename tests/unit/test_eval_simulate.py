@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from samalign.evaluation.backends import gold_backend, simulated_backend
 from samalign.evaluation.datasets import Dataset, load_dataset
@@ -34,9 +35,9 @@ SENTENCE = Sentence(
 
 def test_noise_model_validates_rates() -> None:
     assert NoiseModel().anchor_miss == 0.3
-    with pytest.raises(ValueError, match="less than or equal to 1"):
+    with pytest.raises(ValidationError, match="less than or equal to 1"):
         NoiseModel(anchor_miss=1.5)
-    with pytest.raises(ValueError, match="Extra inputs"):
+    with pytest.raises(ValidationError, match="Extra inputs"):
         NoiseModel(typo=0.1)  # type: ignore[call-arg]
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from samalign.cli import main
+from samalign.datasets import read_file
 from samalign.errors import ConfigError, InputError
 from samalign.finetune.builders import (
     ChatExample,
@@ -50,25 +51,32 @@ def prompt_json(example: ChatExample) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    ("path", "fmt", "records"),
+    "path",
     [
-        (PILENER, "pilener", 880),  # 1,317 (passage, type) lines over 880 passages
-        ("uniner_format/CrossNER_AI.json", "uniner", 430),  # 5,603 queries over 430 texts
-        ("iepile/NER/train.json", "iepile", 6),
-        ("crossner/ai/train.txt", "bio", 100),
-        ("conll04/train_triples.json", "spert", 922),
-        ("scierc/dev_triples.json", "spert", 275),
-        ("ade/ade_split_0_test.json", "spert", 427),
+        PILENER,
+        "uniner_format/CrossNER_AI.json",
+        "iepile/NER/train.json",
+        "crossner/ai/train.txt",
+        "conll04/train_triples.json",
+        "ade/ade_split_0_test.json",
     ],
 )
-def test_readers_detect_and_count_the_shared_data(
-    shared_data: Path, path: str, fmt: str, records: int
-) -> None:
-    assert detect_format(shared_data / path) == fmt
+def test_read_source_is_a_view_of_the_dataset_reader(shared_data: Path, path: str) -> None:
+    """The readers are tested in test_datasets_*; the builders see the same records."""
+    data = read_file(shared_data / path)
     dataset = read_source(shared_data / path)
-    assert dataset.format == fmt
-    assert len(dataset.records) == records
-    assert len({r.id for r in dataset.records}) == records
+    assert dataset.format == data.format == detect_format(shared_data / path)
+    assert dataset.label_set == data.label_set and dataset.relation_set == data.relation_set
+    assert len(dataset.records) == len(data.records) > 0
+    for ours, theirs in zip(dataset.records, data.records, strict=True):
+        assert (ours.id, ours.text, ours.asked) == (theirs.id, theirs.text, theirs.asked)
+        assert [(m.type, m.text, m.start, m.end) for m in ours.mentions] == [
+            (e.type, e.text, e.start, e.end) for e in theirs.entities
+        ]
+        assert [(r.type, r.head, r.tail) for r in ours.relations] == [
+            (r.type, r.head, r.tail) for r in theirs.relations
+        ]
+        assert ours.origin == theirs.where
 
 
 def test_pilener_groups_the_per_type_lines_of_a_passage(shared_data: Path) -> None:
@@ -79,13 +87,6 @@ def test_pilener_groups_the_per_type_lines_of_a_passage(shared_data: Path) -> No
     record = next(r for r in dataset.records if r.id == "pilener:41753")
     assert "name" in record.asked
     assert SourceMention("name", "map-stream") in record.mentions
-
-
-def test_uniner_counts_match_its_source(shared_data: Path) -> None:
-    dataset = read_source(shared_data / "uniner_format" / "CrossNER_AI.json")
-    assert {len(r.asked) for r in dataset.records} == {13}  # every text asked about 13 labels
-    # SOURCE.md: 1,624 gold answer strings (one text is duplicated, so a few collapse)
-    assert 1600 <= sum(len(r.mentions) for r in dataset.records) <= 1624
 
 
 def test_spert_mentions_are_character_spans_of_the_joined_tokens(shared_data: Path) -> None:
@@ -107,69 +108,12 @@ def test_bio_mentions_match_the_evaluation_loader(shared_data: Path) -> None:
     path = shared_data / "crossner" / "ai" / "dev.txt"
     ours = read_source(path)
     theirs = read_crossner(path)
+    assert theirs
     for a, b in zip(ours.records, theirs, strict=True):
         assert a.text == b.text
         assert [(m.start, m.end, m.type) for m in a.mentions] == [
             (e.span.start, e.span.end, e.label) for e in b.entities
         ]
-
-
-@pytest.mark.parametrize(
-    ("name", "content", "fragment"),
-    [
-        ("bad.jsonl", '{"tagName": "x", "input": "t", "output": "[]"}\n{oops\n', "bad.jsonl:2"),
-        ("bad.jsonl", '{"tagName": "x", "output": "[]"}\n', "field 'input' is missing"),
-        (
-            "bad.jsonl",
-            '{"tagName": "x", "input": "t", "output": "not json"}\n',
-            "field 'output' is not a JSON list",
-        ),
-        (
-            "bad.json",
-            '[{"tokens": ["a", "b"], "entities": [{"type": "X", "start": 0, "end": 1}]},'
-            ' {"tokens": ["a"], "entities": [{"type": "X", "start": 0, "end": 3}]}]',
-            "item 1: entity 0: token range [0, 3)",
-        ),
-        (
-            "bad.json",
-            '[{"tokens": ["a"], "entities": [], "relations": [{"type": "R", "head": 0, '
-            '"tail": 1}], "orig_id": 7}]',
-            "item 0 (orig_id 7): relation 0: 'head' = 0 is not an index",
-        ),
-        (
-            "bad.json",
-            '[{"conversations": [{"from": "human", "value": "Text: a b"}, {"from": "gpt", '
-            '"value": "ok"}, {"from": "human", "value": "Who?"}, {"from": "gpt", "value": "[]"}]}]',
-            "turn 2 must be 'What describes <type> in the text?'",
-        ),
-        ("bad.txt", "a\tO\nb\tB-x\nc\tZ-x\n", "bad.txt:3: tag 'Z-x'"),
-        (
-            "bad.jsonl",
-            '{"instruction": "{\\"schema\\": [\\"a\\"], \\"input\\": \\"t\\"}", '
-            '"output": "{\\"b\\": []}"}\n',
-            "'output' uses types ['b'] that are not in the schema",
-        ),
-    ],
-)
-def test_malformed_records_are_named(
-    tmp_path: Path, name: str, content: str, fragment: str
-) -> None:
-    path = tmp_path / name
-    path.write_text(content, encoding="utf-8")
-    fmt = {"bad.txt": "bio"}.get(name, "auto")
-    if "tagName" in content:
-        fmt = "pilener"
-    with pytest.raises(InputError) as err:
-        read_source(path, fmt)
-    assert fragment in str(err.value)
-    assert str(path) in str(err.value)
-
-
-def test_undetectable_file_says_which_formats_exist(tmp_path: Path) -> None:
-    path = tmp_path / "x.json"
-    path.write_text('{"foo": 1}\n')
-    with pytest.raises(InputError, match="pass it explicitly"):
-        detect_format(path)
 
 
 # ------------------------------------------------------------------------------------------
@@ -200,6 +144,7 @@ def test_explorer_closed_label_set_asks_every_domain_type_in_domain_order(
 def test_explorer_open_set_samples_absent_types_by_frequency(shared_data: Path) -> None:
     dataset = read_source(shared_data / PILENER)
     examples, report = build_extraction_examples("explorer", [dataset], negative_ratio=2.0, seed=3)
+    assert examples
     for ex, rec in zip(examples, dataset.records, strict=True):
         schema = prompt_json(ex)["Schema"]
         answer = json.loads(ex.answer)
@@ -249,6 +194,7 @@ def test_anchor_uses_the_iepile_instruction_and_the_records_schema(shared_data: 
     source = [
         json.loads(x) for x in (shared_data / "iepile/NER/train.json").read_text().splitlines()
     ]
+    assert examples
     for ex, rec in zip(examples, source, strict=True):
         inner = json.loads(rec["instruction"])
         prompt = prompt_json(ex)
@@ -353,6 +299,7 @@ def test_calibrate_examples_round_trip_through_the_parser(shared_data: Path) -> 
     dataset = read_source(shared_data / "crossner" / "ai" / "train.txt")
     examples, _ = build_calibrate_examples([dataset], domain=domain)
     names = set(domain.names)
+    assert examples
     for ex in examples:
         parsed = CALIBRATION_FORMAT.parse(ex.answer)
         initial = json.loads(ex.prompt.rsplit("Initial Output: ", 1)[1])
@@ -399,6 +346,7 @@ def test_builders_render_exactly_what_the_graph_sends(shared_data: Path) -> None
     )
     graph = build_ner_graph()
     context = RunContext(domain=domain, models=models)
+    assert len(dataset.records) == 12
     for rec in dataset.records:
         result = graph.invoke({"text": rec.text}, context=context)  # a KeyError = no match
         i = by_text[rec.text]
@@ -414,6 +362,7 @@ def test_builders_render_exactly_what_the_graph_sends(shared_data: Path) -> None
 def test_extraction_answers_parse_back_to_the_gold(shared_data: Path) -> None:
     dataset = read_source(shared_data / "conll04" / "dev_triples.json")
     examples, _ = build_extraction_examples("explorer", [dataset])
+    assert examples
     for ex, rec in zip(examples, dataset.records, strict=True):
         schema = prompt_json(ex)["Schema"]
         parsed = EXTRACTION_FORMAT.parse(ex.answer, schema)
@@ -475,6 +424,82 @@ def test_cli_build_writes_examples_and_reports_counts(
     )
     assert status == 2
     assert "need --domain" in capsys.readouterr().err
+
+
+def test_cli_build_reads_a_tag_first_bio_file_like_the_original(
+    shared_data: Path,
+    tmp_path: Path,
+    swap_bio_columns: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    source = shared_data / "crossner" / "ai" / "train.txt"
+    swapped = swap_bio_columns(source, tmp_path / "train.txt")
+    outputs = []
+    for path, name in ((source, "a.jsonl"), (swapped, "b.jsonl")):
+        args = ["finetune", "build", "anchor", str(path), "--domain", "crossner_ai"]
+        assert main([*args, "--limit", "10", "--out", str(tmp_path / name)]) == 0
+        outputs.append([(e.prompt, e.answer) for e in read_examples(tmp_path / name)])
+    assert outputs[0] == outputs[1] and len(outputs[0]) == 10
+    args = ["finetune", "build", "anchor", str(swapped), "--bio-columns", "token-tag"]
+    assert main([*args, "--out", str(tmp_path / "c.jsonl")]) == 2
+    assert "the columns look swapped" in capsys.readouterr().err
+
+
+def test_cli_build_refuses_spert_records_keyed_ner_as_eval_does(
+    ner_keyed_spert: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = ner_keyed_spert
+    assert main(["finetune", "build", "explorer", str(path), "--out", str(tmp_path / "x")]) == 2
+    build_err = capsys.readouterr().err
+    out = str(tmp_path / "r.json")
+    assert main(["eval", str(path), "--domain", "conll04", "--backend", "gold", "--out", out]) == 2
+    eval_err = capsys.readouterr().err
+    assert "field 'entities' is missing and the record has 'ner' instead" in build_err
+    assert build_err == eval_err  # one reader, one message
+
+
+def test_cli_build_relation_examples_from_crossre(
+    tmp_path: Path,
+    crossre_records: list[dict[str, Any]],
+    write_crossre: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = write_crossre(tmp_path / "ai-train.json", crossre_records)
+    domain = tmp_path / "domain.yaml"
+    domain.write_text(
+        json.dumps(
+            {
+                "name": "crossre_sample",
+                "entity_types": [
+                    {"label": t, "definition": f"A {t}."}
+                    for t in ("organisation", "conference", "algorithm", "metrics")
+                ],
+                "relation_types": [
+                    {"label": r, "definition": f"The subject is {r} of the object."}
+                    for r in ("role", "named", "compare")
+                ],
+            }
+        ),
+        encoding="utf-8",
+    )
+    out = tmp_path / "rel.jsonl"
+    args = ["finetune", "build", "relations_forward", str(path), "--domain", str(domain)]
+    assert main([*args, "--out", str(out)]) == 0
+    examples = read_examples(out)
+    assert len(examples) == 3
+    from samalign.prompts.specs import RELATION_FORMATS
+
+    parsed = RELATION_FORMATS["relations_forward"].parse(examples[0].answer, ["role", "named"])
+    assert set(parsed.triplets) == {
+        ("ELRA", "role", "LREC"),
+        ("International Language Resources and Evaluation Conference", "named", "LREC"),
+    }
+    del crossre_records[1]["relations"]
+    write_crossre(path, crossre_records)
+    assert main([*args, "--out", str(out)]) == 2
+    assert "ai-train.json:2 (doc_key 'ai-test-4'): field 'relations' is missing" in (
+        capsys.readouterr().err
+    )
 
 
 # ------------------------------------------------------------------------------------------

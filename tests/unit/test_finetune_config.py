@@ -38,6 +38,7 @@ def test_defaults_are_table_7() -> None:
 
 
 def test_every_field_has_help() -> None:
+    assert config_help()
     for name, help_text, _ in config_help():
         assert len(help_text) > 10, name
 

@@ -1,14 +1,13 @@
 from __future__ import annotations
 
 import random
-import time
 import unicodedata
 
 import pytest
 from pydantic import ValidationError
 
 from samalign.agents.grounding import GroundedMention, find_occurrences, ground_mentions
-from samalign.errors import ConfigError, SamalignError
+from samalign.errors import ConfigError
 from samalign.types import Span
 
 
@@ -253,20 +252,19 @@ def test_fuzzy_threshold_controls_acceptance() -> None:
     assert texts(spans) == ["New York Stock Exchange"]
 
 
-def test_fuzzy_is_fast_enough() -> None:
+def test_fuzzy_finds_the_one_window_in_a_long_repetitive_text() -> None:
+    # 100 words over an 8-word vocabulary: many near-windows, one with 9 of 10 words right.
+    # (How fast this is belongs to benchmarks/grounding.py, not to a unit test.)
     rng = random.Random(7)
     vocab = [f"w{i}" for i in range(8)]
     words = [rng.choice(vocab) for _ in range(100)]
     text = " ".join(words)
     mention = " ".join([*words[40:45], "zzz", *words[46:50]])
-    timings_ms = []
-    for _ in range(10):
-        started = time.perf_counter()
-        spans, tier = find_occurrences(text, mention)
-        timings_ms.append((time.perf_counter() - started) * 1000)
+    spans, tier = find_occurrences(text, mention)
     assert tier == "fuzzy"
-    assert spans
-    assert min(timings_ms) < 10.0  # best of 10, robust to a loaded machine
+    window = " ".join(words[40:50])
+    assert texts(spans) == [window]
+    assert offsets(spans) == [(text.index(window), text.index(window) + len(window))]
 
 
 def test_fuzzy_edge_substitution_is_covered_but_not_punctuation() -> None:
@@ -287,7 +285,7 @@ def test_invalid_threshold_is_config_error() -> None:
     for bad in (0.0, -0.1, 1.5, float("nan")):
         with pytest.raises(ConfigError):
             find_occurrences("text", "text", fuzzy_threshold=bad)
-        with pytest.raises(SamalignError):
+        with pytest.raises(ConfigError):
             ground_mentions("text", ["text"], fuzzy_threshold=bad)
 
 
@@ -403,6 +401,7 @@ def test_flat_spans_never_overlap() -> None:
     mentions = ["America", "Bank of America", "Bank of America Tower", "of", "Tower"]
     results = ground_mentions(text, mentions)
     spans = [s for r in results for s in r.spans]
+    assert len(spans) >= 2
     for i, a in enumerate(spans):
         for b in spans[i + 1 :]:
             assert not a.overlaps(b), (a, b)

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, ValidationError
 from langchain_core.messages import BaseMessage
 
 from samalign.agents.anchor_filter import anchor_filter
@@ -257,7 +257,7 @@ def test_relation_requests_carry_schema_and_definitions(fake_ner: Any) -> None:
         validator.validate(
             [{block_key: "John Smith", "pairs": [{pair_key: "IBM", "relation": "work for"}]}]
         )
-        with pytest.raises(Exception):  # noqa: B017 - jsonschema's ValidationError
+        with pytest.raises(ValidationError, match="'owns' is not one of"):
             validator.validate(
                 [{block_key: "John Smith", "pairs": [{pair_key: "IBM", "relation": "owns"}]}]
             )

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from samalign.agents.runner import BLOCK_ENV
 from samalign.errors import BackendError, ModelRequestBlockedError
 from samalign.graphs import RunContext, build_ner_graph
 from samalign.serving import vllm_server_models
+from samalign.testing import BLOCK_ENV
 
 
 def test_block_env_is_set() -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -21,13 +20,17 @@ from langchain_core.messages import (
     ToolMessage,
 )
 
-from samalign.agents.runner import BLOCK_ENV, StageRequest, arun_stage, run_stage
+from samalign.agents.runner import StageRequest, arun_stage, run_stage
 from samalign.errors import BackendError, ConfigError, InputError
 from samalign.serving import vllm_engine
 from samalign.serving.chat import EngineChatModel, engine_stage_models, schema_of, to_turns
 from samalign.serving.engine import ChatTurn, GenerationRequest, GenerationResult, LoopThread
 from samalign.serving.rows import length_groups
 from samalign.serving.vllm_inprocess import VllmWorkerEngine
+from samalign.testing import BLOCK_ENV, allow_model_requests
+
+LIVENESS_S = 60.0
+"""How long a test waits for another thread or process before it fails (never a measurement)."""
 
 SCHEMA = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
 
@@ -140,7 +143,9 @@ def test_call_keywords_become_an_engine_request() -> None:
 async def test_invoke_and_ainvoke_answer_like_an_openai_server() -> None:
     engine = FakeEngine()
     chat = EngineChatModel(engine=engine, adapter="anchor")
-    for answer in (chat.invoke("abc"), await chat.ainvoke("abc")):
+    with allow_model_requests():  # an engine model is a real backend for the kill-switch
+        answers = (chat.invoke("abc"), await chat.ainvoke("abc"))
+    for answer in answers:
         assert answer.content == "cba"
         assert answer.response_metadata["finish_reason"] == "stop"
         assert answer.response_metadata["model_name"] == "anchor"
@@ -216,24 +221,25 @@ async def test_loop_thread_runs_coroutines_and_passes_cancellation_on() -> None:
     async def where() -> str:
         return threading.current_thread().name
 
+    started, cancelled = threading.Event(), threading.Event()
+
     async def slow() -> None:
+        started.set()
         try:
-            await asyncio.sleep(30)
+            await asyncio.sleep(3600)
         except asyncio.CancelledError:
             seen.append("cancelled")
+            cancelled.set()
             raise
 
     assert await thread.arun(where()) == "test-loop"
     assert await asyncio.to_thread(thread.run, where()) == "test-loop"
     task = asyncio.create_task(thread.arun(slow()))
-    await asyncio.sleep(0.05)
+    assert await asyncio.to_thread(started.wait, LIVENESS_S)  # it runs in the loop thread
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    for _ in range(100):
-        if seen:
-            break
-        await asyncio.sleep(0.01)
+    assert await asyncio.to_thread(cancelled.wait, LIVENESS_S)  # the cancellation reached it
     assert seen == ["cancelled"]
 
     async def blocking_call_from_inside() -> None:
@@ -345,8 +351,9 @@ class Fake:
         if text == "crash":
             os._exit(3)
         if text == "slow":
+            print("started slow", file=sys.stderr, flush=True)
             try:
-                await asyncio.sleep(30)
+                await asyncio.sleep(3600)
             except asyncio.CancelledError:
                 print("aborted slow", file=sys.stderr, flush=True)
                 raise
@@ -370,6 +377,16 @@ def _request(text: str, adapter: str = "a", max_tokens: int = 8) -> GenerationRe
     return GenerationRequest(
         messages=(ChatTurn("user", text),), adapter=adapter, max_tokens=max_tokens
     )
+
+
+async def _logged(engine: VllmWorkerEngine, line: str) -> None:
+    """Wait until the fake worker (another process) has written ``line`` to its log."""
+    assert engine.log_path is not None
+    for _ in range(int(LIVENESS_S / 0.01)):
+        if engine.log_path.is_file() and line in engine.log_path.read_text(encoding="utf-8"):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the fake worker never logged {line!r}")
 
 
 def _fake_worker(tmp_path: Path, **env: str) -> VllmWorkerEngine:
@@ -399,7 +416,7 @@ async def test_worker_client_answers_maps_errors_and_aborts(tmp_path: Path) -> N
     with pytest.raises(BackendError, match="'zzz' is not loaded"):
         await engine.agenerate(_request("q", adapter="zzz"))
     slow = asyncio.create_task(engine.agenerate(_request("slow")))
-    await asyncio.sleep(0.2)
+    await _logged(engine, "started slow")  # the worker is running it: the abort must stop it
     slow.cancel()
     with pytest.raises(asyncio.CancelledError):
         await slow
@@ -414,7 +431,7 @@ async def test_worker_client_answers_maps_errors_and_aborts(tmp_path: Path) -> N
 async def test_worker_crash_fails_pending_requests_with_the_log(tmp_path: Path) -> None:
     engine = _fake_worker(tmp_path)
     waiting = asyncio.create_task(engine.agenerate(_request("slow")))
-    await asyncio.sleep(0.2)
+    await _logged(engine, "started slow")  # pending in the worker when it crashes
     with pytest.raises(BackendError, match=r"worker exited \(status 3\)"):
         await engine.agenerate(_request("crash"))
     with pytest.raises(BackendError, match="worker exited"):
@@ -426,10 +443,9 @@ async def test_worker_crash_fails_pending_requests_with_the_log(tmp_path: Path) 
 
 def test_worker_start_failure_is_reported(tmp_path: Path) -> None:
     engine = _fake_worker(tmp_path, FAKE_FAIL_START="1")
-    start = time.perf_counter()
+    # the start failure itself, not the startup timeout ("was not ready in 60 s")
     with pytest.raises(BackendError, match="failed to start: RuntimeError: no accelerator"):
         engine.generate(_request("x"))
-    assert time.perf_counter() - start < 30
     engine.close()
 
 

@@ -253,7 +253,8 @@ def test_to_output_rejects_ungrounded_spans() -> None:
 
 
 class AsyncSlowFake(ScriptedChatModel):
-    """A scripted model whose async path sleeps a pseudo-random time (real concurrency)."""
+    """A scripted model whose async path sleeps a pseudo-random time (answers finish out of
+    order) and counts the calls in flight in ``tracker``."""
 
     tracker: Any = Field(default=None)  # Any: pydantic would copy a dict field
 
@@ -268,6 +269,11 @@ class AsyncSlowFake(ScriptedChatModel):
         tracker["now"] = tracker.get("now", 0) + 1
         tracker["max"] = max(tracker.get("max", 0), tracker["now"])
         try:
+            if "together" in tracker:  # (event, n): the first calls wait until n are inside
+                together, n = tracker["together"]
+                if tracker["now"] >= n:
+                    together.set()
+                await asyncio.wait_for(together.wait(), 60)  # a liveness bound only
             seed = str(messages[0].content)
             await asyncio.sleep(random.Random(seed).uniform(0.0, 0.03))
             return self._generate(messages, stop=stop, **kwargs)
@@ -275,7 +281,7 @@ class AsyncSlowFake(ScriptedChatModel):
             tracker["now"] -= 1
 
 
-def slow_models(scripts: dict[str, Any], tracker: dict[str, int]) -> StageModels:
+def slow_models(scripts: dict[str, Any], tracker: dict[str, Any]) -> StageModels:
     return StageModels(
         {
             stage: StageModel(
@@ -306,7 +312,8 @@ async def test_run_records_keeps_input_order_under_concurrency(fake_ner: Any) ->
         explorer={t: [f"Project Alpha{i}"] for i, t in enumerate(texts)},
         gold=GOLD,
     )
-    tracker: dict[str, int] = {}
+    # no call answers before three are in flight at once: proof that records run concurrently
+    tracker: dict[str, Any] = {"together": (asyncio.Event(), 3)}
     context = RunContext("crossner_ai", slow_models(fakes.scripts_by_stage(), tracker))
     records = [InputRecord(id=f"r{i}", text=t, line=i + 1) for i, t in enumerate(texts)]
     out = await collect(build_ner_graph(), context, records, concurrency=6)
@@ -389,6 +396,7 @@ def test_cli_domains_lists_builtins(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["domains"]) == 0
     out = capsys.readouterr().out
     lines = out.strip().splitlines()
+    assert lines
     assert len(lines) == len(builtin_domains())
     for name, line in zip(builtin_domains(), lines, strict=True):
         domain = load_domain(name)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -16,11 +16,13 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
+from samalign.agents import runner as runner_module
 from samalign.agents.runner import StageRequest, StageResult, arun_stage, run_stage
 from samalign.errors import BackendError, ConfigError, ModelRequestBlockedError
 from samalign.prompts.formats import ParsedTypedMentions
 from samalign.prompts.specs import EXTRACTION_FORMAT
 from samalign.serving.models import StageModel
+from samalign.serving.vllm_server import vllm_server_models
 from samalign.testing.fakes import ScriptedChatModel
 from samalign.types import StageUsage
 
@@ -239,13 +241,34 @@ async def test_usage_accumulates_over_calls(mode: str) -> None:
     assert result.usage.prompt_tokens > 0
 
 
-def test_usage_latency_is_measured() -> None:
-    def slow(messages: Sequence[BaseMessage]) -> str:
-        time.sleep(0.05)
-        return GOOD
+class FakeClock:
+    """Stands in for the runner's ``time`` module: time moves only when a test says so."""
 
-    result = run_stage(request(), model(slow), parse)
-    assert result.usage.latency_s >= 0.04
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+@MODES
+async def test_usage_latency_is_the_time_spent_in_the_model_call(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeClock()
+    monkeypatch.setattr(runner_module, "time", clock)
+
+    steps = iter([(0.25, BAD), (0.5, GOOD)])
+
+    def script(messages: Sequence[BaseMessage]) -> str:
+        seconds, text = next(steps)
+        clock.now += seconds  # the model "takes" this long
+        return text
+
+    result = await run_either(mode, request(), model(script), retries=1)
+    assert result.value is not None
+    assert result.usage.calls == 2
+    assert result.usage.latency_s == pytest.approx(0.75)  # both calls, nothing else
 
 
 def test_stage_usage_addition() -> None:
@@ -306,7 +329,7 @@ def test_samalign_errors_from_the_model_pass_through() -> None:
 
 
 class _RealLookingChatModel(BaseChatModel):
-    """Not a samalign fake: the kill-switch must stop it before it is called."""
+    """A third-party chat model: the runner calls it whatever its type name says."""
 
     called: bool = False
 
@@ -326,16 +349,23 @@ class _RealLookingChatModel(BaseChatModel):
 
 
 @MODES
-async def test_block_env_stops_non_fake_models(mode: str) -> None:
-    chat = _RealLookingChatModel()
-    with pytest.raises(ModelRequestBlockedError):
-        await run_either(mode, request(), StageModel(chat, adapter="anchor"))
-    assert chat.called is False
+async def test_block_env_stops_real_server_models(mode: str, network_guard: Any) -> None:
+    server = vllm_server_models("http://127.0.0.1:9", stages=["anchor"], max_retries=0)
+    with pytest.raises(ModelRequestBlockedError, match="SAMALIGN_BLOCK_MODEL_REQUESTS"):
+        await run_either(mode, request(), server["anchor"])
+    assert network_guard.attempts == []  # blocked before any connection
 
 
 def test_block_env_off_lets_other_models_run(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SAMALIGN_BLOCK_MODEL_REQUESTS", "0")
     chat = _RealLookingChatModel()
+    result = run_stage(request(), StageModel(chat, adapter="anchor"), parse)
+    assert chat.called is True
+    assert result.value is not None
+
+
+def test_the_runner_does_not_judge_models_by_their_type_name() -> None:
+    chat = _RealLookingChatModel()  # no kill-switch of its own: the socket guard is the net
     result = run_stage(request(), StageModel(chat, adapter="anchor"), parse)
     assert chat.called is True
     assert result.value is not None
@@ -361,18 +391,19 @@ def test_scripted_model_records_kwargs_and_finish_reason() -> None:
 
 
 def test_scripted_model_calls_can_overlap() -> None:
-    def slow(messages: Sequence[BaseMessage]) -> str:
-        time.sleep(0.2)
+    # Each answer waits at a barrier until all four calls are inside the script at once: if the
+    # fake serialised its calls, the first would wait alone and the barrier would break.
+    inside = threading.Barrier(4, timeout=60)  # a liveness bound, not a measurement
+
+    def meet(messages: Sequence[BaseMessage]) -> str:
+        inside.wait()
         return "ok"
 
-    chat = ScriptedChatModel(script=slow)
-    threads = [threading.Thread(target=chat.invoke, args=("hi",)) for _ in range(4)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert time.perf_counter() - start < 0.6
+    chat = ScriptedChatModel(script=meet)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = [f.result() for f in [pool.submit(chat.invoke, "hi") for _ in range(4)]]
+    assert [a.content for a in answers] == ["ok"] * 4
+    assert len(chat.calls) == 4
 
 
 async def test_scripted_model_async_path() -> None:

@@ -4,8 +4,9 @@ The "server" is an ``httpx2.MockTransport`` whose chat completions are answered 
 fakes of :mod:`samalign.testing.fakes` (the unit-test pipeline of ``conftest.FakeNer``), so the
 benchmark's real code runs unchanged: the graph through ``vllm_server_models`` and its HTTP
 hooks, the free and the phase-by-phase replays through the OpenAI client, ``/tokenize``.
-No socket is opened (the kill-switch's socket guard stays on); only the stage-runner guard is
-lifted, because the stage models are real ``ChatOpenAI`` models talking to the mock.
+No socket is opened (the socket guard of the unit tests stays on); only the model-request
+kill-switch is lifted, because the stage models are real ``ChatOpenAI`` models talking to the
+mock.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import httpx2
 import pytest
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
-from samalign.agents.runner import BLOCK_ENV
+from samalign.testing import BLOCK_ENV
 from samalign.testing.fakes import ScriptedChatModel
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,8 +8,8 @@ negative types (types absent from the passage, answered with ``[]``):
 * records that list the types they ask about (Pile-NER, UniNER, IEPile instructions) keep
   those, and get more negatives sampled by frequency (UniNER's negative type sampling) until
   there are ``negative_ratio`` negatives per positive type;
-* fully annotated datasets with a closed label set (BIO, SpERT, raw IEPile) use the whole
-  label set by default (``all_labels``), which is what the agents send at inference; with
+* fully annotated datasets with a closed label set (BIO, SpERT, CrossRE, raw IEPile) use the
+  whole label set by default (``all_labels``), which is what the agents send at inference; with
   ``all_labels=False`` they sample negatives like open sets.
 
 The explorer's schema order is shuffled per example by default (GNER's class-order

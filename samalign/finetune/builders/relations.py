@@ -1,4 +1,6 @@
-"""Relation decoder training data (AnchorAlign §3.2): forward and reverse blocks from SpERT.
+"""Relation decoder training data (AnchorAlign §3.2): forward and reverse blocks.
+
+Built from data with relations between offset entities (SpERT JSON, CrossRE).
 
 The prompt is what the relation nodes send at inference — the domain's relation schema
 (names, definitions, argument types) and the sentence — and the answer is the gold triples in
@@ -66,10 +68,10 @@ def build_relation_examples(
     report = BuildReport(stage=stage)
     examples: list[ChatExample] = []
     for dataset in datasets:
-        if dataset.format != "spert":
+        if not dataset.has_relations:
             raise ConfigError(
-                f"{dataset.path}: relation examples need SpERT-style data with relations, "
-                f"got {dataset.format!r}"
+                f"{dataset.path}: relation examples need SpERT-style data with relations "
+                f"(spert or crossre), got {dataset.format!r}"
             )
         for rec in dataset.records:
             report.records += 1
