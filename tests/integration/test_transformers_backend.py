@@ -305,8 +305,10 @@ CACHE_SENTENCES = [
     "Ada Lovelace wrote about the Analytical Engine of Charles Babbage .",
     "Claude Shannon founded information theory at Bell Labs .",
     "Grace Hopper built the first compiler for UNIVAC .",
-    "John McCarthy coined the term artificial intelligence at Dartmouth .",
+    "Marvin Minsky founded the Artificial Intelligence Laboratory at MIT .",
 ]
+"""Each has two capitalised word pairs the scripted extractors answer (whole words, so they
+ground: "John McCarthy" would give "John Mc", which does not)."""
 
 
 def _graph_requests(texts: list[str]) -> list[list[GenerationRequest]]:
@@ -370,7 +372,11 @@ async def test_prefix_cache_reuses_stage_heads_and_answers_the_same_tokens(
         assert plain.stats()["prefix_cache_hits"] == 0
     finally:
         plain.close()
-    cached = TransformersEngine(tiny_model_dir, max_batch_size=32, max_padding_ratio=100)
+    # max_wait_ms: room to render and tokenize all 16 prompts (the calibrator's are ~2,400
+    # tokens) before the batch closes
+    cached = TransformersEngine(
+        tiny_model_dir, max_batch_size=32, max_padding_ratio=100, max_wait_ms=500
+    )
     try:
         first = await _waves(cached, waves[:1])
         cached.reset_stats()
@@ -390,7 +396,9 @@ async def test_prefix_cache_reuses_stage_heads_and_answers_the_same_tokens(
 async def test_prefix_cache_stays_within_its_bound(tiny_model_dir: Path) -> None:
     per_sentence = _graph_requests(CACHE_SENTENCES[:4])
     waves = [[r for r in rs] for rs in per_sentence]  # one sentence per wave
-    bound_mb = 0.25  # about one calibrator head of the tiny model
+    # about one NER stage head of the tiny model (0.35-0.42 MB), so heads evict each other;
+    # the calibrator's (~2,400 tokens of type definitions, ~4.7 MB) never fits
+    bound_mb = 0.5
     engine = TransformersEngine(tiny_model_dir, prefix_cache_mb=bound_mb, prefix_min_tokens=8)
     plain = TransformersEngine(tiny_model_dir, prefix_cache_mb=0)
     try:
