@@ -30,23 +30,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common import DATA, LLAMA3_8B
+
 from samalign.finetune.builders import build_extraction_examples, read_source, write_examples
 from samalign.finetune.builders.io import ChatExample, read_examples
 from samalign.finetune.config import TrainConfig
 from samalign.finetune.trainer import epoch_batches, tokenize_examples, train
 from samalign.prompts import load_domain
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-LLAMA3_8B = {
-    "hidden_size": 4096,
-    "intermediate_size": 14336,
-    "num_hidden_layers": 32,
-    "num_attention_heads": 32,
-    "num_key_value_heads": 8,
-    "vocab_size": 128256,
-    "rope_theta": 500000.0,
-    "max_position_embeddings": 8192,
-}
 TINY_SHAPE = {
     "hidden_size": 128,
     "intermediate_size": 256,

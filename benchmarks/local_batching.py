@@ -1,15 +1,18 @@
 """Dynamic batching and adapter memory of the in-process transformers backend.
 
-Runs the SAM-NER graph over CrossNER dev sentences with the transformers + peft backend (no
-server) at several concurrencies and reports sentences/s, the speed-up over concurrency 1,
-the batch sizes the micro-batcher reached and the queue waits. Then measures peak and steady RSS
-of a process that loads the base model with 1 vs 5 LoRA adapters (each answering one request)
-to show that an extra adapter costs its own size, not a model copy (the peak is usually set
-while the base model loads; the steady RSS after serving shows the adapters' cost).
-Prints one JSON object.
+Runs the SAM-NER graph (``--graph joint``: the joint graph) over dev sentences with the
+transformers + peft backend (no server) at several concurrencies and reports sentences/s, the
+speed-up over concurrency 1, the batch sizes the micro-batcher reached and the queue waits.
+``--load 0 1`` repeats the runs with N CPU-bound co-processes busy during the measurement (a
+busy machine), and ``--threads`` chooses the backend's thread setting (``auto``: the backend's
+own choice; ``none``: torch's defaults). Then measures peak and steady RSS of a process that
+loads the base model with 1 vs 5 LoRA adapters (each answering one request) to show that an
+extra adapter costs its own size, not a model copy (the peak is usually set while the base
+model loads; the steady RSS after serving shows the adapters' cost). Prints one JSON object.
 
     python benchmarks/local_batching.py                      # tiny model, built in a temp dir
     python benchmarks/local_batching.py --model runs/model --device cuda --concurrency 1 16 64
+    python benchmarks/local_batching.py --model DIR --graph joint --domain conll04 --load 0 1
 
 The RSS probe uses a larger random model (hidden 1024, 4 layers, ~230 MB float32, built in a
 temp dir) unless ``--rss-model`` names one, so that a model copy would stand out.
@@ -28,18 +31,49 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "crossner"
+from common import DATA, LLAMA3_8B, bench_domain, bench_texts
 
 
 def _mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
 
 
-def build_rss_model(out: Path, tokenizer_from: Path, adapters: int = 5) -> Path:
-    """A random Llama (hidden 1024, 4 layers) with ``adapters`` random rank-8 LoRA adapters."""
+RSS_SHAPE: dict[str, Any] = {
+    "hidden_size": 1024,
+    "intermediate_size": 2816,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 8,
+    "max_position_embeddings": 4096,
+}
+"""The RSS probe's random model: ~230 MB in float32, so that a model copy would stand out."""
+STAGE_ADAPTERS = (
+    "anchor", "explorer", "archetype", "calibrate", "relations_forward", "relations_reverse"
+)  # fmt: skip
+
+
+def build_random_model(
+    out: Path,
+    tokenizer_from: Path,
+    adapters: Sequence[str],
+    shape: dict[str, Any] | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
+) -> Path:
+    """A random Llama model directory with one random rank-8 LoRA adapter per name.
+
+    Args:
+        out: The model directory to write (``base/`` + ``adapters/<name>/``).
+        tokenizer_from: A base folder whose tokenizer and special tokens are reused.
+        adapters: Adapter names.
+        shape: ``LlamaConfig`` sizes (default :data:`RSS_SHAPE`; e.g. ``common.LLAMA3_8B``).
+        device: Where to initialise the weights (``cuda`` for large shapes).
+        dtype: Weight dtype saved.
+    """
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -50,14 +84,9 @@ def build_rss_model(out: Path, tokenizer_from: Path, adapters: int = 5) -> Path:
         if (tokenizer_from / name).is_file():
             shutil.copy(tokenizer_from / name, base / name)
     tiny_config = json.loads((tokenizer_from / "config.json").read_text())
+    sizes = {"vocab_size": tiny_config["vocab_size"], **(shape or RSS_SHAPE)}
     config = LlamaConfig(
-        vocab_size=tiny_config["vocab_size"],
-        hidden_size=1024,
-        intermediate_size=2816,
-        num_hidden_layers=4,
-        num_attention_heads=8,
-        num_key_value_heads=8,
-        max_position_embeddings=4096,
+        **sizes,
         tie_word_embeddings=False,
         bos_token_id=tiny_config["bos_token_id"],
         eos_token_id=tiny_config["eos_token_id"],
@@ -65,18 +94,20 @@ def build_rss_model(out: Path, tokenizer_from: Path, adapters: int = 5) -> Path:
     )
     warnings.simplefilter("ignore")  # peft/transformers deprecation notes
     torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
+    with torch.device(device):
+        model = LlamaForCausalLM(config).to(getattr(torch, dtype))
     model.save_pretrained(base)
     lora = LoraConfig(
         r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM", lora_dropout=0.0
     )
     peft_model = get_peft_model(model, lora)
-    for index in range(adapters):
+    for index, adapter in enumerate(adapters):
+        generator = torch.Generator(device=device).manual_seed(index)
         with torch.no_grad():
             for name, param in peft_model.named_parameters():
                 if "lora_B" in name:
-                    param.normal_(0, 0.01, generator=torch.Generator().manual_seed(index))
-        peft_model.save_pretrained(str(out / "adapters" / f"adapter{index}"))
+                    param.normal_(0, 0.01, generator=generator)
+        peft_model.save_pretrained(str(out / "adapters" / adapter))
     return out
 
 
@@ -114,8 +145,22 @@ def _current_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def busy_processes(count: int) -> list[subprocess.Popen[bytes]]:
+    """``count`` CPU-bound co-processes (each keeps one core busy) until they are killed."""
+    return [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
+        for _ in range(count)
+    ]
+
+
+def stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    for proc in processes:
+        proc.kill()
+        proc.wait()
+
+
 async def run_concurrency(
-    models: Any, engine: Any, graph: Any, domain: str, records: list[Any], concurrency: int
+    models: Any, engine: Any, graph: Any, domain: Any, records: list[Any], concurrency: int
 ) -> dict[str, Any]:
     from samalign import RunContext
     from samalign.batch.run import run_records
@@ -140,47 +185,116 @@ async def run_concurrency(
         "largest_batch": stats["largest_batch"],
         "queue_wait_p50_s": round(stats["queue_wait_p50_s"], 4),
         "queue_wait_p95_s": round(stats["queue_wait_p95_s"], 4),
+        "threads_last": stats["threads"],
+        "prefix_cache_reused_share": round(
+            stats["prefix_cache_reused_tokens"] / max(stats["prefix_cache_prompt_tokens"], 1), 3
+        ),
+        "prefix_cache_mb": round(stats["prefix_cache_bytes"] / 2**20, 1),
     }
 
 
-async def throughput(args: argparse.Namespace, model: Path) -> dict[str, Any]:
-    from samalign import PipelineOptions, build_ner_graph, transformers_models
-    from samalign.batch.records import InputRecord
-    from samalign.evaluation import read_crossner
+def _threads(value: str) -> Any:
+    if value == "none":
+        return None
+    return value if value == "auto" else int(value)
 
-    sentences = read_crossner(args.data / args.domain.removeprefix("crossner_") / "dev.txt")
-    records = [InputRecord(id=s.id, text=s.text, line=i) for i, s in enumerate(sentences[: args.n])]
+
+async def throughput(args: argparse.Namespace, model: Path) -> dict[str, Any]:
+    from samalign import PipelineOptions, build_joint_graph, build_ner_graph, transformers_models
+    from samalign.batch.records import InputRecord
+
+    texts = bench_texts(args.data, args.domain, args.n)
+    records = [InputRecord(id=sid, text=t, line=i) for i, (sid, t) in enumerate(texts)]
     options = PipelineOptions(
-        constrain_mentions=args.constrain_mentions, max_completion_tokens=args.max_tokens
+        constrain_mentions=args.constrain_mentions,
+        max_completion_tokens=args.max_tokens,
+        relation_schedule=args.relation_schedule,
     )
-    graph = build_ner_graph(options)
+    joint = args.graph == "joint"
+    graph = build_joint_graph(options) if joint else build_ner_graph(options)
+    domain = bench_domain(args.domain)
     models = transformers_models(
         model,
-        stages=options.model_stages,
+        stages=options.joint_model_stages if joint else options.model_stages,
         device=args.device,
         dtype=args.dtype,
         max_batch_size=args.max_batch_size,
         max_wait_ms=args.max_wait_ms,
+        threads=_threads(args.threads),
+        prefix_cache_mb=args.prefix_cache_mb,
+        reserve_kv=not args.no_reserve_kv,
     )
     engine = models["anchor"].chat_model.engine  # type: ignore[attr-defined]
+    import torch
+
+    cuda = engine.device.type == "cuda"
+    loaded_bytes = torch.cuda.memory_allocated(engine.device) if cuda else 0
+    runs: list[dict[str, Any]] = []
     try:
-        # warm-up: compiled grammars, allocator, kernels
-        await run_concurrency(models, engine, graph, args.domain, records[:8], 8)
-        runs = [
-            await run_concurrency(models, engine, graph, args.domain, records, c)
-            for c in args.concurrency
-        ]
+        # warm-up (other sentences than the timed ones): compiled grammars, allocator,
+        # kernels, the stages' prompt heads in the prefix cache
+        warm = [InputRecord(id=f"warm-{i}", text=t, line=i) for i, (_, t) in enumerate(
+            bench_texts(args.data, args.domain, args.n + args.warmup)[args.n :]
+        )]  # fmt: skip
+        warm = warm or records[:8]
+        await run_concurrency(models, engine, graph, domain, warm, 8)
+        for load in args.load:
+            busy = busy_processes(load)
+            try:
+                time.sleep(0.5 if load else 0)  # let the co-processes get going
+                for c in args.concurrency:
+                    # every timed run starts from the warm-up's prefix cache (an earlier run
+                    # of the same sentences would have left their whole prompts in it)
+                    engine.prefix_cache.clear()
+                    await run_concurrency(models, engine, graph, domain, warm, 8)
+                    run = await run_concurrency(models, engine, graph, domain, records, c)
+                    runs.append({"load": load, **run, "loadavg_1m": round(os.getloadavg()[0], 2)})
+            finally:
+                stop(busy)
     finally:
         models.close()
-    return {"device": str(engine.device), "dtype": str(engine.dtype), "runs": runs}
+    gpu: dict[str, Any] = {}
+    if engine.device.type == "cuda":
+        gpu = {
+            "gpu": torch.cuda.get_device_name(engine.device),
+            "gpu_memory_after_load_gb": round(loaded_bytes / 2**30, 2),
+            "gpu_peak_memory_gb": round(torch.cuda.max_memory_allocated(engine.device) / 2**30, 2),
+            "adapters_loaded": len(engine.adapters),
+        }
+    return {
+        **gpu,
+        "device": str(engine.device),
+        "dtype": str(engine.dtype),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(default)"),
+        "torch_threads_main": torch.get_num_threads(),
+        "runs": runs,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, help="model directory (default: build tiny)")
-    parser.add_argument("--domain", default="crossner_ai")
-    parser.add_argument("--data", type=Path, default=DATA, help="CrossNER folder")
+    parser.add_argument("--domain", default="crossner_ai", help="domain (demo: the demo's)")
+    parser.add_argument("--graph", choices=["ner", "joint"], default="ner")
+    parser.add_argument("--data", type=Path, default=DATA, help="the shared data folder")
     parser.add_argument("--n", type=int, default=48, help="sentences per run")
+    parser.add_argument(
+        "--warmup", type=int, default=16, help="warm-up sentences (after the timed ones)"
+    )
+    parser.add_argument(
+        "--load",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="CPU-bound co-processes during the runs (one set of runs per value)",
+    )
+    parser.add_argument(
+        "--relation-schedule", choices=["needed", "always", "parallel"], default="needed"
+    )
+    parser.add_argument("--prefix-cache-mb", type=float, default=256.0)
+    parser.add_argument(
+        "--no-reserve-kv", action="store_true", help="transformers' default KV cache (as before)"
+    )
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--max-tokens", type=int, default=64, help="completion budget/stage")
     parser.add_argument("--constrain-mentions", action="store_true")
@@ -189,16 +303,41 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument(
-        "--threads", type=int, help="torch intra-op threads (default: torch's, the core count)"
+        "--threads",
+        default="auto",
+        help="the backend's CPU threads: auto (default), none (torch's defaults) or a count",
     )
     parser.add_argument("--rss-model", type=Path, help="model dir for the RSS probe")
     parser.add_argument("--skip-rss", action="store_true")
     parser.add_argument("--rss-probe", type=int, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--build-model",
+        type=Path,
+        help="only write a random model directory of --shape (one adapter per stage) here",
+    )
+    parser.add_argument("--shape", choices=["rss", "llama3-8b"], default="llama3-8b")
     args = parser.parse_args()
-    import torch
+    if args.build_model is not None:
+        from samalign.testing.tiny import build_tiny_model
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+        with tempfile.TemporaryDirectory(prefix="samalign-tok-") as tmp:
+            tokenizer = build_tiny_model(Path(tmp) / "tiny") / "base"
+            shape = LLAMA3_8B if args.shape == "llama3-8b" else RSS_SHAPE
+            import torch
+
+            cuda = args.device.startswith("cuda") or (
+                args.device == "auto" and torch.cuda.is_available()
+            )
+            build_random_model(
+                args.build_model, tokenizer, STAGE_ADAPTERS, shape,
+                device="cuda" if cuda else "cpu", dtype="bfloat16" if cuda else "float32",
+            )  # fmt: skip
+        print(json.dumps({"model": str(args.build_model), "shape": args.shape}))
+        return
+    if args.threads != "none":  # before torch loads, as the backend would
+        from samalign.serving.threads import prefer_passive_openmp
+
+        prefer_passive_openmp()
 
     if args.rss_probe is not None:
         print(json.dumps(rss_probe(args.model, args.rss_probe)))
@@ -212,26 +351,44 @@ def main() -> None:
             model = build_tiny_model(Path(tmp) / "tiny")
         result: dict[str, Any] = {
             "model": str(args.model or "tiny (build-tiny: 2-layer Llama, hidden 128, float32)"),
+            "graph": args.graph,
+            "domain": args.domain,
+            "threads": args.threads,
+            "prefix_cache_mb": args.prefix_cache_mb,
+            "reserve_kv": not args.no_reserve_kv,
             "n": args.n,
             "max_tokens": args.max_tokens,
             "constrain_mentions": args.constrain_mentions,
             "max_batch_size": args.max_batch_size,
             "max_wait_ms": args.max_wait_ms,
             "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
+            "loadavg_before": [round(x, 2) for x in os.getloadavg()],
         }
         result.update(asyncio.run(throughput(args, model)))
-        runs = {r["concurrency"]: r for r in result["runs"]}
-        low, high = min(runs), max(runs)
-        result[f"sentences_per_s_c{low}"] = runs[low]["sentences_per_s"]
-        result[f"sentences_per_s_c{high}"] = runs[high]["sentences_per_s"]
-        result["speedup"] = round(runs[high]["sentences_per_s"] / runs[low]["sentences_per_s"], 2)
-        result["mean_batch_size"] = runs[high]["mean_batch_size"]
-        result["queue_wait_p50_s"] = runs[high]["queue_wait_p50_s"]
-        result["queue_wait_p95_s"] = runs[high]["queue_wait_p95_s"]
+        low, high = min(args.concurrency), max(args.concurrency)
+        for load in args.load:
+            runs = {r["concurrency"]: r for r in result["runs"] if r["load"] == load}
+            tag = f"_load{load}" if load else ""
+            result[f"sentences_per_s_c{low}{tag}"] = runs[low]["sentences_per_s"]
+            result[f"sentences_per_s_c{high}{tag}"] = runs[high]["sentences_per_s"]
+            result[f"speedup{tag}"] = round(
+                runs[high]["sentences_per_s"] / runs[low]["sentences_per_s"], 2
+            )
+        quiet = {r["concurrency"]: r for r in result["runs"] if r["load"] == min(args.load)}
+        result["mean_batch_size"] = quiet[high]["mean_batch_size"]
+        result["queue_wait_p50_s"] = quiet[high]["queue_wait_p50_s"]
+        result["queue_wait_p95_s"] = quiet[high]["queue_wait_p95_s"]
+        for load in args.load:
+            if load != min(args.load):
+                busy = {r["concurrency"]: r for r in result["runs"] if r["load"] == load}
+                result[f"c{high}_load{load}_vs_quiet"] = round(
+                    busy[high]["sentences_per_s"] / quiet[high]["sentences_per_s"], 3
+                )
 
         if not args.skip_rss:
-            rss_model = args.rss_model or build_rss_model(Path(tmp) / "rss", Path(model) / "base")
+            rss_model = args.rss_model or build_random_model(
+                Path(tmp) / "rss", Path(model) / "base", [f"adapter{i}" for i in range(5)]
+            )
             probes = {}
             for count in (1, 5):
                 done = subprocess.run(

@@ -182,6 +182,13 @@ class DemoOptions:
             (JSON-schema constrained decoding, ``PipelineOptions.constrain_mentions``): the
             setting meant for weak models, and the tiny model is one.
         sentences: Use the first N demo sentences (default: all).
+        train_file: Train on this SpERT JSON file (CoNLL04 types, e.g. the whole CoNLL04 train
+            split) instead of the bundled sentences; the same recipe. A model trained on the
+            whole CoNLL04 train split writes candidates for nearly every CoNLL04 sentence, so
+            every joint-graph stage fires: the fixture of the throughput benchmarks (it does
+            not generalise: quality on unseen sentences stays near zero).
+        eval_sentences: Run and score the graph on the first N training sentences only
+            (default: all of them).
         seed: Seed of everything.
         progress: Show progress bars.
         ner_mode: ``zero_shot`` (SAM-NER's stages) or ``supervised`` (AnchorAlign's setting:
@@ -200,6 +207,8 @@ class DemoOptions:
     recipes: Mapping[str, StageRecipe] = field(default_factory=lambda: dict(DEFAULT_RECIPES))
     constrain_mentions: bool = True
     sentences: int | None = None
+    train_file: Path | None = None
+    eval_sentences: int | None = None
     seed: int = 0
     progress: bool = True
     ner_mode: NerMode = "zero_shot"
@@ -291,11 +300,19 @@ def score_relations(
 # ------------------------------------------------------------------------------------------
 
 
-def demo_dataset(sentences: int | None = None) -> SourceDataset:
-    """The bundled demonstration sentences (SpERT format), optionally the first N."""
-    resource = resources.files("samalign.finetune") / "data" / DEMO_DATA
-    with resources.as_file(resource) as path:
+def demo_dataset(sentences: int | None = None, path: Path | None = None) -> SourceDataset:
+    """The bundled demonstration sentences (SpERT format), optionally the first N.
+
+    Args:
+        sentences: Keep the first N sentences.
+        path: Read this SpERT JSON file (CoNLL04 types) instead of the bundled sentences.
+    """
+    if path is not None:
         dataset = read_source(path, "spert")
+    else:
+        resource = resources.files("samalign.finetune") / "data" / DEMO_DATA
+        with resources.as_file(resource) as bundled:
+            dataset = read_source(bundled, "spert")
     if sentences is not None:
         dataset = SourceDataset(
             path=dataset.path,
@@ -765,7 +782,7 @@ def run_demo(options: DemoOptions) -> DemoReport:
     phases: dict[str, float] = {}
     options.out.mkdir(parents=True, exist_ok=True)
     domain = demo_domain()
-    dataset = demo_dataset(options.sentences)
+    dataset = demo_dataset(options.sentences, options.train_file)
     examples = demo_examples(dataset, domain, options.ner_mode)
     phases["build_data"] = time.perf_counter() - start
 
@@ -778,7 +795,8 @@ def run_demo(options: DemoOptions) -> DemoReport:
     phases["train_adapters"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    texts = [rec.text for rec in dataset.records]
+    scored = dataset.records[: options.eval_sentences]
+    texts = [rec.text for rec in scored]
     with demo_models(model_dir, options) as models:
         results = run_joint_graph(
             texts,
@@ -791,7 +809,7 @@ def run_demo(options: DemoOptions) -> DemoReport:
 
     gold_entities: list[set[EntityKey]] = []
     gold_triplets: list[set[TripletKey]] = []
-    for rec in dataset.records:
+    for rec in scored:
         labels = {m: domain.label_for_name(m.type) or m.type for m in rec.mentions}
         gold_entities.append({(m.start or 0, m.end or 0, labels[m]) for m in rec.mentions})
         triplets: set[TripletKey] = set()

@@ -17,6 +17,20 @@ NER did not recognise is grounded to the text and left untyped, unless the relat
 single type for it. When a mention occurs several times, the pair of occurrences closest to
 each other is used (with ``relation_arguments="all"``: every pair of occurrences). Whatever
 is dropped here never reaches the anchor filter; the sentence always keeps its entities.
+
+When to ask (the ``schedule`` of :func:`relation_node`, from
+``PipelineOptions.relation_schedule``):
+
+* ``needed``: after NER, and only when :func:`relations_possible` — with the anchor filter
+  on and recovery off, a kept triplet links two NER entities of different spans whose types
+  the relation admits, so a sentence without such a pair cannot keep any triplet and its
+  requests could not change the output;
+* ``always``: after NER, for every sentence;
+* ``parallel``: the request does not depend on NER (the prompt holds the text and the
+  relation schema only), so the decoders are asked together with the extractors and write
+  their parsed answer (:class:`~samalign.agents.state.RelationAnswer`);
+  :func:`relation_check_node` checks it against the entities once NER is done, with the same
+  rules and the same result as ``always``.
 """
 
 from __future__ import annotations
@@ -26,11 +40,25 @@ from typing import Any, Literal
 
 from langchain_core.runnables import RunnableLambda
 
-from samalign.agents.base import AgentSettings, Prepared, StageContext, stage_node, stage_request
+from samalign.agents.base import (
+    AgentSettings,
+    Prepared,
+    StageContext,
+    current_context,
+    pure_node,
+    stage_node,
+    stage_request,
+)
 from samalign.agents.extractors import sentence_mentions
 from samalign.agents.grounding import ground_mentions
 from samalign.agents.runner import StageResult
-from samalign.agents.state import JointState, RelationUpdate
+from samalign.agents.state import (
+    JointState,
+    ParallelJointState,
+    RelationAnswer,
+    RelationAnswerUpdate,
+    RelationUpdate,
+)
 from samalign.errors import ConfigError
 from samalign.prompts.domain import Domain, RelationType
 from samalign.prompts.relations import ParsedTriplets
@@ -50,6 +78,15 @@ STATE_KEY: dict[str, str] = {
     "relations_reverse": "reverse_triplets",
 }
 """The state key each relation stage writes."""
+
+ANSWER_KEY: dict[str, str] = {
+    "relations_forward": "forward_answer",
+    "relations_reverse": "reverse_answer",
+}
+"""The state key each relation stage writes its unchecked answer to (``parallel`` schedule)."""
+
+RelationSchedule = Literal["needed", "always", "parallel"]
+"""When the relation decoders are asked (see the module docs)."""
 
 
 def require_relations(domain: Domain) -> None:
@@ -86,6 +123,24 @@ def _closest_pair(heads: list[Entity], tails: list[Entity]) -> tuple[Entity, Ent
             if best is None or key < best[0]:
                 best = (key, h, t)
     return None if best is None else (best[1], best[2])
+
+
+def relations_possible(entities: Sequence[Entity], domain: Domain) -> bool:
+    """Whether the anchor filter could keep a triplet among these NER entities.
+
+    A kept triplet's head and tail are NER entities (the filter drops any other argument) of
+    different spans, typed as the relation allows. So some relation must admit some ordered
+    pair of entities with different spans; without one, no relation request can change the
+    sentence's output.
+    """
+    for relation in domain.relation_types:
+        heads = [e for e in entities if _allowed(e, relation.head_types)]
+        if not heads:
+            continue
+        for tail in entities:
+            if _allowed(tail, relation.tail_types) and any(h.span != tail.span for h in heads):
+                return True
+    return False
 
 
 def check_triplets(
@@ -208,16 +263,115 @@ def check_triplets(
     return list(out.values()), diagnostics
 
 
+def answer_diagnostics(stage: str, parsed: ParsedTriplets | None, raw: str) -> list[Diagnostic]:
+    """What the parser noticed in a relation answer (independent of the NER entities).
+
+    Relations outside the domain and unreadable blocks or pairs, each one Diagnostic.
+    """
+    diagnostics: list[Diagnostic] = []
+    if parsed is None:
+        return diagnostics
+    if parsed.out_of_schema:
+        diagnostics.append(
+            Diagnostic(
+                stage=stage,
+                kind="label_out_of_schema",
+                message=f"relations outside the domain {list(parsed.out_of_schema)}, "
+                f"triples dropped: {[list(t) for t in parsed.dropped]}",
+                raw=raw,
+            )
+        )
+    if parsed.malformed:
+        diagnostics.append(
+            Diagnostic(
+                stage=stage,
+                kind="malformed",
+                message=f"unreadable parts of the answer skipped: {list(parsed.malformed)}",
+                raw=raw,
+            )
+        )
+    return diagnostics
+
+
+def checked_triplets(
+    stage: str,
+    state: JointState,
+    domain: Domain,
+    settings: AgentSettings,
+    parsed: ParsedTriplets,
+    raw: str,
+) -> tuple[list[Triplet], list[Diagnostic]]:
+    """The stage's checked triplets and the check's diagnostics (see :func:`check_triplets`).
+
+    Mentions the extractors grounded already (in the state) are not grounded again.
+    """
+    return check_triplets(
+        state.text,
+        parsed,
+        state.entities,
+        domain,
+        stage=stage,
+        fuzzy_threshold=settings.fuzzy_threshold,
+        arguments=settings.relation_arguments,
+        raw=raw,
+        grounded={g.mention: g.spans for g in (*state.anchor_grounded, *state.explorer_grounded)},
+    )
+
+
+def _relation_update(stage: str, triplets: list[Triplet], **fields: Any) -> RelationUpdate:
+    if stage == "relations_forward":
+        return RelationUpdate(forward_triplets=triplets, **fields)
+    return RelationUpdate(reverse_triplets=triplets, **fields)
+
+
+def relation_check_node(
+    stages: Sequence[RelationStage], settings: AgentSettings
+) -> RunnableLambda[ParallelJointState, dict[str, Any]]:
+    """The ``relations_check`` node of the ``parallel`` schedule.
+
+    Checks the answers the decoders wrote while NER ran against the NER entities, as the
+    decoders themselves do in the other schedules (the parser's diagnostics were written with
+    the answer).
+    """
+
+    def run(state: ParallelJointState) -> RelationUpdate:
+        domain = current_context().domain
+        fields: dict[str, Any] = {}
+        diagnostics: list[Diagnostic] = []
+        for stage in stages:
+            answer: RelationAnswer | None = getattr(state, ANSWER_KEY[stage])
+            triplets: list[Triplet] = []
+            if answer is not None and answer.parsed is not None:
+                triplets, checked = checked_triplets(
+                    stage, state, domain, settings, answer.parsed, answer.raw
+                )
+                diagnostics += checked
+            fields[STATE_KEY[stage]] = triplets
+        return RelationUpdate(diagnostics=diagnostics, **fields)
+
+    return pure_node("relations_check", run)
+
+
 def relation_node(
-    stage: RelationStage, settings: AgentSettings
+    stage: RelationStage, settings: AgentSettings, schedule: RelationSchedule = "always"
 ) -> RunnableLambda[JointState, dict[str, Any]]:
-    """Build the ``relations_forward`` or ``relations_reverse`` node."""
+    """Build the ``relations_forward`` or ``relations_reverse`` node.
+
+    Args:
+        stage: Which decoder.
+        settings: The agent settings.
+        schedule: When the node asks its model (see the module docs); ``needed`` is lossless
+            only with the anchor filter on and recovery off
+            (``PipelineOptions.effective_relation_schedule`` says which applies).
+    """
     fmt = RELATION_FORMATS[stage]
 
-    def prepare(state: JointState, ctx: StageContext) -> Prepared[ParsedTriplets]:
+    def prepare(state: JointState, ctx: StageContext) -> Prepared[ParsedTriplets] | RelationUpdate:
         mentions = sentence_mentions(state.text, settings)
         domain = ctx.domain
         require_relations(domain)
+        if schedule == "needed" and not relations_possible(state.entities, domain):
+            return _relation_update(stage, [])  # no triplet could survive the filter: no request
         names = domain.relation_names
         return stage_request(
             stage,
@@ -233,60 +387,34 @@ def relation_node(
             parse=lambda raw: fmt.parse(raw, names),
         )
 
-    def update(triplets: list[Triplet], **fields: Any) -> RelationUpdate:
-        if stage == "relations_forward":
-            return RelationUpdate(forward_triplets=triplets, **fields)
-        return RelationUpdate(reverse_triplets=triplets, **fields)
-
     def finish(
         state: JointState, ctx: StageContext, prepared: Prepared[Any], result: StageResult[Any]
-    ) -> RelationUpdate:
+    ) -> RelationUpdate | RelationAnswerUpdate:
         parsed: ParsedTriplets | None = result.value
+        failed = {} if parsed is not None else {"failed_stages": [stage]}
+        found = answer_diagnostics(stage, parsed, result.raw)
+        if schedule == "parallel":  # checked by relations_check once NER is done
+            answer = RelationAnswer(parsed=parsed, raw=result.raw)
+            return RelationAnswerUpdate(**{ANSWER_KEY[stage]: answer}, diagnostics=found, **failed)
         if parsed is None:
-            return update([], failed_stages=[stage])
-        diagnostics: list[Diagnostic] = []
-        if parsed.out_of_schema:
-            diagnostics.append(
-                Diagnostic(
-                    stage=stage,
-                    kind="label_out_of_schema",
-                    message=f"relations outside the domain {list(parsed.out_of_schema)}, "
-                    f"triples dropped: {[list(t) for t in parsed.dropped]}",
-                    raw=result.raw,
-                )
-            )
-        if parsed.malformed:
-            diagnostics.append(
-                Diagnostic(
-                    stage=stage,
-                    kind="malformed",
-                    message=f"unreadable parts of the answer skipped: {list(parsed.malformed)}",
-                    raw=result.raw,
-                )
-            )
-        triplets, checked = check_triplets(
-            state.text,
-            parsed,
-            state.entities,
-            ctx.domain,
-            stage=stage,
-            fuzzy_threshold=settings.fuzzy_threshold,
-            arguments=settings.relation_arguments,
-            raw=result.raw,
-            grounded={
-                g.mention: g.spans for g in (*state.anchor_grounded, *state.explorer_grounded)
-            },
-        )
-        return update(triplets, diagnostics=[*diagnostics, *checked])
+            return _relation_update(stage, [], **failed)
+        triplets, checked = checked_triplets(stage, state, ctx.domain, settings, parsed, result.raw)
+        return _relation_update(stage, triplets, diagnostics=[*found, *checked])
 
     return stage_node(stage, prepare, finish, settings)
 
 
 __all__ = [
+    "ANSWER_KEY",
     "SOURCE_OF",
     "STATE_KEY",
+    "RelationSchedule",
     "RelationStage",
+    "answer_diagnostics",
     "check_triplets",
+    "checked_triplets",
+    "relation_check_node",
     "relation_node",
+    "relations_possible",
     "require_relations",
 ]

@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from samalign.errors import InputError, validation_problems
+from samalign.prompts.relations import ParsedTriplets
 from samalign.types import (
     Diagnostic,
     DroppedTriplet,
@@ -117,6 +118,33 @@ class JointState(NerState):
     dropped_triplets: list[DroppedTriplet] = Field(default_factory=list)
 
 
+class RelationAnswer(BaseModel):
+    """A relation decoder's parsed answer before it is checked against the NER entities.
+
+    Attributes:
+        parsed: The parsed answer; ``None`` when no attempt gave a usable answer.
+        raw: The raw answer text (attached to the check's diagnostics).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    parsed: ParsedTriplets | None
+    raw: str = ""
+
+
+class ParallelJointState(JointState):
+    """State of the joint graph with ``relation_schedule="parallel"``.
+
+    Attributes:
+        forward_answer: The forward decoder's parsed answer, written while NER runs and
+            checked against the entities by the ``relations_check`` node.
+        reverse_answer: The same for the reverse decoder.
+    """
+
+    forward_answer: RelationAnswer | None = None
+    reverse_answer: RelationAnswer | None = None
+
+
 # ---------------------------------------------------------------------------------------------
 # Typed partial updates: one model per kind of node
 # ---------------------------------------------------------------------------------------------
@@ -179,6 +207,13 @@ class RelationUpdate(StateUpdate):
     reverse_triplets: list[Triplet] = Field(default_factory=list)
 
 
+class RelationAnswerUpdate(StateUpdate):
+    """A relation decoder's update in the ``parallel`` schedule: its unchecked answer."""
+
+    forward_answer: RelationAnswer | None = None
+    reverse_answer: RelationAnswer | None = None
+
+
 class FilterUpdate(StateUpdate):
     """The ``anchor_filter`` or ``recover`` node's update."""
 
@@ -193,6 +228,9 @@ __all__ = [
     "FilterUpdate",
     "JointState",
     "NerState",
+    "ParallelJointState",
+    "RelationAnswer",
+    "RelationAnswerUpdate",
     "RelationUpdate",
     "StateUpdate",
     "SupervisedNerUpdate",

@@ -40,6 +40,23 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "(default); supervised: AnchorAlign's setting, train one supervised_ner adapter and "
         "run the supervised joint graph",
     )
+    p.add_argument(
+        "--train-file",
+        type=Path,
+        default=None,
+        help="train on this SpERT JSON file (CoNLL04 types) instead of the bundled sentences, "
+        "e.g. ../shared/data/conll04/train_triples.json: a model that writes candidates for "
+        "nearly every CoNLL04 sentence (the throughput benchmarks' fixture; not a good model)",
+    )
+    bounded(
+        p.add_argument(
+            "--eval-sentences",
+            type=int,
+            default=None,
+            help="run and score the graph on the first N training sentences (default: all)",
+        ),
+        minimum=1,
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -54,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
         backend=args.backend,
         vllm_python=args.vllm_python,
         sentences=args.sentences,
+        train_file=args.train_file,
+        eval_sentences=args.eval_sentences,
         progress=not args.quiet,
         ner_mode=args.ner_mode,
     )

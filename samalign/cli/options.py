@@ -31,7 +31,12 @@ MODEL_DIR_ENV = "SAMALIGN_MODEL_DIR"
 MODEL_BACKENDS = ("server", "transformers", "vllm-inprocess")
 """Backends that run real models: a vLLM server, or a model directory in this process."""
 
-JOINT_ONLY_FLAGS = ("no_aggregation", "no_anchor_constraint", "recover_dropped")
+JOINT_ONLY_FLAGS = (
+    "no_aggregation",
+    "no_anchor_constraint",
+    "recover_dropped",
+    "relation_schedule",
+)
 """Pipeline flags that only the joint graph has."""
 
 
@@ -188,6 +193,14 @@ def add_pipeline_flags(p: argparse.ArgumentParser) -> None:
         "is an entity, and keep the triplet if so",
     )
     g.add_argument(
+        "--relation-schedule",
+        choices=["needed", "always", "parallel"],
+        default=None,
+        help="joint: when the relation decoders are asked (default needed: only for a sentence "
+        "whose NER entities could form a kept triplet; always; parallel: together with NER, "
+        "lower latency, more requests)",
+    )
+    g.add_argument(
         "--relation-arguments",
         choices=["closest", "all"],
         default=None,
@@ -245,6 +258,8 @@ def pipeline_values(args: argparse.Namespace, *, joint: bool) -> dict[str, Any]:
         values["relation_arguments"] = args.relation_arguments
     if args.prompt_profile is not None:
         values["prompt_profile"] = args.prompt_profile
+    if args.relation_schedule is not None:
+        values["relation_schedule"] = args.relation_schedule
     return values
 
 

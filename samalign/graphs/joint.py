@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from langgraph.graph import END, StateGraph
+from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Checkpointer
 
 from samalign.agents.anchor_filter import anchor_filter_node
 from samalign.agents.recover import recover_node
-from samalign.agents.relations import relation_node
+from samalign.agents.relations import relation_check_node, relation_node
 from samalign.graphs.context import RunContext
 from samalign.graphs.ner import add_ner_stages
 from samalign.graphs.options import PipelineOptions
 from samalign.graphs.schemas import JointOutput, OutputKind, TextInput
-from samalign.graphs.state import JointState
+from samalign.graphs.state import JointState, ParallelJointState
 
 JointGraph = CompiledStateGraph[JointState, RunContext, Any, Any]
 
@@ -23,12 +23,26 @@ JointGraph = CompiledStateGraph[JointState, RunContext, Any, Any]
 def add_relation_stages(
     graph: StateGraph[Any, RunContext, Any, Any], options: PipelineOptions, after: str
 ) -> str:
-    """Add the relation nodes after node ``after``; return the name of the last node."""
-    decoders = []
+    """Add the relation nodes after node ``after``; return the name of the last node.
+
+    With ``options.relation_schedule="parallel"`` the decoders start at START (the graph's
+    state must be :class:`~samalign.graphs.state.ParallelJointState`) and a
+    ``relations_check`` node joins them with node ``after``.
+    """
+    schedule = options.effective_relation_schedule
+    parallel = schedule == "parallel"
+    decoders: list[str] = []
     for stage in options.relation_stages:
-        graph.add_node(stage, relation_node(stage, options))  # type: ignore[arg-type]
-        graph.add_edge(after, stage)
+        graph.add_node(stage, relation_node(stage, options, schedule))  # type: ignore[arg-type]
+        graph.add_edge(START if parallel else after, stage)
         decoders.append(stage)
+    if parallel:
+        graph.add_node(
+            "relations_check",
+            relation_check_node(options.relation_stages, options),  # type: ignore[arg-type]
+        )
+        graph.add_edge([after, *decoders], "relations_check")
+        decoders = ["relations_check"]
     graph.add_node(
         "anchor_filter",
         anchor_filter_node(
@@ -60,6 +74,10 @@ def build_joint_graph(
     ``options.aggregate_relations=False`` removes the reverse decoder,
     ``options.anchor_constraint=False`` keeps every candidate, and
     ``options.recover_dropped=True`` adds the ``recover`` node.
+    ``options.relation_schedule`` says when the decoders are asked: by default only for a
+    sentence whose entities could form a triplet the filter keeps (the others' requests
+    could not change the output); ``always``; or ``parallel`` with the NER extractors (lower
+    latency, more requests), their answers checked by a ``relations_check`` node.
 
     Args:
         options: Ablation switches and agent settings (defaults: the full pipelines).
@@ -82,11 +100,12 @@ def build_joint_graph(
         >>> graph.invoke({"text": "John Smith works for IBM in Armonk."}, context=ctx)
     """
     options = options or PipelineOptions()
+    state = ParallelJointState if options.relation_schedule == "parallel" else JointState
     graph: StateGraph[JointState, RunContext, Any, Any] = StateGraph(
-        JointState,
+        state,
         context_schema=RunContext,
         input_schema=TextInput,
-        output_schema=JointOutput if output == "result" else JointState,
+        output_schema=JointOutput if output == "result" else state,
     )
     last = add_ner_stages(graph, options)
     last = add_relation_stages(graph, options, last)

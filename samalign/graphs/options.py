@@ -53,6 +53,17 @@ class PipelineOptions(AgentSettings):
         recover_dropped: Beyond the paper (off by default): instead of discarding a candidate
             whose argument NER missed, ask the anchor (the NER verifier) whether the missed
             mention is an entity of a type the relation allows, and keep the triplet if so.
+        relation_schedule: When the joint graph asks the relation decoders. ``needed``
+            (default): after NER, and only for a sentence where NER found two entities (of
+            different spans) whose types some relation admits — with ``anchor_constraint`` on
+            and ``recover_dropped`` off no other sentence can keep a triplet, so the skipped
+            requests cannot change the entities or the triplets (the skipped sentence's
+            ``forward_triplets``/``reverse_triplets``/``dropped_triplets`` are empty and its
+            usage records 0 calls); otherwise the same as ``always``. ``always``: after NER,
+            for every sentence (to inspect every candidate the decoders write). ``parallel``:
+            together with the NER extractors (the relation prompt does not depend on NER),
+            their answers checked once NER is done — the same result as ``always`` with lower
+            latency per sentence, at the price of two requests for every sentence.
 
     Raises:
         ConfigError: If an option is invalid (naming it and the problem).
@@ -66,6 +77,7 @@ class PipelineOptions(AgentSettings):
     aggregate_relations: bool = True
     anchor_constraint: bool = True
     recover_dropped: bool = False
+    relation_schedule: Literal["needed", "always", "parallel"] = "needed"
 
     @model_validator(mode="after")
     def _one_extractor(self) -> Self:
@@ -127,6 +139,15 @@ class PipelineOptions(AgentSettings):
         if self.aggregate_relations:
             stages.append("relations_reverse")
         return stages
+
+    @property
+    def effective_relation_schedule(self) -> Literal["needed", "always", "parallel"]:
+        """The schedule the relation nodes follow (``needed`` only where it is lossless)."""
+        if self.relation_schedule == "needed" and (
+            not self.anchor_constraint or self.recover_dropped
+        ):
+            return "always"
+        return self.relation_schedule
 
     @property
     def joint_model_stages(self) -> list[str]:

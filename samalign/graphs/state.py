@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from samalign.agents.state import JointState, NerState, merge_usage
+from samalign.agents.state import JointState, NerState, ParallelJointState, merge_usage
 
-__all__ = ["JointState", "NerState", "merge_usage"]
+__all__ = ["JointState", "NerState", "ParallelJointState", "merge_usage"]

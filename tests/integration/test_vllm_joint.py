@@ -21,13 +21,18 @@ from samalign import (
     load_domain,
     vllm_server_models,
 )
+from samalign.agents.relations import relations_possible
 from samalign.types import RELATION_STAGES
 
 pytestmark = pytest.mark.integration
 
 # See test_vllm_ner.py: constrained mentions and a small budget for the tiny random model.
-FAST = PipelineOptions(constrain_mentions=True, max_completion_tokens=192)
-FAST_CLI = ("--constrain-mentions", "--max-tokens", "192")
+# relation_schedule="always": the random model rarely finds two entities, so the default
+# ("needed") would send hardly any relation request, and these tests are about those requests.
+FAST = PipelineOptions(
+    constrain_mentions=True, max_completion_tokens=192, relation_schedule="always"
+)
+FAST_CLI = ("--constrain-mentions", "--max-tokens", "192", "--relation-schedule", "always")
 
 
 def conll04_sentences(shared_data: Path, n: int) -> list[str]:
@@ -97,6 +102,28 @@ async def test_joint_graph_end_to_end(vllm_server: str, shared_data: Path) -> No
         assert key in schema["items"]["properties"]
     produced = sum(len(r["forward_triplets"]) + len(r["reverse_triplets"]) for r in results)
     assert produced > 0, "constrained relation answers are grounded in the text"
+
+
+async def test_needed_schedule_asks_only_sentences_with_an_entity_pair(
+    vllm_server: str, shared_data: Path
+) -> None:
+    sentences = conll04_sentences(shared_data, 24)
+    options = PipelineOptions(constrain_mentions=True, max_completion_tokens=192)  # "needed"
+    domain = load_domain("conll04")
+    models = vllm_server_models(vllm_server, stages=options.joint_model_stages)
+    results = await build_joint_graph(options).abatch(
+        [{"text": t} for t in sentences], context=RunContext(domain=domain, models=models)
+    )
+    asked = 0
+    for result in results:
+        possible = relations_possible(result["entities"], domain)
+        asked += possible
+        for stage in RELATION_STAGES:
+            assert result["usage"][stage].calls == int(possible)
+        if not possible:  # skipped: nothing a decoder wrote could have been kept
+            assert result["triplets"] == result["dropped_triplets"] == []
+            assert result["forward_triplets"] == result["reverse_triplets"] == []
+    assert asked < len(sentences), "the random model leaves sentences without an entity pair"
 
 
 def test_document_graph_end_to_end(vllm_server: str, shared_data: Path) -> None:

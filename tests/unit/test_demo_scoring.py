@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 from samalign.demo import (
     DEMO_STAGES,
@@ -30,6 +31,23 @@ def test_bundled_demo_set_is_24_conll04_sentences() -> None:
     }
     assert all(rec.relations for rec in dataset.records)
     assert len(demo_dataset(5).records) == 5
+
+
+def test_demo_trains_on_a_given_file(shared_data: Path) -> None:
+    train = shared_data / "conll04" / "train_triples.json"
+    dataset = demo_dataset(path=train)
+    assert len(dataset.records) == len(json.loads(train.read_text(encoding="utf-8")))
+    assert [r.text for r in demo_dataset(3, path=train).records] == [
+        r.text for r in dataset.records[:3]
+    ]
+    examples = demo_examples(demo_dataset(3, path=train), demo_domain())
+    assert all(len(examples[stage]) == 3 for stage in ("anchor", "explorer", "calibrate"))
+    from samalign.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["demo", "--train-file", str(train), "--eval-sentences", "48", "--out", "x"]
+    )
+    assert args.train_file == train and args.eval_sentences == 48
 
 
 def test_every_stage_has_one_example_per_sentence() -> None:

@@ -66,7 +66,8 @@ def context(fake_ner: Any) -> RunContext:
 
 
 def test_document_graph_shifts_offsets_and_keeps_order(fake_ner: Any) -> None:
-    graph = build_document_graph(build_joint_graph())
+    # "always": one relation request per sentence (the default skips S3, see below)
+    graph = build_document_graph(build_joint_graph(PipelineOptions(relation_schedule="always")))
     result = graph.invoke({"text": DOC}, context=context(fake_ner))
     assert [e.text for e in result["entities"]] == DOC_ENTITIES
     for entity in result["entities"]:
@@ -87,6 +88,18 @@ def test_document_graph_shifts_offsets_and_keeps_order(fake_ner: Any) -> None:
     assert result["errors"] == []
     assert result["usage"]["relations_forward"].calls == 3
     assert result["usage"]["anchor"].calls == 3
+
+
+def test_document_graph_skips_relations_of_a_sentence_with_one_entity(fake_ner: Any) -> None:
+    always = build_document_graph(build_joint_graph(PipelineOptions(relation_schedule="always")))
+    needed = build_document_graph(build_joint_graph())  # default relation_schedule="needed"
+    full = always.invoke({"text": DOC}, context=context(fake_ner))
+    result = needed.invoke({"text": DOC}, context=context(fake_ner))
+    assert result["entities"] == full["entities"]
+    assert result["triplets"] == full["triplets"]
+    assert len(result["triplets"]) == 2
+    assert result["usage"]["relations_forward"].calls == 2  # S3 has only "Acme Corp."
+    assert result["usage"]["relations_reverse"].calls == 2
 
 
 async def test_document_graph_async_and_progress_events(fake_ner: Any) -> None:

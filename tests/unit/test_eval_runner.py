@@ -147,6 +147,17 @@ def test_sweep_writes_one_report_per_ablation(tmp_path: Path, data_args: tuple[s
     assert title == "conll04 test — joint graph, simulated backend, ablations"
 
 
+def test_relation_schedule_flag(tmp_path: Path, data_args: tuple[str, ...]) -> None:
+    args = ("conll04", "--graph", "joint", "--backend", "simulated", "--limit", "12")
+    reports = {}
+    for schedule in ("needed", "parallel"):
+        out = tmp_path / f"{schedule}.json"
+        assert run_cli(*args, "--relation-schedule", schedule, "--out", str(out), *data_args) == 0
+        reports[schedule] = json.loads(out.read_text())
+        assert reports[schedule]["run"]["options"]["relation_schedule"] == schedule
+    assert reports["needed"]["relation"] == reports["parallel"]["relation"]  # the same triplets
+
+
 def test_exclude_label(tmp_path: Path, data_args: tuple[str, ...]) -> None:
     out = tmp_path / "r.json"
     args = ("crossner_ai", "--split", "dev", "--backend", "gold", "--limit", "10")
@@ -166,6 +177,7 @@ def test_exclude_label(tmp_path: Path, data_args: tuple[str, ...]) -> None:
         (("crossner_ai", "--backend", "simulated", "--noise", "typo=0.1"), "unknown rate 'typo'"),
         (("crossner_ai", "--backend", "simulated", "--noise", "anchor_miss=2"), "--noise"),
         (("crossner_ai", "--backend", "gold", "--no-constraint"), "options of --graph joint"),
+        (("crossner_ai", "--backend", "gold", "--relation-schedule", "always"), "--graph joint"),
         (("crossner_ai", "--backend", "gold", "--graph", "joint"), "no relation annotations"),
         (("crossner_ai", "--backend", "gold", "--domain", "crossner_music"), "not labels of"),
         (("no_such_data", "--backend", "gold"), "unknown dataset"),

@@ -306,3 +306,85 @@ def test_repeated_mention_uses_closest_pair(fake_ner: Any) -> None:
     )
     [triplet] = result["triplets"]
     assert triplet.head.start == text.rindex("John Smith")  # the occurrence next to Boston
+
+
+# --- relation_schedule: needed (default) / always / parallel ---------------------------------
+
+
+def _run(fake_ner: Any, text: str, anchor: Sequence[str], **options: Any) -> tuple[Any, Any]:
+    ner = fake_ner(anchor={text: anchor}, explorer={text: anchor}, gold=GOLD)
+    scripts = ner.scripts_by_stage()
+    answer = [{"subject": "John Smith", "pairs": [{"object": "IBM", "relation": "work for"}]}]
+    scripts["relations_forward"] = json.dumps(answer)
+    scripts["relations_reverse"] = "[]"
+    stage_models = fake_stage_models(scripts)
+    result = build_joint_graph(PipelineOptions(**options)).invoke(
+        {"text": text}, context=RunContext(domain=load_domain("conll04"), models=stage_models)
+    )
+    return result, stage_models
+
+
+def test_needed_skips_decoders_without_an_entity_pair(fake_ner: Any, stage_calls: Any) -> None:
+    text = "John Smith , who works for IBM , spoke ."
+    result, stage_models = _run(fake_ner, text, ["John Smith"])
+    assert [e.text for e in result["entities"]] == ["John Smith"]
+    for stage in ("relations_forward", "relations_reverse"):
+        assert stage_calls(stage_models, stage) == []
+        assert result["usage"][stage].calls == 0  # the node ran and made no request
+    assert result["triplets"] == [] and result["forward_triplets"] == []
+    # the same sentence with "always": both decoders are asked, nothing survives the filter
+    always, always_models = _run(fake_ner, text, ["John Smith"], relation_schedule="always")
+    assert len(stage_calls(always_models, "relations_forward")) == 1
+    assert always["triplets"] == [] and len(always["dropped_triplets"]) == 1
+    assert always["entities"] == result["entities"]
+
+
+def test_needed_asks_when_a_pair_exists_and_when_the_filter_cannot_drop(
+    fake_ner: Any, stage_calls: Any
+) -> None:
+    text = "John Smith , who works for IBM , spoke ."
+    result, stage_models = _run(fake_ner, text, ["John Smith", "IBM"])
+    assert len(stage_calls(stage_models, "relations_forward")) == 1
+    assert triples(result["triplets"]) == {("John Smith", "Work_For", "IBM")}
+    # without the anchor filter (or with recovery) every candidate can matter: always asked
+    for options in ({"anchor_constraint": False}, {"recover_dropped": True}):
+        assert PipelineOptions(**options).effective_relation_schedule == "always"
+        kept, used = _run(fake_ner, text, ["John Smith"], **options)
+        assert len(stage_calls(used, "relations_forward")) == 1, options
+    kept, _ = _run(fake_ner, text, ["John Smith"], anchor_constraint=False)
+    assert triples(kept["triplets"]) == {("John Smith", "Work_For", "IBM")}
+
+
+def test_parallel_starts_decoders_with_ner_and_gives_the_same_result(fake_ner: Any) -> None:
+    graph = build_joint_graph(PipelineOptions(relation_schedule="parallel"))
+    edges = {(e.source, e.target) for e in graph.get_graph().edges}
+    assert ("__start__", "relations_forward") in edges
+    assert ("__start__", "relations_reverse") in edges
+    assert ("calibrate", "relations_check") in edges
+    assert ("relations_check", "anchor_filter") in edges
+    always = build_joint_graph(PipelineOptions(relation_schedule="always"))
+    a = always.invoke(
+        {"text": TEXT}, context=RunContext(domain=load_domain("conll04"), models=models(fake_ner))
+    )
+    p = graph.invoke(
+        {"text": TEXT}, context=RunContext(domain=load_domain("conll04"), models=models(fake_ner))
+    )
+    assert {e.text for e in p["entities"]} == set(NER)
+    for key in ("entities", "triplets", "forward_triplets", "reverse_triplets", "dropped_triplets"):
+        assert p[key] == a[key], key
+    assert sorted(d.model_dump_json() for d in p["diagnostics"]) == sorted(
+        d.model_dump_json() for d in a["diagnostics"]
+    )
+    assert {s: u.calls for s, u in p["usage"].items()} == {
+        s: u.calls for s, u in a["usage"].items()
+    }
+
+
+async def test_parallel_keeps_a_failed_decoder_and_async_path(fake_ner: Any) -> None:
+    stage_models = models(fake_ner, forward="not json at all", reverse="[]")
+    graph = build_joint_graph(PipelineOptions(relation_schedule="parallel"))
+    ctx = RunContext(domain=load_domain("conll04"), models=stage_models)
+    result = await graph.ainvoke({"text": TEXT}, context=ctx)
+    assert {e.text for e in result["entities"]} == set(NER)
+    assert result["triplets"] == [] and "relations_forward" in result["failed_stages"]
+    assert any(d.kind == "parse_error" for d in result["diagnostics"])
