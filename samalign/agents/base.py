@@ -119,12 +119,20 @@ def validate_text(text: str, settings: AgentSettings) -> None:
     """Reject text no sentence-level stage can process.
 
     Raises:
-        InputError: Empty or whitespace-only text, or text over ``max_text_chars``.
+        InputError: Empty or whitespace-only text, text over ``max_text_chars``, or text that
+            is not valid Unicode (it holds a lone surrogate).
     """
     if not isinstance(text, str):
         raise InputError(f"text must be a string, got {type(text).__name__}")
     if not text.strip():
         raise InputError("text is empty or whitespace only; give a sentence to extract from")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise InputError(
+            f"text is not valid Unicode: it holds a lone surrogate (\\u{ord(text[err.start]):04x})"
+            f" at character {err.start}; fix the text (no model can be sent it)"
+        ) from None
     if len(text) > settings.max_text_chars:
         raise InputError(
             f"text has {len(text)} characters, over the sentence limit of "

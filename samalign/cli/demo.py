@@ -6,6 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
+from samalign.cli.options import bounded
+
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``samalign demo``."""
@@ -26,7 +28,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="serve in-process with transformers + peft (default) or through a vLLM server",
     )
     p.add_argument("--vllm-python", help="interpreter of a vLLM environment (vllm-server)")
-    p.add_argument("--sentences", type=int, default=None, help="use the first N sentences")
+    bounded(
+        p.add_argument("--sentences", type=int, default=None, help="use the first N sentences"),
+        minimum=1,
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 

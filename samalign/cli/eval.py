@@ -10,11 +10,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from samalign.batch.outputs import check_output_path
 from samalign.cli.options import (
     MODEL_DIR_ENV,
     add_backend_flags,
     add_data_format_flags,
     add_pipeline_flags,
+    bounded,
     chosen_backend,
     parse_pairs,
     pipeline_values,
@@ -86,13 +88,22 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument("--out", type=Path, required=True, help="report path, e.g. runs/ai.json")
     p.add_argument("--split", default="test", help="train, dev or test (default: test)")
-    p.add_argument("--fold", type=int, default=0, help="ADE fold 0-9 (default 0)")
+    bounded(
+        p.add_argument("--fold", type=int, default=0, help="ADE fold 0-9 (default 0)"),
+        minimum=0,
+        maximum=9,
+    )
     p.add_argument("--data-dir", type=Path, help="benchmark data folder (default: see docs)")
     p.add_argument("--domain", help="domain name or YAML (default: the dataset's name)")
     add_data_format_flags(p, formats=TOKENISED_FORMATS)
     p.add_argument("--graph", choices=["ner", "joint"], default="ner")
-    p.add_argument("--limit", type=int, help="evaluate only the first N sentences")
-    p.add_argument("--concurrency", type=int, default=16, help="sentences in flight")
+    bounded(
+        p.add_argument("--limit", type=int, help="evaluate only the first N sentences"), minimum=1
+    )
+    bounded(
+        p.add_argument("--concurrency", type=int, default=16, help="sentences in flight"),
+        minimum=1,
+    )
     p.add_argument(
         "--exclude-label",
         action="append",
@@ -266,6 +277,8 @@ async def _evaluate(
         columns=args.bio_columns,
         require_relations=args.graph == "joint",
     )
+    for path in report_paths(args.out).values():  # never over the data, never into a device
+        check_output_path(path, [dataset.path])
     domain_name = args.domain or dataset.domain
     if domain_name is None:
         raise ConfigError(f"dataset {name!r} is not built in: name its domain with --domain")
@@ -335,11 +348,7 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``samalign eval``."""
-    if args.concurrency < 1:
-        raise ConfigError("--concurrency must be at least 1")
-    if args.limit is not None and args.limit < 1:
-        raise ConfigError("--limit must be at least 1")
+    """Run ``samalign eval`` (numeric flags are checked by ``check_numbers``)."""
     return asyncio.run(_run(args))
 
 

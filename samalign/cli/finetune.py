@@ -20,10 +20,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from samalign.cli.options import add_data_format_flags
+from samalign.cli.options import add_data_format_flags, bounded
 from samalign.errors import ConfigError, InputError
+from samalign.prompts.yamlfile import load_yaml_file
 
 BUILD_STAGES: tuple[str, ...] = (
     "explorer",
@@ -81,12 +80,15 @@ def _add_build(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=Path,
         help="IEPile schema.json (its first line lists the types) for raw IEPile records",
     )
-    p.add_argument(
-        "--negative-ratio",
-        type=float,
-        default=1.0,
-        help="extractors: negative types per positive type, sampled by frequency "
-        "(open label sets such as Pile-NER; default 1.0)",
+    bounded(
+        p.add_argument(
+            "--negative-ratio",
+            type=float,
+            default=1.0,
+            help="extractors: negative types per positive type, sampled by frequency "
+            "(open label sets such as Pile-NER; default 1.0)",
+        ),
+        minimum=0,
     )
     p.add_argument(
         "--sample-negatives",
@@ -147,8 +149,14 @@ def _add_build(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "types dropped, first-occurrence tagging; docs/finetune.md)",
     )
     p.add_argument("--grounding", choices=["flat", "nested"], default="flat")
-    p.add_argument("--max-chars", type=int, default=None, help="skip longer passages")
-    p.add_argument("--limit", type=int, default=None, help="use the first N records per input")
+    bounded(
+        p.add_argument("--max-chars", type=int, default=None, help="skip longer passages"),
+        minimum=1,
+    )
+    bounded(
+        p.add_argument("--limit", type=int, default=None, help="use the first N records per input"),
+        minimum=1,
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for sampling and shuffling")
     p.set_defaults(func=_build)
 
@@ -197,12 +205,7 @@ def _add_check(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _read_mapping(path: Path | None, what: str) -> dict[str, str] | None:
     if path is None:
         return None
-    if not path.is_file():
-        raise ConfigError(f"{what} {path} not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML/JSON: {err}") from None
+    data = load_yaml_file(path, what=what)
     if not isinstance(data, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in data.items()
     ):
@@ -211,6 +214,7 @@ def _read_mapping(path: Path | None, what: str) -> dict[str, str] | None:
 
 
 def _build(args: argparse.Namespace) -> int:
+    from samalign.batch.outputs import check_output_path
     from samalign.finetune.builders import (
         build_archetype_examples,
         build_calibrate_examples,
@@ -222,6 +226,8 @@ def _build(args: argparse.Namespace) -> int:
     )
     from samalign.finetune.builders.common import DEFAULT_MAX_TEXT_CHARS
     from samalign.prompts import load_domain
+
+    check_output_path(args.out, args.inputs)
 
     domain = load_domain(args.domain) if args.domain else None
     schema = None

@@ -52,6 +52,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from samalign.batch.jsonl import encodable
 from samalign.batch.records import EntityRecord, TripletRecord
 from samalign.evaluation.analysis import SentenceDiff
 from samalign.evaluation.cost import Cost, DiagnosticCounts
@@ -409,8 +410,9 @@ def write_report(
 
     paths = report_paths(out)
     paths["json"].parent.mkdir(parents=True, exist_ok=True)
+    # encodable: a sentence whose text is not valid Unicode (an error result) is written escaped
     paths["json"].write_text(
-        json.dumps(report.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n",
+        encodable(json.dumps(report.model_dump(mode="json"), indent=2, ensure_ascii=False)) + "\n",
         encoding="utf-8",
     )
     written: dict[str, Path] = {}
@@ -425,7 +427,7 @@ def write_report(
         )
         written["view"] = View(list(view), title=title).save(paths["view"])
         link = paths["view"].name
-    paths["md"].write_text(render_markdown(report, view=link), encoding="utf-8")
+    paths["md"].write_text(encodable(render_markdown(report, view=link)), encoding="utf-8")
     written = {"json": paths["json"], "md": paths["md"], **written}
     if chart and write_chart(report, paths["png"]):
         written["png"] = paths["png"]

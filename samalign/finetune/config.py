@@ -21,6 +21,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 import yaml
 
 from samalign.errors import ConfigError
+from samalign.prompts.yamlfile import load_yaml, load_yaml_file
 from samalign.serving.model_dir import VLLM_LORA_RANKS, VLLM_UNSERVABLE_TARGETS
 
 CONFIG_FILE_NAME = "samalign-finetune.yaml"
@@ -342,14 +343,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
         ConfigError: The file is missing or not YAML, or a setting is invalid.
     """
     file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"{file}: config file not found")
-    try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{file}: not valid YAML: {err}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{file}: not UTF-8 text") from None
+    data = load_yaml_file(file, what="config file")
     if data is None:
         data = {}
     if isinstance(data, dict) and overrides:
@@ -367,8 +361,8 @@ def parse_override(item: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise ConfigError(f"--set expects key=value, got {item!r}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
+        value = load_yaml(raw, origin=f"--set {key.strip()}") if raw.strip() else None
+    except ConfigError:
         value = raw
     return key.strip(), value
 

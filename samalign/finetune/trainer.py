@@ -339,10 +339,10 @@ def _check_resume_config(config: TrainConfig, checkpoint: Path) -> None:
     saved_path = checkpoint / CONFIG_FILE_NAME
     if not saved_path.is_file():
         return
-    import yaml
+    from samalign.prompts.yamlfile import load_yaml_file
 
     saved = config_from_mapping(
-        yaml.safe_load(saved_path.read_text("utf-8")), origin=str(saved_path)
+        load_yaml_file(saved_path, what="checkpoint config"), origin=str(saved_path)
     )
     now, then = config.to_dict(), saved.to_dict()
     changed = sorted(k for k in now if k not in _COSMETIC_FIELDS and now[k] != then[k])

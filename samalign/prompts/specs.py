@@ -19,12 +19,12 @@ from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any
 
-from jinja2 import StrictUndefined, Template, TemplateError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2 import TemplateError
 
 from samalign.errors import ConfigError
 from samalign.prompts.formats import AssignmentsFormat, TypedMentionsFormat
 from samalign.prompts.relations import FORWARD_FORMAT, REVERSE_FORMAT, RelationsFormat
+from samalign.prompts.sandbox import PromptEnvironment, PromptTemplate, compile_template
 
 IEPILE_NER_INSTRUCTION = (
     "You are an expert in named entity recognition. Please extract entities that match the "
@@ -98,13 +98,9 @@ def _pyrepr_filter(value: Any) -> str:
     return "[" + ", ".join(repr(str(item)) for item in value) + "]"
 
 
-def _environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(
-        undefined=StrictUndefined, keep_trailing_newline=False, autoescape=False
-    )
-    env.filters["json"] = _json_filter
-    env.filters["pyrepr"] = _pyrepr_filter
-    return env
+def _environment() -> PromptEnvironment:
+    """The sandbox every stage template renders in (no loader; bounded work and size)."""
+    return PromptEnvironment({"json": _json_filter, "pyrepr": _pyrepr_filter})
 
 
 @dataclass(frozen=True)
@@ -125,12 +121,12 @@ class StageSpec:
     max_tokens: int
     required_variables: tuple[str, ...]
     rules: tuple[str, ...] = ()
-    _compiled: Template = field(init=False, repr=False, compare=False)
+    _compiled: PromptTemplate = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         try:
-            compiled = _environment().from_string(self.template)
-        except TemplateError as err:
+            compiled = compile_template(_environment(), self.template)
+        except ConfigError as err:
             raise ConfigError(f"prompt template of stage {self.name!r} is invalid: {err}") from None
         object.__setattr__(self, "_compiled", compiled)
 
@@ -143,7 +139,7 @@ class StageSpec:
         context = {"instruction": self.instruction, "rules": list(self.rules), **variables}
         try:
             return self._compiled.render(context).strip()
-        except TemplateError as err:
+        except ConfigError as err:
             raise ConfigError(
                 f"prompt template of stage {self.name!r} failed to render: {err}; "
                 f"available variables: {sorted(context)}"

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from samalign.batch.jsonl import encodable
+from samalign.datasets.files import loads
 from samalign.errors import InputError
 
 Task = Literal["ner", "re"]
@@ -115,7 +117,7 @@ def write_examples(path: str | Path, examples: Iterable[ChatExample]) -> int:
         n = 0
         with open(out, "w", encoding="utf-8") as handle:
             for ex in examples:
-                handle.write(json.dumps(ex.to_json(), ensure_ascii=False) + "\n")
+                handle.write(encodable(json.dumps(ex.to_json(), ensure_ascii=False)) + "\n")
                 n += 1
     except OSError as err:
         raise InputError(f"cannot write {out}: {err.strerror}") from None
@@ -175,13 +177,13 @@ def iter_examples(path: str | Path) -> Iterator[ChatExample]:
     if not file.is_file():
         raise InputError(f"{file}: training file not found")
     try:
-        with open(file, encoding="utf-8") as handle:
+        with open(file, encoding="utf-8-sig") as handle:  # -sig: a leading BOM is dropped
             for number, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
                 origin = f"{file}:{number}"
                 try:
-                    value = json.loads(line)
+                    value = loads(line, origin)  # nested too deeply, huge numbers: InputError
                 except json.JSONDecodeError as err:
                     raise InputError(f"{origin}: not valid JSON ({err.msg})") from None
                 yield example_from_json(value, origin)
