@@ -17,7 +17,11 @@ from samalign.testing.fakes import ScriptedToolCaller
 
 pytestmark = pytest.mark.integration
 
-FAST = PipelineOptions(constrain_mentions=True, max_completion_tokens=192)
+# relation_schedule="always": the tiny random model rarely finds two entities, and the default
+# schedule would skip the relation decoders, which this test wants to see called
+FAST = PipelineOptions(
+    constrain_mentions=True, max_completion_tokens=192, relation_schedule="always"
+)
 TEXT = "John Smith works for IBM in Armonk , New York ."
 
 
