@@ -424,6 +424,11 @@ def vllm_server_models(
         )
     if http_client is None:  # sync requests: a total deadline each (async: asyncio.timeout)
         http_client = deadline_http_client(timeout)
+    if http_async_client is None:
+        # a client of this call's own: langchain-openai's default async client is cached per
+        # (URL, timeout) for the process, and an httpx client bound to an event loop that has
+        # closed fails every request ("Event loop is closed") — e.g. a second asyncio.run()
+        http_async_client = async_http_client()
     models: dict[str, StageModel] = {}
     for stage in stages:
         adapter = (adapters or {}).get(stage, stage)

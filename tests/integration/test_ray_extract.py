@@ -277,6 +277,8 @@ def test_driver_killed_then_rerun_completes_without_duplicates(
 def wait_for_shards(out: Path, count: int, job: subprocess.Popen[Any]) -> None:
     deadline = time.monotonic() + 240
     while len(list(out.glob("part-*.parquet"))) < count:
-        assert job.poll() is None, "the job ended before the fault was injected"
+        if job.poll() is not None:
+            _, stderr = job.communicate()
+            raise AssertionError(f"the job ended before the fault was injected: {stderr[-3000:]}")
         assert time.monotonic() < deadline, "no shard written in time"
         time.sleep(0.2)
