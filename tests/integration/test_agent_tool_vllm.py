@@ -17,7 +17,11 @@ from samalign.testing.fakes import ScriptedToolCaller
 
 pytestmark = pytest.mark.integration
 
-FAST = PipelineOptions(constrain_mentions=True, max_completion_tokens=192)
+# relation_schedule="always": the relation decoder is asked even if the random model finds no
+# entity pair (the default "needed" would skip it)
+FAST = PipelineOptions(
+    constrain_mentions=True, max_completion_tokens=192, relation_schedule="always"
+)
 TEXT = "John Smith works for IBM in Armonk , New York ."
 
 
