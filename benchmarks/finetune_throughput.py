@@ -166,7 +166,7 @@ def gpu_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     from samalign.finetune.trainer import collate, enable_activation_checkpointing, token_losses
-    from samalign.testing.tiny import build_tiny_model
+    from samalign.testing.tiny import LORA_TARGET_MODULES, build_tiny_model
 
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
@@ -196,15 +196,7 @@ def gpu_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         lora = LoraConfig(
             r=8,
             lora_alpha=16,
-            target_modules=[
-                "q_proj",
-                "k_proj",
-                "v_proj",
-                "o_proj",
-                "gate_proj",
-                "up_proj",
-                "down_proj",
-            ],
+            target_modules=list(LORA_TARGET_MODULES),
             task_type="CAUSAL_LM",
         )
         model = get_peft_model(model, lora)

@@ -18,6 +18,11 @@ What it does, on a fresh machine with no model weights:
    calibrator is frozen and served through an identity adapter);
 4. serves the model directory in-process (transformers + peft backend, or a vLLM server)
    and runs the joint graph on the same sentences;
+
+   with ``ner_mode="supervised"`` (``samalign demo --ner-mode supervised``), AnchorAlign's
+   supervised setting: step 3 trains the ``supervised_ner`` adapter (typed entities, final)
+   instead of anchor, explorer, archetype and calibrate, and step 4 runs the supervised joint
+   graph (supervised NER → forward/reverse decoders → anchor filter);
 5. scores the entities (strict span + type) and the relation triplets (strict) against the
    gold annotation and writes ``demo_report.json``.
 
@@ -50,11 +55,13 @@ from samalign.finetune.builders import (
     build_calibrate_examples,
     build_extraction_examples,
     build_relation_examples,
+    build_supervised_examples,
     read_source,
     write_examples,
 )
 from samalign.finetune.config import TrainConfig
 from samalign.finetune.trainer import TrainResult, train
+from samalign.graphs.options import NerMode
 from samalign.prompts.archetypes import archetype_table
 from samalign.prompts.domain import Domain, load_domain
 from samalign.serving.extras import quiet_transformers
@@ -76,6 +83,21 @@ DEMO_STAGES: tuple[str, ...] = (
     "relations_forward",
     "relations_reverse",
 )
+"""The stages the zero-shot demo trains (SAM-NER's NER, then the relation decoders)."""
+
+SUPERVISED_DEMO_STAGES: tuple[str, ...] = (
+    "supervised_ner",
+    "relations_forward",
+    "relations_reverse",
+)
+"""The stages ``--ner-mode supervised`` trains (AnchorAlign's supervised setting)."""
+
+
+def demo_stages(ner_mode: NerMode = "zero_shot") -> tuple[str, ...]:
+    """The stages a demo trains and serves in ``ner_mode``."""
+    return SUPERVISED_DEMO_STAGES if ner_mode == "supervised" else DEMO_STAGES
+
+
 DEMO_NOTE = (
     "This is a TINY DEMONSTRATION MODEL (a 2-layer random Llama given a short language-model "
     "pass and LoRA adapters) trained on these very sentences. The scores show that the loop "
@@ -136,6 +158,7 @@ DEFAULT_RECIPES: dict[str, StageRecipe] = {
     "calibrate": StageRecipe(steps=800, learning_rate=5e-3),
     "relations_forward": StageRecipe(steps=1000, learning_rate=5e-3),
     "relations_reverse": StageRecipe(steps=1000, learning_rate=5e-3),
+    "supervised_ner": StageRecipe(steps=1000, learning_rate=5e-3),
 }
 """Per-stage training length. A tiny random-init model needs far higher learning rates and
 more epochs than Table 7's settings for an 8B model; the rank and alpha stay Table 7's."""
@@ -168,6 +191,9 @@ class DemoOptions:
             (default: all of them).
         seed: Seed of everything.
         progress: Show progress bars.
+        ner_mode: ``zero_shot`` (SAM-NER's stages) or ``supervised`` (AnchorAlign's setting:
+            the ``supervised_ner`` adapter instead of anchor, explorer, archetype and
+            calibrate, and the supervised joint graph).
     """
 
     out: Path
@@ -185,6 +211,12 @@ class DemoOptions:
     eval_sentences: int | None = None
     seed: int = 0
     progress: bool = True
+    ner_mode: NerMode = "zero_shot"
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """The stages this demo trains and serves."""
+        return demo_stages(self.ner_mode)
 
 
 @dataclass
@@ -201,12 +233,14 @@ class DemoReport:
     results: list[dict[str, Any]]
     constrain_mentions: bool = True
     note: str = DEMO_NOTE
+    ner_mode: str = "zero_shot"
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON report (scores first)."""
         return {
             "entity_f1": self.entity["f1"],
             "relation_strict_f1": self.relation_strict["f1"],
+            "ner_mode": self.ner_mode,
             "sentences": self.sentences,
             "seconds": round(self.seconds, 1),
             "entity": self.entity,
@@ -290,12 +324,24 @@ def demo_dataset(sentences: int | None = None, path: Path | None = None) -> Sour
     return dataset
 
 
-def demo_examples(dataset: SourceDataset, domain: Domain) -> dict[str, list[ChatExample]]:
+def demo_examples(
+    dataset: SourceDataset, domain: Domain, ner_mode: NerMode = "zero_shot"
+) -> dict[str, list[ChatExample]]:
     """Training examples of every demo stage, rendered exactly as the graph prompts.
 
     The extractors ask about the domain's types in domain order and the classifier about
     all 14 archetypes, as at inference (the demo trains on the prompts it will be asked).
+    With ``ner_mode="supervised"``: the supervised NER stage and the relation decoders.
     """
+    relations = {
+        stage: build_relation_examples(stage, [dataset], domain=domain)[0]
+        for stage in ("relations_forward", "relations_reverse")
+    }
+    if ner_mode == "supervised":
+        return {
+            "supervised_ner": build_supervised_examples([dataset], domain=domain)[0],
+            **relations,
+        }
     return {
         "anchor": build_extraction_examples("anchor", [dataset], domain=domain)[0],
         "explorer": build_extraction_examples(
@@ -303,12 +349,7 @@ def demo_examples(dataset: SourceDataset, domain: Domain) -> dict[str, list[Chat
         )[0],
         "archetype": build_archetype_examples([dataset], domain=domain, schema="full")[0],
         "calibrate": build_calibrate_examples([dataset], domain=domain)[0],
-        "relations_forward": build_relation_examples("relations_forward", [dataset], domain=domain)[
-            0
-        ],
-        "relations_reverse": build_relation_examples("relations_reverse", [dataset], domain=domain)[
-            0
-        ],
+        **relations,
     }
 
 
@@ -328,12 +369,14 @@ def language_model_corpus(
     *,
     copy_exercises: int = 8,
     seed: int = 0,
+    ner_mode: NerMode = "zero_shot",
 ) -> list[str]:
     """Label-free texts for the language-model pass (see module docs).
 
     * every stage prompt of every sentence *without its labels*: the extractor and relation
       prompts as they are, the classifier prompt with the untagged sentence, the calibrator
-      prompt with an empty initial output;
+      prompt with an empty initial output (``ner_mode="supervised"``: the supervised NER and
+      relation prompts);
     * the answer skeletons with every list empty (e.g. all 14 archetypes mapped to ``[]``);
     * per sentence ``copy_exercises`` JSON texts that copy 1–4 random word spans of it into
       the shapes the answers use (a list, ``entity`` records, subject/object blocks), with
@@ -354,20 +397,30 @@ def language_model_corpus(
             {"name": t.name, "definition": t.definition} for t in domain.entity_types
         ],
     }
+    supervised = ner_mode == "supervised"
+    record_key = "mention" if supervised else "entity"  # the typed records the stages write
     texts: list[str] = []
     rng = random.Random(seed)
     for rec in dataset.records:
         text = rec.text
-        texts.append(stage_spec("anchor", domain).render({"labels": names, "text": text}))
-        texts.append(stage_spec("explorer", domain).render({"labels": names, "text": text}))
-        texts.append(stage_spec("archetype", domain).render({"labels": archetypes, "text": text}))
+        if supervised:
+            texts.append(
+                stage_spec("supervised_ner", domain).render({"labels": names, "text": text})
+            )
+        else:
+            texts.append(stage_spec("anchor", domain).render({"labels": names, "text": text}))
+            texts.append(stage_spec("explorer", domain).render({"labels": names, "text": text}))
+            texts.append(
+                stage_spec("archetype", domain).render({"labels": archetypes, "text": text})
+            )
         for stage in ("relations_forward", "relations_reverse"):
             texts.append(stage_spec(stage, domain).render({"relations": relations, "text": text}))
-        texts.append(
-            stage_spec("calibrate", domain).render(
-                {"text": text, "initial_output": {}, "candidate_types": names, **definitions}
+        if not supervised:
+            texts.append(
+                stage_spec("calibrate", domain).render(
+                    {"text": text, "initial_output": {}, "candidate_types": names, **definitions}
+                )
             )
-        )
         words = text.split(" ")
         for _ in range(copy_exercises):
             shape = rng.randrange(4)
@@ -375,7 +428,7 @@ def language_model_corpus(
             if shape == 0:
                 value: Any = {"Input": text, "spans": spans}
             elif shape == 1:
-                value = [{"entity": s, "type": "span"} for s in spans]
+                value = [{record_key: s, "type": "span"} for s in spans]
             else:
                 own, other = ("subject", "object") if shape == 2 else ("object", "subject")
                 pairs = [{other: s, "relation": "span"} for s in spans[1:] or spans]
@@ -475,7 +528,7 @@ def train_demo_adapters(
     data_dir = options.out / "data"
     runs_dir = options.out / "runs"
     results: dict[str, TrainResult] = {}
-    for stage in DEMO_STAGES:
+    for stage in options.stages:
         recipe = options.recipes[stage]
         data = data_dir / f"{stage}.jsonl"
         write_examples(data, examples[stage])
@@ -519,12 +572,16 @@ def build_demo_model(
     if model_dir.exists():
         shutil.rmtree(model_dir)
     lm_texts = language_model_corpus(
-        dataset, demo_domain(), copy_exercises=options.copy_exercises, seed=options.seed
+        dataset,
+        demo_domain(),
+        copy_exercises=options.copy_exercises,
+        seed=options.seed,
+        ner_mode=options.ner_mode,
     )
     # the tokenizer learns the prompts and the label-free pass texts, not the gold answers
     corpus = [ex.prompt for exs in examples.values() for ex in exs] + lm_texts
-    build_tiny_model(model_dir, adapters=DEMO_STAGES, identity_adapters=(), seed=options.seed,
-                     corpus=corpus)  # fmt: skip
+    build_tiny_model(model_dir, adapters=options.stages, identity_adapters=(),
+                     seed=options.seed, corpus=corpus)  # fmt: skip
     stats = language_model_pass(
         model_dir / "base",
         lm_texts,
@@ -554,7 +611,7 @@ def demo_models(model_dir: Path, options: DemoOptions) -> Iterator[StageModels]:
     Raises:
         ConfigError: The backend is not available here (naming what is missing).
     """
-    stages = list(DEMO_STAGES)
+    stages = list(options.stages)
     if options.backend == "transformers":
         import importlib
 
@@ -625,11 +682,14 @@ def run_joint_graph(
     *,
     constrain_mentions: bool = True,
     concurrency: int = 8,
+    ner_mode: NerMode = "zero_shot",
 ) -> list[JointResult]:
     """Run the joint graph over the texts; one typed result per text, in order."""
     from samalign.graphs import JointResult, PipelineOptions, RunContext, build_joint_graph
 
-    graph = build_joint_graph(PipelineOptions(constrain_mentions=constrain_mentions))
+    graph = build_joint_graph(
+        PipelineOptions(constrain_mentions=constrain_mentions, ner_mode=ner_mode)
+    )
     context = RunContext(domain=domain, models=models)
     states = graph.batch(
         [{"text": t} for t in texts], config={"max_concurrency": concurrency}, context=context
@@ -638,11 +698,17 @@ def run_joint_graph(
 
 
 def sentence_record(
-    text: str, result: JointResult, gold_entities: set[EntityKey], gold_triplets: set[Any]
+    text: str,
+    result: JointResult,
+    gold_entities: set[EntityKey],
+    gold_triplets: set[Any],
+    *,
+    ner_mode: NerMode = "zero_shot",
 ) -> dict[str, Any]:
     """The stage-by-stage flow of one sentence (for the report and the printout)."""
     return {
         "text": text,
+        "supervised": ner_mode == "supervised",
         "anchor": list(result.anchor_mentions),
         "explorer": list(result.explorer_mentions),
         "ccr_dropped": [n.mention for n in result.noise],
@@ -664,15 +730,17 @@ def format_flow(record: Mapping[str, Any], index: int) -> list[str]:
     """Human-readable lines of one sentence's stage-by-stage flow."""
     gold_entities = {(s, e, label) for s, e, label in record["gold_entities"]}
     lines = [f"[{index}] {record['text']}"]
-    lines.append(f"    anchor      {record['anchor']}")
-    lines.append(f"    explorer    {record['explorer']}")
-    lines.append(f"    CCR dropped {record['ccr_dropped']}")
-    lines.append(f"    archetypes  {record['archetypes']}")
+    supervised = record.get("supervised", False)
+    if not supervised:
+        lines.append(f"    anchor      {record['anchor']}")
+        lines.append(f"    explorer    {record['explorer']}")
+        lines.append(f"    CCR dropped {record['ccr_dropped']}")
+        lines.append(f"    archetypes  {record['archetypes']}")
     labelled = []
     for ent in record["entities"]:
         mark = "ok" if (ent["start"], ent["end"], ent["label"]) in gold_entities else "WRONG"
         labelled.append(f"{ent['text']}={ent['label']} ({mark})")
-    lines.append(f"    calibrated  {labelled}")
+    lines.append(f"    {'supervised' if supervised else 'calibrated'}  {labelled}")
     missed = sorted(
         gold_entities - {(e["start"], e["end"], e["label"]) for e in record["entities"]}
     )
@@ -715,7 +783,7 @@ def run_demo(options: DemoOptions) -> DemoReport:
     options.out.mkdir(parents=True, exist_ok=True)
     domain = demo_domain()
     dataset = demo_dataset(options.sentences, options.train_file)
-    examples = demo_examples(dataset, domain)
+    examples = demo_examples(dataset, domain, options.ner_mode)
     phases["build_data"] = time.perf_counter() - start
 
     t = time.perf_counter()
@@ -731,7 +799,11 @@ def run_demo(options: DemoOptions) -> DemoReport:
     texts = [rec.text for rec in scored]
     with demo_models(model_dir, options) as models:
         results = run_joint_graph(
-            texts, models, domain, constrain_mentions=options.constrain_mentions
+            texts,
+            models,
+            domain,
+            constrain_mentions=options.constrain_mentions,
+            ner_mode=options.ner_mode,
         )
     phases["serve_and_run_graph"] = time.perf_counter() - t
 
@@ -754,7 +826,7 @@ def run_demo(options: DemoOptions) -> DemoReport:
     entity = score_entities(gold_entities, pred_entities)
     relation = score_relations(gold_triplets, pred_triplets)
     records = [
-        sentence_record(text, result, ge, gt)
+        sentence_record(text, result, ge, gt, ner_mode=options.ner_mode)
         for text, result, ge, gt in zip(texts, results, gold_entities, gold_triplets, strict=True)
     ]
     training = {"language_model_pass": lm_stats}
@@ -774,6 +846,7 @@ def run_demo(options: DemoOptions) -> DemoReport:
         backend=options.backend,
         results=records,
         constrain_mentions=options.constrain_mentions,
+        ner_mode=options.ner_mode,
     )
     (options.out / REPORT_NAME).write_text(
         json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
@@ -787,6 +860,7 @@ __all__ = [
     "DEMO_PROMPTS",
     "DEMO_STAGES",
     "REPORT_NAME",
+    "SUPERVISED_DEMO_STAGES",
     "DemoOptions",
     "DemoReport",
     "StageRecipe",
@@ -795,6 +869,7 @@ __all__ = [
     "demo_domain",
     "demo_examples",
     "demo_models",
+    "demo_stages",
     "format_flow",
     "language_model_corpus",
     "language_model_pass",

@@ -9,7 +9,7 @@ as fields (:class:`BackendError`: ``stage``, ``adapter``, ``status_code``; :clas
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
@@ -97,17 +97,38 @@ class ModelRequestBlockedError(SamalignError):
     """
 
 
-def validation_problems(err: ValidationError, what: str, *, limit: int | None = None) -> str:
+def validation_problems(err: ValidationError, what: str, *, limit: int = 10) -> str:
     """A pydantic validation error as one line, ``field.path: message; …``.
+
+    At most ``limit`` problems are named (then ``… and N more``), each cut short, so a huge
+    invalid input never makes a huge message.
 
     Args:
         err: The validation error.
         what: The name used for an error about the whole value (no field path).
-        limit: Name at most this many problems (default: all).
+        limit: The most problems named.
     """
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or what}: {e['msg']}" for e in err.errors()[:limit]
-    )
+    errors = err.errors()
+    shown = [
+        f"{'.'.join(str(p) for p in e['loc'])[:100] or what}: {str(e['msg'])[:200]}"
+        for e in errors[:limit]
+    ]
+    more = f"; … and {len(errors) - limit} more" if len(errors) > limit else ""
+    return "; ".join(shown) + more
+
+
+def shorten(text: str, limit: int = 80) -> str:
+    """``text`` cut to ``limit`` characters (then ``…``), for an error message.
+
+    A value from an input file (a token, a type, an id, a whole record) or a parser's message
+    about it can be of any size; an error message quotes it through this so it stays short.
+    """
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def quoted(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters (:func:`shorten`), for an error message."""
+    return shorten(repr(value), limit)
 
 
 __all__ = [
@@ -117,5 +138,7 @@ __all__ = [
     "ModelRequestBlockedError",
     "OutputParseError",
     "SamalignError",
+    "quoted",
+    "shorten",
     "validation_problems",
 ]

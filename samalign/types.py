@@ -33,8 +33,8 @@ class Archetype(StrEnum):
     MISC = "Misc"
 
 
-Source = Literal["anchor", "explorer"]
-"""Which extractor proposed a mention."""
+Source = Literal["anchor", "explorer", "supervised_ner"]
+"""Which extractor proposed a mention (``supervised_ner``: AnchorAlign's supervised NER)."""
 
 RelationSource = Literal["forward", "reverse"]
 """Which relation decoder proposed a triplet."""
@@ -49,7 +49,15 @@ RELATION_STAGES: tuple[str, ...] = ("relations_forward", "relations_reverse")
 DIRECT_TYPING_STAGE = "direct_typing"
 """The classifier trained on target types directly: SAM-NER's "w/o cali." ablation (§6)."""
 
-ALL_STAGES: tuple[str, ...] = (*NER_STAGES, DIRECT_TYPING_STAGE, *RELATION_STAGES)
+SUPERVISED_NER_STAGE = "supervised_ner"
+"""AnchorAlign's supervised NER: a dataset-trained extractor whose typed entities are final."""
+
+ALL_STAGES: tuple[str, ...] = (
+    *NER_STAGES,
+    DIRECT_TYPING_STAGE,
+    SUPERVISED_NER_STAGE,
+    *RELATION_STAGES,
+)
 """Every stage that calls a model."""
 
 
@@ -276,6 +284,7 @@ __all__ = [
     "DIRECT_TYPING_STAGE",
     "NER_STAGES",
     "RELATION_STAGES",
+    "SUPERVISED_NER_STAGE",
     "Archetype",
     "Diagnostic",
     "DiagnosticKind",

@@ -49,12 +49,15 @@ class GoldReplay:
         graph: Literal["ner", "joint"] = "ner",
         grounding: Literal["flat", "nested"] = "flat",
         relation_arguments: Literal["closest", "all"] = "closest",
+        ner_mode: Literal["zero_shot", "supervised"] = "zero_shot",
         limit: int | None = None,
     ) -> EvalReport:
         """Replay the split (its first ``limit`` sentences) through the graph."""
         dataset = load_dataset(name, split, data_dir_path=self.data)
         domain = load_domain(name)
-        options = PipelineOptions(grounding=grounding, relation_arguments=relation_arguments)
+        options = PipelineOptions(
+            grounding=grounding, relation_arguments=relation_arguments, ner_mode=ner_mode
+        )
         return await aevaluate(
             dataset,
             domain,

@@ -13,12 +13,18 @@ from typing import Any
 
 from langchain_core.runnables import RunnableLambda
 
-from samalign.agents.base import AgentSettings, Prepared, StageContext, stage_node
-from samalign.agents.extractors import extraction_request
+from samalign.agents.base import (
+    AgentSettings,
+    Prepared,
+    StageContext,
+    prompt_request,
+    stage_node,
+)
 from samalign.agents.matching import assign_types
 from samalign.agents.runner import StageResult
 from samalign.agents.state import NerState, TypingUpdate
 from samalign.prompts.formats import ParsedTypedMentions
+from samalign.prompts.profiles import resolve_profile
 from samalign.types import DIRECT_TYPING_STAGE, Archetype, Diagnostic, Entity, Span
 
 ENT_OPEN = "<ENT>"
@@ -61,19 +67,18 @@ def archetype_node(
         candidates = state.candidates
         if not candidates:
             return TypingUpdate(entities=[]) if direct else TypingUpdate(archetyped=[])
-        types = ctx.domain.names if direct else [a.value for a in Archetype]
+        domain = ctx.domain
         mentions = list(dict.fromkeys(c.text for c in candidates))
         tagged = tag_entities(state.text, [c.span for c in candidates])
-        return extraction_request(
-            STAGE,
-            ctx,
-            settings,
-            text=tagged,
-            names=types,
+        rendered = resolve_profile(domain, settings.prompt_profile).classifier(
+            domain,
+            tagged,
+            direct=direct,
             mentions=mentions if settings.constrain_mentions else None,
             max_items=max(settings.max_mentions_per_type, len(mentions)),
-            adapter_stage=model_stage,
-            extra=mentions,
+        )
+        return prompt_request(
+            STAGE, ctx, settings, rendered, adapter_stage=model_stage, extra=mentions
         )
 
     def finish(
@@ -82,7 +87,8 @@ def archetype_node(
         candidates = state.candidates
         mentions: list[str] = prepared.extra
         parsed: ParsedTypedMentions | None = result.value
-        allowed = set(ctx.domain.names) if direct else {a.value for a in Archetype}
+        profile = resolve_profile(ctx.domain, settings.prompt_profile)
+        allowed = set(profile.classifier_types(ctx.domain, direct=direct))
         assigned, diagnostics = assign_types(
             [(m, t) for t, m in parsed.pairs] if parsed is not None else [],
             mentions,
@@ -106,7 +112,7 @@ def archetype_node(
                 if label is not None:
                     out.append(cand.model_copy(update={"label": label}))
             else:
-                archetype = Archetype(type_) if type_ else Archetype.MISC
+                archetype = (profile.archetype_of(type_) if type_ else None) or Archetype.MISC
                 out.append(cand.model_copy(update={"archetype": archetype}))
         if missing:
             consequence = (

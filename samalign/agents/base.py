@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from samalign.agents.runner import StageRequest, StageResult, arun_stage, run_stage
 from samalign.agents.state import NerState, StateUpdate
 from samalign.errors import ConfigError, InputError, validation_problems
-from samalign.prompts.domain import Domain
+from samalign.prompts.domain import Domain, ProfileName
+from samalign.prompts.profiles import StagePrompt
 from samalign.prompts.specs import StageSpec, default_specs
 from samalign.serving.models import StageModels
 from samalign.types import StageUsage
@@ -55,6 +56,10 @@ class AgentSettings(BaseModel):
             ``closest`` (the pair of occurrences nearest each other) or ``all`` (every pair;
             CoNLL04's SpERT release annotates a relation for every occurrence of a repeated
             mention, ADE and SciERC for one).
+        prompt_profile: The prompt profile every SAM-NER stage renders with:
+            ``default`` (samalign's prompts, constrained decoding; faster) or ``reference``
+            (the SAM-NER authors' prompts, answer formats and definitions; see
+            ``docs/reference.md``). ``None``: each domain's ``profile`` field decides.
 
     Raises:
         ConfigError: If a value is invalid (naming the field and the problem).
@@ -73,6 +78,7 @@ class AgentSettings(BaseModel):
     anchor_schema_chunk: int | None = Field(default=None, ge=1)
     max_relation_blocks: int = Field(default=16, ge=1, le=256)
     relation_arguments: Literal["closest", "all"] = "closest"
+    prompt_profile: ProfileName | None = None
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -113,12 +119,20 @@ def validate_text(text: str, settings: AgentSettings) -> None:
     """Reject text no sentence-level stage can process.
 
     Raises:
-        InputError: Empty or whitespace-only text, or text over ``max_text_chars``.
+        InputError: Empty or whitespace-only text, text over ``max_text_chars``, or text that
+            is not valid Unicode (it holds a lone surrogate).
     """
     if not isinstance(text, str):
         raise InputError(f"text must be a string, got {type(text).__name__}")
     if not text.strip():
         raise InputError("text is empty or whitespace only; give a sentence to extract from")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise InputError(
+            f"text is not valid Unicode: it holds a lone surrogate (\\u{ord(text[err.start]):04x})"
+            f" at character {err.start}; fix the text (no model can be sent it)"
+        ) from None
     if len(text) > settings.max_text_chars:
         raise InputError(
             f"text has {len(text)} characters, over the sentence limit of "
@@ -159,12 +173,13 @@ def stage_request(
     adapter_stage: str | None = None,
     extra: Any = None,
 ) -> Prepared[V]:
-    """The one way a node builds its model call.
+    """How a node builds a model call from the default specs.
 
     Renders the stage's prompt (the domain's template override, else the default spec) with
-    ``variables``, and sets the answer schema, the completion budget
-    (``settings.max_completion_tokens``, else the stage's own) and the adapter the domain
-    names for ``adapter_stage`` (default: ``stage``). Retries and the call itself are the
+    ``variables`` and hands it to :func:`prompt_request` (where every call is built), which
+    sets the answer schema, the completion budget (``settings.max_completion_tokens``, else
+    the stage's own) and the adapter the domain names for ``adapter_stage`` (default:
+    ``stage``). Retries and the call itself are the
     runner's (:func:`stage_node` passes ``settings.parse_retries``).
 
     Args:
@@ -180,16 +195,47 @@ def stage_request(
     Raises:
         ConfigError: If the template fails to render.
     """
-    domain = ctx.domain
-    spec = _default_specs()[stage].with_template(domain.prompts.get(stage))
+    spec = _default_specs()[stage].with_template(ctx.domain.prompts.get(stage))
+    rendered = StagePrompt(
+        prompt=spec.render(variables), schema=schema, parse=parse, max_tokens=spec.max_tokens
+    )
+    return prompt_request(stage, ctx, settings, rendered, adapter_stage=adapter_stage, extra=extra)
+
+
+def prompt_request(
+    stage: str,
+    ctx: StageContext,
+    settings: AgentSettings,
+    rendered: StagePrompt,
+    *,
+    adapter_stage: str | None = None,
+    extra: Any = None,
+) -> Prepared[Any]:
+    """A model call from a prompt a prompt profile rendered (the SAM-NER stages).
+
+    :func:`stage_request` renders with the default specs and ends here; the SAM-NER stages
+    (extractors, classifier, calibrator) render through the run's prompt profile
+    (:func:`~samalign.prompts.profiles.resolve_profile`), which also chooses the answer
+    schema and parser. Sets the completion budget (``settings.max_completion_tokens``, else
+    the rendered stage's own) and the adapter the domain names for ``adapter_stage``
+    (default: ``stage``).
+
+    Args:
+        stage: The request's stage name.
+        ctx: The run context (domain, models).
+        settings: The node's settings.
+        rendered: The prompt, answer schema, parser and budget.
+        adapter_stage: The stage whose adapter override applies (default: ``stage``).
+        extra: Passed through to the finish step.
+    """
     request = StageRequest(
         stage=stage,
-        messages=[HumanMessage(content=spec.render(variables))],
-        schema=schema,
-        max_tokens=settings.max_completion_tokens or spec.max_tokens,
-        adapter=domain.adapters.get(adapter_stage or stage),
+        messages=[HumanMessage(content=rendered.prompt)],
+        schema=rendered.schema,
+        max_tokens=settings.max_completion_tokens or rendered.max_tokens,
+        adapter=ctx.domain.adapters.get(adapter_stage or stage),
     )
-    return Prepared(request, parse, extra=extra)
+    return Prepared(request, rendered.parse, extra=extra)
 
 
 def _combine(results: list[StageResult[Any]]) -> StageResult[Any]:
@@ -286,6 +332,7 @@ __all__ = [
     "Prepared",
     "StageContext",
     "current_context",
+    "prompt_request",
     "pure_node",
     "stage_node",
     "stage_request",

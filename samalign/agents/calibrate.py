@@ -2,7 +2,8 @@
 
 A frozen LLM (served through an identity adapter) maps each archetype-typed mention to one
 target-domain type, given the archetype definitions (Table 5) and the target type definitions.
-Answers are restricted to the domain's types by the JSON schema.
+The prompt profile (:mod:`samalign.prompts.profiles`) renders the prompt and reads the answer;
+the default profile restricts answers to the domain's types by the JSON schema.
 """
 
 from __future__ import annotations
@@ -11,14 +12,13 @@ from typing import Any
 
 from langchain_core.runnables import RunnableLambda
 
-from samalign.agents.base import AgentSettings, Prepared, StageContext, stage_node, stage_request
+from samalign.agents.base import AgentSettings, Prepared, StageContext, prompt_request, stage_node
 from samalign.agents.matching import assign_types
 from samalign.agents.runner import StageResult
 from samalign.agents.state import NerState, TypingUpdate
-from samalign.prompts.archetypes import archetype_table
 from samalign.prompts.formats import ParsedAssignments
-from samalign.prompts.specs import CALIBRATION_FORMAT
-from samalign.types import Diagnostic
+from samalign.prompts.profiles import resolve_profile
+from samalign.types import Archetype, Diagnostic
 
 STAGE = "calibrate"
 CALIBRATION_MAX_ITEMS = 64
@@ -27,41 +27,23 @@ CALIBRATION_MAX_ITEMS = 64
 
 def calibrate_node(settings: AgentSettings) -> RunnableLambda[NerState, dict[str, Any]]:
     """Build the ``calibrate`` node."""
-    table = archetype_table()
-    archetype_definitions = [
-        {"name": a.name.value, "definition": a.definition} for a in table.archetypes
-    ]
 
     def prepare(state: NerState, ctx: StageContext) -> Prepared[ParsedAssignments] | TypingUpdate:
         if not state.archetyped:
             return TypingUpdate(entities=[])
         domain = ctx.domain
-        initial: dict[str, str] = {}
+        initial: dict[str, Archetype] = {}
         for ent in state.archetyped:
             if ent.archetype is not None:
-                initial.setdefault(ent.text, ent.archetype.value)
-        names = domain.names
-        return stage_request(
-            STAGE,
-            ctx,
-            settings,
-            variables={
-                "text": state.text,
-                "initial_output": initial,
-                "candidate_types": names,
-                "archetype_definitions": archetype_definitions,
-                "target_definitions": [
-                    {"name": t.name, "definition": t.definition} for t in domain.entity_types
-                ],
-            },
-            schema=CALIBRATION_FORMAT.schema(
-                names,
-                mentions=list(initial) if settings.constrain_mentions else None,
-                max_items=max(CALIBRATION_MAX_ITEMS, len(initial)),
-            ),
-            parse=CALIBRATION_FORMAT.parse,
-            extra=list(initial),
+                initial.setdefault(ent.text, ent.archetype)
+        rendered = resolve_profile(domain, settings.prompt_profile).calibrator(
+            domain,
+            state.text,
+            initial,
+            mentions=list(initial) if settings.constrain_mentions else None,
+            max_items=max(CALIBRATION_MAX_ITEMS, len(initial)),
         )
+        return prompt_request(STAGE, ctx, settings, rendered, extra=list(initial))
 
     def finish(
         state: NerState, ctx: StageContext, prepared: Prepared[Any], result: StageResult[Any]

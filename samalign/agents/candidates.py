@@ -18,50 +18,46 @@ from samalign.agents.state import CandidatesUpdate, NerState
 from samalign.types import Diagnostic, Entity, GroundedMention, NoiseRecord, Source, StageUsage
 
 
-def build_candidates(
+def ground_candidates(
     text: str,
     mentions: Sequence[str],
-    anchor: Sequence[GroundedMention],
-    explorer: Sequence[GroundedMention],
     settings: AgentSettings,
     *,
-    stage: str = "consensus",
-) -> tuple[list[Entity], list[Diagnostic]]:
-    """Turn candidate mention strings into entities, from the extractors' grounded mentions.
+    stage: str,
+    known: Sequence[GroundedMention] = (),
+) -> tuple[list[GroundedMention], list[Diagnostic]]:
+    """Ground candidate mention strings to spans the way every candidate set is built.
 
-    Each mention takes the spans its extractor grounded (a mention no extractor grounded, e.g.
-    one given in the graph's input, is grounded here); overlaps are then resolved by
-    ``settings.grounding``. Spans are sorted by position; in flat mode no two candidates
-    overlap, and a mention all of whose occurrences lie inside longer mentions is reported
-    as ``subsumed``.
+    Each mention takes the spans already grounded for it in ``known`` (the extractors'
+    grounded mentions); any other mention is grounded here. Overlaps are then resolved by
+    ``settings.grounding``: in flat mode no two spans overlap, and a mention all of whose
+    occurrences lie inside longer mentions is reported as ``subsumed``; a mention not found is
+    a ``hallucination``. Both are dropped.
 
     Args:
         text: The sentence.
-        mentions: The candidate strings (distinct, in CCR's order).
-        anchor: The anchor's grounded mentions.
-        explorer: The explorer's grounded mentions.
-        settings: The node's settings (``grounding``).
+        mentions: The candidate strings (in order; repeats are ignored).
+        settings: The node's settings (``grounding``, ``fuzzy_threshold``).
         stage: Stage name for diagnostics.
+        known: Mentions grounded earlier, whose spans are reused.
 
     Returns:
-        The candidate entities and the diagnostics.
+        The kept grounded mentions (each with at least one span), in the order of
+        ``mentions``, and the diagnostics.
     """
-    anchor_set = {g.mention for g in anchor}
-    explorer_set = {g.mention for g in explorer}
-    known = {g.mention: g for g in (*explorer, *anchor)}  # same text: same spans
-    entities: list[Entity] = []
+    by_mention = {g.mention: g for g in known}
     diagnostics: list[Diagnostic] = []
     unique = list(dict.fromkeys(mentions))
-    unknown = [m for m in unique if m not in known]
+    unknown = [m for m in unique if m not in by_mention]
     if unknown:
-        known.update(
+        by_mention.update(
             (g.mention, g)
             for g in ground_mentions(
                 text, unknown, mode="nested", fuzzy_threshold=settings.fuzzy_threshold
             )
         )
-    found = [known[m] for m in unique]
-    for grounded in resolve_overlaps(found, mode=settings.grounding):
+    kept: list[GroundedMention] = []
+    for grounded in resolve_overlaps([by_mention[m] for m in unique], mode=settings.grounding):
         if grounded.subsumed or not grounded.spans:
             diagnostics.append(
                 Diagnostic(
@@ -76,6 +72,43 @@ def build_candidates(
                 )
             )
             continue
+        kept.append(grounded)
+    return kept, diagnostics
+
+
+def build_candidates(
+    text: str,
+    mentions: Sequence[str],
+    anchor: Sequence[GroundedMention],
+    explorer: Sequence[GroundedMention],
+    settings: AgentSettings,
+    *,
+    stage: str = "consensus",
+) -> tuple[list[Entity], list[Diagnostic]]:
+    """Turn candidate mention strings into entities, from the extractors' grounded mentions.
+
+    Each mention takes the spans its extractor grounded (a mention no extractor grounded, e.g.
+    one given in the graph's input, is grounded here); overlaps are then resolved by
+    ``settings.grounding`` (see :func:`ground_candidates`). Spans are sorted by position.
+
+    Args:
+        text: The sentence.
+        mentions: The candidate strings (distinct, in CCR's order).
+        anchor: The anchor's grounded mentions.
+        explorer: The explorer's grounded mentions.
+        settings: The node's settings (``grounding``).
+        stage: Stage name for diagnostics.
+
+    Returns:
+        The candidate entities and the diagnostics.
+    """
+    anchor_set = {g.mention for g in anchor}
+    explorer_set = {g.mention for g in explorer}
+    kept, diagnostics = ground_candidates(
+        text, mentions, settings, stage=stage, known=(*explorer, *anchor)
+    )  # same text: same spans
+    entities: list[Entity] = []
+    for grounded in kept:
         sources: list[Source] = []
         if grounded.mention in anchor_set:
             sources.append("anchor")
@@ -133,4 +166,4 @@ def merge_node(settings: AgentSettings) -> RunnableLambda[NerState, dict[str, An
     return pure_node("merge", run)
 
 
-__all__ = ["build_candidates", "consensus_node", "merge_node"]
+__all__ = ["build_candidates", "consensus_node", "ground_candidates", "merge_node"]

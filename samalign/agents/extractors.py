@@ -20,15 +20,15 @@ from samalign.agents.base import (
     AgentSettings,
     Prepared,
     StageContext,
+    prompt_request,
     stage_node,
-    stage_request,
     validate_text,
 )
 from samalign.agents.grounding import find_occurrences, ground_mentions, word_spans
 from samalign.agents.runner import StageResult
 from samalign.agents.state import ExtractorUpdate, NerState
 from samalign.prompts.formats import ParsedTypedMentions
-from samalign.prompts.specs import EXTRACTION_FORMAT
+from samalign.prompts.profiles import PromptProfile, prompt_profile, resolve_profile
 from samalign.types import Diagnostic, GroundedMention, Span
 
 MAX_ENUM_MENTIONS = 3000
@@ -122,14 +122,16 @@ def extraction_request(
     max_items: int | None = None,
     adapter_stage: str | None = None,
     extra: Any = None,
+    profile: PromptProfile | None = None,
 ) -> Prepared[ParsedTypedMentions]:
-    """A request in the extraction answer format (``{type name: [mentions]}``).
+    """A request in an extractor's answer format (``{type name: [mentions]}``).
 
-    The format of both extractors, of the anchor as the recovery's verifier, and of the
-    archetype classifier (whose ``names`` are the archetypes and whose text is tagged).
+    The format of both extractors and of the anchor as the recovery's verifier. The prompt is
+    the ``profile``'s (default: the ``default`` profile, JSON-schema constrained); the
+    ``reference`` profile renders the authors' extractor prompts and sends no schema.
 
     Args:
-        stage: The stage whose prompt spec is used (``anchor``, ``explorer``, ``archetype``).
+        stage: The stage whose prompt spec is used (``anchor``, ``explorer``).
         ctx: The run context.
         settings: The node's settings.
         text: The text the prompt shows.
@@ -138,19 +140,17 @@ def extraction_request(
         max_items: Mentions per type in the schema (default ``settings.max_mentions_per_type``).
         adapter_stage: The stage whose adapter override applies (default: ``stage``).
         extra: Passed through to the finish step.
+        profile: The prompt profile that renders the request (default: ``default``).
     """
-    return stage_request(
+    rendered = (profile or prompt_profile("default")).extractor(
         stage,
-        ctx,
-        settings,
-        variables={"labels": names, "text": text},
-        schema=EXTRACTION_FORMAT.schema(
-            names, mentions=mentions, max_items=max_items or settings.max_mentions_per_type
-        ),
-        parse=lambda raw: EXTRACTION_FORMAT.parse(raw, names),
-        adapter_stage=adapter_stage,
-        extra=extra,
+        ctx.domain,
+        names,
+        text,
+        mentions=mentions,
+        max_items=max_items or settings.max_mentions_per_type,
     )
+    return prompt_request(stage, ctx, settings, rendered, adapter_stage=adapter_stage, extra=extra)
 
 
 def extractor_node(
@@ -161,15 +161,16 @@ def extractor_node(
     def request_for(
         state: NerState, ctx: StageContext, names: list[str], mentions: list[str] | None
     ) -> Prepared[ParsedTypedMentions]:
+        profile = resolve_profile(ctx.domain, settings.prompt_profile)
         return extraction_request(
-            stage, ctx, settings, text=state.text, names=names, mentions=mentions
+            stage, ctx, settings, text=state.text, names=names, mentions=mentions, profile=profile
         )
 
     def prepare(
         state: NerState, ctx: StageContext
     ) -> Prepared[ParsedTypedMentions] | list[Prepared[ParsedTypedMentions]]:
         mentions = sentence_mentions(state.text, settings)
-        names = ctx.domain.names
+        names = resolve_profile(ctx.domain, settings.prompt_profile).extraction_types(ctx.domain)
         chunk = settings.anchor_schema_chunk if stage == "anchor" else None
         if chunk is None or len(names) <= chunk:
             return request_for(state, ctx, names, mentions)

@@ -110,6 +110,19 @@ def _reply_from(message: BaseMessage, latency_s: float) -> _Reply:
     )
 
 
+def _sendable(text: str) -> str:
+    """``text`` as valid Unicode (a lone surrogate in a model's answer becomes ``?``).
+
+    A re-ask sends the model its own answer back; a lone surrogate in it cannot be encoded
+    into the request.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
 def _protocol(
     request: StageRequest, parse: Callable[[str], T], retries: int
 ) -> Generator[list[BaseMessage], _Reply, StageResult[T]]:
@@ -146,11 +159,11 @@ def _protocol(
             )
             messages = [
                 *messages,
-                AIMessage(content=raw),
+                AIMessage(content=_sendable(raw)),
                 HumanMessage(
                     content=(
-                        f"Your answer could not be used: {problem}. Answer again with only the "
-                        "JSON value in the required format, and keep it short."
+                        f"Your answer could not be used: {_sendable(problem)}. Answer again with "
+                        "only the JSON value in the required format, and keep it short."
                     )
                 ),
             ]

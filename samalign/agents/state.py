@@ -9,10 +9,18 @@ LangGraph :meth:`StateUpdate.as_update`: only the fields the node set.
 from __future__ import annotations
 
 import operator
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    ValidationError,
+    model_validator,
+)
 
+from samalign.errors import InputError, validation_problems
 from samalign.prompts.relations import ParsedTriplets
 from samalign.types import (
     Diagnostic,
@@ -74,6 +82,24 @@ class NerState(BaseModel):
     failed_stages: Annotated[list[str], operator.add] = Field(default_factory=list)
     diagnostics: Annotated[list[Diagnostic], operator.add] = Field(default_factory=list)
     usage: Annotated[dict[str, StageUsage], merge_usage] = Field(default_factory=dict)
+
+    graph_input: ClassVar[bool] = True
+    """Validation errors are graph-input errors (:class:`InputError`); the typed results, which
+    read a final state and word their own error, set it to ``False``."""
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _input_errors(cls, data: Any, handler: ModelWrapValidatorHandler[NerState]) -> NerState:
+        """A graph input that is not a valid state is an :class:`InputError`, naming the field."""
+        try:
+            return handler(data)
+        except ValidationError as err:
+            if not cls.graph_input:
+                raise
+            problems = validation_problems(err, "input")
+            raise InputError(
+                f"invalid graph input ({problems}); invoke the graph with {{'text': 'a sentence'}}"
+            ) from None
 
 
 class JointState(NerState):
@@ -167,6 +193,13 @@ class TypingUpdate(StateUpdate):
     entities: list[Entity] = Field(default_factory=list)
 
 
+class SupervisedNerUpdate(StateUpdate):
+    """The ``supervised_ner`` node's update: its spans untyped and typed (labels final)."""
+
+    candidates: list[Entity] = Field(default_factory=list)
+    entities: list[Entity] = Field(default_factory=list)
+
+
 class RelationUpdate(StateUpdate):
     """A relation decoder's update (``forward_triplets`` or ``reverse_triplets``)."""
 
@@ -200,6 +233,7 @@ __all__ = [
     "RelationAnswerUpdate",
     "RelationUpdate",
     "StateUpdate",
+    "SupervisedNerUpdate",
     "TypingUpdate",
     "merge_usage",
 ]

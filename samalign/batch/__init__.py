@@ -3,6 +3,10 @@
 * :mod:`samalign.batch.records` — reading JSONL/plain-text input robustly, output records,
   resuming ``samalign extract``'s output;
 * :mod:`samalign.batch.jsonl` — the resumable JSONL file (shared with ``samalign eval``);
+* :mod:`samalign.batch.outputs` — checking ``--out``, the job manifest and lock both engines
+  keep beside their output;
+* :mod:`samalign.batch.local_job` — ``samalign extract`` in this process: one JSONL line per
+  input record, in input order, resumable;
 * :mod:`samalign.batch.run` — :func:`run_records`: a graph over many records, in input order,
   losing none;
 * :mod:`samalign.batch.job` — :class:`ExtractJob`: what ``samalign extract`` runs, as data;
@@ -23,7 +27,6 @@ from samalign.batch.records import (
     OutputRecord,
     TripletRecord,
     completed_ids,
-    finalize_output,
     read_inputs,
     read_records,
 )
@@ -40,7 +43,6 @@ __all__ = [
     "OutputRecord",
     "TripletRecord",
     "completed_ids",
-    "finalize_output",
     "read_inputs",
     "read_lines",
     "read_records",

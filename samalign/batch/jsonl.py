@@ -4,6 +4,7 @@ One JSON object per line, appended as results finish, flushed per line and synce
 (per line, or at most every ``sync_interval_s``). Reading it back for a resume keeps every
 complete line, reports a damaged complete line as ``None`` (its record is redone), and cuts an
 interrupted last line (a write killed half-way) off the file so the run can append again.
+A line never fails to write: a lone surrogate in its text is written as its JSON escape.
 """
 
 from __future__ import annotations
@@ -12,11 +13,66 @@ import io
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 from samalign.errors import InputError
+
+
+def _value(raw: bytes) -> Any:
+    """The JSON value of one line, or ``None`` if it is damaged (or nested absurdly deep)."""
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, int limits
+        return None
+
+
+def cut_partial_tail(path: Path) -> None:
+    """Cut a trailing partial line (an interrupted write) off ``path``; a missing file is fine.
+
+    Raises:
+        InputError: If the file cannot be read or repaired.
+    """
+    try:
+        with open(path, "r+b") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            end = size
+            while end > 0:
+                start = max(0, end - 65536)
+                handle.seek(start)
+                chunk = handle.read(end - start)
+                newline = chunk.rfind(b"\n")
+                if newline >= 0:
+                    end = start + newline + 1
+                    break
+                end = start
+            if end != size:
+                handle.truncate(end)
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        raise InputError(f"cannot resume from {path}: {err.strerror or err}") from None
+
+
+def scan_lines(path: Path) -> Iterator[tuple[bytes, Any]]:
+    """Each complete line of ``path`` (its bytes and JSON value, ``None`` if damaged), lazily.
+
+    A trailing partial line (no newline) is not yielded; a missing file has no lines.
+
+    Raises:
+        InputError: If the file cannot be read.
+    """
+    try:
+        with open(path, "rb") as handle:
+            for raw in handle:
+                if not raw.endswith(b"\n"):
+                    return  # an interrupted last write
+                yield raw, _value(raw)
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        raise InputError(f"cannot resume from {path}: {err.strerror or err}") from None
 
 
 def read_lines(path: Path, *, repair: bool = True) -> list[Any]:
@@ -28,28 +84,24 @@ def read_lines(path: Path, *, repair: bool = True) -> list[Any]:
     Raises:
         InputError: If the file cannot be read or repaired.
     """
-    if not path.exists():
-        return []
-    values: list[Any] = []
-    valid_end = 0
+    if repair:
+        cut_partial_tail(path)
+    return [value for _, value in scan_lines(path)]
+
+
+def encodable(line: str) -> str:
+    r"""``line`` with every lone surrogate written as its escape (``\ud800``): valid UTF-8.
+
+    Text from Python may hold lone surrogates (a model answer, a ``\ud800`` escape read from
+    input), which UTF-8 cannot encode. Inside a JSON string the escape means the same
+    character, so a JSON line stays valid, lossless JSON; elsewhere (an id, an Arrow string)
+    the escape shows what was there.
+    """
     try:
-        with open(path, "rb") as handle:
-            offset = 0
-            for raw in handle:
-                offset += len(raw)
-                if not raw.endswith(b"\n"):
-                    break  # an interrupted last write
-                valid_end = offset
-                try:
-                    values.append(json.loads(raw))
-                except (json.JSONDecodeError, UnicodeDecodeError):
-                    values.append(None)  # a damaged complete line: its record is redone
-        if repair and valid_end != path.stat().st_size:
-            with open(path, "r+b") as handle:
-                handle.truncate(valid_end)
-    except OSError as err:
-        raise InputError(f"cannot resume from {path}: {err.strerror or err}") from None
-    return values
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        return line.encode("utf-8", "backslashreplace").decode("utf-8")
+    return line
 
 
 class JsonlAppender:
@@ -89,7 +141,7 @@ class JsonlAppender:
             line: The JSON text.
             sync: Force (``True``) or skip (``False``) the sync; ``None``: by the interval.
         """
-        self._handle.write(line + "\n")
+        self._handle.write(encodable(line) + "\n")
         self._handle.flush()
         now = time.monotonic()
         if sync or (sync is None and now - self._synced >= self._interval):
@@ -118,4 +170,4 @@ class JsonlAppender:
             self._handle.close()
 
 
-__all__ = ["JsonlAppender", "read_lines"]
+__all__ = ["JsonlAppender", "cut_partial_tail", "encodable", "read_lines", "scan_lines"]

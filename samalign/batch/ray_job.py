@@ -8,8 +8,10 @@ rows at once; the others go through a Ray Data ``map_batches`` with
 writes each shard, in input order, when its last row arrives: to ``part-NNNNN.parquet`` (or
 ``.jsonl``) through a temporary file, synced and renamed, so a shard file is either complete or
 absent. ``_samalign_job.json`` in the output folder records the job's fingerprint and the input
-plan; a rerun with the same inputs and job skips every shard already written (resume after a
-crash or ``kill -9``), and refuses an output folder written by another job or other inputs.
+plan (:mod:`samalign.batch.outputs`, shared with the local engine, which is also the folder's
+lock: one run at a time); a rerun with the same inputs and job skips every shard already
+written (resume after a crash or ``kill -9``), and refuses an output folder written by another
+job or other inputs (``fresh`` deletes the shards and starts over).
 
 Every input record is accounted once, keyed by its position (so a duplicate id keeps its own
 error row): a record whose Ray task died more often than ``max_task_retries`` becomes an error
@@ -33,7 +35,21 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from samalign.batch.job import ExtractJob
-from samalign.batch.records import InputFormat, InputRecord, OutputRecord, read_inputs
+from samalign.batch.outputs import (
+    JobSummary,
+    check_output_path,
+    claim_output,
+    redo,
+    write_atomic,
+)
+from samalign.batch.records import (
+    InputFormat,
+    InputRecord,
+    OutputRecord,
+    check_input_file,
+    output_line,
+    read_inputs,
+)
 from samalign.batch.rows import rows_table, table_outputs
 from samalign.errors import BackendError, ConfigError, InputError
 
@@ -77,24 +93,15 @@ class RayOptions(BaseModel):
 
 
 @dataclass
-class RaySummary:
-    """What a run did.
+class RaySummary(JobSummary):
+    """What a run did (the counts of :class:`~samalign.batch.outputs.JobSummary`, plus).
 
     Attributes:
-        records: Input records.
         shards: Output shards.
-        resumed: Records found already written (skipped).
-        ran: Records sent through Ray by this run.
-        errors: Error rows in the whole output.
-        seconds: Wall time of this run.
+        failed_tasks: Shards with records whose Ray task died too often.
     """
 
-    records: int = 0
     shards: int = 0
-    resumed: int = 0
-    ran: int = 0
-    errors: int = 0
-    seconds: float = 0.0
     failed_tasks: list[str] = field(default_factory=list)
 
 
@@ -110,22 +117,6 @@ def _plan_hash(records: Sequence[InputRecord]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _write_atomic(path: Path, write: Any) -> None:
-    temp = path.with_name(path.name + ".tmp")
-    write(temp)
-    with open(temp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
-    try:
-        descriptor = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-    except OSError:  # pragma: no cover - a filesystem without directory fsync
-        pass
-
-
 def write_shard(path: Path, records: Sequence[OutputRecord], fmt: OutputFormat) -> None:
     """Write one shard atomically (temporary file, fsync, rename)."""
     if fmt == "jsonl":
@@ -133,7 +124,7 @@ def write_shard(path: Path, records: Sequence[OutputRecord], fmt: OutputFormat) 
         def write(temp: Path) -> None:
             with open(temp, "w", encoding="utf-8") as handle:
                 for record in records:
-                    handle.write(record.model_dump_json() + "\n")
+                    handle.write(output_line(record) + "\n")
 
     else:
         import pyarrow.parquet as pq
@@ -143,7 +134,7 @@ def write_shard(path: Path, records: Sequence[OutputRecord], fmt: OutputFormat) 
         def write(temp: Path) -> None:
             pq.write_table(table, temp)
 
-    _write_atomic(path, write)
+    write_atomic(path, write)
 
 
 def read_shard(path: Path) -> list[OutputRecord]:
@@ -155,12 +146,18 @@ def read_shard(path: Path) -> list[OutputRecord]:
     try:
         if path.suffix == ".jsonl":
             with open(path, encoding="utf-8") as handle:
-                return [OutputRecord.model_validate_json(line) for line in handle if line.strip()]
+                # json.loads, not pydantic's parser: it reads a lone surrogate's escape back
+                return [
+                    OutputRecord.model_validate(json.loads(line)) for line in handle if line.strip()
+                ]
         import pyarrow.parquet as pq
 
         return table_outputs(pq.read_table(path))
-    except (OSError, ValueError) as err:
-        raise InputError(f"cannot read output shard {path}: {err}") from None
+    except (OSError, ValueError, RecursionError) as err:
+        raise InputError(
+            f"cannot read output shard {path}: {type(err).__name__}: {str(err)[:300]}; delete "
+            "it (it is redone) or pass --fresh"
+        ) from None
 
 
 def read_output(out: str | Path) -> Iterator[OutputRecord]:
@@ -175,7 +172,6 @@ def _manifest(
     job: ExtractJob, inputs: Sequence[str], records: Sequence[InputRecord], options: RayOptions
 ) -> dict[str, Any]:
     return {
-        "samalign_job": 1,
         "fingerprint": job.fingerprint(),
         "inputs": [str(i) for i in inputs],
         "records": len(records),
@@ -185,25 +181,14 @@ def _manifest(
     }
 
 
-def _check_manifest(out: Path, wanted: dict[str, Any]) -> None:
-    path = out / MANIFEST
-    if path.exists():
-        try:
-            found = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
-            raise InputError(f"cannot read {path}: {err}; delete it to start over") from None
-        differs = sorted(k for k in wanted if found.get(k) != wanted[k])
-        if differs:
-            raise ConfigError(
-                f"{out} holds the output of another job or other inputs ({', '.join(differs)} "
-                "differ); use a new --out, or delete the folder to start over"
-            )
-        return
-    if any(out.glob("part-*")):
-        raise ConfigError(f"{out} has output shards but no {MANIFEST}; use a new --out")
-    _write_atomic(
-        path, lambda temp: temp.write_text(json.dumps(wanted, indent=2), encoding="utf-8")
-    )
+def _shard_files(out: Path) -> list[Path]:
+    return [p for p in out.glob("part-*") if p.suffix in (".parquet", ".jsonl", ".tmp")]
+
+
+def _clear(out: Path) -> None:
+    """Delete a folder's output shards (``--fresh``); nothing else in it is touched."""
+    for path in _shard_files(out):
+        path.unlink()
 
 
 class _Shard:
@@ -235,6 +220,7 @@ def run_ray_extract(
     fmt: InputFormat = "auto",
     options: RayOptions | None = None,
     retry_errors: bool = False,
+    fresh: bool = False,
     models_factory: Any = None,
 ) -> RaySummary:
     """Run ``job`` over ``inputs`` on Ray, writing shards to the folder ``out`` (see module docs).
@@ -246,29 +232,48 @@ def run_ray_extract(
         fmt: The input format (``auto``: by name and content, per file).
         options: How to run on Ray.
         retry_errors: Also redo the records whose earlier row has an error.
+        fresh: Delete the output shards the folder holds and start over.
         models_factory: Builds each actor's stage models (default: the job's backend).
 
     Raises:
-        ConfigError: ``out`` holds another job's output, or is not a folder.
+        ConfigError: ``out`` holds another job's output, is not a folder, is an input or holds
+            one, or another run is writing it.
         InputError: An input or an existing shard cannot be read.
     """
     options = options or RayOptions()
     started = time.perf_counter()
     folder = Path(out)
-    if folder.exists() and not folder.is_dir():
-        raise ConfigError(f"--out {folder} must be a folder with --engine ray")
-    folder.mkdir(parents=True, exist_ok=True)
     names = [str(i) for i in inputs]
     for name in names:
         if name == "-":
             raise ConfigError("--engine ray reads files, not stdin (-): save the input first")
-        if not Path(name).is_file():
-            raise InputError(f"input file {name} not found")
+        check_input_file(name)
+    check_output_path(folder, names, folder=True)
+    folder.mkdir(parents=True, exist_ok=True)
     records = list(read_inputs(names, fmt=fmt))
-    _check_manifest(folder, _manifest(job, names, records, options))
-    for stale in folder.glob("*.tmp"):
-        stale.unlink()  # a write interrupted by a crash: its shard is redone
+    with claim_output(
+        folder / MANIFEST,
+        _manifest(job, names, records, options),
+        label=str(folder),
+        has_output=lambda: bool(_shard_files(folder)),
+        fresh=fresh,
+        clear=lambda: _clear(folder),
+    ):
+        for stale in folder.glob("*.tmp"):
+            stale.unlink()  # a write interrupted by a crash: its shard is redone
+        return _run_shards(job, folder, records, options, retry_errors, models_factory, started)
 
+
+def _run_shards(
+    job: ExtractJob,
+    folder: Path,
+    records: list[InputRecord],
+    options: RayOptions,
+    retry_errors: bool,
+    models_factory: Any,
+    started: float,
+) -> RaySummary:
+    """Resume what the folder holds and run the rest (the manifest is claimed)."""
     size = options.shard_size
     summary = RaySummary(records=len(records), shards=(len(records) + size - 1) // size)
     shards: dict[int, _Shard] = {}
@@ -286,15 +291,16 @@ def run_ray_extract(
                     f"{path} does not hold the records of shard {index} of these inputs; "
                     "delete it (it is redone) or use a new --out"
                 )
-            redo = retry_errors and any(
-                r.error is not None and records[first + k].error is None for k, r in enumerate(done)
-            )
-            if not redo:
+            again = [
+                redo(records[first + k].error, r.error, retry_errors=retry_errors)
+                for k, r in enumerate(done)
+            ]
+            if not any(again):
                 summary.resumed += len(done)
                 summary.errors += sum(r.error is not None for r in done)
                 continue
             for k, row in enumerate(done):
-                if row.error is None or records[first + k].error is not None:
+                if not again[k]:
                     shard.add(first + k, row)
                     summary.resumed += 1
         for seq in sorted(shard.pending):

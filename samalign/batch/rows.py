@@ -18,6 +18,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from samalign.batch.jsonl import encodable
 from samalign.batch.records import OutputRecord
 
 
@@ -55,11 +56,17 @@ def row_schema(extra: Any = None) -> Any:
 
 
 def output_to_row(record: OutputRecord) -> dict[str, str | None]:
-    """One output record as a row: text fields as they are, nested fields as JSON text."""
+    """One output record as a row: text fields as they are, nested fields as JSON text.
+
+    Every value is valid UTF-8 (Arrow strings must be): a lone surrogate in a text field is
+    written as its escape, in a JSON field as its JSON escape (which reads back the same).
+    """
     data = record.model_dump(mode="json")
-    row: dict[str, str | None] = {name: data[name] for name in TEXT_FIELDS}
+    row: dict[str, str | None] = {
+        name: None if data[name] is None else encodable(data[name]) for name in TEXT_FIELDS
+    }
     for name in JSON_FIELDS:
-        row[name] = json.dumps(data[name], ensure_ascii=False, separators=(",", ":"))
+        row[name] = encodable(json.dumps(data[name], ensure_ascii=False, separators=(",", ":")))
     return row
 
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from samalign.cli import demo, domains, extract, finetune, serve, view
 from samalign.cli import eval as eval_command
-from samalign.cli.options import MODEL_DIR_ENV
+from samalign.cli.options import MODEL_DIR_ENV, check_numbers
 from samalign.errors import SamalignError
 
 
@@ -42,9 +42,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
+        check_numbers(parser, args)
         status: int = args.func(args)
     except SamalignError as err:
         print(f"samalign: error: {err}", file=sys.stderr)
+        return 2
+    except RecursionError:  # a reader that did not bound its input's nesting: still no traceback
+        print(
+            "samalign: error: an input is nested too deeply to read (more levels of brackets or "
+            "indentation than Python handles); check the files given to this command",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print("samalign: interrupted; rerun with the same --out to resume", file=sys.stderr)

@@ -6,6 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
+from samalign.cli.options import bounded
+
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``samalign demo``."""
@@ -26,7 +28,18 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="serve in-process with transformers + peft (default) or through a vLLM server",
     )
     p.add_argument("--vllm-python", help="interpreter of a vLLM environment (vllm-server)")
-    p.add_argument("--sentences", type=int, default=None, help="use the first N sentences")
+    bounded(
+        p.add_argument("--sentences", type=int, default=None, help="use the first N sentences"),
+        minimum=1,
+    )
+    p.add_argument(
+        "--ner-mode",
+        choices=["zero_shot", "supervised"],
+        default="zero_shot",
+        help="zero_shot: train SAM-NER's anchor, explorer, archetype and calibrate adapters "
+        "(default); supervised: AnchorAlign's setting, train one supervised_ner adapter and "
+        "run the supervised joint graph",
+    )
     p.add_argument(
         "--train-file",
         type=Path,
@@ -35,11 +48,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "e.g. ../shared/data/conll04/train_triples.json: a model that writes candidates for "
         "nearly every CoNLL04 sentence (the throughput benchmarks' fixture; not a good model)",
     )
-    p.add_argument(
-        "--eval-sentences",
-        type=int,
-        default=None,
-        help="run and score the graph on the first N training sentences (default: all)",
+    bounded(
+        p.add_argument(
+            "--eval-sentences",
+            type=int,
+            default=None,
+            help="run and score the graph on the first N training sentences (default: all)",
+        ),
+        minimum=1,
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -58,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         train_file=args.train_file,
         eval_sentences=args.eval_sentences,
         progress=not args.quiet,
+        ner_mode=args.ner_mode,
     )
     report = run_demo(options)
     print(DEMO_NOTE)

@@ -10,11 +10,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from samalign.batch.outputs import check_output_path
 from samalign.cli.options import (
     MODEL_DIR_ENV,
     add_backend_flags,
     add_data_format_flags,
     add_pipeline_flags,
+    bounded,
     chosen_backend,
     parse_pairs,
     pipeline_values,
@@ -33,18 +35,31 @@ from samalign.evaluation.backends import (
     simulated_backend,
 )
 from samalign.evaluation.chart import missing_matplotlib
-from samalign.evaluation.datasets import BUILTIN_DATASETS, Dataset, load_dataset
+from samalign.evaluation.datasets import (
+    BUILTIN_DATASETS,
+    CROSSNER_DOMAINS,
+    Dataset,
+    load_dataset,
+)
+from samalign.evaluation.domains import combine_reports, write_domains_report
 from samalign.evaluation.report import EvalReport, report_paths
-from samalign.evaluation.runner import aevaluate, asweep, graph_stages
+from samalign.evaluation.runner import aevaluate, asweep, graph_stages, variant_path
 from samalign.evaluation.simulate import NoiseModel
 from samalign.graphs import PipelineOptions
 from samalign.prompts.domain import Domain, load_domain
 from samalign.serving import StageModels
 
+ALL_CROSSNER = "crossner"
+"""The DATASET name that runs the five CrossNER domains and averages their F1."""
+
+CROSSNER_DATASETS = tuple(f"crossner_{d}" for d in CROSSNER_DOMAINS)
+
 EPILOG = """\
 examples:
   samalign eval crossner_ai --split dev --backend gold --out runs/gold/ai_dev.json
   samalign eval crossner_music --backend simulated --sweep --out runs/sim/music.json
+  samalign eval crossner --prompt-profile reference --server http://127.0.0.1:8000 \\
+      --out runs/samner/table1.json     # the five domains + their mean F1 (SAM-NER Table 1)
   samalign eval crossner_ai --server http://127.0.0.1:8000 --out runs/ai_test.json
   samalign eval conll04 --graph joint --server http://127.0.0.1:8000 --out runs/conll04.json
 """
@@ -59,24 +74,36 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "(every protocol, per-label table, per-stage cost, every sentence that lost or gained "
         "something and why), a markdown summary and a PNG chart next to it (the chart needs "
         "matplotlib: pip install 'samalign[eval]'). DATASET is a "
-        f"built-in name ({', '.join(BUILTIN_DATASETS)}) or a path: a BIO file (token<TAB>tag "
-        "or tag<TAB>token), a SpERT .json file, a CrossRE .jsonl file (detected from the "
-        "content; --format names one), or a folder with <split>.txt / <split>_triples.json / "
-        "<split>.json / <split>.jsonl; docs/data.md documents the formats. Rerunning with the "
-        "same --out resumes.",
+        f"built-in name ({', '.join(BUILTIN_DATASETS)}), '{ALL_CROSSNER}' (the five CrossNER "
+        "domains, one report each beside --out, and at --out their per-domain scores and mean "
+        "F1), or a path: a BIO file (token<TAB>tag or tag<TAB>token), a SpERT .json file, a "
+        "CrossRE .jsonl file (detected from the content; --format names one), or a folder with "
+        "<split>.txt / <split>_triples.json / <split>.json / <split>.jsonl; docs/data.md "
+        "documents the formats. Rerunning with the same --out resumes.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("dataset", help="built-in dataset name or a path")
+    p.add_argument(
+        "dataset", help=f"built-in dataset name, {ALL_CROSSNER!r} (all five domains) or a path"
+    )
     p.add_argument("--out", type=Path, required=True, help="report path, e.g. runs/ai.json")
     p.add_argument("--split", default="test", help="train, dev or test (default: test)")
-    p.add_argument("--fold", type=int, default=0, help="ADE fold 0-9 (default 0)")
+    bounded(
+        p.add_argument("--fold", type=int, default=0, help="ADE fold 0-9 (default 0)"),
+        minimum=0,
+        maximum=9,
+    )
     p.add_argument("--data-dir", type=Path, help="benchmark data folder (default: see docs)")
     p.add_argument("--domain", help="domain name or YAML (default: the dataset's name)")
     add_data_format_flags(p, formats=TOKENISED_FORMATS)
     p.add_argument("--graph", choices=["ner", "joint"], default="ner")
-    p.add_argument("--limit", type=int, help="evaluate only the first N sentences")
-    p.add_argument("--concurrency", type=int, default=16, help="sentences in flight")
+    bounded(
+        p.add_argument("--limit", type=int, help="evaluate only the first N sentences"), minimum=1
+    )
+    bounded(
+        p.add_argument("--concurrency", type=int, default=16, help="sentences in flight"),
+        minimum=1,
+    )
     p.add_argument(
         "--exclude-label",
         action="append",
@@ -132,13 +159,20 @@ def _noise(values: Sequence[str]) -> NoiseModel:
 
 
 class _Backends:
-    """Builds the backend of each pipeline variant and closes the real models at the end.
+    """Builds the backend of each pipeline variant of one dataset.
 
     The in-process backends load a model once per distinct stage set (a sweep's variants
-    mostly share one); the server backend is cheap to build per variant.
+    mostly share one, and so do the five domains of ``crossner``: ``models`` is the run's,
+    closed by :func:`_run`); the server backend is cheap to build per variant.
     """
 
-    def __init__(self, args: argparse.Namespace, dataset: Dataset, domain: Domain) -> None:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        dataset: Dataset,
+        domain: Domain,
+        models: dict[tuple[str, ...], StageModels],
+    ) -> None:
         self.args = args
         self.dataset = dataset
         self.domain = domain
@@ -152,16 +186,19 @@ class _Backends:
         self.cache = stage_cache(args)
         self._replay: EvalBackend | None = None
         if self.name == "gold":
-            self._replay = gold_backend(dataset.sentences, domain, cache=self.cache)
+            self._replay = gold_backend(
+                dataset.sentences, domain, prompt_profile=args.prompt_profile, cache=self.cache
+            )
         elif self.name == "simulated":
             self._replay = simulated_backend(
                 dataset.sentences,
                 domain,
                 noise=_noise(args.noise),
                 seed=args.seed,
+                prompt_profile=args.prompt_profile,
                 cache=self.cache,
             )
-        self._models: dict[tuple[str, ...], StageModels] = {}
+        self._models = models  # shared by the domains of one run; _run closes them
 
     def __call__(self, options: PipelineOptions) -> EvalBackend:
         if self._replay is not None:
@@ -186,9 +223,7 @@ class _Backends:
         )
 
     def close(self) -> None:
-        for models in self._models.values():
-            models.close()
-        self._models.clear()
+        """Close the stage-answer cache (the models are the caller's, shared by domains)."""
         close = getattr(self.cache, "close", None)
         if callable(close):
             close()
@@ -200,7 +235,8 @@ def _print_summary(report: EvalReport, out: Path, chart_note: str | None) -> Non
         f"{report.run.dataset}/{report.run.split} [{report.run.backend}] "
         f"sentences {report.sentences}, errors {report.errors}; "
         f"entity span F1 {100 * entity.span.f1:.2f} (P {100 * entity.span.precision:.2f}, "
-        f"R {100 * entity.span.recall:.2f}), string F1 {100 * entity.string.f1:.2f}"
+        f"R {100 * entity.span.recall:.2f}), string F1 {100 * entity.string.f1:.2f}, "
+        f"SAM-NER F1 {100 * entity.sam_ner.f1:.2f}"
     )
     if report.relation is not None:
         line += (
@@ -224,9 +260,16 @@ def _print_summary(report: EvalReport, out: Path, chart_note: str | None) -> Non
         print(f"samalign: {chart_note}", file=sys.stderr)
 
 
-async def _run(args: argparse.Namespace) -> int:
+async def _evaluate(
+    args: argparse.Namespace,
+    name: str,
+    out: Path,
+    models: dict[tuple[str, ...], StageModels],
+    chart_note: str | None,
+) -> EvalReport:
+    """Evaluate one dataset as the flags say (a sweep with ``--sweep``) and print its line."""
     dataset = load_dataset(
-        args.dataset,
+        name,
         args.split,
         fold=args.fold,
         data_dir_path=args.data_dir,
@@ -234,15 +277,14 @@ async def _run(args: argparse.Namespace) -> int:
         columns=args.bio_columns,
         require_relations=args.graph == "joint",
     )
+    for path in report_paths(args.out).values():  # never over the data, never into a device
+        check_output_path(path, [dataset.path])
     domain_name = args.domain or dataset.domain
     if domain_name is None:
-        raise ConfigError(
-            f"dataset {args.dataset!r} is not built in: name its domain with --domain"
-        )
+        raise ConfigError(f"dataset {name!r} is not built in: name its domain with --domain")
     domain = load_domain(domain_name)
     options = _options(args, dataset)
-    chart_note = missing_matplotlib()  # said once, after the summary
-    backends = _Backends(args, dataset, domain)
+    backends = _Backends(args, dataset, domain, models)
     common: dict[str, Any] = {
         "graph": args.graph,
         "limit": args.limit,
@@ -255,31 +297,58 @@ async def _run(args: argparse.Namespace) -> int:
     }
     try:
         if args.sweep:
-            report = await asweep(
-                dataset, domain, backends, options=options, out=args.out, **common
-            )
+            report = await asweep(dataset, domain, backends, options=options, out=out, **common)
         else:
             report = await aevaluate(
-                dataset, domain, backends(options), options=options, out=args.out, **common
+                dataset, domain, backends(options), options=options, out=out, **common
             )
     finally:
         backends.close()
-    _print_summary(report, args.out, chart_note)
+    _print_summary(report, out, chart_note)
     if report.errors:
         print(
             f"samalign: {report.errors} sentence(s) failed; see 'mismatches' in the report "
             f"({backends.name} backend; --retry-errors redoes them)",
             file=sys.stderr,
         )
+    return report
+
+
+async def _run(args: argparse.Namespace) -> int:
+    models: dict[tuple[str, ...], StageModels] = {}
+    chart_note = missing_matplotlib()  # said once, after the summary
+    try:
+        if args.dataset != ALL_CROSSNER:
+            await _evaluate(args, args.dataset, args.out, models, chart_note)
+            return 0
+        if args.domain:
+            raise ConfigError(
+                f"{ALL_CROSSNER}: each CrossNER domain runs with its own built-in domain; "
+                "drop --domain"
+            )
+        reports: dict[str, EvalReport] = {}
+        paths: dict[str, str] = {}
+        for name in CROSSNER_DATASETS:
+            out = variant_path(args.out, name)
+            reports[name] = await _evaluate(args, name, out, models, chart_note)
+            paths[name] = str(report_paths(out)["json"])
+    finally:
+        for stage_models in models.values():
+            stage_models.close()
+    table = combine_reports(reports, paths)
+    written = write_domains_report(table, args.out)
+    mean = table.variants["full"].mean_f1
+    print(
+        f"{ALL_CROSSNER}/{args.split}: mean F1 over the five domains: SAM-NER "
+        f"{100 * mean['sam_ner']:.2f}, span {100 * mean['span']:.2f}, string "
+        f"{100 * mean['string']:.2f}"
+    )
+    print(f"report: {written['json']} (+ {written['md'].name})")
     return 0
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``samalign eval``."""
-    if args.concurrency < 1:
-        raise ConfigError("--concurrency must be at least 1")
-    if args.limit is not None and args.limit < 1:
-        raise ConfigError("--limit must be at least 1")
+    """Run ``samalign eval`` (numeric flags are checked by ``check_numbers``)."""
     return asyncio.run(_run(args))
 
 

@@ -5,32 +5,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import TextIO
 
-from samalign.batch import (
-    InputRecord,
-    JsonlWriter,
-    completed_ids,
-    finalize_output,
-    read_records,
-    run_records,
-)
 from samalign.batch.job import ExtractJob, sentence_graph_of
+from samalign.batch.local_job import run_local_extract
+from samalign.batch.outputs import check_output_path
 from samalign.batch.ray_job import RayOptions
+from samalign.batch.records import check_input_file
 from samalign.cli.options import (
     MODEL_BACKENDS,
     add_backend_flags,
     add_pipeline_flags,
     backend_spec,
+    bounded,
     chosen_backend,
     pipeline_values,
     stage_adapters,
     stage_cache,
 )
-from samalign.errors import ConfigError, InputError
-from samalign.graphs import PipelineOptions, RunContext
+from samalign.errors import ConfigError
+from samalign.graphs import PipelineOptions
 from samalign.prompts import load_domain
 
 
@@ -70,13 +64,26 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="the sentence graph of --graph document (default: joint when the domain has "
         "relation types, else ner)",
     )
-    p.add_argument("--out", type=Path, help="output JSONL (default: stdout; no resume)")
-    p.add_argument("--concurrency", type=int, default=16, help="records in flight (default 16)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="output JSONL, one line per input record in input order (default: stdout; no "
+        "resume); OUT.samalign.json beside it records the configuration",
+    )
+    bounded(
+        p.add_argument("--concurrency", type=int, default=16, help="records in flight"),
+        minimum=1,
+    )
     p.add_argument("--format", choices=["auto", "jsonl", "text"], default="auto")
     p.add_argument(
         "--retry-errors",
         action="store_true",
         help="when resuming, redo records whose earlier result has an error",
+    )
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="discard what --out holds (its records and its configuration) and start over",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     r = p.add_argument_group("engine (--engine ray: a Ray cluster, docs/scale.md)")
@@ -91,22 +98,46 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="ADDR",
         help="Ray cluster to join (auto, ray://HOST:10001); default: a local cluster",
     )
-    r.add_argument("--actors", type=int, help="actors (default: one per --server, else 1)")
-    r.add_argument("--actor-cpus", type=float, default=1.0, help="CPUs per actor (default 1)")
-    r.add_argument(
-        "--actor-gpus", type=float, default=0.0, help="GPUs per actor (in-process backend on GPU)"
+    bounded(
+        r.add_argument("--actors", type=int, help="actors (default: one per --server, else 1)"),
+        minimum=1,
     )
-    r.add_argument("--ray-cpus", type=int, help="CPUs of the local cluster (default: all)")
-    r.add_argument("--batch-size", type=int, default=256, help="records per actor call")
-    r.add_argument(
-        "--shard-size", type=int, default=1024, help="records per output shard (unit of resume)"
+    bounded(
+        r.add_argument("--actor-cpus", type=float, default=1.0, help="CPUs per actor (default 1)"),
+        minimum=0,
+    )
+    bounded(
+        r.add_argument(
+            "--actor-gpus",
+            type=float,
+            default=0.0,
+            help="GPUs per actor (in-process backend on GPU)",
+        ),
+        minimum=0,
+    )
+    bounded(
+        r.add_argument("--ray-cpus", type=int, help="CPUs of the local cluster (default: all)"),
+        minimum=1,
+    )
+    bounded(
+        r.add_argument("--batch-size", type=int, default=256, help="records per actor call"),
+        minimum=1,
+    )
+    bounded(
+        r.add_argument(
+            "--shard-size", type=int, default=1024, help="records per output shard (unit of resume)"
+        ),
+        minimum=1,
     )
     r.add_argument("--output-format", choices=["parquet", "jsonl"], default="parquet")
-    r.add_argument(
-        "--max-task-retries",
-        type=int,
-        default=3,
-        help="retries of a batch whose actor died, then its records are error rows",
+    bounded(
+        r.add_argument(
+            "--max-task-retries",
+            type=int,
+            default=3,
+            help="retries of a batch whose actor died, then its records are error rows",
+        ),
+        minimum=0,
     )
     add_backend_flags(p, backends=MODEL_BACKENDS)
     add_pipeline_flags(p)
@@ -114,80 +145,38 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 async def _extract(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     if len(args.input) > 1:
         raise ConfigError(
             "--engine local reads one INPUT; pass several with --engine ray (or join them)"
         )
     [source] = args.input
+    check_input_file(source)
+    if args.out is not None:
+        check_output_path(args.out, [source])
+    elif args.fresh:
+        raise ConfigError("--fresh applies to an --out file (without --out nothing is resumed)")
     job = _job(args)
-    if source != "-" and not Path(source).is_file():
-        raise InputError(f"input file {source} not found")
     job.check_backend()
     cache = stage_cache(args)
-    models = job.build_models()
-    context = RunContext(domain=job.domain, models=models, cache=cache)
-    graph = job.build_graph()
-
-    done: set[str] = set()
-    handle: TextIO
-    if args.out is not None:
-        done = completed_ids(args.out, retry_errors=args.retry_errors)
-        try:
-            handle = open(args.out, "a", encoding="utf-8")  # noqa: SIM115 - closed below
-        except OSError as err:
-            raise InputError(f"cannot write {args.out}: {err.strerror}") from None
-    else:
-        handle = sys.stdout
-    writer = JsonlWriter(handle)
-    order: list[str] = []
-
-    def pending() -> Iterator[InputRecord]:
-        for record in read_records(source, fmt=args.format):
-            order.append(record.id)
-            if record.id not in done:
-                yield record
-
-    records = pending()
-    failed = 0
-    bar = tqdm(desc="extract", unit="rec", disable=args.quiet, file=sys.stderr, initial=len(done))
-    sentence_bar = (
-        tqdm(desc="sentences", unit="sent", disable=args.quiet, file=sys.stderr, position=1)
-        if args.graph == "document"
-        else None
-    )
-
-    def on_event(event: object) -> None:
-        if sentence_bar is not None and isinstance(event, dict) and "document_progress" in event:
-            sentence_bar.update(1)
-
     try:
-        async for result in run_records(
-            graph,
-            context,
-            records,
-            concurrency=args.concurrency,
-            on_event=on_event if sentence_bar is not None else None,
-        ):
-            writer.write(result)
-            failed += result.error is not None
-            bar.update(1)
+        summary = await run_local_extract(
+            job,
+            source,
+            args.out,
+            fmt=args.format,
+            retry_errors=args.retry_errors,
+            fresh=args.fresh,
+            progress=not args.quiet,
+            cache=cache,
+        )
     finally:
-        bar.close()
-        if sentence_bar is not None:
-            sentence_bar.close()
-        if handle is not sys.stdout:
-            handle.close()
-        models.close()
         close_cache = getattr(cache, "close", None)
         if callable(close_cache):
             close_cache()
-    if args.out is not None and done:
-        finalize_output(args.out, order)
-    if failed:
+    if summary.errors:
         print(
-            f"samalign: {failed} record(s) have an error; see their 'error' field", file=sys.stderr
+            f"samalign: {summary.errors} record(s) have an error; see their 'error' field",
+            file=sys.stderr,
         )
     return 0
 
@@ -213,15 +202,7 @@ def _job(args: argparse.Namespace) -> ExtractJob:
 
 
 def _ray_options(args: argparse.Namespace) -> RayOptions:
-    for flag in ("actors", "ray_cpus"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            raise ConfigError(f"--{flag.replace('_', '-')} must be at least 1")
-    for flag in ("batch_size", "shard_size"):
-        if getattr(args, flag) < 1:
-            raise ConfigError(f"--{flag.replace('_', '-')} must be at least 1")
-    if args.actor_cpus < 0 or args.actor_gpus < 0 or args.max_task_retries < 0:
-        raise ConfigError("--actor-cpus, --actor-gpus and --max-task-retries must be ≥ 0")
+    """The Ray options the flags set (their ranges are checked by ``check_numbers``)."""
     return RayOptions(
         address=args.ray_address,
         num_cpus=args.ray_cpus,
@@ -245,7 +226,13 @@ def _extract_ray(args: argparse.Namespace) -> int:
     job = _job(args)
     job.check_backend()
     summary = run_ray_extract(
-        job, args.input, args.out, fmt=args.format, options=options, retry_errors=args.retry_errors
+        job,
+        args.input,
+        args.out,
+        fmt=args.format,
+        options=options,
+        retry_errors=args.retry_errors,
+        fresh=args.fresh,
     )
     print(
         f"samalign: {summary.records} record(s) in {summary.shards} shard(s) under {args.out} "
@@ -263,8 +250,6 @@ def _extract_ray(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``samalign extract``."""
-    if args.concurrency < 1:
-        raise ConfigError("--concurrency must be at least 1")
     if args.engine == "ray":
         return _extract_ray(args)
     ray_only = [

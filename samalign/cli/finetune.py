@@ -20,10 +20,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from samalign.cli.options import add_data_format_flags
+from samalign.cli.options import add_data_format_flags, bounded
 from samalign.errors import ConfigError, InputError
+from samalign.prompts.yamlfile import load_yaml_file
 
 BUILD_STAGES: tuple[str, ...] = (
     "explorer",
@@ -33,10 +32,12 @@ BUILD_STAGES: tuple[str, ...] = (
     "calibrate",
     "relations_forward",
     "relations_reverse",
+    "supervised_ner",
     "joint",
 )
-"""What ``samalign finetune build`` writes examples for (``joint``: NER + both relation
-decoders, for one adapter trained with the joint loss)."""
+"""What ``samalign finetune build`` writes examples for (``supervised_ner``: AnchorAlign's
+supervised, typed NER; ``joint``: NER + both relation decoders, for one adapter trained with
+the joint loss)."""
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -63,7 +64,8 @@ def _add_build(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "CoNLL04/SciERC/ADE, CrossRE JSON Lines; detected automatically, see docs/data.md) and "
         "write training examples for STAGE rendered by its prompt spec. Prints the counts "
         "(JSON on stdout, a summary on stderr). Relation and joint examples need data with "
-        "relations (SpERT, CrossRE) and a domain with relation types.",
+        "relations (SpERT, CrossRE) and a domain with relation types; supervised_ner examples "
+        "need fully annotated data (SpERT, CrossRE, BIO) and --domain.",
     )
     p.add_argument("stage", choices=BUILD_STAGES, help="the stage the examples train")
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="source data files")
@@ -81,12 +83,15 @@ def _add_build(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=Path,
         help="IEPile schema.json (its first line lists the types) for raw IEPile records",
     )
-    p.add_argument(
-        "--negative-ratio",
-        type=float,
-        default=1.0,
-        help="extractors: negative types per positive type, sampled by frequency "
-        "(open label sets such as Pile-NER; default 1.0)",
+    bounded(
+        p.add_argument(
+            "--negative-ratio",
+            type=float,
+            default=1.0,
+            help="extractors: negative types per positive type, sampled by frequency "
+            "(open label sets such as Pile-NER; default 1.0)",
+        ),
+        minimum=0,
     )
     p.add_argument(
         "--sample-negatives",
@@ -129,17 +134,54 @@ def _add_build(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument(
         "--no-empty",
         action="store_true",
-        help="relations: skip sentences without relations (default: keep them, answer [])",
+        help="relations: skip sentences without relations; supervised_ner: skip sentences "
+        "without entities (default: keep them, answer [])",
     )
     p.add_argument(
         "--ner-stage",
-        choices=["explorer", "anchor"],
+        choices=["explorer", "anchor", "supervised_ner"],
         default="explorer",
-        help="joint: which extractor prompt the NER examples use (default explorer)",
+        help="joint: which NER prompt the NER examples use (default explorer; supervised_ner "
+        "for AnchorAlign's supervised setting: typed entities, final)",
+    )
+    p.add_argument(
+        "--profile",
+        choices=["default", "reference"],
+        default=None,
+        help="explorer, anchor, archetype, direct_typing, calibrate: the prompt profile the "
+        "examples are rendered with (default: the domain's, else default). reference = the "
+        "SAM-NER authors' prompts and answer formats; for archetype also their recipe (value "
+        "types dropped, first-occurrence tagging; docs/finetune.md)",
     )
     p.add_argument("--grounding", choices=["flat", "nested"], default="flat")
-    p.add_argument("--max-chars", type=int, default=None, help="skip longer passages")
-    p.add_argument("--limit", type=int, default=None, help="use the first N records per input")
+    bounded(
+        p.add_argument("--max-chars", type=int, default=None, help="skip longer passages"),
+        minimum=1,
+    )
+    p.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="leave out every record whose text is a record's text in FILE (repeatable), e.g. "
+        "ADE fold k's train part: ade_full.json --exclude ade_split_k_test.json",
+    )
+    bounded(
+        p.add_argument(
+            "--max-triples",
+            type=int,
+            default=None,
+            metavar="K",
+            help="keep only sentences with at most K gold relations (AnchorAlign's simple "
+            "subset D_simple, Eq. 14, for the curriculum warm-up)",
+        ),
+        minimum=0,
+    )
+    bounded(
+        p.add_argument("--limit", type=int, default=None, help="use the first N records per input"),
+        minimum=1,
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for sampling and shuffling")
     p.set_defaults(func=_build)
 
@@ -188,12 +230,7 @@ def _add_check(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _read_mapping(path: Path | None, what: str) -> dict[str, str] | None:
     if path is None:
         return None
-    if not path.is_file():
-        raise ConfigError(f"{what} {path} not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML/JSON: {err}") from None
+    data = load_yaml_file(path, what=what)
     if not isinstance(data, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in data.items()
     ):
@@ -202,17 +239,21 @@ def _read_mapping(path: Path | None, what: str) -> dict[str, str] | None:
 
 
 def _build(args: argparse.Namespace) -> int:
+    from samalign.batch.outputs import check_output_path
     from samalign.finetune.builders import (
         build_archetype_examples,
         build_calibrate_examples,
         build_extraction_examples,
         build_joint_examples,
         build_relation_examples,
+        build_supervised_examples,
         read_source,
         write_examples,
     )
     from samalign.finetune.builders.common import DEFAULT_MAX_TEXT_CHARS
     from samalign.prompts import load_domain
+
+    check_output_path(args.out, [*args.inputs, *args.exclude])
 
     domain = load_domain(args.domain) if args.domain else None
     schema = None
@@ -224,7 +265,9 @@ def _build(args: argparse.Namespace) -> int:
             raise InputError(
                 f"{args.iepile_schema}: expected IEPile's schema.json (first line: a JSON list)"
             ) from None
+    excluded = {rec.text for path in args.exclude for rec in read_source(path).records}
     datasets = []
+    left_out = over = 0
     relations = args.stage in ("relations_forward", "relations_reverse", "joint")
     for path in args.inputs:
         dataset = read_source(
@@ -234,6 +277,14 @@ def _build(args: argparse.Namespace) -> int:
             columns=args.bio_columns,
             require_relations=relations,
         )
+        if excluded:
+            kept = [rec for rec in dataset.records if rec.text not in excluded]
+            left_out += len(dataset.records) - len(kept)
+            dataset = dataclasses.replace(dataset, records=kept)
+        if args.max_triples is not None:
+            simple = [rec for rec in dataset.records if len(rec.relations) <= args.max_triples]
+            over += len(dataset.records) - len(simple)
+            dataset = dataclasses.replace(dataset, records=simple)
         if args.limit is not None:
             dataset = dataclasses.replace(dataset, records=dataset.records[: args.limit])
         datasets.append(dataset)
@@ -251,6 +302,7 @@ def _build(args: argparse.Namespace) -> int:
             keep_ungrounded=args.keep_ungrounded,
             max_text_chars=max_chars,
             seed=args.seed,
+            profile=args.profile,
         )
     elif stage in ("archetype", "direct_typing"):
         examples, report = build_archetype_examples(
@@ -262,8 +314,22 @@ def _build(args: argparse.Namespace) -> int:
             direct=stage == "direct_typing",
             grounding=args.grounding,
             max_text_chars=max_chars,
+            profile=args.profile,
+        )
+    elif stage == "supervised_ner":
+        if domain is None:
+            raise ConfigError(
+                "supervised_ner examples need --domain (the types it writes, e.g. conll04, "
+                "scierc, ade)"
+            )
+        examples, report = build_supervised_examples(
+            datasets, domain=domain, keep_empty=not args.no_empty, max_text_chars=max_chars
         )
     elif stage in ("relations_forward", "relations_reverse", "joint"):
+        if args.profile is not None:
+            raise ConfigError(
+                f"--profile: {stage} examples have one prompt profile (the relation prompts)"
+            )
         if domain is None:
             raise ConfigError(
                 f"{stage} examples need --domain with relation types (e.g. conll04, scierc, ade)"
@@ -293,7 +359,12 @@ def _build(args: argparse.Namespace) -> int:
             archetype_map=_read_mapping(args.archetype_map, "archetype map"),
             grounding=args.grounding,
             max_text_chars=max_chars,
+            profile=args.profile,
         )
+    if left_out:
+        report.skip("excluded", left_out)
+    if over:
+        report.skip("over_max_triples", over)
     if not examples:
         raise InputError(f"no {stage} examples could be built: {report.summary()}")
     write_examples(args.out, examples)

@@ -1,7 +1,8 @@
 """Command-line flags shared by several commands, defined once.
 
-* :func:`add_pipeline_flags` / :func:`pipeline_values`: the pipeline options and the published
-  ablations (``--no-anchor`` … ``--no-anchor-constraint``), used by ``extract`` and ``eval``.
+* :func:`add_pipeline_flags` / :func:`pipeline_values`: the pipeline options (``--ner-mode``
+  …) and the published ablations (``--no-anchor`` … ``--no-anchor-constraint``), used by
+  ``extract`` and ``eval``.
 * :func:`add_backend_flags` / :func:`stage_models`: where the stage models come from (a vLLM
   server, or a model directory run in this process), used by ``extract`` and ``eval``.
 * :func:`add_data_format_flags`: how a dataset file is read (``--format``,
@@ -12,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -38,6 +40,77 @@ JOINT_ONLY_FLAGS = (
 """Pipeline flags that only the joint graph has."""
 
 
+def bounded(
+    action: argparse.Action,
+    *,
+    minimum: float | None = None,
+    above: float | None = None,
+    maximum: float | None = None,
+) -> argparse.Action:
+    """Declare the range of a numeric flag (checked by :func:`check_numbers` after parsing).
+
+    Args:
+        action: What ``add_argument`` returned.
+        minimum: Smallest value allowed.
+        above: The value must be greater than this.
+        maximum: Largest value allowed.
+
+    Returns:
+        ``action``, for chaining.
+    """
+    action.samalign_bounds = (minimum, above, maximum)  # type: ignore[attr-defined]
+    return action
+
+
+def _describe(minimum: float | None, above: float | None, maximum: float | None) -> str:
+    parts = []
+    if above is not None:
+        parts.append(f"greater than {above:g}")
+    if minimum is not None:
+        parts.append(f"at least {minimum:g}")
+    if maximum is not None:
+        parts.append(f"at most {maximum:g}")
+    return " and ".join(parts) or "a finite number"
+
+
+def _actions(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[argparse.Action]:
+    """The actions of ``parser`` and of the subcommands ``args`` chose."""
+    found: list[argparse.Action] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = action.choices.get(getattr(args, action.dest, None) or "")
+            if chosen is not None:
+                found += _actions(chosen, args)
+        else:
+            found.append(action)
+    return found
+
+
+def check_numbers(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Check every numeric flag of the chosen command: finite, and in its declared range.
+
+    Every ``type=float`` flag must be a finite number (no ``nan``, no ``inf``); a flag declared
+    with :func:`bounded` must be in its range.
+
+    Raises:
+        ConfigError: Naming the flag, the value and the range.
+    """
+    for action in _actions(parser, args):
+        value = getattr(args, action.dest, None)
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            continue
+        if not action.option_strings:
+            continue
+        flag = max(action.option_strings, key=len)
+        minimum, above, maximum = getattr(action, "samalign_bounds", (None, None, None))
+        wrong = not math.isfinite(value)
+        wrong = wrong or (minimum is not None and value < minimum)
+        wrong = wrong or (above is not None and value <= above)
+        wrong = wrong or (maximum is not None and value > maximum)
+        if wrong:
+            raise ConfigError(f"{flag} must be {_describe(minimum, above, maximum)}, got {value}")
+
+
 def parse_pairs(values: Sequence[str], flag: str) -> dict[str, str]:
     """Parse repeated ``NAME=VALUE`` command-line values.
 
@@ -56,10 +129,24 @@ def parse_pairs(values: Sequence[str], flag: str) -> dict[str, str]:
 def add_pipeline_flags(p: argparse.ArgumentParser) -> None:
     """Add the pipeline options and ablation switches (one definition for every command)."""
     g = p.add_argument_group("pipeline options and ablations")
-    g.add_argument("--grounding", choices=["flat", "nested"], default="flat")
-    g.add_argument("--max-chars", type=int, default=4000, help="longest text accepted")
     g.add_argument(
-        "--max-tokens", type=int, default=None, help="completion budget per stage (default 512)"
+        "--ner-mode",
+        choices=["zero_shot", "supervised"],
+        default="zero_shot",
+        help="zero_shot: SAM-NER (anchor, explorer, CCR, archetype, calibrate; default); "
+        "supervised: AnchorAlign's setting, one dataset-trained supervised_ner stage whose "
+        "typed entities are final (no SAM-NER stages)",
+    )
+    g.add_argument("--grounding", choices=["flat", "nested"], default="flat")
+    bounded(
+        g.add_argument("--max-chars", type=int, default=4000, help="longest text accepted"),
+        minimum=1,
+    )
+    bounded(
+        g.add_argument(
+            "--max-tokens", type=int, default=None, help="completion budget per stage (default 512)"
+        ),
+        minimum=1,
     )
     g.add_argument(
         "--constrain-mentions",
@@ -67,11 +154,21 @@ def add_pipeline_flags(p: argparse.ArgumentParser) -> None:
         help="restrict answers to strings of the text (per-request schemas: slower, never "
         "hallucinates a mention)",
     )
+    bounded(
+        g.add_argument(
+            "--anchor-schema-chunk",
+            type=int,
+            default=None,
+            help="types per anchor request (the public IEPile LoRA: 6)",
+        ),
+        minimum=1,
+    )
     g.add_argument(
-        "--anchor-schema-chunk",
-        type=int,
+        "--prompt-profile",
+        choices=["default", "reference"],
         default=None,
-        help="types per anchor request (the public IEPile LoRA: 6)",
+        help="prompts of every SAM-NER stage: default (samalign's, constrained decoding) or "
+        "reference (the SAM-NER authors' code; docs/reference.md); default: the domain's",
     )
     g.add_argument("--no-anchor", action="store_true", help="ablation: w/o anchor extractor")
     g.add_argument("--no-explorer", action="store_true", help="ablation: w/o explorer extractor")
@@ -123,13 +220,24 @@ def pipeline_values(args: argparse.Namespace, *, joint: bool) -> dict[str, Any]:
     used = [f"--{name.replace('_', '-')}" for name in JOINT_ONLY_FLAGS if getattr(args, name)]
     if used and not joint:
         raise ConfigError(f"{', '.join(used)}: these are options of --graph joint")
-    if args.max_chars is not None and args.max_chars < 1:
-        raise ConfigError("--max-chars must be at least 1")
-    if args.max_tokens is not None and args.max_tokens < 1:
-        raise ConfigError("--max-tokens must be at least 1")
-    if args.anchor_schema_chunk is not None and args.anchor_schema_chunk < 1:
-        raise ConfigError("--anchor-schema-chunk must be at least 1")
+    if args.ner_mode == "supervised":
+        samner = [
+            flag
+            for flag, used in (
+                ("--no-anchor", args.no_anchor),
+                ("--no-explorer", args.no_explorer),
+                ("--no-consensus", args.no_consensus),
+                ("--no-calibration", args.no_calibration),
+            )
+            if used
+        ]
+        if samner:
+            raise ConfigError(
+                f"{', '.join(samner)}: SAM-NER ablations do not apply to --ner-mode supervised "
+                "(it has no anchor, explorer, CCR or calibration stage)"
+            )
     values: dict[str, Any] = {
+        "ner_mode": args.ner_mode,
         "use_anchor": not args.no_anchor,
         "use_explorer": not args.no_explorer,
         "use_consensus": not args.no_consensus,
@@ -148,6 +256,8 @@ def pipeline_values(args: argparse.Namespace, *, joint: bool) -> dict[str, Any]:
         values["recover_dropped"] = True
     if args.relation_arguments is not None:
         values["relation_arguments"] = args.relation_arguments
+    if args.prompt_profile is not None:
+        values["prompt_profile"] = args.prompt_profile
     if args.relation_schedule is not None:
         values["relation_schedule"] = args.relation_schedule
     return values
@@ -220,19 +330,31 @@ def add_backend_flags(p: argparse.ArgumentParser, *, backends: Sequence[str]) ->
         help="serve STAGE with adapter NAME (repeatable; default: the domain's, else the "
         "stage's name)",
     )
-    g.add_argument("--timeout", type=float, default=120.0, help="seconds per model request")
+    bounded(
+        g.add_argument(
+            "--timeout",
+            type=float,
+            default=120.0,
+            help="seconds per model request, a total deadline from sending it to the last byte "
+            "of the answer (a failed request is retried up to 3 times)",
+        ),
+        above=0,
+    )
     g.add_argument(
         "--cache",
         metavar="memory|sqlite:PATH",
         help="replay stage answers already given for the same request instead of calling the "
         "model again (memory: this run; sqlite:PATH: a file kept across runs)",
     )
-    g.add_argument(
-        "--cache-size",
-        type=int,
-        default=None,
-        metavar="N",
-        help="stage answers the cache keeps (least recently used go first; default 100000)",
+    bounded(
+        g.add_argument(
+            "--cache-size",
+            type=int,
+            default=None,
+            metavar="N",
+            help="stage answers the cache keeps (least recently used go first; default 100000)",
+        ),
+        minimum=1,
     )
 
 
@@ -271,7 +393,7 @@ def backend_spec(args: argparse.Namespace, backend: str) -> BackendSpec:
     Raises:
         ConfigError: No model directory for an in-process backend, or a bad timeout.
     """
-    if not (args.timeout > 0):  # also rejects NaN
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
         raise ConfigError(f"--timeout must be a positive number of seconds, got {args.timeout}")
     if backend == "server":
         return BackendSpec(kind="server", servers=tuple(args.server), timeout=args.timeout)
@@ -349,6 +471,8 @@ __all__ = [
     "add_data_format_flags",
     "add_pipeline_flags",
     "backend_spec",
+    "bounded",
+    "check_numbers",
     "chosen_backend",
     "parse_pairs",
     "pipeline_values",

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from samalign.cli.options import parse_pairs
+from samalign.cli.options import bounded, parse_pairs
 from samalign.errors import ConfigError
 from samalign.serving.launcher import IDENTITY_STAGE, build_serve_command, serve_target
 
@@ -28,9 +28,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     src.add_argument("--base", type=Path, help="base model folder (use with --adapter)")
     p.add_argument("--adapter", action="append", default=[], metavar="NAME=PATH")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    bounded(p.add_argument("--port", type=int, default=8000), minimum=1, maximum=65535)
     p.add_argument("--python", help="interpreter of the environment vLLM is installed in")
-    p.add_argument("--max-model-len", type=int, help="context length limit")
+    bounded(p.add_argument("--max-model-len", type=int, help="context length limit"), minimum=1)
     p.add_argument(
         "--allow-json-whitespace",
         action="store_true",

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from samalign.batch.outputs import check_output_path
 from samalign.view import View, read_view_records
 
 
@@ -32,6 +33,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace) -> int:
     """Run ``samalign view``."""
     out: Path = args.out or args.input.with_suffix(".html")
+    check_output_path(out, [args.input], flag="--out")
     records = list(read_view_records(args.input))
     View(records, title=args.title or args.input.name).save(out)
     print(f"wrote {out} ({len(records)} records)", file=sys.stderr)

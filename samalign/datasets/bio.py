@@ -31,7 +31,7 @@ from samalign.datasets.records import (
     token_entity,
     token_offsets,
 )
-from samalign.errors import InputError
+from samalign.errors import InputError, quoted
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,8 @@ def _split_tag(tag: str, position: int) -> tuple[str, str]:
     prefix, sep, label = tag.partition("-")
     if prefix not in ("B", "I") or not sep or not label:
         raise InputError(
-            f"tag {tag!r} at position {position} is not 'O', 'B-<label>' or 'I-<label>' (IOB2)"
+            f"tag {quoted(tag)} at position {position} is not 'O', 'B-<label>' or 'I-<label>' "
+            "(IOB2)"
         )
     return prefix, label
 
@@ -135,7 +136,8 @@ def _tag_column(
             f"{file}: the columns look swapped: columns={columns!r} reads the tags from the "
             f"{'second' if wanted == 1 else 'first'} column, but the "
             f"{'first' if other == 0 else 'second'} column holds the BIO tags ({counts[other]} "
-            f"of {len(pairs)} lines, e.g. {example!r}; the other column {counts[wanted]}); the "
+            f"of {len(pairs)} lines, e.g. {quoted(example)}; the other column "
+            f"{counts[wanted]}); the "
             f"file is {order}: read it with columns={right!r} (samalign: --bio-columns {right}) "
             "or 'auto'"
         )
@@ -150,7 +152,7 @@ def _line_error(file: Path, number: int, line: str, parts: list[str], tag_col: i
         problem = " (a tag without a token)"
     else:
         problem = f" ({len(parts)} columns; separate the two columns by one tab or by spaces)"
-    return f"{file}:{number}: expected {order!r}{problem}, got {line!r}"
+    return f"{file}:{number}: expected {order!r}{problem}, got {quoted(line)}"
 
 
 def read_bio(path: str | Path, *, columns: BioColumns = "auto", strict: bool = False) -> DataFile:
@@ -196,8 +198,8 @@ def read_bio(path: str | Path, *, columns: BioColumns = "auto", strict: bool = F
             where = f"{file}:{numbers[pos]}"
             if strict:
                 raise InputError(
-                    f"{where}: tag {tags[pos]!r} continues no entity (invalid IOB2: an I- tag "
-                    "must follow B- or I- of the same label)"
+                    f"{where}: tag {quoted(tags[pos])} continues no entity (invalid IOB2: an "
+                    "I- tag must follow B- or I- of the same label)"
                 )
             repaired.append(f"{where} ({tags[pos]})")
         text = " ".join(tokens)
@@ -231,7 +233,9 @@ def read_bio(path: str | Path, *, columns: BioColumns = "auto", strict: bool = F
             raise InputError(_line_error(file, number, line, parts, tag_col))
         tag = parts[tag_col].strip()
         if not is_tag(tag):
-            raise InputError(f"{file}:{number}: tag {tag!r} is not 'O', 'B-<label>' or 'I-<label>'")
+            raise InputError(
+                f"{file}:{number}: tag {quoted(tag)} is not 'O', 'B-<label>' or 'I-<label>'"
+            )
         tokens.append(parts[token_col].strip())
         tags.append(tag)
         numbers.append(number)

@@ -47,7 +47,7 @@ from samalign.datasets.records import (
     token_offsets,
     token_record,
 )
-from samalign.errors import InputError
+from samalign.errors import InputError, quoted
 
 EXCLUSIVE_HINT = (
     "CrossRE ends are inclusive (the span is sentence[start:end + 1]); if your data uses "
@@ -90,7 +90,7 @@ def _record(
         raise InputError(f"{where}: expected an object, got {type(data).__name__}")
     key = data.get("doc_key")
     if key is not None:
-        where += f" (doc_key {key!r})"
+        where += f" (doc_key {quoted(key)})"
     if "sentence" not in data and "tokens" in data:
         raise InputError(
             f"{where}: field 'sentence' is missing and the record has 'tokens' instead: that is "
@@ -114,7 +114,7 @@ def _record(
     for k, item in enumerate(data["ner"]):
         at = f"{where}, ner {k}"
         if not isinstance(item, list) or len(item) != 3:
-            raise InputError(f"{at}: expected [start, end, type], got {item!r}")
+            raise InputError(f"{at}: expected [start, end, type], got {quoted(item)}")
         start, end = _span(item, len(tokens), at, "entity")
         type_ = entity_labels.check(item[2], "entity", at)
         index_of = entities.setdefault(
@@ -133,7 +133,7 @@ def _record(
         if not isinstance(item, list) or len(item) < 5:
             raise InputError(
                 f"{at}: expected [head start, head end, tail start, tail end, type, ...], "
-                f"got {item!r}"
+                f"got {quoted(item)}"
             )
         args = []
         for name, pair in (("head", item[0:2]), ("tail", item[2:4])):

@@ -1,18 +1,30 @@
-"""Reading dataset files: text (UTF-8, a leading BOM dropped), JSON arrays, JSON Lines.
+r"""Reading dataset files: text (UTF-8, a leading BOM dropped), JSON arrays, JSON Lines.
 
 Every failure is an :class:`~samalign.errors.InputError` naming the file (and the line for
 JSON Lines). The readers share these helpers and the field checks below, so every format
-reports a broken record the same way.
+reports a broken record the same way. Files someone else wrote are read defensively:
+
+* only a regular file is read (a folder, a device such as ``/dev/zero`` or a pipe is refused
+  before reading, so nothing blocks or fills memory);
+* a leading UTF-8 byte-order mark is dropped; text that is not UTF-8 is refused (naming the byte);
+* JSON nested too deeply for the parser, or holding a number with too many digits, is a clean
+  error (:func:`loads`), never a ``RecursionError``;
+* JSON Lines are split at ``\n`` only, so a string holding U+2028, U+0085 or a form feed
+  (valid in JSON, and written raw by ``ensure_ascii=False``) stays on its line;
+* a text field holding a lone surrogate (a ``\ud800`` escape), which no output can encode, is
+  refused by :func:`str_field`;
+* every value an error message quotes is cut short (:func:`~samalign.errors.quoted`).
 """
 
 from __future__ import annotations
 
 import json
+import stat
 from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
-from samalign.errors import InputError
+from samalign.errors import InputError, quoted
 
 BOM = "\ufeff"
 """The UTF-8 byte-order mark some editors write at the start of a file."""
@@ -22,8 +34,20 @@ def read_text(path: Path) -> str:
     """The file's text, without a leading byte-order mark.
 
     Raises:
-        InputError: The file cannot be read or is not UTF-8.
+        InputError: The file is missing, not a regular file, cannot be read or is not UTF-8.
     """
+    name = str(path)
+    shown = name if len(name) <= 300 and name.isprintable() else quoted(name, 300)
+    try:
+        mode = path.stat().st_mode
+    except OSError as err:  # missing, no permission, a name too long
+        raise InputError(f"cannot read {shown}: {err.strerror or err}") from None
+    except ValueError as err:  # a NUL byte in the name
+        raise InputError(f"cannot read {shown}: {err}") from None
+    if not stat.S_ISREG(mode):
+        raise InputError(
+            f"{path}: not a regular file (a folder, a device or a pipe); pass a data file"
+        )
     try:
         raw = path.read_bytes()
     except OSError as err:
@@ -35,9 +59,44 @@ def read_text(path: Path) -> str:
     return text.removeprefix(BOM)
 
 
+def loads(text: str, where: str) -> Any:
+    """``json.loads(text)``; JSON too deep or too long a number is an :class:`InputError`.
+
+    Raises:
+        json.JSONDecodeError: The text is not JSON (the caller words the message).
+        InputError: The JSON nests too deeply for the parser (``RecursionError``) or holds an
+            integer with more digits than Python converts (``ValueError``).
+    """
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except (RecursionError, ValueError) as err:
+        raise InputError(
+            f"{where}: not readable JSON: nested too deeply or a number with too many digits "
+            f"({type(err).__name__}); fix the data"
+        ) from None
+
+
+def unicode_text(value: str, what: str, where: str) -> str:
+    """``value`` if it is valid Unicode text (no lone surrogate, which no UTF-8 output encodes).
+
+    Raises:
+        InputError: Naming ``what`` and the position of the lone surrogate.
+    """
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise InputError(
+            f"{where}: {what} is not valid Unicode (lone surrogate at character {err.start}, "
+            "e.g. a '\\ud800' escape); fix the text"
+        ) from None
+    return value
+
+
 def _loads(text: str, where: str, kind: type, expected: str, *, line: bool) -> Any:
     try:
-        value = json.loads(text)
+        value = loads(text, where)
     except json.JSONDecodeError as err:
         at = (
             f"not valid JSON ({err.msg})"
@@ -54,28 +113,32 @@ def json_array(path: Path, text: str) -> list[Any]:
     """The items of a file holding one JSON array.
 
     Raises:
-        InputError: The text is not JSON or not an array.
+        InputError: The text is not JSON (or too deeply nested) or not an array.
     """
     items: list[Any] = _loads(text, str(path), list, "a JSON array of records", line=False)
     return items
 
 
 def json_lines(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(line number, object)`` for every non-blank line of a JSON Lines file.
+    r"""``(line number, object)`` for every non-blank line of a JSON Lines file.
+
+    Lines end at ``\n`` (a trailing ``\r`` is dropped) and nowhere else.
 
     Raises:
-        InputError: A line is not JSON or not an object (naming the line).
+        InputError: A line is not JSON (or too deeply nested) or not an object (naming the line).
     """
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.split("\n"), start=1):
         if line.strip():
-            yield number, _loads(line, f"{path}:{number}", dict, "a JSON object", line=True)
+            where = f"{path}:{number}"
+            yield number, _loads(line.removesuffix("\r"), where, dict, "a JSON object", line=True)
 
 
 def str_field(rec: dict[str, Any], key: str, where: str, *, allow_empty: bool = False) -> str:
     """A record's string field.
 
     Raises:
-        InputError: The field is missing, not a string, or empty (unless allowed).
+        InputError: The field is missing, not a string, empty (unless allowed) or not valid
+            Unicode (a lone surrogate).
     """
     if key not in rec:
         raise InputError(f"{where}: field {key!r} is missing")
@@ -84,7 +147,7 @@ def str_field(rec: dict[str, Any], key: str, where: str, *, allow_empty: bool = 
         raise InputError(f"{where}: field {key!r} must be a string, got {type(value).__name__}")
     if not allow_empty and not value.strip():
         raise InputError(f"{where}: field {key!r} is empty")
-    return value
+    return unicode_text(value, f"field {key!r}", where)
 
 
 def int_field(value: Any, what: str, where: str) -> int:
@@ -94,7 +157,7 @@ def int_field(value: Any, what: str, where: str) -> int:
         InputError: The value is not an integer.
     """
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InputError(f"{where}: {what} must be an integer, got {value!r}")
+        raise InputError(f"{where}: {what} must be an integer, got {quoted(value)}")
     return value
 
 
@@ -112,7 +175,7 @@ def check_tokens(tokens: Any, field: str, where: str) -> list[str]:
     for i, token in enumerate(tokens):
         if not token or any(ch.isspace() for ch in token):
             raise InputError(
-                f"{where}: a token is empty or contains whitespace ({field}[{i}] = {token!r})"
+                f"{where}: a token is empty or contains whitespace ({field}[{i}] = {quoted(token)})"
             )
     return tokens
 
@@ -136,11 +199,13 @@ class LabelSet:
             InputError: Naming ``what`` (e.g. ``entity``) and the allowed types.
         """
         if not isinstance(value, str) or not value:
-            raise InputError(f"{where}: the {what} type must be a non-empty string, got {value!r}")
+            raise InputError(
+                f"{where}: the {what} type must be a non-empty string, got {quoted(value)}"
+            )
         if self.labels is not None and value not in self.labels:
             raise InputError(
-                f"{where}: {what} type {value!r} is not in the label set {sorted(self.labels)} "
-                f"({self.source})"
+                f"{where}: {what} type {quoted(value)} is not in the label set "
+                f"{quoted(sorted(self.labels), 400)} ({self.source})"
             )
         return value
 
@@ -170,13 +235,13 @@ def mention_list(raw: Any, where: str, what: str) -> list[str]:
     value = raw
     if isinstance(raw, str):
         try:
-            value = json.loads(raw)
+            value = loads(raw, where)
         except json.JSONDecodeError:
             raise InputError(
-                f"{where}: {what} is not a JSON list of strings: {raw[:80]!r}"
+                f"{where}: {what} is not a JSON list of strings: {quoted(raw)}"
             ) from None
     if not isinstance(value, list) or not all(isinstance(v, str | int | float) for v in value):
-        raise InputError(f"{where}: {what} must be a list of strings, got {str(raw)[:80]!r}")
+        raise InputError(f"{where}: {what} must be a list of strings, got {quoted(raw)}")
     return [str(v).strip() for v in value if str(v).strip()]
 
 
@@ -188,7 +253,9 @@ __all__ = [
     "int_field",
     "json_array",
     "json_lines",
+    "loads",
     "mention_list",
     "read_text",
     "str_field",
+    "unicode_text",
 ]

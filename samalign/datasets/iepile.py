@@ -20,9 +20,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from samalign.datasets.files import json_lines, mention_list, read_text, str_field
+from samalign.datasets.files import (
+    json_lines,
+    loads,
+    mention_list,
+    read_text,
+    str_field,
+    unicode_text,
+)
 from samalign.datasets.records import DataFile, EntityMention, Origin, Record, unique_ids
-from samalign.errors import InputError
+from samalign.errors import InputError, quoted
 
 _RE_REFUSED = (
     "IEPile relation records (triples of strings, no entity types or offsets) are not read; "
@@ -33,7 +40,7 @@ _RE_REFUSED = (
 def _instruction(rec: dict[str, Any], where: str) -> tuple[str, list[EntityMention], list[str]]:
     instruction = str_field(rec, "instruction", where)
     try:
-        inner = json.loads(instruction)
+        inner = loads(instruction, f"{where}: field 'instruction'")
     except json.JSONDecodeError:
         raise InputError(f"{where}: field 'instruction' is not a JSON string") from None
     if not isinstance(inner, dict):
@@ -43,24 +50,31 @@ def _instruction(rec: dict[str, Any], where: str) -> tuple[str, list[EntityMenti
         raise InputError(f"{where}: the instruction's 'schema' must be a list of type names")
     if not isinstance(text, str) or not text.strip():
         raise InputError(f"{where}: the instruction's 'input' must be a non-empty string")
+    unicode_text(text, "the instruction's 'input'", where)
     if "output" not in rec:
         raise InputError(
             f"{where}: field 'output' is missing (test-split records have no gold output)"
         )
     raw_output = rec["output"]
     try:
-        output = json.loads(raw_output) if isinstance(raw_output, str) else raw_output
+        output = (
+            loads(raw_output, f"{where}: field 'output'")
+            if isinstance(raw_output, str)
+            else raw_output
+        )
     except json.JSONDecodeError:
         raise InputError(f"{where}: field 'output' is not a JSON string") from None
     if not isinstance(output, dict):
         raise InputError(f"{where}: field 'output' must be a JSON object mapping types to lists")
     unknown = sorted(set(output) - set(schema))
     if unknown:
-        raise InputError(f"{where}: 'output' uses types {unknown} that are not in the schema")
+        raise InputError(
+            f"{where}: 'output' uses types {quoted(unknown, 200)} that are not in the schema"
+        )
     mentions = [
         EntityMention(type=type_, text=m)
         for type_ in schema
-        for m in mention_list(output.get(type_, []), where, f"output[{type_!r}]")
+        for m in mention_list(output.get(type_, []), where, f"output[{quoted(type_)}]")
     ]
     return text, mentions, schema
 

@@ -21,32 +21,40 @@ from typing import Any
 
 from samalign.datasets.bio import BioColumns, read_bio
 from samalign.datasets.crossre import read_crossre
-from samalign.datasets.files import read_text
+from samalign.datasets.files import loads, read_text
 from samalign.datasets.iepile import read_iepile
 from samalign.datasets.pilener import read_pilener
 from samalign.datasets.records import FORMATS, DataFile, DataFormat
 from samalign.datasets.spert import read_spert
 from samalign.datasets.uniner import read_uniner
-from samalign.errors import InputError
+from samalign.errors import InputError, quoted
 
 _BIO_LINES = 50
 _BIO_SUFFIXES = (".txt", ".bio", ".conll", ".iob", ".tsv")
 
 
-def _first_array_item(text: str) -> Any:
+def _first_array_item(text: str, where: str) -> tuple[Any, str]:
+    """The first item of a JSON array file, or ``None`` and why there is none."""
     try:
-        items = json.loads(text)
-    except json.JSONDecodeError:
-        return None
-    return items[0] if isinstance(items, list) and items else None
+        items = loads(text, where)
+    except json.JSONDecodeError as err:
+        return None, f"it is not valid JSON: invalid JSON at line {err.lineno}: {err.msg}"
+    if not isinstance(items, list):
+        return None, ""
+    if not items:
+        return None, "it is an empty JSON array"
+    if not isinstance(items[0], dict):
+        return None, f"record 0 is a {type(items[0]).__name__}: expected an object of fields"
+    return items[0], ""
 
 
-def _first_line_object(text: str) -> Any:
-    line = text.lstrip().splitlines()[0]
+def _first_line_object(text: str, where: str) -> tuple[Any, str]:
+    """The first line's JSON value, or ``None`` and why it is not one."""
+    line = text.lstrip().split("\n", 1)[0]
     try:
-        return json.loads(line)
-    except json.JSONDecodeError:
-        return None
+        return loads(line, where), ""
+    except json.JSONDecodeError as err:
+        return None, f"its first line is not valid JSON ({err.msg})"
 
 
 _ARRAY_KEYS: tuple[tuple[str, DataFormat], ...] = (
@@ -62,20 +70,25 @@ _SPERT_LINES = (
 )
 
 
-def _guess(text: str) -> tuple[DataFormat | None, str]:
-    """The format the content shows, or ``None`` and a hint."""
+def _guess(text: str, file: Path) -> tuple[DataFormat | None, str]:
+    """The format the content shows, or ``None`` and a hint.
+
+    Raises:
+        InputError: The content is JSON nested too deeply to read.
+    """
     head = text.lstrip()[:4096]
     if head.startswith("["):
-        first = _first_array_item(text)
+        first, why = _first_array_item(text, str(file))
         if isinstance(first, dict):
             for key, fmt in _ARRAY_KEYS:
                 if key in first:
                     return fmt, ""
-        return None, ""
+        return None, why
     if head.startswith("{"):
-        first = _first_line_object(text)
+        first_line = text[: len(text) - len(text.lstrip())].count("\n") + 1
+        first, why = _first_line_object(text, f"{file}:{first_line}")
         if not isinstance(first, dict):
-            return None, ""
+            return None, why
         if "tagName" in first:
             return "pilener", ""
         if "instruction" in first or ("text" in first and ({"entity", "relation"} & set(first))):
@@ -92,11 +105,12 @@ def detect_format(path: str | Path) -> DataFormat:
     """Guess a file's format from its content (see the module docs).
 
     Raises:
-        InputError: If the file cannot be read or matches no format.
+        InputError: If the file cannot be read, matches no format, or is JSON nested too
+            deeply to read.
     """
     file = Path(path)
     text = read_text(file)
-    guess, hint = _guess(text)
+    guess, hint = _guess(text, file)
     start = text.lstrip()[:1]
     if guess is None and file.suffix.lower() in _BIO_SUFFIXES and start and start not in "[{":
         guess = "bio"  # the BIO reader names the line that is not two columns
@@ -162,7 +176,7 @@ def read_file(
         return read_uniner(path)
     if kind == "iepile":
         return read_iepile(path, schema=schema)
-    raise InputError(f"unknown data format {fmt!r}; use one of {['auto', *FORMATS]}")
+    raise InputError(f"unknown data format {quoted(fmt)}; use one of {['auto', *FORMATS]}")
 
 
 __all__ = ["detect_format", "read_file"]

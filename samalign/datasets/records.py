@@ -19,6 +19,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from samalign.errors import quoted
+
 DataFormat = Literal["bio", "spert", "crossre", "pilener", "uniner", "iepile"]
 """A file format the readers know (see ``docs/data.md``)."""
 
@@ -132,7 +134,7 @@ class Record(BaseModel):
         """The record for messages: ``file:line`` or ``file record N (id X)``."""
         if self.origin.line is not None:
             return str(self.origin)
-        shown = f" (id {self.source_id!r})" if self.source_id is not None else ""
+        shown = f" (id {quoted(self.source_id)})" if self.source_id is not None else ""
         return f"{self.origin.file} record {self.origin.index}{shown}"
 
 

@@ -36,6 +36,7 @@ from samalign.datasets.files import (
     has_relations,
     int_field,
     json_array,
+    loads,
     read_text,
 )
 from samalign.datasets.records import (
@@ -49,7 +50,7 @@ from samalign.datasets.records import (
     token_offsets,
     token_record,
 )
-from samalign.errors import InputError
+from samalign.errors import InputError, quoted
 
 INCLUSIVE_HINT = (
     "'end' is exclusive (the span is tokens[start:end]); if your data uses inclusive ends, "
@@ -67,8 +68,8 @@ def read_label_map(path: Path) -> list[str] | None:
     if not path.is_file():
         return None
     try:
-        data = json.loads(read_text(path))
-    except ValueError as err:
+        data = loads(read_text(path), str(path))
+    except json.JSONDecodeError as err:
         raise InputError(f"{path}: cannot read the label map: {err}") from None
     if not isinstance(data, dict) or not all(isinstance(v, int) for v in data.values()):
         raise InputError(f"{path}: expected a JSON object {{label: index}}")
@@ -101,7 +102,7 @@ def _entities(
     for k, ent in enumerate(raw):
         at = f"{where}, entity {k}"
         if not isinstance(ent, dict) or "type" not in ent:
-            raise InputError(f"{at}: expected {{'type', 'start', 'end'}}, got {ent!r}")
+            raise InputError(f"{at}: expected {{'type', 'start', 'end'}}, got {quoted(ent)}")
         start = int_field(ent.get("start"), "'start'", at)
         end = int_field(ent.get("end"), "'end'", at)
         if not 0 <= start < end <= len(tokens):
@@ -125,7 +126,7 @@ def _relations(
     for k, rel in enumerate(raw):
         at = f"{where}, relation {k}"
         if not isinstance(rel, dict) or "type" not in rel:
-            raise InputError(f"{at}: expected {{'type', 'head', 'tail'}}, got {rel!r}")
+            raise InputError(f"{at}: expected {{'type', 'head', 'tail'}}, got {quoted(rel)}")
         ends = []
         for name in ("head", "tail"):
             value = int_field(rel.get(name), f"'{name}'", at)
@@ -153,7 +154,7 @@ def _record(
         raise InputError(f"{where}: expected an object, got {type(data).__name__}")
     orig_id = data.get("orig_id")
     if orig_id is not None:
-        where += f" (orig_id {orig_id!r})"
+        where += f" (orig_id {quoted(orig_id)})"
     if "tokens" not in data and "sentence" in data:
         raise InputError(
             f"{where}: field 'tokens' is missing and the record has 'sentence' instead: that is "

@@ -13,9 +13,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from samalign.datasets.files import json_array, mention_list, read_text
+from samalign.datasets.files import json_array, mention_list, read_text, unicode_text
 from samalign.datasets.records import DataFile, EntityMention, Origin, Record, unique_ids
-from samalign.errors import InputError
+from samalign.errors import InputError, quoted
 
 _QUESTION = re.compile(r"^What describes (?P<type>.+?) in the text\?$", re.DOTALL)
 _TEXT = "Text: "
@@ -33,6 +33,7 @@ def _turns(item: Any, where: str) -> list[str]:
         raise InputError(f"{where}: the first turn must be 'Text: <passage>'")
     if not values[0][len(_TEXT) :].strip():
         raise InputError(f"{where}: the passage after 'Text: ' is empty")
+    unicode_text(values[0][len(_TEXT) :], "the passage", where)
     return values
 
 
@@ -52,7 +53,7 @@ def read_uniner(path: str | Path) -> DataFile:
     for index, item in enumerate(json_array(file, read_text(file))):
         where = f"{file} record {index}"
         if isinstance(item, dict) and "id" in item:
-            where += f" (id {item['id']!r})"
+            where += f" (id {quoted(item['id'])})"
         values = _turns(item, where)
         text = values[0][len(_TEXT) :]
         source = str(item["id"]) if "id" in item else None
@@ -72,7 +73,7 @@ def read_uniner(path: str | Path) -> DataFile:
             if match is None:
                 raise InputError(
                     f"{where}: turn {q} must be 'What describes <type> in the text?', got "
-                    f"{values[q][:80]!r}"
+                    f"{quoted(values[q])}"
                 )
             type_ = match.group("type").strip()
             mentions = mention_list(values[q + 1], where, f"the answer in turn {q + 1}")

@@ -19,6 +19,7 @@ from samalign.evaluation.sentences import Sentence
 from samalign.evaluation.simulate import NoiseModel, SimulatedOracle
 from samalign.graphs.context import RunContext
 from samalign.prompts.domain import Domain
+from samalign.prompts.profiles import resolve_profile
 from samalign.serving.models import StageModels
 from samalign.serving.vllm_server import check_servers, vllm_server_models
 from samalign.types import ALL_STAGES
@@ -61,10 +62,24 @@ def _replay(
 
 
 def gold_backend(
-    sentences: Sequence[Sentence], domain: Domain, *, cache: StageCache | None = None
+    sentences: Sequence[Sentence],
+    domain: Domain,
+    *,
+    prompt_profile: str | None = None,
+    cache: StageCache | None = None,
 ) -> EvalBackend:
-    """Gold replay over ``sentences`` (see :mod:`samalign.evaluation.gold`)."""
-    return _replay("gold", GoldOracle(sentences, domain), domain, {}, cache)
+    """Gold replay over ``sentences`` (see :mod:`samalign.evaluation.gold`).
+
+    Args:
+        sentences: The gold sentences.
+        domain: The domain the graph runs with.
+        prompt_profile: The graph's ``PipelineOptions.prompt_profile`` (answers are rendered
+            as that profile reads them); ``None``: the domain's profile.
+        cache: Stage-answer cache the runs share, or ``None``.
+    """
+    profile = resolve_profile(domain, prompt_profile)
+    oracle = GoldOracle(sentences, domain, profile=profile)
+    return _replay("gold", oracle, domain, {"prompt_profile": profile.name}, cache)
 
 
 def simulated_backend(
@@ -73,11 +88,13 @@ def simulated_backend(
     *,
     noise: NoiseModel,
     seed: int,
+    prompt_profile: str | None = None,
     cache: StageCache | None = None,
 ) -> EvalBackend:
     """Noise simulation over ``sentences`` (see :mod:`samalign.evaluation.simulate`)."""
-    oracle = SimulatedOracle(sentences, domain, noise=noise, seed=seed)
-    settings = {"seed": seed, "noise": noise.model_dump()}
+    profile = resolve_profile(domain, prompt_profile)
+    oracle = SimulatedOracle(sentences, domain, noise=noise, seed=seed, profile=profile)
+    settings = {"seed": seed, "noise": noise.model_dump(), "prompt_profile": profile.name}
     return _replay("simulated", oracle, domain, settings, cache)
 
 

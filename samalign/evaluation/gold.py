@@ -5,16 +5,19 @@ model plugged into :class:`~samalign.serving.StageModels`, so the graph runs exa
 production and does not know it is being replayed. A model sees only what a served model sees
 (the rendered prompt and the ``response_format`` JSON schema) and answers like this:
 
-1. **Which sentence?** The sentence text is in every stage prompt. The model reads the
-   candidate texts out of the prompt (string values of a JSON prompt; the ``Text:`` line of
-   the calibrator's prompt; ``<ENT>`` tags removed) and looks them up in the dataset; if the
-   prompt is in another shape (a custom template), it scans the dataset for the longest
-   sentence that occurs in the prompt (verbatim or JSON-escaped).
+1. **Which sentence?** The sentence text is in every stage prompt. The model reads it back
+   as the prompt profile wrote it (the reference profile's ``Passage:``, ``sentence:`` and
+   ``Text:`` parts), else reads the candidate texts out of the prompt (string values of a
+   JSON prompt; the ``Text:`` line of the calibrator's prompt; ``<ENT>`` tags removed), and
+   looks them up in the dataset; if the prompt is in another shape (a custom template), it
+   scans the dataset for the longest sentence that occurs in the prompt (verbatim or
+   JSON-escaped).
 2. **Which types?** The answer schema's types (the extractor and classifier schema's
    properties, the calibrator schema's ``type`` enum), so an anchor asked about a chunk of
-   the types answers for that chunk only.
-3. **The gold answer**, rendered by the stage's own answer format (``render_gold``, the
-   renderer training data is built with):
+   the types answers for that chunk only; without a schema (the reference profile), every
+   label of the domain (archetypes for the classifier), as the profile names them.
+3. **The gold answer**, rendered by the stage's own answer format in the graph's prompt
+   profile (``render_gold``, the renderer training data is built with):
 
    * ``anchor``/``explorer``: every gold mention string, under its label's verbalised name;
    * ``archetype``: each ``<ENT>``-tagged mention that is a gold mention string, under the
@@ -24,6 +27,8 @@ production and does not know it is being replayed. A model sees only what a serv
    * ``calibrate``: each mention of the initial output that is a gold mention string, typed
      with its gold label's name (the label whose archetype matches when the string has
      several gold labels); other mentions are left out, so they are dropped;
+   * ``supervised_ner`` (AnchorAlign's supervised NER): every gold mention string with its
+     label's name, in text order (the schema's ``type`` enum says which types are asked);
    * ``relations_forward``/``relations_reverse``: the gold triplets, rendered by the relation
      answer format.
 
@@ -44,18 +49,19 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.messages import BaseMessage
+from langchain_core.outputs import ChatResult
 
 from samalign.errors import BackendError
 from samalign.evaluation.sentences import GoldEntity, Sentence
 from samalign.prompts.domain import Domain
+from samalign.prompts.profiles import PromptProfile, resolve_profile
 from samalign.prompts.relations import relation_format
-from samalign.prompts.specs import CALIBRATION_FORMAT, EXTRACTION_FORMAT
+from samalign.prompts.specs import CALIBRATION_FORMAT
+from samalign.prompts.supervised import SUPERVISED_NER_FORMAT
+from samalign.serving.chat_base import InlineChatModel, chat_result, word_count
 from samalign.serving.models import StageModel, StageModels
-from samalign.types import ALL_STAGES, Archetype
+from samalign.types import ALL_STAGES, SUPERVISED_NER_STAGE, Archetype
 
 _TAG = re.compile(r"</?ENT>")
 _TEXT_LINE = re.compile(r"^Text: (.*)$", re.MULTILINE)
@@ -142,25 +148,44 @@ class GoldOracle:
     *variant* of the oracle: variant ``k`` answers for the ``k``-th copy of every text (the
     last copy when a text has fewer). :meth:`variant_of` says which variant a sentence needs.
 
+    The answers are rendered, and the prompts read, as the graph's prompt profile does
+    (:mod:`samalign.prompts.profiles`): pass the profile the graph runs with. Under a profile
+    that sends no JSON schema (``reference``), the types come from the profile: an extractor
+    then answers every gold mention under its label, also a label the prompt does not ask
+    about (the reference extractor schema leaves out ``misc``; an unconstrained model may
+    answer any type, and the extractors keep such mentions as type-agnostic candidates).
+
     Args:
         sentences: The gold sentences (looked up by their text).
         domain: The domain the graph runs with (label names and archetypes).
         variant: Which copy of a repeated text this oracle answers for.
+        profile: The graph's prompt profile (default: the domain's).
     """
 
-    def __init__(self, sentences: Sequence[Sentence], domain: Domain, *, variant: int = 0) -> None:
+    def __init__(
+        self,
+        sentences: Sequence[Sentence],
+        domain: Domain,
+        *,
+        variant: int = 0,
+        profile: PromptProfile | None = None,
+    ) -> None:
         self.domain = domain
         self.variant = variant
+        self.profile = profile or resolve_profile(domain)
         self._copies: dict[str, list[Sentence]] = {}
         self._rank: dict[str, int] = {}
         for sentence in sentences:
             copies = self._copies.setdefault(sentence.text, [])
             self._rank[sentence.id] = len(copies)
             copies.append(sentence)
-        self._names = {t.label: t.name for t in domain.entity_types}
+        self._names = {t.label: self.profile.show(domain, t.label) for t in domain.entity_types}
         self._archetypes = {
-            t.label: (t.archetype or Archetype.MISC).value for t in domain.entity_types
+            t.label: self.profile.archetype_name(t.archetype or Archetype.MISC)
+            for t in domain.entity_types
         }
+        self.archetype_names = list(self.profile.archetype_names)
+        self.type_names = self.profile.all_types(domain)
         self._relation_names = {r.label: r.name for r in domain.relation_types}
 
     def with_variant(self, variant: int) -> GoldOracle:
@@ -192,6 +217,11 @@ class GoldOracle:
         Raises:
             BackendError: If no sentence of the dataset occurs in the prompt.
         """
+        read = self.profile.read_sentence(stage, prompt)
+        if read is not None:
+            found = self._lookup(strip_tags(read))
+            if found is not None:
+                return found
         for candidate in prompt_texts(prompt):
             found = self._lookup(candidate)
             if found is not None:
@@ -215,12 +245,12 @@ class GoldOracle:
     # ----------------------------------------------------------------------------- helpers
 
     def name_of(self, label: str) -> str:
-        """The verbalised name the prompts use for an entity label."""
+        """The name the prompts use for an entity label (the profile's)."""
         return self._names.get(label, label)
 
     def archetype_of(self, label: str) -> str:
-        """The archetype the domain gives a label (``Misc`` if none)."""
-        return self._archetypes.get(label, Archetype.MISC.value)
+        """The archetype the domain gives a label (``Misc`` if none), as prompts name it."""
+        return self._archetypes.get(label, self.profile.archetype_name(Archetype.MISC))
 
     def gold_by_text(self, sentence: Sentence) -> dict[str, list[GoldEntity]]:
         """Gold entities of a sentence grouped by mention string, in text order."""
@@ -242,14 +272,23 @@ class GoldOracle:
             labels = [lab for lab in labels if self.archetype_of(lab) == archetype] or labels
         return max(labels, key=counts.__getitem__)
 
-    def extraction(self, types: Sequence[str], mentions: Sequence[tuple[str, str]]) -> str:
-        """Render ``(type name, mention)`` pairs as an extractor answer restricted to ``types``."""
+    @staticmethod
+    def grouped(types: Sequence[str], mentions: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
+        """``(type name, mention)`` pairs as type → mentions, restricted to ``types``."""
         allowed = set(types)
         answer: dict[str, list[str]] = {}
         for name, mention in mentions:
             if name in allowed and mention not in answer.setdefault(name, []):
                 answer[name].append(mention)
-        return EXTRACTION_FORMAT.render_gold(types, {k: v for k, v in answer.items() if v})
+        return {k: v for k, v in answer.items() if v}
+
+    def extraction(self, types: Sequence[str], mentions: Sequence[tuple[str, str]]) -> str:
+        """Render ``(type name, mention)`` pairs as an extractor answer restricted to ``types``."""
+        return self.profile.extraction_answer(types, self.grouped(types, mentions))
+
+    def classification(self, types: Sequence[str], mentions: Sequence[tuple[str, str]]) -> str:
+        """Render ``(type name, mention)`` pairs as a classifier answer restricted to ``types``."""
+        return self.profile.classifier_answer(types, self.grouped(types, mentions))
 
     # ----------------------------------------------------------------------------- stages
 
@@ -261,15 +300,17 @@ class GoldOracle:
         """
         sentence = self.sentence_for(prompt, stage)
         if stage in ("anchor", "explorer"):
-            return self.answer_extractor(stage, sentence, self._types(schema, self.domain.names))
+            return self.answer_extractor(stage, sentence, self._types(schema, self.type_names))
         if stage in ("archetype", "direct_typing"):
-            archetypes = [a.value for a in Archetype]
-            types = self._types(schema, archetypes if stage == "archetype" else self.domain.names)
+            archetypes = self.archetype_names
+            types = self._types(schema, archetypes if stage == "archetype" else self.type_names)
             return self.answer_classifier(stage, sentence, prompt, types)
         if stage == "calibrate":
-            return self.answer_calibrator(sentence, prompt, self._types(schema, self.domain.names))
+            return self.answer_calibrator(sentence, prompt, self._types(schema, self.type_names))
         if stage in ("relations_forward", "relations_reverse"):
             return self.answer_relations(stage, sentence, prompt, schema)
+        if stage == SUPERVISED_NER_STAGE:
+            return self.answer_supervised(sentence, self._types(schema, self.domain.names))
         raise BackendError(f"gold replay: no gold answer for stage {stage!r}")
 
     @staticmethod
@@ -280,6 +321,19 @@ class GoldOracle:
         """Every gold mention under its label's name."""
         pairs = [(self.name_of(e.label), e.text) for e in sentence.entities]
         return self.extraction(types, pairs)
+
+    def supervised(self, types: Sequence[str], entities: Sequence[tuple[str, str]]) -> str:
+        """Render ``(mention, type name)`` pairs as a supervised NER answer (only ``types``)."""
+        allowed = set(types)
+        kept = [(m, t) for m, t in entities if t in allowed]
+        return SUPERVISED_NER_FORMAT.render_gold(types, kept)
+
+    def answer_supervised(self, sentence: Sentence, types: Sequence[str]) -> str:
+        """Every gold mention string with its label's name, in text order."""
+        return self.supervised(
+            types,
+            [(m, self.name_of(self.label_for(e))) for m, e in self.gold_by_text(sentence).items()],
+        )
 
     def answer_classifier(
         self, stage: str, sentence: Sentence, prompt: str, types: Sequence[str]
@@ -297,7 +351,7 @@ class GoldOracle:
                         mention,
                     )
                 )
-        return self.extraction(types, pairs)
+        return self.classification(types, pairs)
 
     def answer_calibrator(self, sentence: Sentence, prompt: str, types: Sequence[str]) -> str:
         """Each initial-output mention that is a gold mention, typed with its gold label."""
@@ -311,7 +365,7 @@ class GoldOracle:
             name = self.name_of(self.label_for(entities, archetype))
             if name in allowed:
                 assignments.setdefault(mention, name)
-        return CALIBRATION_FORMAT.render_gold(assignments)
+        return self.profile.calibration_answer(assignments)
 
     def relation_triples(self, sentence: Sentence) -> list[tuple[str, str, str]]:
         """The gold triplets as ``(head mention, relation name, tail mention)``."""
@@ -338,6 +392,9 @@ class GoldOracle:
     # ----------------------------------------------------------------------------- parsing
 
     def _tagged(self, prompt: str, sentence: Sentence) -> list[str]:
+        read = self.profile.read_tagged(prompt)
+        if read is not None:
+            return tagged_mentions(read)
         for candidate in self._raw_prompt_strings(prompt):
             if "<ENT>" in candidate and strip_tags(candidate) == sentence.text:
                 return tagged_mentions(candidate)
@@ -353,8 +410,10 @@ class GoldOracle:
             return [v for v in value.values() if isinstance(v, str)]
         return [prompt]
 
-    @staticmethod
-    def _initial_output(prompt: str) -> list[tuple[str, str]]:
+    def _initial_output(self, prompt: str) -> list[tuple[str, str]]:
+        read = self.profile.read_initial_output(prompt)
+        if read is not None:
+            return read
         match = _INITIAL.search(prompt)
         if match is None:
             raise BackendError(
@@ -363,7 +422,7 @@ class GoldOracle:
         return list(CALIBRATION_FORMAT.parse(match.group(1)).assignments)
 
 
-class ReplayChatModel(BaseChatModel):
+class ReplayChatModel(InlineChatModel):
     """A chat model serving one stage from an oracle (gold or simulated answers).
 
     It never touches the network and makes no model request, so the test kill-switch lets
@@ -381,7 +440,7 @@ class ReplayChatModel(BaseChatModel):
     def _llm_type(self) -> str:
         return "samalign-replay-fake"
 
-    def _reply(self, messages: Sequence[BaseMessage], kwargs: Mapping[str, Any]) -> ChatResult:
+    def _reply(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> ChatResult:
         prompt = next((m.content for m in messages if m.type == "human"), "")
         prompt_text = prompt if isinstance(prompt, str) else str(prompt)
         name, schema = request_schema(kwargs)
@@ -392,35 +451,7 @@ class ReplayChatModel(BaseChatModel):
                 "needs its own model"
             )
         text = self.oracle.answer(self.stage, prompt_text, schema)
-        words_in = sum(len(str(m.content).split()) for m in messages)
-        message = AIMessage(
-            content=text,
-            response_metadata={"finish_reason": "stop"},
-            usage_metadata={
-                "input_tokens": words_in,
-                "output_tokens": len(text.split()),
-                "total_tokens": words_in + len(text.split()),
-            },
-        )
-        return ChatResult(generations=[ChatGeneration(message=message)])
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        return self._reply(messages, kwargs)
-
-    async def _agenerate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        return self._reply(messages, kwargs)  # no I/O: answer inline, no thread hop
+        return chat_result(text, input_tokens=word_count(messages), output_tokens=len(text.split()))
 
 
 def oracle_stage_models(oracle: GoldOracle, stages: Sequence[str] = ALL_STAGES) -> StageModels:
@@ -461,7 +492,11 @@ class ReplayModels:
 
 
 def gold_stage_models(
-    sentences: Sequence[Sentence], domain: Domain, stages: Sequence[str] = ALL_STAGES
+    sentences: Sequence[Sentence],
+    domain: Domain,
+    stages: Sequence[str] = ALL_STAGES,
+    *,
+    profile: PromptProfile | None = None,
 ) -> ReplayModels:
     """Stage models that replay the gold answers of ``sentences`` (see the module docs).
 
@@ -469,12 +504,13 @@ def gold_stage_models(
         sentences: The gold sentences the graph will be run on.
         domain: The domain the graph runs with.
         stages: The stages to serve (default: all).
+        profile: The graph's prompt profile (default: the domain's).
 
     Returns:
         Replay models; ``for_sentence(s)`` gives the :class:`~samalign.serving.StageModels`
         to put in the run context of sentence ``s``.
     """
-    return ReplayModels(GoldOracle(sentences, domain), stages)
+    return ReplayModels(GoldOracle(sentences, domain, profile=profile), stages)
 
 
 __all__ = [

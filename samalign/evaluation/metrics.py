@@ -9,6 +9,10 @@ Protocols (see ``docs/evaluation.md``):
   ``(normalised mention string, label)`` pairs; a predicted pair is correct when the gold set
   of that sentence holds it (:func:`string_prf`). Repeated mentions count once, and position
   does not matter.
+* **sam_ner** (the SAM-NER authors' ``src/eval/eval.py``): the same per-sentence sets, with
+  mention and label only stripped of surrounding whitespace — case-sensitive, no other
+  normalisation (:func:`sam_ner_pairs`, scored by :func:`string_prf`); their reported average
+  is the mean of the five CrossNER domains' F1 (:mod:`samalign.evaluation.domains`).
 * **relation strict / boundary** (AnchorAlign §4.1): a triplet
   ``(head span, head type, relation, tail span, tail type)`` is correct under *strict* when
   every part matches, under *boundary* when the spans and the relation match whatever the
@@ -170,16 +174,26 @@ def string_pairs(pairs: Iterable[StringPair], *, normalize: bool = True) -> set[
     return {(normalize_mention(m) if normalize else m, label) for m, label in pairs}
 
 
+def sam_ner_pairs(pairs: Iterable[StringPair]) -> set[StringPair]:
+    """The set of ``(name, type)`` pairs of one sentence as the SAM-NER authors score it.
+
+    Their ``src/eval/eval.py`` (DMIRLAB-Group/SAM-NER@d9e41bc) keeps
+    ``(name.strip(), type.strip())``: case-sensitive, punctuation and articles kept.
+    """
+    return {(m.strip(), label.strip()) for m, label in pairs}
+
+
 def string_prf(
     gold: Sequence[set[StringPair]],
     pred: Sequence[set[StringPair]],
     *,
     exclude_labels: Collection[str] = (),
 ) -> PRF:
-    """Micro P/R/F1 of per-sentence ``(mention string, label)`` sets (UniNER protocol).
+    """Micro P/R/F1 of per-sentence ``(mention string, label)`` sets.
 
-    Build each set with :func:`string_pairs` (normalisation and de-duplication as UniNER's
-    evaluation script does per (text, type) query).
+    Build each set with :func:`string_pairs` (UniNER: normalisation and de-duplication as
+    UniNER's evaluation script does per (text, type) query) or :func:`sam_ner_pairs` (the
+    SAM-NER authors' script: stripped only); the counting is the same for both.
 
     Raises:
         InputError: If ``gold`` and ``pred`` have different lengths.
@@ -223,6 +237,7 @@ __all__ = [
     "invalid_bio_positions",
     "normalize_mention",
     "relation_prf",
+    "sam_ner_pairs",
     "span_prf",
     "string_pairs",
     "string_prf",

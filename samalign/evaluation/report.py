@@ -11,6 +11,7 @@ JSON layout (``format: "samalign-eval-report"``, ``version: 1``)::
       span         strict span micro P/R/F1: precision, recall, f1, tp, pred, gold,
                    per_label {label: {precision, recall, f1, tp, pred, gold}}
       string       UniNER string-set protocol, same fields
+      sam_ner      the SAM-NER authors' protocol (stripped, case-sensitive strings), same fields
       boundary     spans only (labels ignored)
       candidates   candidate spans before typing vs gold spans (labels ignored)
       excluded_labels
@@ -51,6 +52,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from samalign.batch.jsonl import encodable
 from samalign.batch.records import EntityRecord, TripletRecord
 from samalign.evaluation.analysis import SentenceDiff
 from samalign.evaluation.cost import Cost, DiagnosticCounts
@@ -111,6 +113,7 @@ class VariantSummary(BaseModel):
     report: str
     entity_span: PRF
     entity_string: PRF
+    entity_sam_ner: PRF | None = None
     candidates: PRF
     relation_strict: PRF | None = None
     relation_boundary: PRF | None = None
@@ -142,6 +145,7 @@ class EvalReport(BaseModel):
             report=report_path,
             entity_span=self.entity.span.model_copy(update={"per_label": {}}),
             entity_string=self.entity.string.model_copy(update={"per_label": {}}),
+            entity_sam_ner=self.entity.sam_ner.model_copy(update={"per_label": {}}),
             candidates=self.entity.candidates,
             relation_strict=(
                 self.relation.strict.model_copy(update={"per_label": {}}) if self.relation else None
@@ -281,6 +285,7 @@ def render_markdown(
     entity = report.entity
     lines.append(_prf_row("entity span (strict)", entity.span))
     lines.append(_prf_row("entity string (UniNER)", entity.string))
+    lines.append(_prf_row("entity SAM-NER (authors' eval.py)", entity.sam_ner))
     if entity.without_misc:
         lines.append(_prf_row("entity span w/o misc", entity.without_misc["span"]))
         lines.append(_prf_row("entity string w/o misc", entity.without_misc["string"]))
@@ -292,16 +297,19 @@ def render_markdown(
     if report.ablations:
         lines += ["", "## Ablations (%)", ""]
         has_rel = any(v.relation_strict for v in report.ablations.values())
-        head = "| variant | entity P | entity R | entity F1 | candidate P | candidate R |"
-        sep = "| --- | --- | --- | --- | --- | --- |"
+        head = (
+            "| variant | entity P | entity R | entity F1 | SAM-NER F1 | candidate P | candidate R |"
+        )
+        sep = "| --- | --- | --- | --- | --- | --- | --- |"
         if has_rel:
             head += " rel. strict P | rel. strict R | rel. strict F1 | rel. boundary F1 |"
             sep += " --- | --- | --- | --- |"
         lines += [head + " calls/sent. |", sep + " --- |"]
         for name, v in report.ablations.items():
+            sam_ner = _pct(v.entity_sam_ner.f1) if v.entity_sam_ner is not None else "–"
             row = (
                 f"| {name} | {_pct(v.entity_span.precision)} | {_pct(v.entity_span.recall)} | "
-                f"{_pct(v.entity_span.f1)} | {_pct(v.candidates.precision)} | "
+                f"{_pct(v.entity_span.f1)} | {sam_ner} | {_pct(v.candidates.precision)} | "
                 f"{_pct(v.candidates.recall)} |"
             )
             if has_rel:
@@ -402,8 +410,9 @@ def write_report(
 
     paths = report_paths(out)
     paths["json"].parent.mkdir(parents=True, exist_ok=True)
+    # encodable: a sentence whose text is not valid Unicode (an error result) is written escaped
     paths["json"].write_text(
-        json.dumps(report.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n",
+        encodable(json.dumps(report.model_dump(mode="json"), indent=2, ensure_ascii=False)) + "\n",
         encoding="utf-8",
     )
     written: dict[str, Path] = {}
@@ -418,7 +427,7 @@ def write_report(
         )
         written["view"] = View(list(view), title=title).save(paths["view"])
         link = paths["view"].name
-    paths["md"].write_text(render_markdown(report, view=link), encoding="utf-8")
+    paths["md"].write_text(encodable(render_markdown(report, view=link)), encoding="utf-8")
     written = {"json": paths["json"], "md": paths["md"], **written}
     if chart and write_chart(report, paths["png"]):
         written["png"] = paths["png"]

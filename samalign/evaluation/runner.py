@@ -77,9 +77,13 @@ def graph_stages(kind: GraphKind, options: PipelineOptions) -> list[str]:
     return list(options.joint_model_stages if kind == "joint" else options.model_stages)
 
 
-def ablation_variants(kind: GraphKind) -> dict[str, dict[str, bool]]:
-    """The sweep's variants for a graph kind."""
-    variants = dict(NER_ABLATIONS)
+def ablation_variants(kind: GraphKind, *, supervised: bool = False) -> dict[str, dict[str, bool]]:
+    """The sweep's variants for a graph kind.
+
+    With supervised NER (``ner_mode="supervised"``) there are no SAM-NER stages to ablate: the
+    variants are the full pipeline and, for the joint graph, AnchorAlign's Table 2 rows.
+    """
+    variants = {"full": {}} if supervised else dict(NER_ABLATIONS)
     if kind == "joint":
         variants.update(RELATION_ABLATIONS)
     return variants
@@ -382,7 +386,7 @@ async def asweep(
         **kwargs: Passed to :func:`aevaluate`.
     """
     base = options or PipelineOptions()
-    table = ablation_variants(graph)
+    table = ablation_variants(graph, supervised=base.supervised)
     names = list(variants) if variants is not None else list(table)
     unknown = sorted(set(names) - set(table))
     if unknown:

@@ -17,6 +17,7 @@ from samalign.evaluation.metrics import (
     StringPair,
     TokenSpan,
     relation_prf,
+    sam_ner_pairs,
     span_prf,
     string_pairs,
     string_prf,
@@ -34,6 +35,8 @@ class EntityScores(BaseModel):
     Attributes:
         span: Strict span micro P/R/F1 with per-label results (CrossNER protocol).
         string: UniNER's string-set protocol.
+        sam_ner: The SAM-NER authors' protocol (``src/eval/eval.py``): per sentence the set of
+            stripped ``(mention, label)`` strings, case-sensitive; ``misc`` scored.
         boundary: Spans only, labels ignored.
         candidates: The candidates' spans (before typing) against gold spans, labels ignored:
             how good entity discovery is.
@@ -46,6 +49,7 @@ class EntityScores(BaseModel):
 
     span: PRF
     string: PRF
+    sam_ner: PRF
     boundary: PRF
     candidates: PRF
     excluded_labels: list[str]
@@ -83,6 +87,13 @@ def predicted_strings(result: SentenceResult | None) -> set[StringPair]:
     return string_pairs((e.text, e.label or "") for e in result.entities)
 
 
+def predicted_sam_ner(result: SentenceResult | None) -> set[StringPair]:
+    """The SAM-NER-protocol items of a result (stripped mention strings and labels)."""
+    if result is None or result.error is not None:
+        return set()
+    return sam_ner_pairs((e.text, e.label or "") for e in result.entities)
+
+
 def predicted_triplets(result: SentenceResult | None) -> set[RelationTuple]:
     """The relation-protocol items of a result."""
     if result is None or result.error is not None:
@@ -112,6 +123,8 @@ def score_entities(
     pred_spans = [predicted_spans(r) for r in results]
     gold_strings = [string_pairs(s.string_keys) for s in sentences]
     pred_strings = [predicted_strings(r) for r in results]
+    gold_sam_ner = [sam_ner_pairs(s.string_keys) for s in sentences]
+    pred_sam_ner = [predicted_sam_ner(r) for r in results]
     excluded = sorted(set(exclude_labels))
     kept_gold = [{x for x in g if x[2] not in excluded} for g in gold_spans]
     kept_pred = [{x for x in p if x[2] not in excluded} for p in pred_spans]
@@ -132,6 +145,7 @@ def score_entities(
     return EntityScores(
         span=span_prf(gold_spans, pred_spans, exclude_labels=excluded),
         string=string_prf(gold_strings, pred_strings, exclude_labels=excluded),
+        sam_ner=string_prf(gold_sam_ner, pred_sam_ner, exclude_labels=excluded),
         boundary=unlabeled_prf(kept_gold, kept_pred),
         candidates=unlabeled_prf(kept_gold, candidates),
         excluded_labels=excluded,
@@ -155,6 +169,7 @@ __all__ = [
     "MISC_LABEL",
     "EntityScores",
     "RelationScores",
+    "predicted_sam_ner",
     "predicted_spans",
     "predicted_strings",
     "predicted_triplets",

@@ -21,6 +21,9 @@ The noise model (:class:`NoiseModel`; every rate is a probability, drawn indepen
   another label; any other mention gets a random label of its archetype (any label if none).
 * ``direct_typing`` ("w/o cali."): a gold mention gets its label, or with ``direct_error``
   another; any other candidate gets a random label.
+* ``supervised_ner`` (AnchorAlign's supervised NER): drops each gold mention with
+  ``supervised_miss``; a kept one gets its gold label, or with ``supervised_error`` another
+  label of the domain; it never invents a mention.
 * ``relations_forward`` / ``relations_reverse``: each decoder drops each gold triplet with
   ``relation_miss`` (independently, so the union recovers some), and for each gold triplet adds
   with ``relation_hallucination`` a copy whose head or tail is replaced by a generic word of
@@ -42,8 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from samalign.evaluation.gold import GoldOracle, relation_schema_names
 from samalign.evaluation.sentences import Sentence
 from samalign.prompts.domain import Domain
-from samalign.prompts.specs import CALIBRATION_FORMAT
-from samalign.types import Archetype
+from samalign.prompts.profiles import PromptProfile
 
 STOP_WORDS = frozenset(
     """about above after again against also although among another because been before being
@@ -68,6 +70,8 @@ class NoiseModel(BaseModel):
     archetype_error: float = Field(default=0.05, ge=0.0, le=1.0)
     calibrate_error: float = Field(default=0.05, ge=0.0, le=1.0)
     direct_error: float = Field(default=0.2, ge=0.0, le=1.0)
+    supervised_miss: float = Field(default=0.1, ge=0.0, le=1.0)
+    supervised_error: float = Field(default=0.05, ge=0.0, le=1.0)
     relation_miss: float = Field(default=0.3, ge=0.0, le=1.0)
     relation_hallucination: float = Field(default=0.2, ge=0.0, le=1.0)
 
@@ -103,6 +107,7 @@ class SimulatedOracle(GoldOracle):
         noise: The error rates.
         seed: The random seed.
         variant: See :class:`~samalign.evaluation.gold.GoldOracle`.
+        profile: The graph's prompt profile (default: the domain's).
     """
 
     def __init__(
@@ -113,12 +118,13 @@ class SimulatedOracle(GoldOracle):
         noise: NoiseModel | None = None,
         seed: int = 0,
         variant: int = 0,
+        profile: PromptProfile | None = None,
     ) -> None:
-        super().__init__(sentences, domain, variant=variant)
+        super().__init__(sentences, domain, variant=variant, profile=profile)
         self.noise = noise or NoiseModel()
         self.seed = seed
         archetypes = {self.archetype_of(label) for label in domain.labels}
-        self._domain_archetypes = [a.value for a in Archetype if a.value in archetypes]
+        self._domain_archetypes = [a for a in self.archetype_names if a in archetypes]
 
     def rng(self, stage: str, sentence: Sentence, item: str) -> random.Random:
         """The random generator of one decision."""
@@ -159,7 +165,7 @@ class SimulatedOracle(GoldOracle):
             rng = self.rng(stage, sentence, mention)
             entities = gold.get(mention)
             if direct:
-                names = self.domain.names
+                names = self.type_names
                 if entities:
                     name = self.name_of(self.label_for(entities))
                     if rng.random() < self.noise.direct_error:
@@ -171,11 +177,11 @@ class SimulatedOracle(GoldOracle):
             if entities:
                 archetype = self.archetype_of(self.label_for(entities))
                 if rng.random() < self.noise.archetype_error:
-                    archetype = self._other([a.value for a in Archetype], archetype, rng)
+                    archetype = self._other(self.archetype_names, archetype, rng)
             else:
-                archetype = rng.choice(self._domain_archetypes or [a.value for a in Archetype])
+                archetype = rng.choice(self._domain_archetypes or self.archetype_names)
             pairs.append((archetype, mention))
-        return self.extraction(types, pairs)
+        return self.classification(types, pairs)
 
     def answer_calibrator(self, sentence: Sentence, prompt: str, types: Sequence[str]) -> str:
         """Every initial-output mention typed (see the module docs)."""
@@ -197,7 +203,22 @@ class SimulatedOracle(GoldOracle):
             name = self.name_of(label)
             if name in types:
                 assignments.setdefault(mention, name)
-        return CALIBRATION_FORMAT.render_gold(assignments)
+        return self.profile.calibration_answer(assignments)
+
+    def answer_supervised(self, sentence: Sentence, types: Sequence[str]) -> str:
+        """Gold mentions minus misses, each with its label or, at the error rate, another."""
+        stage = "supervised_ner"
+        names = self.domain.names
+        entities: list[tuple[str, str]] = []
+        for mention, gold in self.gold_by_text(sentence).items():
+            if self.chance(self.noise.supervised_miss, stage, sentence, "miss:" + mention):
+                continue
+            name = self.name_of(self.label_for(gold))
+            rng = self.rng(stage, sentence, "type:" + mention)
+            if rng.random() < self.noise.supervised_error:
+                name = self._other(names, name, rng)
+            entities.append((mention, name))
+        return self.supervised(types, entities)
 
     def answer_relations(
         self, stage: str, sentence: Sentence, prompt: str, schema: Mapping[str, Any] | None

@@ -6,6 +6,11 @@ schedule with 5 % warmup, 3 epochs, cutoff 1024 tokens, batch 2 × gradient accu
 bf16 where the hardware supports it. ``lora_dropout`` (not in Table 7) is LLaMA-Factory's
 default 0, and the LoRA targets every linear projection (LLaMA-Factory's ``all``).
 
+The batch is Table 7's *per device*: SAM-NER trained on 3 GPUs, so its effective batch was
+2 × 8 × 3 = 48, and these defaults give 16 on one device. The default stays the per-device
+setting (``gradient_accumulation: 24`` matches the paper's 48 on one device; see
+``docs/finetune.md``).
+
 The config is saved next to the adapter (``samalign-finetune.yaml``), so an adapter always
 carries the settings it was trained with.
 """
@@ -21,6 +26,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 import yaml
 
 from samalign.errors import ConfigError
+from samalign.prompts.yamlfile import load_yaml, load_yaml_file
 from samalign.serving.model_dir import VLLM_LORA_RANKS, VLLM_UNSERVABLE_TARGETS
 
 CONFIG_FILE_NAME = "samalign-finetune.yaml"
@@ -35,6 +41,9 @@ STAGE_LEARNING_RATES: dict[str, float] = {
 
 DEFAULT_LEARNING_RATE = 2e-5
 """Learning rate for stages Table 7 does not list (the explorer's)."""
+
+EARLY_STOPPING_METRICS: tuple[str, ...] = ("eval_loss", "eval_loss_ner", "eval_loss_re")
+"""Dev metrics early stopping can watch (the eval-loss keys of the loss log)."""
 
 
 @dataclass
@@ -66,6 +75,14 @@ class TrainConfig:
     )
     eval_file: str | None = field(
         default=None, metadata={"help": "Optional JSONL of held-out examples for eval loss."}
+    )
+    init_adapter: str | None = field(
+        default=None,
+        metadata={
+            "help": "Start from this adapter folder's LoRA weights instead of a fresh LoRA "
+            "(a curriculum's previous phase, e.g. AnchorAlign's warm-up on simple sentences); "
+            "its rank and target modules must be this run's."
+        },
     )
     eval_fraction: float = field(
         default=0.0,
@@ -111,7 +128,13 @@ class TrainConfig:
     )
     batch_size: int = field(default=2, metadata={"help": "Examples per micro-batch (Table 7: 2)."})
     gradient_accumulation: int = field(
-        default=8, metadata={"help": "Micro-batches per optimizer step (Table 7: 8)."}
+        default=8,
+        metadata={
+            "help": "Micro-batches per optimizer step (Table 7: 8, per device). SAM-NER "
+            "trained on 3 GPUs, an effective batch of 2 x 8 x 3 = 48; the defaults give 16 "
+            "on one device. Set 24 (at batch_size 2) to match the paper's effective batch "
+            "on one device (docs/finetune.md)."
+        },
     )
     cutoff_len: int = field(
         default=1024,
@@ -133,6 +156,60 @@ class TrainConfig:
             "help": "λ of the joint loss L = L_NER + λ·L_RE: the loss of relation "
             "('re') examples is weighted by λ."
         },
+    )
+    sentence_groups: bool = field(
+        default=True,
+        metadata={
+            "help": "Keep the examples of one sentence (the same 'group', written by "
+            "`finetune build joint`: its NER, forward and reverse examples) in one "
+            "micro-batch, so L = L_NER + λ·L_RE is one optimisation step per sentence; a "
+            "micro-batch then holds batch_size sentences (up to 3 x batch_size sequences). "
+            "Examples without a group are unaffected."
+        },
+    )
+    anchor_align_alpha: float = field(
+        default=0.0,
+        metadata={
+            "help": "α of AnchorAlign Eq. 12: weight of the NER-RE alignment term (Eq. 4-5, "
+            "KL from the NER target's distributions over each entity's tokens to each "
+            "relation decoder's). 0 = off. Needs grouped examples (build joint)."
+        },
+    )
+    anchor_align_beta: float = field(
+        default=0.0,
+        metadata={
+            "help": "β of AnchorAlign Eq. 12: weight of the forward-reverse alignment term "
+            "(Eq. 6-7, symmetric KL between the two relation decoders' distributions over "
+            "each gold triplet's tokens). 0 = off. Needs grouped examples (build joint)."
+        },
+    )
+    anchor_align_gamma: float = field(
+        default=0.0,
+        metadata={
+            "help": "γ of AnchorAlign Eq. 12: weight of negative suppression (Eq. 8-10, "
+            "-log(1-p) of the sentence's prompt tokens that are in no target, over each "
+            "relation decoder's target steps). 0 = off. Needs grouped examples."
+        },
+    )
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata={
+            "help": "Stop when the dev metric has not improved for this many evaluations "
+            "(eval_steps, default once per epoch) and write the best evaluation's adapter; "
+            "null = train to the end. Needs eval_file or eval_fraction."
+        },
+    )
+    early_stopping_metric: str = field(
+        default="eval_loss",
+        metadata={
+            "help": "Dev metric of early stopping (lower is better): eval_loss (all "
+            "examples), eval_loss_ner or eval_loss_re (one task's examples). A dev F1 "
+            "would need generation at every evaluation; the dev loss is what is measured."
+        },
+    )
+    early_stopping_min_delta: float = field(
+        default=0.0,
+        metadata={"help": "An evaluation improves only if the metric drops by more than this."},
     )
     precision: str = field(
         default="auto",
@@ -169,6 +246,15 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.validate()
+
+    @property
+    def uses_alignment(self) -> bool:
+        """Whether any AnchorAlign training term is on (α, β or γ above 0)."""
+        return (self.anchor_align_alpha, self.anchor_align_beta, self.anchor_align_gamma) != (
+            0.0,
+            0.0,
+            0.0,
+        )
 
     @property
     def effective_learning_rate(self) -> float:
@@ -237,7 +323,35 @@ class TrainConfig:
             raise ConfigError(f"field 'eval_fraction' must be in [0, 1), got {self.eval_fraction}")
         if self.joint_lambda < 0:
             raise ConfigError(f"field 'joint_lambda' must be >= 0, got {self.joint_lambda}")
+        for name in ("anchor_align_alpha", "anchor_align_beta", "anchor_align_gamma"):
+            value = getattr(self, name)
+            if not (value >= 0 and math.isfinite(value)):
+                raise ConfigError(f"field {name!r} must be a finite number >= 0, got {value}")
+        if self.uses_alignment and not self.sentence_groups:
+            raise ConfigError(
+                "the AnchorAlign terms (anchor_align_alpha/beta/gamma) compare one sentence's "
+                "examples, which sentence_groups keeps together: set sentence_groups: true"
+            )
+        if self.early_stopping_patience is not None:
+            if self.early_stopping_patience < 1:
+                raise ConfigError(
+                    "field 'early_stopping_patience' must be >= 1 or null, got "
+                    f"{self.early_stopping_patience}"
+                )
+            if not self.eval_file and self.eval_fraction <= 0:
+                raise ConfigError(
+                    "field 'early_stopping_patience' needs dev data: set eval_file (e.g. "
+                    "`finetune build` on the dev split) or eval_fraction"
+                )
+        if not (
+            self.early_stopping_min_delta >= 0 and math.isfinite(self.early_stopping_min_delta)
+        ):
+            raise ConfigError(
+                "field 'early_stopping_min_delta' must be a finite number >= 0, got "
+                f"{self.early_stopping_min_delta}"
+            )
         choices = {
+            "early_stopping_metric": EARLY_STOPPING_METRICS,
             "lr_scheduler": ("cosine", "linear", "constant"),
             "precision": ("auto", "bf16", "fp32"),
             "device": ("auto", "cpu", "cuda"),
@@ -325,7 +439,7 @@ def config_from_mapping(
     if missing:
         raise ConfigError(f"{origin}: required field(s) {missing} missing")
     if base_dir is not None:
-        for name in ("base_model", "train_file", "output_dir", "eval_file"):
+        for name in ("base_model", "train_file", "output_dir", "eval_file", "init_adapter"):
             value = values.get(name)
             if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
                 values[name] = str((base_dir / value).resolve())
@@ -342,14 +456,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
         ConfigError: The file is missing or not YAML, or a setting is invalid.
     """
     file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"{file}: config file not found")
-    try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{file}: not valid YAML: {err}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{file}: not UTF-8 text") from None
+    data = load_yaml_file(file, what="config file")
     if data is None:
         data = {}
     if isinstance(data, dict) and overrides:
@@ -367,8 +474,8 @@ def parse_override(item: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise ConfigError(f"--set expects key=value, got {item!r}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
+        value = load_yaml(raw, origin=f"--set {key.strip()}") if raw.strip() else None
+    except ConfigError:
         value = raw
     return key.strip(), value
 
@@ -411,6 +518,7 @@ def config_yaml(config: TrainConfig | None = None) -> str:
 __all__ = [
     "CONFIG_FILE_NAME",
     "DEFAULT_LEARNING_RATE",
+    "EARLY_STOPPING_METRICS",
     "STAGE_LEARNING_RATES",
     "VLLM_UNSERVABLE_TARGETS",
     "TrainConfig",

@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import random
+import shutil
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -34,6 +35,15 @@ from pathlib import Path
 from typing import Any
 
 from samalign.errors import ConfigError, InputError
+from samalign.finetune.alignment import (
+    TERMS,
+    AlignmentWeights,
+    GroupPlan,
+    Member,
+    alignment_terms,
+    group_plan,
+    weighted_sum,
+)
 from samalign.finetune.builders.io import ChatExample, read_examples
 from samalign.finetune.checkpoints import (
     CHECKPOINTS_DIR,
@@ -53,6 +63,8 @@ log = logging.getLogger("samalign.finetune")
 
 IGNORE_INDEX = -100
 LOSS_LOG_NAME = "loss_log.jsonl"
+BEST_DIR = "best"
+"""With early stopping: the best evaluation's adapter, kept while training runs."""
 SUMMARY_NAME = "training_summary.json"
 _COSMETIC_FIELDS = frozenset(
     {
@@ -70,12 +82,20 @@ _COSMETIC_FIELDS = frozenset(
 
 @dataclass(frozen=True)
 class TokenizedExample:
-    """An example as token ids: ``labels`` is ``-100`` on the prompt tokens."""
+    """An example as token ids: ``labels`` is ``-100`` on the prompt tokens.
+
+    ``stage``, ``group`` and ``answer_offsets`` serve the sentence groups and the AnchorAlign
+    terms: ``answer_offsets`` gives, per completion token, its characters relative to the
+    answer's start (``None`` unless asked for).
+    """
 
     input_ids: list[int]
     labels: list[int]
     task: str
     id: str
+    stage: str = ""
+    group: str = ""
+    answer_offsets: tuple[tuple[int, int], ...] | None = None
 
     @property
     def target_tokens(self) -> int:
@@ -99,6 +119,10 @@ class TrainResult:
         tokens_per_second: Non-padding tokens processed per second in this run.
         peak_memory_mb: Peak GPU memory (CUDA) or peak resident memory of the process (CPU).
         history: Logged records (the content of ``loss_log.jsonl``).
+        stopped_early: Whether early stopping ended the run before ``total_steps``.
+        best_step: With early stopping: the step of the best evaluation (its adapter is the
+            one written).
+        best_metric: With early stopping: the best value of ``early_stopping_metric``.
     """
 
     output_dir: Path
@@ -112,9 +136,21 @@ class TrainResult:
     tokens_per_second: float
     peak_memory_mb: float
     history: list[dict[str, Any]] = field(default_factory=list)
+    stopped_early: bool = False
+    best_step: int | None = None
+    best_metric: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready summary (without the history)."""
+        """JSON-ready summary (without the history; early stopping's fields when it ran)."""
+        early = (
+            {
+                "stopped_early": self.stopped_early,
+                "best_step": self.best_step,
+                "best_metric": self.best_metric,
+            }
+            if self.best_step is not None
+            else {}
+        )
         return {
             "output_dir": str(self.output_dir),
             "steps": self.steps,
@@ -126,6 +162,7 @@ class TrainResult:
             "seconds": round(self.seconds, 3),
             "tokens_per_second": round(self.tokens_per_second, 1),
             "peak_memory_mb": round(self.peak_memory_mb, 1),
+            **early,
         }
 
 
@@ -139,13 +176,21 @@ def _ids(tokenizer: Any, text: str) -> list[int]:
     return [int(i) for i in ids]
 
 
-def tokenize_example(tokenizer: Any, example: ChatExample) -> TokenizedExample:
+def tokenize_example(
+    tokenizer: Any, example: ChatExample, *, offsets: bool = False
+) -> TokenizedExample:
     """Tokenise one example with the chat template; mask the prompt (see module docs).
+
+    Args:
+        tokenizer: The base model's tokenizer.
+        example: The example.
+        offsets: Also record where each completion token is in the answer (needed by the
+            AnchorAlign terms; a fast tokenizer is required).
 
     Raises:
         ConfigError: The tokenizer has no chat template, the template does not render the
             generation prompt as a prefix of the conversation, or the answer's end has no
-            eos token.
+            eos token; with ``offsets``, a tokenizer that cannot give offsets.
     """
     if not getattr(tokenizer, "chat_template", None):
         raise ConfigError(
@@ -164,28 +209,56 @@ def tokenize_example(tokenizer: Any, example: ChatExample) -> TokenizedExample:
             f"exactly (example {example.id!r})"
         )
     prompt_ids = _ids(tokenizer, prompt_text)
-    completion_ids = _ids(tokenizer, full_text[len(prompt_text) :])
+    completion = full_text[len(prompt_text) :]
+    answer_offsets: tuple[tuple[int, int], ...] | None = None
+    if offsets:
+        completion_ids, answer_offsets = _ids_with_offsets(tokenizer, completion, example)
+    else:
+        completion_ids = _ids(tokenizer, completion)
     eos = tokenizer.eos_token_id
     if eos is None:
         raise ConfigError("the tokenizer has no eos token; the model could not learn to stop")
     if eos not in completion_ids:
         completion_ids.append(int(eos))
+        if answer_offsets is not None:
+            answer_offsets = (*answer_offsets, (0, 0))
     return TokenizedExample(
         input_ids=prompt_ids + completion_ids,
         labels=[IGNORE_INDEX] * len(prompt_ids) + completion_ids,
         task=example.task,
         id=example.id,
+        stage=example.stage,
+        group=example.group,
+        answer_offsets=answer_offsets,
     )
 
 
+def _ids_with_offsets(
+    tokenizer: Any, completion: str, example: ChatExample
+) -> tuple[list[int], tuple[tuple[int, int], ...] | None]:
+    """Completion ids and, per token, its characters relative to the answer's start."""
+    try:
+        encoded = tokenizer(completion, add_special_tokens=False, return_offsets_mapping=True)
+    except NotImplementedError:
+        raise ConfigError(
+            "the AnchorAlign terms need token offsets, which this (slow) tokenizer cannot "
+            "give; use the model's fast tokenizer (tokenizer.json)"
+        ) from None
+    ids = [int(i) for i in encoded["input_ids"]]
+    start = completion.find(example.answer)
+    if start < 0:  # the template changed the answer text: no alignment for this example
+        return ids, None
+    return ids, tuple((a - start, b - start) for a, b in encoded["offset_mapping"])
+
+
 def tokenize_examples(
-    tokenizer: Any, examples: Sequence[ChatExample], cutoff_len: int
+    tokenizer: Any, examples: Sequence[ChatExample], cutoff_len: int, *, offsets: bool = False
 ) -> tuple[list[TokenizedExample], int]:
     """Tokenise examples; drop those longer than ``cutoff_len`` (returns the dropped count)."""
     kept: list[TokenizedExample] = []
     dropped = 0
     for ex in examples:
-        tok = tokenize_example(tokenizer, ex)
+        tok = tokenize_example(tokenizer, ex, offsets=offsets)
         if len(tok.input_ids) > cutoff_len:
             dropped += 1
             continue
@@ -198,8 +271,32 @@ def tokenize_examples(
 # ------------------------------------------------------------------------------------------
 
 
+def sentence_groups(groups: Sequence[str], enabled: bool = True) -> list[list[int]]:
+    """Example indices grouped by sentence: one unit per ``group``, in first-appearance order.
+
+    An example without a group (``""``), or every example when ``enabled`` is False, is a unit
+    of its own.
+    """
+    units: list[list[int]] = []
+    index: dict[str, int] = {}
+    for i, group in enumerate(groups):
+        if enabled and group:
+            if group in index:
+                units[index[group]].append(i)
+                continue
+            index[group] = len(units)
+        units.append([i])
+    return units
+
+
 def epoch_batches(
-    lengths: Sequence[int], batch_size: int, *, seed: int, epoch: int, group_by_length: bool
+    lengths: Sequence[int],
+    batch_size: int,
+    *,
+    seed: int,
+    epoch: int,
+    group_by_length: bool,
+    units: Sequence[Sequence[int]] | None = None,
 ) -> list[list[int]]:
     """The micro-batches of one epoch as lists of example indices (deterministic).
 
@@ -207,7 +304,18 @@ def epoch_batches(
     is cut into mega-batches of 64 batches, each sorted by length (longest first) and cut
     into batches, and the batch order is shuffled, so a batch holds examples of similar
     length (less padding) while the epoch stays random.
+
+    With ``units`` (:func:`sentence_groups`) the same is done with units instead of examples
+    (a unit's length is its longest example's): a batch holds ``batch_size`` whole units, so a
+    sentence's examples always share a micro-batch. Units of one example give exactly the
+    batches without ``units``.
     """
+    if units is not None:
+        unit_lengths = [max(lengths[i] for i in unit) for unit in units]
+        unit_batches = epoch_batches(
+            unit_lengths, batch_size, seed=seed, epoch=epoch, group_by_length=group_by_length
+        )
+        return [[i for u in batch for i in units[u]] for batch in unit_batches]
     rng = random.Random(seed * 1_000_003 + epoch)
     order = list(range(len(lengths)))
     rng.shuffle(order)
@@ -244,16 +352,25 @@ def collate(batch: Sequence[TokenizedExample], pad_id: int, joint_lambda: float)
     }
 
 
+def forward_logits(model: Any, batch: dict[str, Any], device: Any, autocast: Any) -> Any:
+    """The micro-batch's logits (rows × positions × vocabulary), unshifted."""
+    input_ids = batch["input_ids"].to(device)
+    attention = batch["attention_mask"].to(device)
+    with autocast():
+        return model(input_ids=input_ids, attention_mask=attention).logits
+
+
 def token_losses(model: Any, batch: dict[str, Any], device: Any, autocast: Any) -> tuple[Any, Any]:
     """Per-token cross-entropy (rows × positions) and the target mask, shifted for causal LM."""
+    return logit_losses(forward_logits(model, batch, device, autocast), batch, device)
+
+
+def logit_losses(logits: Any, batch: dict[str, Any], device: Any) -> tuple[Any, Any]:
+    """:func:`token_losses` from logits already computed."""
     import torch
     import torch.nn.functional as F
 
-    input_ids = batch["input_ids"].to(device)
     labels = batch["labels"].to(device)
-    attention = batch["attention_mask"].to(device)
-    with autocast():
-        logits = model(input_ids=input_ids, attention_mask=attention).logits
     shift_logits = logits[:, :-1, :].float()
     shift_labels = labels[:, 1:]
     losses = F.cross_entropy(
@@ -264,6 +381,74 @@ def token_losses(model: Any, batch: dict[str, Any], device: Any, autocast: Any) 
     ).view(shift_labels.shape)
     mask = (shift_labels != IGNORE_INDEX).to(torch.float32)
     return losses, mask
+
+
+@dataclass
+class MicroBatchLoss:
+    """One micro-batch's loss and its parts.
+
+    Attributes:
+        total: What is backpropagated: ``weighted`` plus the AnchorAlign terms.
+        weighted: The completion-only cross-entropy, ``re`` rows weighted by λ, summed over
+            the micro-batch's target tokens and divided by the optimizer step's.
+        losses: Per-token cross-entropy (rows × positions).
+        mask: The target mask of ``losses``.
+        terms: Per AnchorAlign term, its value in each sentence of the micro-batch that has
+            it (floats, for the log).
+    """
+
+    total: Any
+    weighted: Any
+    losses: Any
+    mask: Any
+    terms: dict[str, list[float]] = field(default_factory=dict)
+
+
+def micro_batch_loss(
+    model: Any,
+    batch: dict[str, Any],
+    device: Any,
+    autocast: Any,
+    *,
+    target: int,
+    alignment: AlignmentWeights | None = None,
+    plans: Sequence[tuple[GroupPlan, Sequence[int]]] = (),
+    sentences: int = 1,
+) -> MicroBatchLoss:
+    """The loss of one micro-batch of an optimizer step.
+
+    ``L = L_NER + λ·L_RE`` as token-level cross-entropy normalised over the step's ``target``
+    tokens (the joint-loss paper's Eq. 3, AnchorAlign's L_Gen of Eq. 11), plus, when
+    ``alignment`` has a weight on, AnchorAlign's Eq. 12 terms: each sentence's
+    ``α·L_NER-RE + β·L_RE-Align + γ·L_suppress`` divided by the step's number of
+    ``sentences``, so the step adds the terms' mean over its sentences (a sentence without
+    a term counts as 0 for it, as in AnchorAlign's Appendix C). With every weight 0 the
+    result is exactly the cross-entropy (no term is computed).
+
+    Args:
+        model: The model (peft).
+        batch: A :func:`collate` micro-batch.
+        device: The device.
+        autocast: The autocast context factory.
+        target: Target tokens of the whole optimizer step.
+        alignment: α, β, γ (``None``: off).
+        plans: The alignment plan and micro-batch rows of each sentence in the micro-batch.
+        sentences: Sentences in the whole optimizer step.
+    """
+    logits = forward_logits(model, batch, device, autocast)
+    losses, mask = logit_losses(logits, batch, device)
+    weights = batch["weights"].to(device).unsqueeze(1)
+    weighted = (losses * mask * weights).sum() / target
+    total = weighted
+    terms: dict[str, list[float]] = {}
+    if alignment is not None and alignment.active:
+        for plan, rows in plans:
+            found = alignment_terms(logits, rows, plan, alignment)
+            if found:
+                total = total + weighted_sum(found, alignment) / max(1, sentences)
+            for name, value in found.items():
+                terms.setdefault(name, []).append(float(value.detach()))
+    return MicroBatchLoss(total=total, weighted=weighted, losses=losses, mask=mask, terms=terms)
 
 
 # ------------------------------------------------------------------------------------------
@@ -322,15 +507,17 @@ def _split_eval(
         return examples, read_examples(config.eval_file)
     if config.eval_fraction <= 0:
         return examples, []
-    order = list(range(len(examples)))
+    # whole sentences are held out (units of one example: the plain seeded split)
+    units = sentence_groups([ex.group for ex in examples], config.sentence_groups)
+    order = list(range(len(units)))
     random.Random(config.seed).shuffle(order)
-    n_eval = max(1, round(config.eval_fraction * len(examples)))
-    if n_eval >= len(examples):
+    n_eval = max(1, round(config.eval_fraction * len(units)))
+    if n_eval >= len(units):
         raise ConfigError(
             f"eval_fraction {config.eval_fraction} leaves no training examples "
             f"({len(examples)} in total)"
         )
-    held = set(order[:n_eval])
+    held = {i for u in order[:n_eval] for i in units[u]}
     train = [ex for i, ex in enumerate(examples) if i not in held]
     return train, [examples[i] for i in sorted(held)]
 
@@ -339,10 +526,10 @@ def _check_resume_config(config: TrainConfig, checkpoint: Path) -> None:
     saved_path = checkpoint / CONFIG_FILE_NAME
     if not saved_path.is_file():
         return
-    import yaml
+    from samalign.prompts.yamlfile import load_yaml_file
 
     saved = config_from_mapping(
-        yaml.safe_load(saved_path.read_text("utf-8")), origin=str(saved_path)
+        load_yaml_file(saved_path, what="checkpoint config"), origin=str(saved_path)
     )
     now, then = config.to_dict(), saved.to_dict()
     changed = sorted(k for k in now if k not in _COSMETIC_FIELDS and now[k] != then[k])
@@ -401,13 +588,62 @@ def _read_data(
 
 @dataclass
 class _Data:
-    """Tokenised examples of a run."""
+    """Tokenised examples of a run, their sentence units and the units' alignment plans."""
 
     train: list[TokenizedExample]
     eval: list[TokenizedExample]
     dropped: int
     eval_dropped: int
     pad_id: int
+    units: list[list[int]] = field(default_factory=list)
+    eval_units: list[list[int]] = field(default_factory=list)
+    plans: list[GroupPlan | None] = field(default_factory=list)
+    eval_plans: list[GroupPlan | None] = field(default_factory=list)
+    unit_of: list[int] = field(default_factory=list)
+
+
+def _plans(
+    config: TrainConfig,
+    units: Sequence[Sequence[int]],
+    tokens: Sequence[TokenizedExample],
+    examples: Sequence[ChatExample],
+) -> list[GroupPlan | None]:
+    """Each unit's alignment plan (``None`` for all when the AnchorAlign terms are off).
+
+    ``tokens[i]`` is the tokenised ``examples[i]``.
+    """
+    if not config.uses_alignment:
+        return [None] * len(units)
+    plans: list[GroupPlan | None] = []
+    for unit in units:
+        members = [
+            Member(
+                stage=tokens[i].stage,
+                task=tokens[i].task,
+                input_ids=tokens[i].input_ids,
+                labels=tokens[i].labels,
+                answer=examples[i].answer,
+                offsets=tokens[i].answer_offsets,
+            )
+            for i in unit
+        ]
+        plan = group_plan(members) if len(members) > 1 else None
+        plans.append(plan if plan is not None and not plan.empty else None)
+    return plans
+
+
+def _kept(
+    tokenizer: Any, examples: Sequence[ChatExample], config: TrainConfig
+) -> tuple[list[TokenizedExample], list[ChatExample], int]:
+    """Tokenised examples within the cutoff, the examples they came from, the dropped count."""
+    tokens: list[TokenizedExample] = []
+    kept: list[ChatExample] = []
+    for ex in examples:
+        tok = tokenize_example(tokenizer, ex, offsets=config.uses_alignment)
+        if len(tok.input_ids) <= config.cutoff_len:
+            tokens.append(tok)
+            kept.append(ex)
+    return tokens, kept, len(examples) - len(kept)
 
 
 def _tokenize_data(
@@ -416,8 +652,8 @@ def _tokenize_data(
     train_examples: list[ChatExample],
     eval_examples: list[ChatExample],
 ) -> _Data:
-    train_tok, dropped = tokenize_examples(tokenizer, train_examples, config.cutoff_len)
-    eval_tok, eval_dropped = tokenize_examples(tokenizer, eval_examples, config.cutoff_len)
+    train_tok, train_kept, dropped = _kept(tokenizer, train_examples, config)
+    eval_tok, eval_kept, eval_dropped = _kept(tokenizer, eval_examples, config)
     if dropped:
         log.warning(
             "%d of %d training examples exceed cutoff_len %d tokens and were dropped",
@@ -432,7 +668,31 @@ def _tokenize_data(
     pad_id = (
         tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     )
-    return _Data(train_tok, eval_tok, dropped, eval_dropped, pad_id)
+    units = sentence_groups([t.group for t in train_tok], config.sentence_groups)
+    eval_units = sentence_groups([t.group for t in eval_tok], config.sentence_groups)
+    plans = _plans(config, units, train_tok, train_kept)
+    if config.uses_alignment and not any(plans):
+        raise ConfigError(
+            "anchor_align_alpha/beta/gamma are set but no training sentence has an NER and a "
+            "relation example to align: build the data with `samalign finetune build joint` "
+            "(it groups each sentence's NER, forward and reverse examples)"
+        )
+    unit_of = [0] * len(train_tok)
+    for u, unit in enumerate(units):
+        for i in unit:
+            unit_of[i] = u
+    return _Data(
+        train_tok,
+        eval_tok,
+        dropped,
+        eval_dropped,
+        pad_id,
+        units=units,
+        eval_units=eval_units,
+        plans=plans,
+        eval_plans=_plans(config, eval_units, eval_tok, eval_kept),
+        unit_of=unit_of,
+    )
 
 
 def _load_model(config: TrainConfig, base: Path, tokenizer: Any, device: Any, bf16: bool) -> Any:
@@ -465,6 +725,8 @@ def _load_model(config: TrainConfig, base: Path, tokenizer: Any, device: Any, bf
     with warnings.catch_warnings():  # transformers 5 deprecation noise from inside peft
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
         model = get_peft_model(model, lora)
+    if config.init_adapter:
+        _load_init_adapter(model, Path(config.init_adapter).expanduser(), config)
     if config.gradient_checkpointing:
         enable_activation_checkpointing(model)
         model.enable_input_require_grads()
@@ -492,6 +754,7 @@ class _Session:
     step: int = 0
     tokens_seen: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    stopped_early: bool = False
 
     def __post_init__(self) -> None:
         import torch
@@ -501,7 +764,7 @@ class _Session:
         self.optimizer = torch.optim.AdamW(
             self.params, lr=config.effective_learning_rate, weight_decay=config.weight_decay
         )
-        self.batches_per_epoch = math.ceil(len(self.data.train) / config.batch_size)
+        self.batches_per_epoch = math.ceil(len(self.data.units) / config.batch_size)
         self.steps_per_epoch = max(
             1, math.ceil(self.batches_per_epoch / config.gradient_accumulation)
         )
@@ -559,26 +822,49 @@ class _Session:
         with open(self.log_path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(entry) + "\n")
 
+    @property
+    def alignment(self) -> AlignmentWeights:
+        """α, β, γ of the AnchorAlign terms."""
+        c = self.config
+        return AlignmentWeights(c.anchor_align_alpha, c.anchor_align_beta, c.anchor_align_gamma)
+
     def evaluate(self) -> dict[str, float] | None:
-        """Mean eval loss per token, overall (``all``) and per task (None without eval data)."""
+        """Mean eval loss per token, overall (``all``) and per task (None without eval data).
+
+        With the AnchorAlign terms on, also each term's mean over the dev sentences that have
+        it (keys ``align_<term>``; AnchorAlign's Appendix C plots them on dev).
+        """
         import torch
 
-        eval_tok = self.data.eval
+        eval_tok, data = self.data.eval, self.data
         if not eval_tok:
             return None
         self.model.eval()
         sums: dict[str, float] = {}
         counts: dict[str, float] = {}
         size = self.config.batch_size
+        weights = self.alignment
         with torch.no_grad():
-            for i in range(0, len(eval_tok), size):
-                chunk = eval_tok[i : i + size]
-                batch = collate(chunk, self.data.pad_id, 1.0)
-                losses, mask = token_losses(self.model, batch, self.device, self.autocast)
+            for u in range(0, len(data.eval_units), size):
+                units = range(u, min(u + size, len(data.eval_units)))
+                indices = [i for k in units for i in data.eval_units[k]]
+                chunk = [eval_tok[i] for i in indices]
+                batch = collate(chunk, data.pad_id, 1.0)
+                logits = forward_logits(self.model, batch, self.device, self.autocast)
+                losses, mask = logit_losses(logits, batch, self.device)
                 for row, ex in enumerate(chunk):
                     for key in ("all", ex.task):
                         sums[key] = sums.get(key, 0.0) + float((losses[row] * mask[row]).sum())
                         counts[key] = counts.get(key, 0.0) + float(mask[row].sum())
+                for k in units:
+                    plan = data.eval_plans[k]
+                    if plan is None:
+                        continue
+                    rows = [indices.index(i) for i in data.eval_units[k]]
+                    for name, value in alignment_terms(logits, rows, plan, weights).items():
+                        key = f"align_{name}"
+                        sums[key] = sums.get(key, 0.0) + float(value)
+                        counts[key] = counts.get(key, 0.0) + 1.0
         self.model.train()
         return {k: sums[k] / max(counts[k], 1.0) for k in sums}
 
@@ -605,7 +891,10 @@ class _Session:
         save_checkpoint(self.out, self.step, self.config.save_total_limit, write)
 
     def micro_batches(self) -> Iterator[list[int]]:
-        """Micro-batches (example indices) from the current step on, epoch after epoch."""
+        """Micro-batches (example indices) from the current step on, epoch after epoch.
+
+        A micro-batch holds ``batch_size`` sentence units (:func:`sentence_groups`).
+        """
         config = self.config
         lengths = [len(ex.input_ids) for ex in self.data.train]
         epoch = self.step // self.steps_per_epoch
@@ -617,6 +906,7 @@ class _Session:
                 seed=config.seed,
                 epoch=epoch,
                 group_by_length=config.group_by_length,
+                units=self.data.units,
             )
             yield from batches[skip:]
             skip = 0
@@ -631,22 +921,69 @@ class _Session:
         n_micro = min(config.gradient_accumulation, self.batches_per_epoch - first)
         group = [next(stream) for _ in range(n_micro)]
         target = max(1, sum(train_tok[i].target_tokens for b in group for i in b))
+        weights = self.alignment
+        sentences = len({self.data.unit_of[i] for b in group for i in b})
         self.optimizer.zero_grad(set_to_none=True)
         for indices in group:
             batch = collate([train_tok[i] for i in indices], self.data.pad_id, config.joint_lambda)
-            losses, mask = token_losses(self.model, batch, self.device, self.autocast)
-            weights = batch["weights"].to(self.device).unsqueeze(1)
-            weighted = (losses * mask * weights).sum() / target
-            weighted.backward()
-            interval["loss"] += float((losses * mask).sum().detach())
-            interval["weighted"] += float(weighted.detach()) * target
-            interval["tokens"] += float(mask.sum())
+            plans = self.batch_plans(indices) if weights.active else []
+            loss = micro_batch_loss(
+                self.model,
+                batch,
+                self.device,
+                self.autocast,
+                target=target,
+                alignment=weights,
+                plans=plans,
+                sentences=sentences,
+            )
+            loss.total.backward()
+            interval["loss"] += float((loss.losses * loss.mask).sum().detach())
+            interval["weighted"] += float(loss.weighted.detach()) * target
+            interval["tokens"] += float(loss.mask.sum())
+            for name, values in loss.terms.items():
+                interval[f"align_{name}"] = interval.get(f"align_{name}", 0.0) + sum(values)
+                interval[f"align_{name}_n"] = interval.get(f"align_{name}_n", 0.0) + len(values)
             self.tokens_seen += int(batch["attention_mask"].sum())
         if config.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.params, config.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
+
+    def early_stopping_check(self) -> bool:
+        """After an evaluation: keep the best adapter; whether patience has run out."""
+        config = self.config
+        if config.early_stopping_patience is None:
+            return False
+        _, best_step, since = early_stopping_state(
+            self.history, config.early_stopping_metric, config.early_stopping_min_delta
+        )
+        if best_step == self.step:
+            self.model.save_pretrained(str(self.out / BEST_DIR))
+            (self.out / BEST_DIR / "README.md").unlink(missing_ok=True)
+        if since >= config.early_stopping_patience:
+            self.stopped_early = True
+            log.info(
+                "early stopping at step %d: %s has not improved for %d evaluations (best at "
+                "step %s)",
+                self.step,
+                config.early_stopping_metric,
+                since,
+                best_step,
+            )
+            return True
+        return False
+
+    def batch_plans(self, indices: Sequence[int]) -> list[tuple[GroupPlan, list[int]]]:
+        """The alignment plans of the sentences in a micro-batch, with their members' rows."""
+        data = self.data
+        out: list[tuple[GroupPlan, list[int]]] = []
+        for u in dict.fromkeys(data.unit_of[i] for i in indices):
+            plan = data.plans[u]
+            if plan is not None:
+                out.append((plan, [indices.index(i) for i in data.units[u]]))
+        return out
 
     def log_interval(self, interval: dict[str, float], bar: Any) -> None:
         """Record the mean loss since the last log entry."""
@@ -659,6 +996,10 @@ class _Session:
         }
         if self.config.joint_lambda != 1.0:
             entry["weighted_loss"] = round(interval["weighted"] / max(interval["tokens"], 1.0), 6)
+        for name in TERMS:
+            n = interval.get(f"align_{name}_n", 0.0)
+            if n:
+                entry[f"align_{name}"] = round(interval[f"align_{name}"] / n, 6)
         self.record(entry)
         bar.set_postfix(loss=f"{mean:.4f}")
         log.info("step %d/%d loss %.4f", self.step, self.total_steps, mean)
@@ -672,7 +1013,11 @@ class _Session:
                 "step": self.step,
                 "epoch": round(self.step / self.steps_per_epoch, 4),
                 "eval_loss": round(result["all"], 6),
-                **{f"eval_loss_{k}": round(v, 6) for k, v in result.items() if k != "all"},
+                **{
+                    (f"eval_{k}" if k.startswith("align_") else f"eval_loss_{k}"): round(v, 6)
+                    for k, v in result.items()
+                    if k != "all"
+                },
             }
         )
         return result
@@ -682,8 +1027,30 @@ def _fresh_interval() -> dict[str, float]:
     return {"loss": 0.0, "weighted": 0.0, "tokens": 0.0}
 
 
+def early_stopping_state(
+    history: Sequence[dict[str, Any]], metric: str, min_delta: float = 0.0
+) -> tuple[float | None, int | None, int]:
+    """Early stopping's state from the loss log: ``(best value, its step, evaluations since)``.
+
+    An evaluation improves when ``metric`` drops below the best so far by more than
+    ``min_delta``. Read from the log (not kept apart), so a resumed run continues exactly.
+    """
+    best: float | None = None
+    best_step: int | None = None
+    since = 0
+    for entry in history:
+        value = entry.get(metric) if "eval_loss" in entry else None
+        if value is None:
+            continue
+        if best is None or value < best - min_delta:
+            best, best_step, since = float(value), int(entry["step"]), 0
+        else:
+            since += 1
+    return best, best_step, since
+
+
 def _run_loop(session: _Session) -> tuple[float, dict[str, float] | None]:
-    """Train to ``total_steps``; returns the loop's seconds and the last eval losses."""
+    """Train to ``total_steps`` (or until early stopping); the loop's seconds, last eval."""
     import torch
     from tqdm import tqdm
 
@@ -712,11 +1079,15 @@ def _run_loop(session: _Session) -> tuple[float, dict[str, float] | None]:
                 session.log_interval(interval, bar)
                 interval = _fresh_interval()
             due_eval = (step % config.eval_steps == 0) if config.eval_steps else end_of_epoch
+            stop = False
             if session.data.eval and (due_eval or last):
                 last_eval = session.record_eval()
+                stop = session.early_stopping_check()
             due_save = (step % config.save_steps == 0) if config.save_steps else end_of_epoch
-            if due_save or last:
+            if due_save or last or stop:
                 session.save_checkpoint()
+            if stop:
+                break
     except KeyboardInterrupt:
         session.save_checkpoint()
         log.warning("interrupted at step %d; checkpoint written, rerun with --resume", session.step)
@@ -732,8 +1103,24 @@ def _run_loop(session: _Session) -> tuple[float, dict[str, float] | None]:
 def _finish(
     session: _Session, base: Path, seconds: float, last_eval: dict[str, float] | None
 ) -> TrainResult:
-    """Write the adapter (checked servable) and the summary; the run's result."""
-    out, data = session.out, session.data
+    """Write the adapter (checked servable) and the summary; the run's result.
+
+    With early stopping the adapter written is the best evaluation's (``best/``, then
+    removed).
+    """
+    out, data, config = session.out, session.data, session.config
+    best_value, best_step = None, None
+    if config.early_stopping_patience is not None:
+        best_value, best_step, _ = early_stopping_state(
+            session.history, config.early_stopping_metric, config.early_stopping_min_delta
+        )
+        best = out / BEST_DIR / ADAPTER_WEIGHTS
+        if best.is_file():
+            from peft import set_peft_model_state_dict
+            from safetensors.torch import load_file
+
+            set_peft_model_state_dict(session.model, load_file(str(best)))
+            shutil.rmtree(out / BEST_DIR)
     session.model.save_pretrained(str(out))
     (out / "README.md").unlink(missing_ok=True)
     _fix_adapter_config(out, base)
@@ -751,6 +1138,9 @@ def _finish(
         tokens_per_second=session.tokens_seen / seconds if seconds > 0 else 0.0,
         peak_memory_mb=_peak_memory_mb(session.device),
         history=session.history,
+        stopped_early=session.stopped_early,
+        best_step=best_step,
+        best_metric=best_value,
     )
     summary = {
         **result.to_dict(),
@@ -801,10 +1191,13 @@ def train(
     with quiet_transformers():
         tokenizer = AutoTokenizer.from_pretrained(base)
     data = _tokenize_data(config, tokenizer, train_examples, eval_examples)
+    _check_early_stopping(config, data)
     model = _load_model(config, base, tokenizer, device, bf16)
     session = _Session(config=config, out=out, model=model, data=data, device=device, bf16=bf16)
     if checkpoint is not None:
         session.restore(checkpoint)
+    else:
+        shutil.rmtree(out / BEST_DIR, ignore_errors=True)  # a fresh run's best is its own
     out.mkdir(parents=True, exist_ok=True)
     config.save(out)
     session.log_path.write_text(
@@ -812,6 +1205,57 @@ def train(
     )
     seconds, last_eval = _run_loop(session)
     return _finish(session, base, seconds, last_eval)
+
+
+def _load_init_adapter(model: Any, folder: Path, config: TrainConfig) -> None:
+    """Load an earlier adapter's LoRA weights into the fresh LoRA (``init_adapter``).
+
+    Raises:
+        ConfigError: Not an adapter folder, or its rank or target modules differ.
+    """
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    weights, settings = folder / ADAPTER_WEIGHTS, folder / "adapter_config.json"
+    if not weights.is_file() or not settings.is_file():
+        raise ConfigError(
+            f"init_adapter {folder}: not an adapter folder (it needs {ADAPTER_WEIGHTS} and "
+            "adapter_config.json)"
+        )
+    saved = json.loads(settings.read_text("utf-8"))
+    ours = model.peft_config["default"]
+    if saved.get("r") != ours.r or sorted(saved.get("target_modules") or []) != sorted(
+        ours.target_modules
+    ):
+        raise ConfigError(
+            f"init_adapter {folder}: rank {saved.get('r')} on {saved.get('target_modules')} "
+            f"does not fit this run's rank {ours.r} on {sorted(ours.target_modules)}; set "
+            "lora_r and target_modules as the earlier phase had them"
+        )
+    state = load_file(str(weights))
+    expected = set(get_peft_model_state_dict(model))
+    if set(state) != expected:
+        raise ConfigError(
+            f"init_adapter {folder}: its weights are not this model's LoRA "
+            f"({len(set(state) ^ expected)} keys differ); was it trained on {config.base_model}?"
+        )
+    set_peft_model_state_dict(model, state)
+
+
+def _check_early_stopping(config: TrainConfig, data: _Data) -> None:
+    """Refuse an early-stopping metric the dev data cannot give."""
+    if config.early_stopping_patience is None:
+        return
+    if not data.eval:
+        raise ConfigError(
+            "early_stopping_patience needs dev examples, and none is left within cutoff_len"
+        )
+    task = config.early_stopping_metric.removeprefix("eval_loss").removeprefix("_")
+    if task and not any(ex.task == task for ex in data.eval):
+        raise ConfigError(
+            f"early_stopping_metric {config.early_stopping_metric!r}: the dev data has no "
+            f"{task!r} examples; use eval_loss"
+        )
 
 
 def enable_activation_checkpointing(model: Any) -> None:

@@ -34,14 +34,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, ValidationError
 from pydantic_core import core_schema
 
 from samalign.agents.cache import CacheConfig, MemoryCache, SqliteCache, StageCache
-from samalign.errors import ConfigError, validation_problems
+from samalign.errors import ConfigError, shorten, validation_problems
 from samalign.graphs.options import PipelineOptions
 from samalign.prompts.domain import Domain, domain_from_mapping, load_domain
+from samalign.prompts.yamlfile import load_yaml
 from samalign.serving.config import ModelsConfig, ProcessShared, shared_models
 from samalign.serving.models import StageModels
 
@@ -98,13 +98,11 @@ def _defaults_of(value: str) -> dict[str, Any]:
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as err:
+            shown = shorten(value, 200)
             raise ConfigError(
-                f"{CONTEXT_ENV}={value!r}: not JSON and not a readable file ({err.strerror})"
+                f"{CONTEXT_ENV}={shown!r}: not JSON and not a readable file ({err.strerror})"
             ) from None
-    try:
-        data = yaml.safe_load(text)  # JSON is YAML
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{CONTEXT_ENV}: not valid JSON or YAML: {err}") from None
+    data = load_yaml(text, origin=CONTEXT_ENV)  # JSON is YAML; bounded (size, nesting, aliases)
     if not isinstance(data, dict):
         raise ConfigError(f"{CONTEXT_ENV} must hold a JSON object with domain and models")
     unknown = sorted(set(data) - set(ContextConfig.model_fields))

@@ -1,4 +1,8 @@
-"""The SAM-NER graph: {anchor, explorer} → consensus → archetype → calibrate."""
+"""The NER graph: {anchor, explorer} → consensus → archetype → calibrate.
+
+With ``ner_mode="supervised"`` the graph is the one ``supervised_ner`` stage instead
+(AnchorAlign's supervised setting).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from samalign.agents.archetype import archetype_node
 from samalign.agents.calibrate import calibrate_node
 from samalign.agents.candidates import consensus_node, merge_node
 from samalign.agents.extractors import extractor_node
+from samalign.agents.supervised import supervised_ner_node
 from samalign.graphs.context import RunContext
 from samalign.graphs.options import PipelineOptions
 from samalign.graphs.schemas import NerOutput, OutputKind, TextInput
@@ -21,7 +26,15 @@ NerGraph = CompiledStateGraph[NerState, RunContext, Any, Any]
 
 
 def add_ner_stages(graph: StateGraph[Any, RunContext, Any, Any], options: PipelineOptions) -> str:
-    """Add the NER nodes to ``graph``, wired from START; return the name of the last node."""
+    """Add the NER nodes to ``graph``, wired from START; return the name of the last node.
+
+    ``ner_mode="supervised"`` adds the one ``supervised_ner`` node (AnchorAlign's supervised
+    NER, whose types are final) instead of the SAM-NER stages.
+    """
+    if options.supervised:
+        graph.add_node("supervised_ner", supervised_ner_node(options))
+        graph.add_edge(START, "supervised_ner")
+        return "supervised_ner"
     extractors: list[str] = []
     if options.use_anchor:
         graph.add_node("anchor", extractor_node("anchor", options))
@@ -54,7 +67,8 @@ def build_ner_graph(
 
     The anchor and explorer extractors run in parallel; their mentions are denoised by
     Collaborative Consensus Refinement, grounded to spans, classified into archetypes and
-    calibrated to the domain's types. The options' ablation switches change the graph's shape.
+    calibrated to the domain's types. The options' ablation switches change the graph's shape;
+    ``ner_mode="supervised"`` replaces all of it with the ``supervised_ner`` stage.
 
     Args:
         options: Ablation switches and agent settings (defaults: the full pipeline).

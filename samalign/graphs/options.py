@@ -7,7 +7,18 @@ from typing import Literal, Self
 from pydantic import model_validator
 
 from samalign.agents.base import AgentSettings
-from samalign.types import DIRECT_TYPING_STAGE
+from samalign.types import DIRECT_TYPING_STAGE, SUPERVISED_NER_STAGE
+
+NerMode = Literal["zero_shot", "supervised"]
+"""How the graph finds entities: SAM-NER (``zero_shot``) or AnchorAlign's ``supervised`` NER."""
+
+ZERO_SHOT_SWITCHES: tuple[str, ...] = (
+    "use_anchor",
+    "use_explorer",
+    "use_consensus",
+    "use_calibration",
+)
+"""The SAM-NER switches, which only the zero-shot NER mode has."""
 
 
 class PipelineOptions(AgentSettings):
@@ -19,6 +30,13 @@ class PipelineOptions(AgentSettings):
     AnchorAlign Table 2) as switches, plus the recovery beyond the paper.
 
     Attributes:
+        ner_mode: ``zero_shot`` (default): SAM-NER — anchor and explorer extractors, CCR,
+            archetype mediation and calibration type entities of any domain. ``supervised``:
+            AnchorAlign's setting — one dataset-trained ``supervised_ner`` stage writes typed
+            entities whose labels are final; the SAM-NER stages are absent from the graph
+            (their switches below must stay at their defaults). The joint graph is then
+            "supervised NER → forward/reverse decoders → anchor filter", as AnchorAlign ran
+            it on SciERC, ADE and CoNLL04.
         use_anchor: Run the anchor extractor ("w/o anc." when False).
         use_explorer: Run the explorer extractor ("w/o exp." when False).
         use_consensus: Denoise with CCR when both extractors run ("w/o CCR" when False: plain
@@ -51,6 +69,7 @@ class PipelineOptions(AgentSettings):
         ConfigError: If an option is invalid (naming it and the problem).
     """
 
+    ner_mode: NerMode = "zero_shot"
     use_anchor: bool = True
     use_explorer: bool = True
     use_consensus: bool = True
@@ -67,6 +86,18 @@ class PipelineOptions(AgentSettings):
         return self
 
     @model_validator(mode="after")
+    def _supervised_has_no_samner_stages(self) -> Self:
+        if self.ner_mode == "supervised":
+            off = [name for name in ZERO_SHOT_SWITCHES if not getattr(self, name)]
+            if off:
+                raise ValueError(
+                    f"ner_mode='supervised' has no anchor, explorer, CCR or calibration stage, so "
+                    f"{', '.join(f'{n}=False' for n in off)} cannot apply; drop it (the "
+                    "SAM-NER ablations are options of ner_mode='zero_shot')"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _recovery_needs_filter(self) -> Self:
         if self.recover_dropped and not self.anchor_constraint:
             raise ValueError(
@@ -76,13 +107,20 @@ class PipelineOptions(AgentSettings):
         return self
 
     @property
+    def supervised(self) -> bool:
+        """Whether NER is AnchorAlign's supervised stage (``ner_mode='supervised'``)."""
+        return self.ner_mode == "supervised"
+
+    @property
     def runs_consensus(self) -> bool:
         """Whether the graph has the CCR ``consensus`` node (else a plain ``merge`` node)."""
-        return self.use_consensus and self.use_anchor and self.use_explorer
+        return not self.supervised and self.use_consensus and self.use_anchor and self.use_explorer
 
     @property
     def model_stages(self) -> list[str]:
         """The stages that call a model, in pipeline order."""
+        if self.supervised:
+            return [SUPERVISED_NER_STAGE]
         stages = []
         if self.use_anchor:
             stages.append("anchor")
@@ -120,4 +158,4 @@ class PipelineOptions(AgentSettings):
         return stages
 
 
-__all__ = ["PipelineOptions"]
+__all__ = ["ZERO_SHOT_SWITCHES", "NerMode", "PipelineOptions"]

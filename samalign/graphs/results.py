@@ -16,7 +16,7 @@ from the state of any graph that embeds a samalign graph.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -33,6 +33,7 @@ class _Result(BaseModel):
     """What every result has: built from a state, frozen, unknown keys ignored."""
 
     model_config = _CONFIG
+    graph_input: ClassVar[bool] = False  # from_state words the error, naming the result
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any] | BaseModel) -> Self:

@@ -10,7 +10,14 @@ from samalign.prompts.domain import (
     domain_from_mapping,
     load_domain,
 )
-from samalign.prompts.formats import AssignmentsFormat, TypedMentionsFormat
+from samalign.prompts.formats import (
+    AssignmentsFormat,
+    MarkedAssignmentsFormat,
+    MentionRecordsFormat,
+    TypedMentionsFormat,
+)
+from samalign.prompts.profiles import PromptProfile, prompt_profile, resolve_profile
+from samalign.prompts.reference import reference_data
 from samalign.prompts.specs import (
     CALIBRATION_FORMAT,
     EXTRACTION_FORMAT,
@@ -27,6 +34,9 @@ __all__ = [
     "AssignmentsFormat",
     "Domain",
     "EntityType",
+    "MarkedAssignmentsFormat",
+    "MentionRecordsFormat",
+    "PromptProfile",
     "RelationType",
     "StageSpec",
     "TypedMentionsFormat",
@@ -35,4 +45,7 @@ __all__ = [
     "default_specs",
     "domain_from_mapping",
     "load_domain",
+    "prompt_profile",
+    "reference_data",
+    "resolve_profile",
 ]

@@ -1,4 +1,4 @@
-"""The 14 SAM-NER archetypes: definitions (Table 5) and the mapping M (Table 4)."""
+"""The 14 SAM-NER archetypes: definitions (Table 5), the mapping M (Table 4), dropped types."""
 
 from __future__ import annotations
 
@@ -23,12 +23,24 @@ class ArchetypeInfo(BaseModel):
 
 
 class ArchetypeTable(BaseModel):
-    """All archetypes, in the paper's order, and the data source."""
+    """All archetypes, in the paper's order, the data source, and the types M leaves out.
+
+    Attributes:
+        source: Where the table comes from.
+        dropped_types: Value types (``cardinal``, ``date``, ``Price`` …) the authors drop from
+            the classifier's training data before projecting (they have no archetype).
+        archetypes: The 14 archetypes.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     source: str
+    dropped_types: tuple[str, ...] = ()
     archetypes: tuple[ArchetypeInfo, ...]
+
+    def is_dropped(self, fine_grained_type: str) -> bool:
+        """Whether a type is one of the dropped value types (exact spelling, as the authors)."""
+        return fine_grained_type in self.dropped_types
 
     def definition(self, archetype: Archetype) -> str:
         """The Table 5 definition of an archetype."""
@@ -37,11 +49,19 @@ class ArchetypeTable(BaseModel):
                 return info.definition
         raise ConfigError(f"archetype {archetype!r} missing from the archetype table")
 
-    def project(self, fine_grained_type: str) -> Archetype | None:
-        """The mapping M: fine-grained IEPile type → archetype (exact, then case-insensitive)."""
+    def project(self, fine_grained_type: str, *, exact: bool = False) -> Archetype | None:
+        """The mapping M: fine-grained IEPile type → archetype.
+
+        Args:
+            fine_grained_type: The IEPile type string.
+            exact: Match the spelling exactly (the authors' lookup); by default a type that
+                matches no spelling exactly is matched case-insensitively.
+        """
         for info in self.archetypes:
             if fine_grained_type in info.fine_grained_types:
                 return info.name
+        if exact:
+            return None
         key = fine_grained_type.casefold()
         for info in self.archetypes:
             if key in (t.casefold() for t in info.fine_grained_types):

@@ -11,16 +11,26 @@ import difflib
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from samalign.errors import ConfigError
+from samalign.errors import ConfigError, quoted, shorten
+from samalign.prompts.yamlfile import load_yaml, load_yaml_file
 from samalign.types import ALL_STAGES, Archetype
 
 KNOWN_STAGES: tuple[str, ...] = ALL_STAGES
 """Every stage name a domain may override a prompt or adapter for."""
+
+ProfileName = Literal["default", "reference"]
+"""The prompt profiles (:mod:`samalign.prompts.profiles`)."""
+
+PROFILE_NAMES: tuple[str, ...] = ("default", "reference")
+
+DefinitionSetName = Literal["domain", "reference"]
+"""The definition sets: the domain file's own, or the SAM-NER authors' (CrossNER only)."""
+
+DEFINITION_SETS: tuple[str, ...] = ("domain", "reference")
 
 
 class EntityType(BaseModel):
@@ -77,6 +87,13 @@ class Domain(BaseModel):
         relation_types: The target relation types (may be empty).
         prompts: Per-stage Jinja template overrides (stage name → template source).
         adapters: Per-stage adapter names (stage name → adapter served by the backend).
+        profile: The prompt profile the stages render with: ``default`` (samalign's) or
+            ``reference`` (the SAM-NER authors' code); ``PipelineOptions.prompt_profile``
+            overrides it per call.
+        definitions: The definition set the calibrator is given: ``domain`` (this file's
+            definitions, Table 5 for archetypes) or ``reference`` (the SAM-NER authors', for
+            the five CrossNER domains); unset, the ``reference`` profile uses the authors' set
+            where there is one and the ``default`` profile this file's.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -88,6 +105,8 @@ class Domain(BaseModel):
     relation_types: tuple[RelationType, ...] = ()
     prompts: Mapping[str, str] = Field(default_factory=dict)
     adapters: Mapping[str, str] = Field(default_factory=dict)
+    profile: ProfileName = "default"
+    definitions: DefinitionSetName | None = None
 
     @field_validator("entity_types")
     @classmethod
@@ -109,7 +128,7 @@ class Domain(BaseModel):
         unknown = sorted(set(value) - set(KNOWN_STAGES))
         if unknown:
             raise ValueError(
-                f"unknown stage(s) {unknown}; use stage names from {list(KNOWN_STAGES)}"
+                f"unknown stage(s) {_few(unknown)}; use stage names from {list(KNOWN_STAGES)}"
             )
         return dict(value)
 
@@ -120,9 +139,20 @@ class Domain(BaseModel):
             bad = sorted(set(rel.head_types + rel.tail_types) - labels)
             if bad:
                 raise ValueError(
-                    f"relation {rel.label!r} constrains arguments to unknown entity types {bad}; "
-                    f"use labels from entity_types {sorted(labels)}"
+                    f"relation {rel.label!r} constrains arguments to unknown entity types "
+                    f"{_few(bad)}; use labels from entity_types {_few(sorted(labels))}"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _reference_definitions(self) -> Self:
+        if self.definitions != "reference":
+            return self
+        from samalign.prompts.reference import reference_data  # local: data loaded on demand
+
+        problem = reference_data().domain_problem(self.name, self.labels)
+        if problem is not None:
+            raise ValueError(f"'definitions: reference': {problem}")
         return self
 
     @property
@@ -195,7 +225,14 @@ def _check_unique(values: list[str], what: str) -> None:
     seen: set[str] = set()
     dupes = sorted({v for v in values if v in seen or seen.add(v)})  # type: ignore[func-returns-value]
     if dupes:
-        raise ValueError(f"duplicate {what}(s) {dupes}; each must appear once")
+        raise ValueError(f"duplicate {what}(s) {_few(dupes)}; each must appear once")
+
+
+def _few(values: list[str], limit: int = 10) -> str:
+    """Up to ``limit`` values, each cut short, for an error message (never unbounded)."""
+    shown = [shorten(v, 60) for v in values[:limit]]
+    more = f" and {len(values) - limit} more" if len(values) > limit else ""
+    return f"{shown}{more}"
 
 
 def builtin_domains() -> list[str]:
@@ -203,6 +240,9 @@ def builtin_domains() -> list[str]:
     folder = resources.files("samalign.prompts") / "domains"
     return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
+
+MAX_REPORTED_ERRORS = 20
+"""Most problems a domain error lists."""
 
 _NESTED_MODELS: Mapping[str, type[BaseModel]] = {
     "entity_types": EntityType,
@@ -226,10 +266,10 @@ def _unknown_field_message(loc: tuple[Any, ...]) -> str:
     if model is None:
         return "unknown field; remove it or check its spelling"
     valid = list(model.model_fields)
-    close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+    close = difflib.get_close_matches(str(loc[-1])[:100], valid, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return (
-        f"unknown field {loc[-1]!r}{hint}; remove it or check its spelling. "
+        f"unknown field {quoted(loc[-1])}{hint}; remove it or check its spelling. "
         f"Valid fields here: {', '.join(valid)}"
     )
 
@@ -238,19 +278,21 @@ def _format_validation_error(err: ValidationError) -> str:
     lines = []
     errors = err.errors()
     located = {tuple(e["loc"]) for e in errors if e["type"] != "too_short"}
-    for item in errors:
+    for item in errors[:MAX_REPORTED_ERRORS]:
         loc_key = tuple(item["loc"])
         if item["type"] == "too_short" and any(k[: len(loc_key)] == loc_key for k in located):
             continue  # an invalid item was removed from the list; report the item, not the length
-        loc = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        loc = ".".join(str(p) for p in item["loc"])[:200] or "(top level)"
         msg = item["msg"]
         if item["type"] == "extra_forbidden":
             msg = _unknown_field_message(loc_key)
         elif item["type"] == "missing":
             msg = "required field is missing; add it"
         elif item["type"] == "enum":
-            msg = f"{msg} (got {item.get('input')!r})"
+            msg = f"{msg} (got {quoted(item.get('input'))})"
         lines.append(f"  field {loc!r}: {msg}")
+    if len(errors) > MAX_REPORTED_ERRORS:
+        lines.append(f"  … and {len(errors) - MAX_REPORTED_ERRORS} more problem(s)")
     return "\n".join(lines)
 
 
@@ -273,9 +315,10 @@ def domain_from_mapping(data: Any, *, origin: str) -> Domain:
         domain = Domain.model_validate(data)
     except ValidationError as err:
         raise ConfigError(f"{origin}: invalid domain\n{_format_validation_error(err)}") from None
-    from samalign.prompts.specs import validate_overrides  # local: avoids an import cycle
+    from samalign.prompts.profiles import prompt_profile  # local: avoids an import cycle
+    from samalign.prompts.specs import validate_overrides
 
-    validate_overrides(domain, origin=origin)
+    validate_overrides(domain, origin=origin, specs=prompt_profile(domain.profile).specs)
     return domain
 
 
@@ -295,38 +338,31 @@ def load_domain(name_or_path: str | Path) -> Domain:
     """
     text = str(name_or_path)
     path = Path(text)
-    if path.suffix in (".yaml", ".yml", ".json") or path.exists():
-        if not path.is_file():
-            raise ConfigError(f"{path}: domain file not found")
-        origin = str(path)
-        try:
-            raw = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as err:
-            raise ConfigError(
-                f"{origin}: not UTF-8 text (byte {err.start}); save the domain file as UTF-8"
-            ) from None
-        except OSError as err:
-            raise ConfigError(f"{origin}: cannot read the domain file: {err.strerror}") from None
-    else:
-        if text not in builtin_domains():
-            raise ConfigError(
-                f"unknown domain {text!r}; built-in domains: {builtin_domains()} "
-                "(or pass a path to a domain YAML file)"
-            )
-        resource = resources.files("samalign.prompts") / "domains" / f"{text}.yaml"
-        origin = f"built-in domain {text!r}"
-        raw = resource.read_text(encoding="utf-8")
     try:
-        data = yaml.safe_load(raw)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{origin}: not valid YAML: {err}") from None
+        is_path = path.suffix in (".yaml", ".yml", ".json") or path.exists()
+    except (OSError, ValueError):  # a name too long for a path, or holding a NUL byte
+        is_path = False
+    if is_path:
+        return domain_from_mapping(load_yaml_file(path, what="domain file"), origin=str(path))
+    if text not in builtin_domains():
+        raise ConfigError(
+            f"unknown domain {quoted(text)}; built-in domains: {builtin_domains()} "
+            "(or pass a path to a domain YAML file)"
+        )
+    resource = resources.files("samalign.prompts") / "domains" / f"{text}.yaml"
+    origin = f"built-in domain {text!r}"
+    data = load_yaml(resource.read_text(encoding="utf-8"), origin=origin)
     return domain_from_mapping(data, origin=origin)
 
 
 __all__ = [
+    "DEFINITION_SETS",
     "KNOWN_STAGES",
+    "PROFILE_NAMES",
+    "DefinitionSetName",
     "Domain",
     "EntityType",
+    "ProfileName",
     "RelationType",
     "builtin_domains",
     "domain_from_mapping",

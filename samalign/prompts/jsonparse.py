@@ -3,6 +3,11 @@
 Handles fenced code blocks, text before or after the JSON value, Python-style single quotes
 and ``True``/``None`` literals, trailing commas, and output cut off mid-value (a truncated
 answer is repaired by closing what is open and dropping the incomplete tail).
+
+An answer nested deeper than :data:`MAX_DEPTH` brackets is refused as unparseable (an
+:class:`~samalign.errors.OutputParseError`, so the stage re-asks a bounded number of times and
+then records a Diagnostic) before any JSON decoder sees it: no stage answer needs such depth,
+and Python's decoders would raise ``RecursionError`` on it.
 """
 
 from __future__ import annotations
@@ -34,6 +39,25 @@ def _candidates(raw: str) -> list[str]:
 
 
 _MAX_STARTS = 20
+
+MAX_DEPTH = 64
+"""Deepest bracket nesting an answer may have (stage answers need 3)."""
+
+
+def bracket_depth(text: str) -> int:
+    """The deepest ``{``/``[`` nesting of ``text``, counting every bracket (also in strings).
+
+    Counting brackets inside strings too keeps the bound safe whatever the quoting: no JSON or
+    Python decoder nests deeper than this.
+    """
+    depth = deepest = 0
+    for ch in text:
+        if ch in "{[":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "}]":
+            depth = max(0, depth - 1)
+    return deepest
 
 
 def _complete_value(body: str) -> Any | None:
@@ -166,14 +190,25 @@ def loads_lenient(raw: str) -> LenientResult:
         The parsed value and whether it was repaired from a truncated answer.
 
     Raises:
-        OutputParseError: If no JSON object or array can be recovered.
+        OutputParseError: If no JSON object or array can be recovered, or the answer nests
+            deeper than :data:`MAX_DEPTH`.
     """
+    depth = bracket_depth(raw)
+    if depth > MAX_DEPTH:
+        raise OutputParseError(
+            f"the answer nests brackets {depth} levels deep (at most {MAX_DEPTH} are read); "
+            f"answer with the flat JSON of the required format: {_snippet(raw)}",
+            raw=raw,
+        )
     for text in _candidates(raw):
         found = _first_value(text)
         if found is not None:
             return LenientResult(value=found[0], repaired=found[1])
-    snippet = raw if len(raw) <= 200 else raw[:200] + "…"
-    raise OutputParseError(f"no JSON object or array found in the answer: {snippet!r}", raw=raw)
+    raise OutputParseError(f"no JSON object or array found in the answer: {_snippet(raw)}", raw=raw)
 
 
-__all__ = ["LenientResult", "loads_lenient"]
+def _snippet(raw: str) -> str:
+    return repr(raw if len(raw) <= 200 else raw[:200] + "…")
+
+
+__all__ = ["MAX_DEPTH", "LenientResult", "bracket_depth", "loads_lenient"]

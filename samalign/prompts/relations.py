@@ -24,7 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from samalign.errors import InputError, OutputParseError
-from samalign.prompts.formats import MAX_MENTION_CHARS
+from samalign.prompts.formats import mention_schema
 from samalign.prompts.jsonparse import loads_lenient
 
 Direction = Literal["forward", "reverse"]
@@ -114,12 +114,7 @@ class RelationsFormat:
         if not relations:
             raise InputError("a relation answer schema needs at least one relation name")
         schema: dict[str, Any] = {"type": "array"}
-        mention: dict[str, Any]
-        if mentions is not None:
-            schema["$defs"] = {"mention": {"type": "string", "enum": list(dict.fromkeys(mentions))}}
-            mention = {"$ref": "#/$defs/mention"}
-        else:
-            mention = {"type": "string", "minLength": 1, "maxLength": MAX_MENTION_CHARS}
+        mention = mention_schema(schema, mentions)
         pair = {
             "type": "object",
             "properties": {

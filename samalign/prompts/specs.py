@@ -19,12 +19,13 @@ from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any
 
-from jinja2 import StrictUndefined, Template, TemplateError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2 import TemplateError
 
 from samalign.errors import ConfigError
 from samalign.prompts.formats import AssignmentsFormat, TypedMentionsFormat
 from samalign.prompts.relations import FORWARD_FORMAT, REVERSE_FORMAT, RelationsFormat
+from samalign.prompts.sandbox import PromptEnvironment, PromptTemplate, compile_template
+from samalign.prompts.supervised import SUPERVISED_NER_INSTRUCTION
 
 IEPILE_NER_INSTRUCTION = (
     "You are an expert in named entity recognition. Please extract entities that match the "
@@ -88,12 +89,19 @@ def _json_filter(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(
-        undefined=StrictUndefined, keep_trailing_newline=False, autoescape=False
-    )
-    env.filters["json"] = _json_filter
-    return env
+def _pyrepr_filter(value: Any) -> str:
+    """A list of strings as Python prints it (``['a', 'b']``).
+
+    The SAM-NER authors' f-strings show schema lists so (``f"schema:{schema}"``).
+    """
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise TemplateError(f"pyrepr expects a list of strings, got {type(value).__name__}")
+    return "[" + ", ".join(repr(str(item)) for item in value) + "]"
+
+
+def _environment() -> PromptEnvironment:
+    """The sandbox every stage template renders in (no loader; bounded work and size)."""
+    return PromptEnvironment({"json": _json_filter, "pyrepr": _pyrepr_filter})
 
 
 @dataclass(frozen=True)
@@ -114,12 +122,12 @@ class StageSpec:
     max_tokens: int
     required_variables: tuple[str, ...]
     rules: tuple[str, ...] = ()
-    _compiled: Template = field(init=False, repr=False, compare=False)
+    _compiled: PromptTemplate = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         try:
-            compiled = _environment().from_string(self.template)
-        except TemplateError as err:
+            compiled = compile_template(_environment(), self.template)
+        except ConfigError as err:
             raise ConfigError(f"prompt template of stage {self.name!r} is invalid: {err}") from None
         object.__setattr__(self, "_compiled", compiled)
 
@@ -132,7 +140,7 @@ class StageSpec:
         context = {"instruction": self.instruction, "rules": list(self.rules), **variables}
         try:
             return self._compiled.render(context).strip()
-        except TemplateError as err:
+        except ConfigError as err:
             raise ConfigError(
                 f"prompt template of stage {self.name!r} failed to render: {err}; "
                 f"available variables: {sorted(context)}"
@@ -143,8 +151,12 @@ class StageSpec:
         return self if template is None else replace(self, template=template)
 
 
-def _template(name: str) -> str:
-    return (resources.files("samalign.prompts") / "templates" / f"{name}.j2").read_text("utf-8")
+def load_template(name: str, folder: str = "") -> str:
+    """The Jinja source of a shipped stage template (``templates/[folder/]name.j2``)."""
+    base = resources.files("samalign.prompts") / "templates"
+    if folder:
+        base = base / folder
+    return (base / f"{name}.j2").read_text("utf-8")
 
 
 EXTRACTION_FORMAT = TypedMentionsFormat()
@@ -165,17 +177,17 @@ def default_specs() -> dict[str, StageSpec]:
     extract_vars = ("labels", "text")
     return {
         "anchor": StageSpec(
-            "anchor", _template("anchor"), IEPILE_NER_INSTRUCTION, 512, extract_vars
+            "anchor", load_template("anchor"), IEPILE_NER_INSTRUCTION, 512, extract_vars
         ),
         "explorer": StageSpec(
-            "explorer", _template("explorer"), EXPLORER_INSTRUCTION, 512, extract_vars
+            "explorer", load_template("explorer"), EXPLORER_INSTRUCTION, 512, extract_vars
         ),
         "archetype": StageSpec(
-            "archetype", _template("archetype"), ARCHETYPE_INSTRUCTION, 512, extract_vars
+            "archetype", load_template("archetype"), ARCHETYPE_INSTRUCTION, 512, extract_vars
         ),
         "calibrate": StageSpec(
             "calibrate",
-            _template("calibrate"),
+            load_template("calibrate"),
             CALIBRATE_INSTRUCTION,
             512,
             (
@@ -189,17 +201,24 @@ def default_specs() -> dict[str, StageSpec]:
         ),
         "relations_forward": StageSpec(
             "relations_forward",
-            _template("relations_forward"),
+            load_template("relations_forward"),
             RELATIONS_FORWARD_INSTRUCTION,
             512,
             ("relations", "text"),
         ),
         "relations_reverse": StageSpec(
             "relations_reverse",
-            _template("relations_reverse"),
+            load_template("relations_reverse"),
             RELATIONS_REVERSE_INSTRUCTION,
             512,
             ("relations", "text"),
+        ),
+        "supervised_ner": StageSpec(
+            "supervised_ner",
+            load_template("supervised_ner"),
+            SUPERVISED_NER_INSTRUCTION,
+            512,
+            extract_vars,
         ),
     }
 
@@ -222,13 +241,21 @@ def _sample_variables(stage: str) -> dict[str, Any]:
     return {"labels": ["a"], "text": _SENTINEL}
 
 
-def validate_overrides(domain: Any, *, origin: str) -> None:
+def validate_overrides(
+    domain: Any, *, origin: str, specs: Mapping[str, StageSpec] | None = None
+) -> None:
     """Check a domain's prompt overrides compile, render, and include the input text.
+
+    Args:
+        domain: The domain.
+        origin: Where it came from, for error messages.
+        specs: The specs the overrides replace templates of (default: :func:`default_specs`;
+            the domain loader passes its profile's).
 
     Raises:
         ConfigError: Naming the file, the stage and the fix.
     """
-    specs = default_specs()
+    specs = specs if specs is not None else default_specs()
     prompts: Mapping[str, str] = domain.prompts
     for stage, source in prompts.items():
         if stage not in specs:
@@ -257,5 +284,6 @@ __all__ = [
     "RELATION_FORMATS",
     "StageSpec",
     "default_specs",
+    "load_template",
     "validate_overrides",
 ]

@@ -51,14 +51,20 @@ BreakerState = Literal["closed", "open", "half_open"]
 def server_failure(error: BaseException) -> Failure | None:
     """Classify an error raised by a request to one server.
 
-    Connection errors (refused, reset, DNS) are ``hard``; timeouts, 5xx and 429 answers are
-    ``soft``; anything else (a 4xx answer, a parse error, cancellation) is the request's own
-    error (``None``) and is not failed over.
+    Connection errors (refused, reset, DNS) are ``hard``; timeouts, 5xx and 429 answers and
+    unusable answers (:class:`~samalign.serving.errors.ServerAnswerError`: a truncated or
+    non-JSON body, no ``choices``, past the deadline) are ``soft``; anything else (a 4xx
+    answer, cancellation) is the request's own error (``None``) and is not failed over.
     """
     if not isinstance(error, Exception):
         return None  # cancellation, KeyboardInterrupt: never failed over
     import httpx
     import openai
+
+    from samalign.serving.errors import ServerAnswerError
+
+    if isinstance(error, ServerAnswerError):
+        return "soft"
 
     if isinstance(error, openai.APITimeoutError):
         return "soft"

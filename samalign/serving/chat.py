@@ -21,10 +21,11 @@ from langchain_core.messages import (
     SystemMessage,
     ToolMessage,
 )
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.outputs import ChatResult
 from pydantic import ConfigDict, Field
 
 from samalign.errors import ConfigError
+from samalign.serving.chat_base import chat_result
 from samalign.serving.engine import ChatTurn, Engine, GenerationRequest, GenerationResult
 from samalign.serving.guard import check_model_request
 from samalign.serving.models import StageModel, StageModels
@@ -162,24 +163,18 @@ class EngineChatModel(BaseChatModel):
 
     @staticmethod
     def _result(result: GenerationResult, adapter: str) -> ChatResult:
-        message = AIMessage(
-            content=result.text,
-            response_metadata={
-                "finish_reason": result.finish_reason,
-                "model_name": adapter,
-                "token_ids": list(result.token_ids),
-                "queue_wait_s": result.queue_wait_s,
-                "generation_s": result.generation_s,
-                "batch_size": result.batch_size,
-                **result.extra,
-            },
-            usage_metadata={
-                "input_tokens": result.prompt_tokens,
-                "output_tokens": result.completion_tokens,
-                "total_tokens": result.prompt_tokens + result.completion_tokens,
-            },
+        return chat_result(
+            result.text,
+            input_tokens=result.prompt_tokens,
+            output_tokens=result.completion_tokens,
+            finish_reason=result.finish_reason,
+            model_name=adapter,
+            token_ids=list(result.token_ids),
+            queue_wait_s=result.queue_wait_s,
+            generation_s=result.generation_s,
+            batch_size=result.batch_size,
+            **result.extra,
         )
-        return ChatResult(generations=[ChatGeneration(message=message)])
 
     def _generate(
         self,

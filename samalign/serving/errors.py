@@ -4,7 +4,25 @@ from __future__ import annotations
 
 import openai
 
-from samalign.errors import BackendError, SamalignError
+from samalign.errors import BackendError, SamalignError, shorten
+
+SNIPPET_CHARS = 200
+"""How much of an unusable answer an error message quotes."""
+
+
+def snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
+    """``text`` cut to ``limit`` characters (marked with ``…``), quoted, for an error message."""
+    return repr(shorten(text, limit))
+
+
+class ServerAnswerError(BackendError):
+    """A server's answer to a chat request could not be used, or did not arrive in time.
+
+    Raised for a body cut off mid-way, a body that is not JSON, a completion without
+    ``choices``, or no complete answer within the request's deadline. Retried like a 5xx
+    answer (:func:`samalign.serving.balancer.server_failure` counts it as a soft failure);
+    the message says what the server sent.
+    """
 
 
 def explain_error(exc: BaseException, *, stage: str, adapter: str) -> SamalignError:
@@ -47,4 +65,4 @@ def explain_error(exc: BaseException, *, stage: str, adapter: str) -> SamalignEr
     return BackendError(msg, stage=stage, adapter=adapter, status_code=status_code)
 
 
-__all__ = ["explain_error"]
+__all__ = ["SNIPPET_CHARS", "ServerAnswerError", "explain_error", "snippet"]

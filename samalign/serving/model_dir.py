@@ -197,7 +197,7 @@ def _adapter_config(folder: Path, name: str | None = None) -> dict[str, Any]:
         )
     try:
         config = json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, RecursionError) as err:
         raise ConfigError(f"cannot read {path}: {err}") from None
     if not isinstance(config, dict):
         raise ConfigError(f"{path}: expected a JSON object (peft's LoRA config)")
@@ -271,7 +271,7 @@ def _added_tokens(folder: Path) -> str | None:
         return None
     try:
         added = json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return "added_tokens.json (unreadable)"
     return f"added_tokens.json: {len(added)} tokens" if added else None
 
@@ -324,7 +324,7 @@ def base_weight_shapes(base: Path) -> dict[str, tuple[str, Shape]]:
     if index.is_file():
         try:
             weight_map = json.loads(index.read_text("utf-8")).get("weight_map", {})
-        except (OSError, ValueError, AttributeError) as err:
+        except (OSError, ValueError, RecursionError, AttributeError) as err:
             raise ConfigError(f"cannot read {index}: {err}") from None
         files = [base / str(f) for f in sorted(set(weight_map.values()))]
     elif (base / "model.safetensors").is_file():
@@ -417,7 +417,7 @@ def check_adapter_fits(
     try:
         config = json.loads((adapter_dir / ADAPTER_CONFIG).read_text("utf-8"))
         trained_on = repr(config.get("base_model_name_or_path") or "an unknown base model")
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, RecursionError, AttributeError):
         pass
     more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
     raise ConfigError(

@@ -52,6 +52,9 @@ class BackendSpec(BaseModel):
         if self.kind == "server":
             if not self.servers:
                 raise ConfigError("the server backend needs at least one server URL (--server)")
+            from samalign.serving.vllm_server import server_urls
+
+            server_urls(self.servers)  # each URL parses, none twice
             if self.model_dir is not None or self.allow_outside_paths:
                 raise ConfigError("a model directory applies only to the in-process backends")
         else:

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+import math
+import random
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import BaseMessage
-from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.outputs import ChatResult
 from langchain_openai import ChatOpenAI
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 
 from samalign.errors import BackendError, ConfigError
-from samalign.serving.balancer import BalancedChatModel, ServerPool
+from samalign.serving.balancer import BalancedChatModel, ServerPool, server_failure
+from samalign.serving.errors import ServerAnswerError, snippet
 from samalign.serving.guard import check_model_request
 from samalign.serving.models import StageModel, StageModels
 from samalign.types import NER_STAGES
@@ -24,11 +31,34 @@ log = logging.getLogger(__name__)
 
 
 def api_base(url: str) -> str:
-    """Normalise a server URL to its OpenAI API base (``.../v1``)."""
-    url = url.strip().rstrip("/")
+    """Normalise a server URL to its OpenAI API base (``.../v1``).
+
+    Raises:
+        ConfigError: The URL is not http(s), or cannot be parsed (bad host, bad port).
+    """
+    url = url.strip()
     if not url.startswith(("http://", "https://")):
-        raise ConfigError(f"server URL {url!r} must start with http:// or https://")
+        raise ConfigError(f"server URL {snippet(url, 100)} must start with http:// or https://")
+    url = url.rstrip("/")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError as err:
+        raise ConfigError(
+            f"server URL {snippet(url, 100)} is not a valid URL ({err}); write it as "
+            "http://HOST:PORT, e.g. http://127.0.0.1:8000 or http://[::1]:8000"
+        ) from None
+    if not parts.hostname:
+        raise ConfigError(
+            f"server URL {snippet(url, 100)} has no host; write it as http://HOST:PORT"
+        )
     return url if url.endswith("/v1") else url + "/v1"
+
+
+def _check_timeout(timeout: float) -> float:
+    if not (isinstance(timeout, int | float) and math.isfinite(timeout) and timeout > 0):
+        raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    return float(timeout)
 
 
 MAX_CONNECTIONS = 1024
@@ -48,33 +78,219 @@ def async_http_client(*, max_connections: int = MAX_CONNECTIONS, **kwargs: Any) 
         **kwargs: Passed to ``openai.DefaultAsyncHttpxClient`` (``event_hooks``, ``transport``,
             ``timeout`` ...).
     """
-    import importlib
-
     import openai
 
-    try:  # what openai >= 3 is built on; openai 2 is built on httpx
-        openai_httpx: Any = importlib.import_module("httpx2")
-    except ImportError:  # pragma: no cover
-        openai_httpx = httpx
     kwargs.setdefault(
         "limits",
-        openai_httpx.Limits(
+        _http_module().Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections
         ),
     )
     return openai.DefaultAsyncHttpxClient(**kwargs)
 
 
-class VllmServerChatModel(ChatOpenAI):
-    """``ChatOpenAI`` for a vLLM server that honours the test kill-switch.
+def _http_module() -> Any:
+    """The HTTP library of the OpenAI client (``httpx2`` for openai ≥ 3, else ``httpx``)."""
+    import openai
 
-    Every request first calls :func:`~samalign.serving.guard.check_model_request`, so inside
-    ``samalign.testing.block_model_requests()`` (or with ``SAMALIGN_BLOCK_MODEL_REQUESTS=1``)
-    it raises :class:`~samalign.errors.ModelRequestBlockedError` and sends nothing.
+    try:
+        import httpx2
+
+        if issubclass(openai.DefaultHttpxClient, httpx2.Client):
+            return httpx2
+    except ImportError:  # pragma: no cover - openai < 3 uses httpx
+        pass
+    return httpx  # pragma: no cover
+
+
+def deadline_http_client(deadline_s: float) -> Any:
+    """A sync HTTP client for the OpenAI client whose every request ends by ``deadline_s``.
+
+    The transport clamps the connect, write and read timeouts of each request to the time left
+    before its deadline (also once the headers have arrived, for the body), and stops reading a
+    body that is still arriving at the deadline, so a server dripping its answer a byte at a
+    time cannot hold a sync request past it. A late answer raises the HTTP library's
+    ``ReadTimeout`` (retried like any timeout).
+
+    Args:
+        deadline_s: Total seconds per request.
+    """
+    import openai
+
+    http = _http_module()
+
+    class DeadlineStream(http.SyncByteStream):  # type: ignore[misc, name-defined]
+        def __init__(self, inner: Any, deadline: float) -> None:
+            self._inner = inner
+            self._deadline = deadline
+
+        def __iter__(self) -> Any:
+            for chunk in self._inner:
+                yield chunk
+                if time.monotonic() > self._deadline:
+                    raise http.ReadTimeout(f"no complete answer within {deadline_s} s")
+
+        def close(self) -> None:
+            self._inner.close()
+
+    class DeadlineTransport(http.BaseTransport):  # type: ignore[misc, name-defined]
+        def __init__(self) -> None:
+            self._inner = http.HTTPTransport(
+                limits=http.Limits(max_connections=1000, max_keepalive_connections=100)
+            )
+
+        @staticmethod
+        def _clamp(request: Any, deadline: float) -> None:
+            left = max(0.001, deadline - time.monotonic())
+            timeouts = dict(request.extensions.get("timeout") or {})
+            for name in ("connect", "read", "write", "pool"):
+                value = timeouts.get(name)
+                timeouts[name] = left if value is None else min(float(value), left)
+            request.extensions["timeout"] = timeouts
+
+        def handle_request(self, request: Any) -> Any:
+            deadline = time.monotonic() + deadline_s
+            self._clamp(request, deadline)
+            response = self._inner.handle_request(request)
+            self._clamp(request, deadline)  # the body is read after this returns
+            return http.Response(
+                status_code=response.status_code,
+                headers=response.headers,
+                stream=DeadlineStream(response.stream, deadline),
+                extensions=response.extensions,
+            )
+
+        def close(self) -> None:
+            self._inner.close()
+
+    return openai.DefaultHttpxClient(transport=DeadlineTransport(), timeout=deadline_s)
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    """The first error in ``error``'s chain (e.g. the HTTP library's, under the OpenAI one)."""
+    for _ in range(8):
+        cause = error.__cause__ or error.__context__
+        if cause is None:
+            break
+        error = cause
+    return error
+
+
+class VllmServerChatModel(ChatOpenAI):
+    """``ChatOpenAI`` for a vLLM server: a total deadline per request, retries of bad answers.
+
+    * Every request has a total deadline of ``deadline_s`` (default: the client ``timeout``)
+      from sending it to the last byte of the answer, so a server that drips its answer a byte
+      at a time cannot hold a request past it (async calls: cancelled at the deadline; sync
+      calls: through :func:`deadline_http_client`, which :func:`vllm_server_models` installs
+      unless it is given its own ``http_client``).
+    * An answer that cannot be used — a body cut off mid-way, a body that is not JSON, a
+      completion without ``choices`` — is a :class:`~samalign.serving.errors.ServerAnswerError`
+      and is retried like a connection error, a timeout, a 408/429 or a 5xx answer: ``retries``
+      times, with exponential backoff (``backoff_s`` doubling, at most ``max_wait_s``, with
+      jitter). Errors that are the request's own fault (other 4xx answers) are not retried.
+      When the retries are spent, a :class:`~samalign.errors.BackendError` says what the server
+      sent the last time.
+
+    * Every request (sync, async, streamed) first calls
+      :func:`~samalign.serving.guard.check_model_request` while its payload is built, so inside
+      ``samalign.testing.block_model_requests()`` (or with ``SAMALIGN_BLOCK_MODEL_REQUESTS=1``)
+      it raises :class:`~samalign.errors.ModelRequestBlockedError` and sends nothing.
+
+    The OpenAI client's own retries are off (``max_retries=0``): retrying is this model's job
+    (or, with several servers, :class:`~samalign.serving.balancer.BalancedChatModel`'s, whose
+    replicas are these models with ``retries=0``).
+
+    Attributes:
+        retries: Retries of a failed request (server failures and unusable answers).
+        backoff_s: First wait before a retry (doubles each retry).
+        max_wait_s: Longest wait before a retry.
+        deadline_s: Total seconds one request may take (``None``: the client ``timeout``).
     """
 
-    def _check(self) -> None:
+    retries: int = Field(default=3, ge=0)
+    backoff_s: float = Field(default=0.5, gt=0)
+    max_wait_s: float = Field(default=8.0, gt=0)
+    deadline_s: float | None = Field(default=None, gt=0)
+
+    def _get_request_payload(
+        self, input_: LanguageModelInput, *, stop: list[str] | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        # every path (invoke, ainvoke, stream, astream) builds its payload here first
         check_model_request(f"vLLM server {self.openai_api_base}, model {self.model_name!r}")
+        payload: dict[str, Any] = super()._get_request_payload(input_, stop=stop, **kwargs)
+        return payload
+
+    def _deadline(self) -> float | None:
+        if self.deadline_s is not None:
+            return self.deadline_s
+        timeout = self.request_timeout
+        return float(timeout) if isinstance(timeout, int | float) else None
+
+    def _where(self) -> str:
+        return f"the server at {self.openai_api_base} (model {self.model_name!r})"
+
+    def _usable(self, result: ChatResult) -> ChatResult:
+        if not result.generations:
+            raise ServerAnswerError(
+                f"{self._where()} answered with no choices (an empty 'choices' list)"
+            )
+        return result
+
+    def _problem(self, error: Exception) -> Exception:
+        """What a failed attempt means: an unusable answer, or the error itself."""
+        if isinstance(error, TimeoutError):  # the total deadline (asyncio.timeout)
+            return ServerAnswerError(
+                f"{self._where()} sent no complete answer within the {self._deadline()} s "
+                "deadline per request; raise the timeout (--timeout) or lower the load "
+                "(--concurrency)"
+            )
+        if isinstance(error, UnicodeError):  # the request could not be encoded: its own fault
+            return error
+        if isinstance(error, ValueError | TypeError | KeyError | IndexError):
+            body = ""
+            response = getattr(error, "response", None)
+            if response is not None:
+                try:
+                    body = f"; it sent {snippet(str(response.text))}"
+                except Exception:  # the body could not be read either
+                    body = ""
+            reason = str(error).strip() or type(error).__name__
+            return ServerAnswerError(
+                f"{self._where()} answered with something that is not a chat completion "
+                f"({snippet(reason)}){body}"
+            )
+        return error
+
+    def _retry_delay(self, attempt: int, error: Exception) -> float:
+        """Seconds to wait before retrying after ``error`` (attempt ``attempt`` from 0).
+
+        Raises:
+            Exception: ``error`` itself when it is not retried (the request's own fault, or
+                ``retries=0``), else a :class:`BackendError` once the retries are spent.
+        """
+        if server_failure(error) is None or self.retries == 0:
+            raise error
+        if attempt >= self.retries:
+            if isinstance(error, ServerAnswerError):
+                last = error.message
+            else:
+                cause = _root_cause(error)
+                last = f"{type(error).__name__}: {snippet(str(error), 300)}" + (
+                    f" ({type(cause).__name__}: {snippet(str(cause), 200)})"
+                    if cause is not error
+                    else ""
+                )
+            status = getattr(error, "status_code", None)
+            raise BackendError(
+                f"{self._where()} failed {attempt + 1} attempt(s); the last one: {last}. Check "
+                "the server (its log, its load) or raise --timeout",
+                adapter=self.model_name,
+                status_code=status if isinstance(status, int) else None,
+            ) from error
+        wait = float(min(self.max_wait_s, self.backoff_s * 2**attempt))
+        log.info("retrying a request to %s in %.2f s after %s", self._where(), wait, error)
+        return wait * random.uniform(0.5, 1.0)
 
     def _generate(
         self,
@@ -83,8 +299,16 @@ class VllmServerChatModel(ChatOpenAI):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        self._check()
-        return super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
+        self._get_request_payload(messages, stop=stop, **kwargs)  # the request's own errors
+        attempt = 0
+        while True:
+            try:
+                result = super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
+                return self._usable(result)
+            except Exception as err:
+                delay = self._retry_delay(attempt, self._problem(err))
+            time.sleep(delay)
+            attempt += 1
 
     async def _agenerate(
         self,
@@ -93,17 +317,19 @@ class VllmServerChatModel(ChatOpenAI):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        self._check()
-        return await super()._agenerate(messages, stop=stop, run_manager=run_manager, **kwargs)
-
-    def _stream(self, *args: Any, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
-        self._check()
-        return super()._stream(*args, **kwargs)
-
-    async def _astream(self, *args: Any, **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
-        self._check()
-        async for chunk in super()._astream(*args, **kwargs):
-            yield chunk
+        self._get_request_payload(messages, stop=stop, **kwargs)  # the request's own errors
+        attempt = 0
+        while True:
+            try:
+                async with asyncio.timeout(self._deadline()):
+                    result = await super()._agenerate(
+                        messages, stop=stop, run_manager=run_manager, **kwargs
+                    )
+                return self._usable(result)
+            except Exception as err:
+                delay = self._retry_delay(attempt, self._problem(err))
+            await asyncio.sleep(delay)
+            attempt += 1
 
 
 def server_urls(base_url: str | Sequence[str]) -> list[str]:
@@ -140,8 +366,11 @@ def vllm_server_models(
     Every request names an adapter (``model=<adapter>``); by default a stage's adapter is
     served under the stage's own name. The calibrator is expected to be served through an
     *identity* adapter (zero LoRA update), so no request falls back to the bare base model.
-    Connection errors, timeouts, 408/409/429 and 5xx answers are retried ``max_retries`` times
-    with exponential backoff by the OpenAI client.
+    Each stage model is a :class:`VllmServerChatModel`: ``timeout`` is a total deadline per
+    request, and connection errors, timeouts, 408/429 and 5xx answers and unusable answers
+    (truncated or non-JSON body, no ``choices``) are retried ``max_retries`` times with
+    exponential backoff; then the request fails with a
+    :class:`~samalign.errors.BackendError` that says what the server sent.
 
     With several server URLs, each stage is a
     :class:`~samalign.serving.balancer.BalancedChatModel` over one ``ChatOpenAI``
@@ -156,8 +385,8 @@ def vllm_server_models(
             of server URLs serving the same adapters.
         stages: Stages to configure.
         adapters: Stage → adapter name overrides.
-        timeout: Seconds per request.
-        max_retries: Retries on connection errors, timeouts and 5xx.
+        timeout: Total seconds per request (a deadline, not a per-read timeout).
+        max_retries: Retries on connection errors, timeouts, 5xx and unusable answers.
         temperature: Sampling temperature (0 = greedy).
         api_key: Sent as bearer token (vLLM ignores it unless started with ``--api-key``).
         seed: Sampling seed sent with each request.
@@ -171,10 +400,17 @@ def vllm_server_models(
             :class:`~samalign.serving.balancer.ServerPool` over them with default settings).
 
     Returns:
-        The stage models (:class:`VllmServerChatModel`, a ``ChatOpenAI`` that honours the test
-        kill-switch, per server); pass them in the graph's ``RunContext``.
+        The stage models (:class:`VllmServerChatModel`, a ``ChatOpenAI`` with a total deadline,
+        retries of unusable answers and the test kill-switch, per server); pass them in the
+        graph's ``RunContext``.
+
+    Raises:
+        ConfigError: A bad URL, timeout or retry count, or adapters for unknown stages.
     """
     bases = server_urls(base_url)
+    timeout = _check_timeout(timeout)
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise ConfigError(f"max_retries must be a whole number ≥ 0, got {max_retries!r}")
     if len(bases) > 1 and (http_client is not None or http_async_client is not None):
         raise ConfigError("custom HTTP clients are supported with one server URL only")
     if pool is not None and pool.names != bases:
@@ -186,6 +422,8 @@ def vllm_server_models(
         raise ConfigError(
             f"adapters given for unconfigured stages {unknown}; stages: {list(stages)}"
         )
+    if http_client is None:  # sync requests: a total deadline each (async: asyncio.timeout)
+        http_client = deadline_http_client(timeout)
     models: dict[str, StageModel] = {}
     for stage in stages:
         adapter = (adapters or {}).get(stage, stage)
@@ -196,8 +434,9 @@ def vllm_server_models(
                 api_key=SecretStr(api_key),
                 temperature=temperature,
                 timeout=timeout,
+                max_retries=0,  # the OpenAI client's retries: off, VllmServerChatModel retries
                 # with several servers, retries are the balancer's: fail over at once
-                max_retries=max_retries if pool is None else 0,
+                retries=max_retries if pool is None else 0,
                 use_responses_api=False,
                 seed=seed,
                 http_client=http_client,
@@ -222,17 +461,36 @@ def vllm_server_models(
     return StageModels(models)
 
 
+MAX_MODELS_BYTES = 16 * 1024 * 1024
+"""Largest ``GET /v1/models`` answer read."""
+
+
 def served_models(base_url: str, *, timeout: float = 10.0) -> list[str]:
     """Names the server serves (base model and adapters), from ``GET /v1/models``.
 
+    The whole answer must arrive within ``timeout`` seconds (a total deadline) and be at most
+    :data:`MAX_MODELS_BYTES`.
+
     Raises:
-        BackendError: If the server cannot be reached or answers with an error.
+        BackendError: If the server cannot be reached, answers with an error, too slowly, or
+            with something that is not a model list.
     """
     url = api_base(base_url) + "/models"
+    deadline = time.monotonic() + timeout
     try:
-        response = httpx.get(url, timeout=timeout)
-        response.raise_for_status()
-        data = response.json()
+        with httpx.stream("GET", url, timeout=timeout) as response:
+            response.raise_for_status()
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body += chunk
+                if time.monotonic() > deadline:
+                    raise httpx.ReadTimeout(f"no complete answer within {timeout} s")
+                if len(body) > MAX_MODELS_BYTES:
+                    raise BackendError(
+                        f"{url} answered with more than {MAX_MODELS_BYTES} bytes; is this a "
+                        "vLLM server?"
+                    )
+        data = json.loads(body)
     except httpx.HTTPError as err:
         status = err.response.status_code if isinstance(err, httpx.HTTPStatusError) else None
         raise BackendError(
@@ -240,9 +498,15 @@ def served_models(base_url: str, *, timeout: float = 10.0) -> list[str]:
             "or pass the right --server URL.",
             status_code=status,
         ) from None
-    except ValueError:
+    except (ValueError, RecursionError):
         raise BackendError(f"{url} did not answer with JSON; is this a vLLM server?") from None
-    return [str(m.get("id")) for m in data.get("data", []) if isinstance(m, dict)]
+    models = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(models, list):
+        raise BackendError(
+            f"{url} did not answer with a model list ({snippet(body.decode('utf-8', 'replace'))}); "
+            "is this a vLLM server?"
+        )
+    return [str(m.get("id")) for m in models if isinstance(m, dict)]
 
 
 def check_server(base_url: str, adapters: Iterable[str], *, timeout: float = 10.0) -> None:
@@ -308,6 +572,7 @@ __all__ = [
     "async_http_client",
     "check_server",
     "check_servers",
+    "deadline_http_client",
     "served_models",
     "server_urls",
     "vllm_server_models",

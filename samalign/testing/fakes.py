@@ -48,28 +48,31 @@ Example:
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from langchain_core.callbacks import CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import ConfigDict, Field, PrivateAttr
 
+from samalign.serving.chat_base import InlineChatModel, chat_result, word_count
 from samalign.serving.models import StageModel, StageModels
 
 Responder = Callable[[Sequence[BaseMessage]], str]
 Script = str | Sequence[str] | Responder
 
 
-class ScriptedChatModel(BaseChatModel):
+class ScriptedChatModel(InlineChatModel):
     """A chat model that answers from a script and records every call.
 
     Attributes:
         script: A fixed answer, a list of answers given in turn (the last one repeats), or a
             function of the messages.
         finish_reason: Reported finish reason (set ``"length"`` to simulate truncation).
+        wait: An async function of the messages that the async path awaits before answering
+            (hold a call on an ``asyncio.Event``, simulate a slow server); the answer is then
+            given on the event loop. Without it, async calls answer in an executor thread, so a
+            script may block.
         calls: Each call's messages and keyword arguments (e.g. ``response_format``).
     """
 
@@ -77,12 +80,20 @@ class ScriptedChatModel(BaseChatModel):
 
     script: Any
     finish_reason: str = "stop"
+    wait: Callable[[Sequence[BaseMessage]], Awaitable[None]] | None = None
     calls: list[dict[str, Any]] = Field(default_factory=list)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     @property
     def _llm_type(self) -> str:
         return "samalign-scripted-fake"
+
+    def _answers_inline(self) -> bool:
+        return self.wait is not None
+
+    async def _before_reply(self, messages: list[BaseMessage]) -> None:
+        if self.wait is not None:
+            await self.wait(messages)
 
     def _answer(self, messages: Sequence[BaseMessage], index: int) -> str:
         script = self.script
@@ -94,31 +105,20 @@ class ScriptedChatModel(BaseChatModel):
         answers = [str(a) for a in script]
         return answers[min(index, len(answers) - 1)]
 
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
+    def _reply(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> ChatResult:
         with self._lock:  # reserve this call's index, then answer outside the lock
             index = len(self.calls)
             self.calls.append({"messages": list(messages), "kwargs": dict(kwargs)})
         text = self._answer(messages, index)
-        prompt_tokens = sum(len(str(m.content).split()) for m in messages)
-        message = AIMessage(
-            content=text,
-            response_metadata={"finish_reason": self.finish_reason},
-            usage_metadata={
-                "input_tokens": prompt_tokens,
-                "output_tokens": len(text.split()),
-                "total_tokens": prompt_tokens + len(text.split()),
-            },
+        return chat_result(
+            text,
+            input_tokens=word_count(messages),
+            output_tokens=len(text.split()),
+            finish_reason=self.finish_reason,
         )
-        return ChatResult(generations=[ChatGeneration(message=message)])
 
 
-class ScriptedToolCaller(BaseChatModel):
+class ScriptedToolCaller(InlineChatModel):
     """A tool-calling chat model for agent tests: answers with the given messages in turn.
 
     ``bind_tools`` returns the model itself (recording the tools), so LangGraph's
@@ -148,13 +148,7 @@ class ScriptedToolCaller(BaseChatModel):
         self.tools = [str(getattr(t, "name", None) or getattr(t, "__name__", t)) for t in tools]
         return self
 
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
+    def _reply(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> ChatResult:
         with self._lock:
             index = len(self.calls)
             self.calls.append(list(messages))

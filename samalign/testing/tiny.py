@@ -42,6 +42,7 @@ __all__ = [
     "BOS_TOKEN",
     "DEFAULT_ADAPTERS",
     "EOS_TOKEN",
+    "LORA_TARGET_MODULES",
     "MANIFEST_FORMAT",
     "MANIFEST_NAME",
     "MANIFEST_VERSION",
@@ -56,6 +57,7 @@ DEFAULT_ADAPTERS: Final[tuple[str, ...]] = (
     "archetype",
     "calibrate",
     "direct_typing",
+    "supervised_ner",
     "relations_forward",
     "relations_reverse",
 )
@@ -87,7 +89,7 @@ _INTERMEDIATE: Final = 256
 _LAYERS: Final = 2
 _HEADS: Final = 2
 _MAX_POSITIONS: Final = 8192
-_TARGET_MODULES: Final[tuple[str, ...]] = (
+LORA_TARGET_MODULES: Final[tuple[str, ...]] = (
     "q_proj",
     "k_proj",
     "v_proj",
@@ -96,6 +98,7 @@ _TARGET_MODULES: Final[tuple[str, ...]] = (
     "up_proj",
     "down_proj",
 )
+"""The Llama projections every tiny adapter adapts (all attention and MLP projections)."""
 _LORA_INIT_STD: Final = 0.1
 
 _CORPUS: Final = """\
@@ -317,7 +320,7 @@ def _build(
         r=rank,
         lora_alpha=2 * rank,
         lora_dropout=0.0,
-        target_modules=list(_TARGET_MODULES),
+        target_modules=list(LORA_TARGET_MODULES),
         bias="none",
         task_type="CAUSAL_LM",
         base_model_name_or_path=str(base_dir.resolve()),

@@ -10,6 +10,7 @@ import html
 from pathlib import Path
 from typing import Any
 
+from samalign.batch.jsonl import encodable
 from samalign.view.page import MAX_RAW_CHARS, render_page, script_json
 from samalign.view.records import (
     ReviewItem,
@@ -44,7 +45,7 @@ class View:
         """Write the page to ``path`` (UTF-8) and return the path."""
         out = Path(path)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(self.html, encoding="utf-8")
+        out.write_text(encodable(self.html), encoding="utf-8")  # lone surrogates: escaped
         return out
 
     def _repr_html_(self) -> str:

@@ -17,8 +17,8 @@ from samalign.testing.fakes import ScriptedToolCaller
 
 pytestmark = pytest.mark.integration
 
-# relation_schedule="always": the relation decoder is asked even if the random model finds no
-# entity pair (the default "needed" would skip it)
+# relation_schedule="always": the tiny random model rarely finds two entities, and the default
+# schedule would skip the relation decoders, which this test wants to see called
 FAST = PipelineOptions(
     constrain_mentions=True, max_completion_tokens=192, relation_schedule="always"
 )

@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from samalign.cli import main
-from samalign.demo import DEMO_STAGES, DemoOptions, StageRecipe, format_flow, run_demo
+from samalign.demo import (
+    DEMO_STAGES,
+    SUPERVISED_DEMO_STAGES,
+    DemoOptions,
+    StageRecipe,
+    format_flow,
+    run_demo,
+)
 from samalign.finetune.trainer import check_servable
 
 pytest.importorskip("torch")
@@ -44,6 +51,36 @@ def test_demo_smoke_runs_the_whole_loop(tmp_path: Path) -> None:
     }
     lines = format_flow(report.results[0], 0)
     assert lines[0].startswith("[0] ") and any("kept" in line for line in lines)
+
+
+@pytest.mark.integration
+def test_demo_smoke_supervised_trains_supervised_ner_instead_of_samner(tmp_path: Path) -> None:
+    """``--ner-mode supervised``: three adapters (supervised NER, both decoders), the
+    supervised joint graph; three sentences, a few steps per stage."""
+    out = tmp_path / "demo"
+    options = DemoOptions(
+        out=out,
+        lm_steps=5,
+        recipes={s: StageRecipe(steps=3, learning_rate=5e-3) for s in SUPERVISED_DEMO_STAGES},
+        sentences=3,
+        progress=False,
+        ner_mode="supervised",
+    )
+    report = run_demo(options)
+    data = json.loads((out / "demo_report.json").read_text())
+    assert data["ner_mode"] == "supervised" and data["sentences"] == 3
+    assert sorted(p.name for p in (out / "model" / "adapters").iterdir()) == sorted(
+        SUPERVISED_DEMO_STAGES
+    )
+    assert set(data["training"]) == {"language_model_pass", *SUPERVISED_DEMO_STAGES}
+    for stage in SUPERVISED_DEMO_STAGES:
+        check_servable(out / "model" / "adapters" / stage)
+    for record in report.results:
+        assert record["supervised"] and not record["anchor"] and not record["archetypes"]
+        assert all(e["archetype"] is None for e in record["entities"])
+    lines = format_flow(report.results[0], 0)
+    assert any(line.strip().startswith("supervised") for line in lines)
+    assert not any("CCR dropped" in line for line in lines)
 
 
 @pytest.mark.slow

@@ -65,8 +65,8 @@ def test_eval_against_a_real_server(
         "--out",
         str(out),
         *FAST,
-        # every sentence asks the decoders (the random model rarely finds an entity pair, and
-        # the default "needed" would then skip them): the cost report counts their calls
+        # the tiny random model rarely finds two entities; the default schedule would skip
+        # the relation decoders, whose cost this test checks
         *(("--relation-schedule", "always") if graph == "joint" else ()),
     )
     assert done.returncode == 0, done.stderr

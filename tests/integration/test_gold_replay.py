@@ -56,6 +56,19 @@ async def test_gold_replay_conll04(gold_replay: Any) -> None:
     gold_replay.check(report)
 
 
+async def test_gold_replay_supervised_conll04(gold_replay: Any) -> None:
+    """AnchorAlign's supervised setting (issue 12): supervised NER → decoders → filter."""
+    report = await gold_replay.run(
+        "conll04", "test", graph="joint", relation_arguments="all", ner_mode="supervised"
+    )
+    assert report.relation is not None
+    assert report.entity.span.f1 >= 0.99
+    assert report.relation.strict.f1 >= 0.99
+    gold_replay.check(report)
+    assert set(report.cost.stages) == {"supervised_ner", "relations_forward", "relations_reverse"}
+    assert report.cost.total["calls"] == 3 * report.sentences
+
+
 # measured bounds of string answers (the issue's numbers, with a 0.002 tolerance)
 NESTED_BOUNDS = {
     ("ade", "flat"): (0.986, 0.959),

@@ -21,6 +21,7 @@ from samalign.testing.tiny import (
     BOS_TOKEN,
     DEFAULT_ADAPTERS,
     EOS_TOKEN,
+    LORA_TARGET_MODULES,
     MANIFEST_NAME,
     build_tiny_model,
 )
@@ -139,15 +140,7 @@ def test_adapter_is_vllm_compatible(model_dir: Path, name: str) -> None:
     assert config["bias"] == "none"
     assert not config["modules_to_save"]
     assert not config["use_dora"]
-    assert set(config["target_modules"]) == {
-        "q_proj",
-        "k_proj",
-        "v_proj",
-        "o_proj",
-        "gate_proj",
-        "up_proj",
-        "down_proj",
-    }
+    assert set(config["target_modules"]) == set(LORA_TARGET_MODULES)
     assert Path(config["base_model_name_or_path"]) == model_dir / "base"
     assert not (adapter_dir / "added_tokens.json").exists()
     weights = safetensors_torch.load_file(adapter_dir / "adapter_model.safetensors")

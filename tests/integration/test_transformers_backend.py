@@ -36,6 +36,7 @@ from samalign.batch.run import run_records
 from samalign.serving import StageModels
 from samalign.serving.engine import ChatTurn, GenerationRequest
 from samalign.serving.transformers_backend import TransformersEngine
+from samalign.testing.tiny import DEFAULT_ADAPTERS
 from samalign.types import NER_STAGES
 
 pytestmark = pytest.mark.integration
@@ -89,15 +90,7 @@ def _request(
 
 
 def test_loads_every_adapter_once_identity_runs_as_the_base(engine: TransformersEngine) -> None:
-    assert engine.adapters == {
-        "anchor",
-        "explorer",
-        "archetype",
-        "calibrate",
-        "direct_typing",
-        "relations_forward",
-        "relations_reverse",
-    }
+    assert engine.adapters == set(DEFAULT_ADAPTERS)
     assert engine.identity == {"calibrate"}
     assert sorted(engine.model.peft_config) == sorted(engine.adapters - {"calibrate"})
     assert engine.device.type == "cpu" and str(engine.dtype) == "torch.float32"

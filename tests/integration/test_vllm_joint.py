@@ -211,3 +211,32 @@ def test_extract_cli_joint_needs_relations(vllm_server: str, tmp_path: Path) -> 
     )
     assert done.returncode == 2
     assert "no relation types" in done.stderr.decode()
+
+
+async def test_supervised_joint_graph_end_to_end(vllm_server: str, shared_data: Path) -> None:
+    """AnchorAlign's supervised setting on a real server: supervised NER → decoders → filter."""
+    options = PipelineOptions(
+        ner_mode="supervised", constrain_mentions=True, max_completion_tokens=192
+    )
+    sentences = conll04_sentences(shared_data, 8)
+    client, bodies = _recording_client()
+    models = vllm_server_models(
+        vllm_server, stages=options.joint_model_stages, http_async_client=client
+    )
+    domain = load_domain("conll04")
+    results = await build_joint_graph(options).abatch(
+        [{"text": t} for t in sentences], context=RunContext(domain=domain, models=models)
+    )
+    await client.aclose()
+    called = {b["model"] for b in bodies}
+    assert "supervised_ner" in called and called <= {"supervised_ner", *RELATION_STAGES}
+    for body in (b for b in bodies if b["model"] == "supervised_ner"):
+        items = body["response_format"]["json_schema"]["schema"]["items"]
+        assert items["properties"]["type"]["enum"] == domain.names
+    for text, result in zip(sentences, results, strict=True):
+        assert not {"anchor", "explorer", "archetype", "calibrate"} & set(result["usage"])
+        assert result["usage"]["supervised_ner"].calls == 1
+        for entity in result["entities"]:
+            assert text[entity.start : entity.end] == entity.text
+            assert entity.label in domain.labels and entity.sources == ("supervised_ner",)
+        check_triplet_spans(text, result)

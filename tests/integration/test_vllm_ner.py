@@ -94,6 +94,46 @@ def test_sync_invoke_and_ablation_shapes(vllm_server: str) -> None:
         assert entity.label in context.domain.labels
 
 
+async def test_reference_profile_against_the_server(vllm_server: str, shared_data: Path) -> None:
+    """The authors' prompts, sent without a schema, served by vLLM; the extractors replay gold
+    (a random model finds nothing unconstrained), the classifier and calibrator are the real
+    server: their answers are free text, parsed or turned into diagnostics."""
+    from samalign.agents.archetype import tag_entities
+    from samalign.evaluation.gold import gold_stage_models
+    from samalign.prompts.profiles import prompt_profile
+    from samalign.serving import StageModels
+
+    sentence = read_crossner(shared_data / "crossner" / "ai" / "dev.txt")[3]
+    domain = load_domain("crossner_ai")
+    profile = prompt_profile("reference")
+    gold = gold_stage_models([sentence], domain, profile=profile).for_sentence(sentence)
+    client, bodies = _recording_client()
+    served = vllm_server_models(
+        vllm_server, stages=["archetype", "calibrate"], http_async_client=client
+    )
+    models = StageModels({"anchor": gold["anchor"], "explorer": gold["explorer"], **served})
+    options = PipelineOptions(prompt_profile="reference", max_completion_tokens=48)
+    result = await build_ner_graph(options).ainvoke(
+        {"text": sentence.text}, context=RunContext(domain, models)
+    )
+    await client.aclose()
+    assert result["candidates"], "the replayed extractors found the gold mentions"
+    assert {b["model"] for b in bodies} == {"archetype", "calibrate"}
+    for body in bodies:
+        assert "response_format" not in body  # the reference profile decodes freely
+        assert body.get("max_tokens", body.get("max_completion_tokens")) == 48
+    archetype = next(b for b in bodies if b["model"] == "archetype")
+    tagged = tag_entities(sentence.text, [c.span for c in result["candidates"]])
+    assert "<ENT>" in tagged
+    assert archetype["messages"][0]["content"] == profile.classifier(domain, tagged).prompt
+    calibrate = next(b for b in bodies if b["model"] == "calibrate")
+    initial = {e.text: e.archetype for e in result["archetyped"]}
+    expected = profile.calibrator(domain, sentence.text, initial).prompt
+    assert calibrate["messages"][0]["content"] == expected
+    for entity in result["entities"]:
+        assert entity.label in domain.labels
+
+
 def test_unknown_adapter_is_a_clear_backend_error(vllm_server: str) -> None:
     models = vllm_server_models(vllm_server, adapters={"anchor": "iepile-missing"})
     context = RunContext(domain="crossner_ai", models=models)

@@ -9,9 +9,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun
 from langchain_core.messages import BaseMessage, HumanMessage
-from langchain_core.outputs import ChatResult
 from langchain_openai import ChatOpenAI
 from pydantic import SecretStr
 
@@ -118,26 +116,12 @@ def test_requests_are_spread_evenly_and_keep_their_keywords() -> None:
 
 
 async def test_least_loaded_server_gets_the_next_request() -> None:
-    class Held(ScriptedChatModel):
-        """Answers once ``release`` is set (a server busy until the test says otherwise)."""
-
-        release: Any = None
-
-        async def _agenerate(
-            self,
-            messages: list[BaseMessage],
-            stop: list[str] | None = None,
-            run_manager: AsyncCallbackManagerForLLMRun | None = None,
-            **kwargs: Any,
-        ) -> ChatResult:
-            await self.release.wait()
-            return self._generate(messages, stop=stop, **kwargs)
-
     answer_now = asyncio.Event()
     answer_now.set()
     slow_release = asyncio.Event()
-    slow = Held(script="slow", release=slow_release)
-    fast = Held(script="fast", release=answer_now)
+    # a server busy until the test says otherwise, and one that answers at once
+    slow = ScriptedChatModel(script="slow", wait=lambda _: slow_release.wait())
+    fast = ScriptedChatModel(script="fast", wait=lambda _: answer_now.wait())
     pool = ServerPool(["slow", "fast"])
     model = BalancedChatModel(replicas=[slow, fast], pool=pool)
     tasks = []

@@ -3,9 +3,10 @@ error fields and the kill-switch of the real backends."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -419,10 +420,11 @@ def test_engine_backend_errors_get_the_stage_filled_in() -> None:
 
 
 def test_served_models_reports_the_http_status(monkeypatch: pytest.MonkeyPatch) -> None:
-    def get(url: str, **kwargs: Any) -> httpx.Response:
-        return httpx.Response(500, request=httpx.Request("GET", url))
+    @contextlib.contextmanager
+    def stream(method: str, url: str, **kwargs: Any) -> Iterator[httpx.Response]:
+        yield httpx.Response(500, request=httpx.Request(method, url))
 
-    monkeypatch.setattr(httpx, "get", get)
+    monkeypatch.setattr(httpx, "stream", stream)  # served_models streams (a total deadline)
     with pytest.raises(BackendError, match="cannot reach") as info:
         served_models("http://127.0.0.1:8000")
     assert info.value.status_code == 500

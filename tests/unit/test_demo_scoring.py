@@ -8,6 +8,7 @@ from pathlib import Path
 
 from samalign.demo import (
     DEMO_STAGES,
+    SUPERVISED_DEMO_STAGES,
     demo_dataset,
     demo_domain,
     demo_examples,
@@ -114,3 +115,49 @@ def test_demo_scores_with_the_evaluation_metric_and_flow_lines() -> None:
     assert any("CCR dropped ['born']" in line for line in lines)
     assert any("Betsy Ross=Peop (ok)" in line for line in lines)
     assert any("missed" in line and "Philadelphia=Loc" in line for line in lines)
+
+
+def test_supervised_demo_trains_three_stages_on_label_free_pass_texts() -> None:
+    dataset = demo_dataset()
+    examples = demo_examples(dataset, demo_domain(), "supervised")
+    assert (
+        set(examples)
+        == set(SUPERVISED_DEMO_STAGES)
+        == {
+            "supervised_ner",
+            "relations_forward",
+            "relations_reverse",
+        }
+    )
+    assert {len(v) for v in examples.values()} == {24}
+    records = json.loads(examples["supervised_ner"][0].answer)
+    assert records and set(records[0]) == {"mention", "type"}
+    corpus = language_model_corpus(dataset, demo_domain(), copy_exercises=4, ner_mode="supervised")
+    assert len(corpus) == 24 * 3 + 24 * 4 + 3 * 4  # 3 prompts, 4 copy exercises, skeletons
+    joined = "\n".join(corpus)
+    for exs in examples.values():
+        for ex in exs:
+            assert ex.answer not in joined
+    assert '"entity"' not in joined  # the records the stages write are {"mention", "type"}
+    # the zero-shot corpus is unchanged by the option
+    assert language_model_corpus(dataset, demo_domain(), copy_exercises=4) == (
+        language_model_corpus(dataset, demo_domain(), copy_exercises=4, ner_mode="zero_shot")
+    )
+    record = {
+        "text": "Betsy Ross was born in Philadelphia .",
+        "supervised": True,
+        "anchor": [],
+        "explorer": [],
+        "ccr_dropped": [],
+        "archetypes": {},
+        "entities": [{"start": 0, "end": 10, "text": "Betsy Ross", "label": "Peop"}],
+        "forward": [],
+        "reverse": [],
+        "kept": [],
+        "filtered": [],
+        "gold_entities": [(0, 10, "Peop")],
+        "gold_triplets": [],
+    }
+    lines = format_flow(record, 0)
+    assert any("supervised  ['Betsy Ross=Peop (ok)']" in line for line in lines)
+    assert not any("anchor" in line or "CCR" in line for line in lines)

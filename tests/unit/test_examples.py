@@ -155,3 +155,27 @@ def test_agent_tool_example_runs(
     out = capsys.readouterr().out
     assert '"relation":"Work_For"' in out and "agent: John Smith works for IBM." in out
     assert (tmp_path / "agent_tool.html").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+
+
+def _python_blocks(path: Path) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", path.read_text(encoding="utf-8"), re.DOTALL)
+
+
+def test_readme_and_docs_python_blocks_parse_and_import_what_exists() -> None:
+    import ast
+    import importlib
+
+    paths = [DOCS.parent / "README.md", *sorted(DOCS.glob("*.md"))]
+    checked = 0
+    for path in paths:
+        for block in _python_blocks(path):
+            tree = ast.parse(block, filename=str(path))  # a SyntaxError names the doc
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("samalign"):
+                    module = importlib.import_module(str(node.module))
+                    for alias in node.names:
+                        assert hasattr(module, alias.name) or importlib.util.find_spec(
+                            f"{node.module}.{alias.name}"
+                        ), f"{path.name}: {node.module} has no {alias.name}"
+                        checked += 1
+    assert checked > 20

@@ -13,10 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun
 from langchain_core.messages import BaseMessage
-from langchain_core.outputs import ChatResult
-from pydantic import Field
 
 from samalign import cli
 from samalign.batch.records import (
@@ -252,20 +249,11 @@ def test_to_output_rejects_ungrounded_spans() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-class AsyncSlowFake(ScriptedChatModel):
-    """A scripted model whose async path sleeps a pseudo-random time (answers finish out of
-    order) and counts the calls in flight in ``tracker``."""
+def slow_wait(tracker: dict[str, Any]) -> Any:
+    """An async wait of a pseudo-random time (answers finish out of order) that counts the
+    calls in flight in ``tracker``."""
 
-    tracker: Any = Field(default=None)  # Any: pydantic would copy a dict field
-
-    async def _agenerate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        tracker = self.tracker if self.tracker is not None else {}
+    async def wait(messages: Sequence[BaseMessage]) -> None:
         tracker["now"] = tracker.get("now", 0) + 1
         tracker["max"] = max(tracker.get("max", 0), tracker["now"])
         try:
@@ -276,16 +264,17 @@ class AsyncSlowFake(ScriptedChatModel):
                 await asyncio.wait_for(together.wait(), 60)  # a liveness bound only
             seed = str(messages[0].content)
             await asyncio.sleep(random.Random(seed).uniform(0.0, 0.03))
-            return self._generate(messages, stop=stop, **kwargs)
         finally:
             tracker["now"] -= 1
+
+    return wait
 
 
 def slow_models(scripts: dict[str, Any], tracker: dict[str, Any]) -> StageModels:
     return StageModels(
         {
             stage: StageModel(
-                AsyncSlowFake(script=script, tracker=tracker),
+                ScriptedChatModel(script=script, wait=slow_wait(tracker)),
                 adapter=stage,
                 structured_output=True,
                 adapter_kwarg="model",

@@ -11,16 +11,15 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from langchain_core.callbacks import CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.outputs import ChatResult
 
 from samalign.agents import runner as runner_module
 from samalign.agents.runner import StageRequest, StageResult, arun_stage, run_stage
 from samalign.errors import BackendError, ConfigError, ModelRequestBlockedError
 from samalign.prompts.formats import ParsedTypedMentions
 from samalign.prompts.specs import EXTRACTION_FORMAT
+from samalign.serving.chat_base import InlineChatModel, chat_result
 from samalign.serving.models import StageModel
 from samalign.serving.vllm_server import vllm_server_models
 from samalign.testing.fakes import ScriptedChatModel
@@ -328,7 +327,7 @@ def test_samalign_errors_from_the_model_pass_through() -> None:
         run_stage(request(), model(_raise(ConfigError("custom problem"))), parse)
 
 
-class _RealLookingChatModel(BaseChatModel):
+class _RealLookingChatModel(InlineChatModel):
     """A third-party chat model: the runner calls it whatever its type name says."""
 
     called: bool = False
@@ -337,15 +336,9 @@ class _RealLookingChatModel(BaseChatModel):
     def _llm_type(self) -> str:
         return "openai-chat"
 
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
+    def _reply(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> ChatResult:
         self.called = True
-        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=GOOD))])
+        return chat_result(GOOD, input_tokens=0, output_tokens=0)
 
 
 @MODES

@@ -21,6 +21,7 @@ from samalign.finetune.builders.sources import (
     detect_format,
     read_source,
 )
+from samalign.finetune.builders.supervised import build_supervised_examples
 
 __all__ = [
     "RELATION_STAGES",
@@ -37,6 +38,7 @@ __all__ = [
     "build_extraction_examples",
     "build_joint_examples",
     "build_relation_examples",
+    "build_supervised_examples",
     "detect_format",
     "iter_examples",
     "mix_examples",

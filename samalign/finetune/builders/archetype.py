@@ -10,6 +10,11 @@ archetype order; ``schema="full"`` uses all 14 archetypes (what inference sends,
 
 ``direct=True`` builds the ``direct_typing`` classifier of the "w/o cali." ablation instead:
 the same tagged prompt with the domain's target type names as the schema.
+
+The value types the SAM-NER authors drop (``dropped_types`` of ``archetypes.yaml``:
+``cardinal``, ``date``, ``Price`` …) are never tagged and never in a schema. Under the
+``reference`` prompt profile the archetype examples follow the authors' recipe instead
+(:mod:`samalign.finetune.builders.archetype_reference`).
 """
 
 from __future__ import annotations
@@ -22,16 +27,17 @@ from samalign.agents.grounding import GroundingMode
 from samalign.errors import ConfigError
 from samalign.finetune.builders.common import (
     DEFAULT_MAX_TEXT_CHARS,
-    compact_answer,
+    builder_profile,
     ground_gold,
     stage_spec,
     too_long,
+    training_answer,
 )
 from samalign.finetune.builders.io import BuildReport, ChatExample
 from samalign.finetune.builders.sources import SourceDataset, SourceRecord
 from samalign.prompts.archetypes import archetype_table
 from samalign.prompts.domain import Domain
-from samalign.prompts.specs import EXTRACTION_FORMAT
+from samalign.prompts.profiles import PromptProfile
 from samalign.types import DIRECT_TYPING_STAGE, Archetype
 
 Unmapped = Literal["skip", "misc", "error"]
@@ -44,12 +50,16 @@ class ArchetypeProjection:
     Args:
         archetype_map: Source label → archetype name (overrides everything).
         domain: A domain whose entity types carry ``archetype``.
+        exact: Look labels up in M with their exact spelling only (the authors' lookup);
+            by default a label no spelling matches is matched case-insensitively.
     """
 
     def __init__(
         self,
         archetype_map: Mapping[str, str] | None = None,
         domain: Domain | None = None,
+        *,
+        exact: bool = False,
     ) -> None:
         self._map: dict[str, Archetype] = {}
         for label, name in (archetype_map or {}).items():
@@ -62,6 +72,7 @@ class ArchetypeProjection:
                 ) from None
         self._domain = domain
         self._table = archetype_table()
+        self._exact = exact
 
     def __call__(self, label: str) -> Archetype | None:
         """The archetype of a source label, or ``None`` if nothing maps it."""
@@ -73,7 +84,11 @@ class ArchetypeProjection:
                 archetype = self._domain.entity_type(resolved).archetype
                 if archetype is not None:
                     return archetype
-        return self._table.project(label)
+        return self._table.project(label, exact=self._exact)
+
+    def dropped(self, label: str) -> bool:
+        """Whether a label is one of the value types dropped before projecting."""
+        return label not in self._map and self._table.is_dropped(label)
 
 
 def record_schema(record: SourceRecord, dataset: SourceDataset) -> list[str]:
@@ -89,6 +104,18 @@ def record_schema(record: SourceRecord, dataset: SourceDataset) -> list[str]:
     return record.types
 
 
+def check_options(unmapped: str, schema: str) -> None:
+    """Refuse ``unmapped`` and ``schema`` values the builders do not know.
+
+    Raises:
+        ConfigError: Naming the option and its values.
+    """
+    if unmapped not in ("skip", "misc", "error"):
+        raise ConfigError(f"unmapped must be 'skip', 'misc' or 'error', got {unmapped!r}")
+    if schema not in ("instance", "full"):
+        raise ConfigError(f"schema must be 'instance' or 'full', got {schema!r}")
+
+
 def build_archetype_examples(
     datasets: Sequence[SourceDataset],
     *,
@@ -99,6 +126,7 @@ def build_archetype_examples(
     direct: bool = False,
     grounding: GroundingMode = "flat",
     max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
+    profile: str | None = None,
 ) -> tuple[list[ChatExample], BuildReport]:
     """Build archetype classifier examples (or ``direct_typing`` examples).
 
@@ -113,6 +141,10 @@ def build_archetype_examples(
         direct: Build the ``direct_typing`` ablation's classifier (target type names).
         grounding: How gold mentions become tagged spans (the pipeline's grounding mode).
         max_text_chars: Skip passages longer than the sentence graph accepts.
+        profile: The prompt profile (default: the domain's, else ``default``). Under
+            ``reference`` the archetype examples follow the SAM-NER authors' recipe
+            (:func:`~samalign.finetune.builders.archetype_reference.build_reference_archetype_examples`);
+            ``direct_typing`` examples are rendered in the profile's formats.
 
     Returns:
         The examples and a report of counts.
@@ -121,14 +153,25 @@ def build_archetype_examples(
         ConfigError: A label cannot be projected with ``unmapped="error"``, a bad option, or
             ``direct`` without a domain / with labels outside the domain.
     """
-    if unmapped not in ("skip", "misc", "error"):
-        raise ConfigError(f"unmapped must be 'skip', 'misc' or 'error', got {unmapped!r}")
-    if schema not in ("instance", "full"):
-        raise ConfigError(f"schema must be 'instance' or 'full', got {schema!r}")
+    check_options(unmapped, schema)
     if direct and domain is None:
         raise ConfigError("direct typing examples need a domain (its type names are the schema)")
+    chosen = builder_profile(domain, profile)
+    if chosen.name == "reference" and not direct:
+        from samalign.finetune.builders.archetype_reference import (  # local: one-way import
+            build_reference_archetype_examples,
+        )
+
+        return build_reference_archetype_examples(
+            datasets,
+            domain=domain,
+            archetype_map=archetype_map,
+            unmapped=unmapped,
+            schema=schema,
+            max_text_chars=max_text_chars,
+        )
     stage = DIRECT_TYPING_STAGE if direct else "archetype"
-    spec = stage_spec("archetype", domain)  # the direct_typing node renders the same template
+    spec = stage_spec("archetype", domain, chosen)  # the direct_typing node renders it too
     project = ArchetypeProjection(archetype_map, domain)
     report = BuildReport(stage=stage)
     examples: list[ChatExample] = []
@@ -141,7 +184,10 @@ def build_archetype_examples(
                 continue
             gold: list[tuple[str, str]] = []
             for m in rec.mentions:
-                value = _target(m.type, domain, direct, project, unmapped, rec)
+                if not direct and project.dropped(m.type):
+                    report.skip("dropped_type_mention")  # a value type: never tagged
+                    continue
+                value = _target(m.type, domain, direct, project, unmapped, rec, chosen)
                 if value is None:
                     unmapped_labels.add(m.type)
                     report.skip("mention_without_archetype")
@@ -151,7 +197,7 @@ def build_archetype_examples(
             if not tagged_spans:
                 report.skip("no_entities")  # no candidates: the classifier is not called
                 continue
-            types = _schema(rec, dataset, domain, direct, schema, project, tagged_spans)
+            types = _schema(rec, dataset, domain, direct, schema, project, tagged_spans, chosen)
             answer: dict[str, list[str]] = {}
             seen: set[str] = set()
             for span, value in tagged_spans:  # one type per mention string, as at inference
@@ -168,7 +214,7 @@ def build_archetype_examples(
                     stage=stage,
                     task="ner",
                     prompt=prompt,
-                    answer=compact_answer(EXTRACTION_FORMAT.render_gold(types, answer)),
+                    answer=training_answer(chosen.classifier_answer(types, answer), chosen),
                     source=rec.origin,
                 )
             )
@@ -185,6 +231,7 @@ def _target(
     project: ArchetypeProjection,
     unmapped: Unmapped,
     rec: SourceRecord,
+    profile: PromptProfile,
 ) -> str | None:
     if direct:
         assert domain is not None
@@ -194,7 +241,7 @@ def _target(
                 f"{rec.origin}: label {label!r} is not in domain {domain.name!r} "
                 f"(labels {domain.labels})"
             )
-        return domain.entity_type(resolved).name
+        return profile.show(domain, resolved)
     archetype = project(label)
     if archetype is None:
         if unmapped == "error":
@@ -204,9 +251,9 @@ def _target(
                 "archetype map, or pass unmapped='skip' or 'misc'"
             )
         if unmapped == "misc":
-            return Archetype.MISC.value
+            return profile.archetype_name(Archetype.MISC)
         return None
-    return archetype.value
+    return profile.archetype_name(archetype)
 
 
 def _schema(
@@ -217,16 +264,24 @@ def _schema(
     schema: str,
     project: ArchetypeProjection,
     tagged: Sequence[tuple[object, str]],
+    profile: PromptProfile,
 ) -> list[str]:
     present = {value for _, value in tagged}
     if direct:
         assert domain is not None
-        return list(domain.names)
+        return profile.target_types(domain)
     if schema == "full":
-        return [a.value for a in Archetype]
-    projected = {a.value for a in (project(t) for t in record_schema(rec, dataset)) if a}
+        return list(profile.archetype_names)
+    fine = [t for t in record_schema(rec, dataset) if not project.dropped(t)]
+    projected = {profile.archetype_name(a) for a in (project(t) for t in fine) if a}
     projected |= present  # misc-typed or map-typed mentions are always in the schema
-    return [a.value for a in Archetype if a.value in projected]
+    return [name for name in profile.archetype_names if name in projected]
 
 
-__all__ = ["ArchetypeProjection", "Unmapped", "build_archetype_examples", "record_schema"]
+__all__ = [
+    "ArchetypeProjection",
+    "Unmapped",
+    "build_archetype_examples",
+    "check_options",
+    "record_schema",
+]

@@ -3,9 +3,9 @@
 In the paper the calibrator is a *frozen* LLM (served through an identity adapter). This
 builder exists for models that cannot calibrate zero-shot — a small base model, or the tiny
 demonstration model — and for users who want to tune it on their own domain. The prompt is
-rendered with the same variables the calibrator node uses: the text, the initial output
-(mention → archetype, from the gold label's archetype), the domain's type names as candidate
-types, the 14 archetype definitions (Table 5) and the domain's type definitions.
+rendered by the prompt profile with the same variables the calibrator node uses: the text, the
+initial output (mention → archetype, from the gold label's archetype), the domain's types as
+candidate types, the archetype definitions and the domain's type definitions.
 """
 
 from __future__ import annotations
@@ -17,16 +17,15 @@ from samalign.errors import ConfigError
 from samalign.finetune.builders.archetype import ArchetypeProjection
 from samalign.finetune.builders.common import (
     DEFAULT_MAX_TEXT_CHARS,
-    compact_answer,
+    builder_profile,
     ground_gold,
     stage_spec,
     too_long,
+    training_answer,
 )
 from samalign.finetune.builders.io import BuildReport, ChatExample
 from samalign.finetune.builders.sources import SourceDataset
-from samalign.prompts.archetypes import archetype_table
 from samalign.prompts.domain import Domain
-from samalign.prompts.specs import CALIBRATION_FORMAT
 from samalign.types import Archetype
 
 
@@ -37,6 +36,7 @@ def build_calibrate_examples(
     archetype_map: Mapping[str, str] | None = None,
     grounding: GroundingMode = "flat",
     max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
+    profile: str | None = None,
 ) -> tuple[list[ChatExample], BuildReport]:
     """Build calibrator examples for a domain.
 
@@ -47,6 +47,7 @@ def build_calibrate_examples(
             with no archetype gets ``Misc`` in the initial output.
         grounding: How gold mentions become candidates (the pipeline's grounding mode).
         max_text_chars: Skip passages longer than the sentence graph accepts.
+        profile: The prompt profile to render with (default: the domain's).
 
     Returns:
         The examples and a report of counts.
@@ -54,12 +55,9 @@ def build_calibrate_examples(
     Raises:
         ConfigError: A gold label is not in the domain.
     """
-    spec = stage_spec("calibrate", domain)
+    chosen = builder_profile(domain, profile)
+    spec = stage_spec("calibrate", domain, chosen)
     project = ArchetypeProjection(archetype_map, domain)
-    archetype_definitions = [
-        {"name": a.name.value, "definition": a.definition} for a in archetype_table().archetypes
-    ]
-    target_definitions = [{"name": t.name, "definition": t.definition} for t in domain.entity_types]
     report = BuildReport(stage="calibrate")
     examples: list[ChatExample] = []
     for dataset in datasets:
@@ -81,31 +79,22 @@ def build_calibrate_examples(
             if not grounded:
                 report.skip("no_entities")  # nothing archetyped: the calibrator is not called
                 continue
-            initial: dict[str, str] = {}
+            initial: dict[str, Archetype] = {}
             answer: dict[str, str] = {}
             for span, label in grounded:
                 if span.text in initial:
                     continue
-                archetype = project(label) or Archetype.MISC
-                initial[span.text] = archetype.value
-                answer[span.text] = domain.entity_type(label).name
+                initial[span.text] = project(label) or Archetype.MISC
+                answer[span.text] = chosen.show(domain, label)
                 report.count("mentions")
-            prompt = spec.render(
-                {
-                    "text": rec.text,
-                    "initial_output": initial,
-                    "candidate_types": domain.names,
-                    "archetype_definitions": archetype_definitions,
-                    "target_definitions": target_definitions,
-                }
-            )
+            prompt = spec.render(chosen.calibrator_variables(domain, rec.text, initial))
             examples.append(
                 ChatExample(
                     id=rec.id,
                     stage="calibrate",
                     task="ner",
                     prompt=prompt,
-                    answer=compact_answer(CALIBRATION_FORMAT.render_gold(answer)),
+                    answer=training_answer(chosen.calibration_answer(answer), chosen),
                     source=rec.origin,
                 )
             )

@@ -13,6 +13,7 @@ from samalign.errors import ConfigError
 from samalign.finetune.builders.io import BuildReport
 from samalign.finetune.builders.sources import SourceDataset, SourceRecord
 from samalign.prompts.domain import Domain
+from samalign.prompts.profiles import PromptProfile, prompt_profile, resolve_profile
 from samalign.prompts.specs import StageSpec, default_specs
 from samalign.types import Span
 
@@ -20,9 +21,27 @@ DEFAULT_MAX_TEXT_CHARS = AgentSettings().max_text_chars
 """Longest text a sentence graph accepts at inference; longer records are skipped."""
 
 
-def stage_spec(stage: str, domain: Domain | None) -> StageSpec:
-    """The spec a stage node renders with: the default, or the domain's prompt override."""
-    specs = default_specs()
+def builder_profile(domain: Domain | None, profile: str | None = None) -> PromptProfile:
+    """The prompt profile examples are rendered with.
+
+    ``profile`` if given, else the domain's (what the stage nodes render with for that
+    domain), else ``default``.
+    """
+    if profile is not None:
+        return prompt_profile(profile)
+    return resolve_profile(domain) if domain is not None else prompt_profile("default")
+
+
+def stage_spec(
+    stage: str, domain: Domain | None, profile: PromptProfile | None = None
+) -> StageSpec:
+    """The spec a stage node renders with, with the domain's prompt override.
+
+    The profile's spec (default: the domain's profile); for stages the profile does not
+    render (relations), the default spec.
+    """
+    chosen = profile or builder_profile(domain)
+    specs = chosen.specs if stage in chosen.specs else default_specs()
     if stage not in specs:
         raise ConfigError(f"no prompt spec for stage {stage!r}; known: {sorted(specs)}")
     spec = specs[stage]
@@ -35,12 +54,13 @@ def type_names(
     domain: Domain | None = None,
     label_names: Mapping[str, str] | None = None,
     origin: str = "",
+    profile: PromptProfile | None = None,
 ) -> dict[str, str]:
     """Map source type labels to the names shown in prompts.
 
-    With a domain, a label maps to its entity type's verbalised ``name`` (the names the
-    agents put in the schema at inference); ``label_names`` overrides single labels; other
-    labels keep their own spelling.
+    With a domain, a label maps to the name the agents put in the schema at inference for it
+    (the profile's: the verbalised ``name`` by default, the label under the reference
+    profile); ``label_names`` overrides single labels; other labels keep their own spelling.
 
     Raises:
         ConfigError: A domain is given and some labels are neither domain labels nor names.
@@ -55,7 +75,7 @@ def type_names(
             if resolved is None:
                 unknown.append(label)
             else:
-                names[label] = domain.entity_type(resolved).name
+                names[label] = (profile or builder_profile(domain)).show(domain, resolved)
         else:
             names[label] = label
     if unknown:
@@ -156,6 +176,15 @@ def ground_gold(
     return out
 
 
+def training_answer(answer: str, profile: PromptProfile) -> str:
+    """A gold answer as training data.
+
+    Compact JSON where the profile decodes constrained (:func:`compact_answer`), else as
+    rendered (the reference profile keeps ``json.dumps``' spacing, as the authors' data).
+    """
+    return compact_answer(answer) if profile.compact_answers else answer
+
+
 def compact_answer(answer: str) -> str:
     """A gold answer as compact JSON (no whitespace between tokens).
 
@@ -175,11 +204,13 @@ def too_long(record: SourceRecord, max_text_chars: int) -> bool:
 __all__ = [
     "DEFAULT_MAX_TEXT_CHARS",
     "NegativeSampler",
+    "builder_profile",
     "compact_answer",
     "ground_gold",
     "grounded",
     "stage_spec",
     "too_long",
+    "training_answer",
     "type_frequencies",
     "type_names",
 ]

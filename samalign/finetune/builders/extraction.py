@@ -27,17 +27,18 @@ from samalign.errors import ConfigError
 from samalign.finetune.builders.common import (
     DEFAULT_MAX_TEXT_CHARS,
     NegativeSampler,
-    compact_answer,
+    builder_profile,
     grounded,
     stage_spec,
     too_long,
+    training_answer,
     type_frequencies,
     type_names,
 )
 from samalign.finetune.builders.io import BuildReport, ChatExample
 from samalign.finetune.builders.sources import SourceDataset
 from samalign.prompts.domain import Domain
-from samalign.prompts.specs import EXTRACTION_FORMAT
+from samalign.prompts.profiles import PromptProfile
 
 ExtractorStage = Literal["anchor", "explorer"]
 
@@ -54,6 +55,7 @@ def build_extraction_examples(
     keep_ungrounded: bool = False,
     max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
     seed: int = 0,
+    profile: str | None = None,
 ) -> tuple[list[ChatExample], BuildReport]:
     """Build anchor or explorer examples from source datasets.
 
@@ -74,6 +76,9 @@ def build_extraction_examples(
             agents drop such mentions as hallucinations.
         max_text_chars: Skip passages longer than the sentence graph accepts.
         seed: Seed for negative sampling and shuffling.
+        profile: The prompt profile to render with (default: the domain's, else
+            ``default``); ``reference`` renders the SAM-NER authors' instructions and keeps
+            the answers' JSON spacing.
 
     Returns:
         The examples and a report of counts.
@@ -85,7 +90,8 @@ def build_extraction_examples(
         raise ConfigError(f"extractor stage must be 'anchor' or 'explorer', got {stage!r}")
     if negative_ratio < 0:
         raise ConfigError(f"negative_ratio must be >= 0, got {negative_ratio}")
-    spec = stage_spec(stage, domain)
+    chosen = builder_profile(domain, profile)
+    spec = stage_spec(stage, domain, chosen)
     if shuffle_types is None:
         shuffle_types = stage == "explorer"
     rng = random.Random(seed)
@@ -96,10 +102,14 @@ def build_extraction_examples(
         labels = {t for rec in dataset.records for t in (*rec.types, *rec.asked)}
         labels |= set(dataset.label_set or ())
         names = type_names(
-            sorted(labels), domain=domain, label_names=label_names, origin=str(dataset.path)
+            sorted(labels),
+            domain=domain,
+            label_names=label_names,
+            origin=str(dataset.path),
+            profile=chosen,
         )
         closed = dataset.label_set is not None and all_labels
-        label_order = _label_order(dataset, names, domain)
+        label_order = _label_order(dataset, names, domain, chosen)
         sampler = NegativeSampler({names[t]: w for t, w in type_frequencies(dataset).items()}, rng)
         for rec in dataset.records:
             report.records += 1
@@ -139,7 +149,7 @@ def build_extraction_examples(
                     stage=stage,
                     task="ner",
                     prompt=prompt,
-                    answer=compact_answer(EXTRACTION_FORMAT.render_gold(schema, answer)),
+                    answer=training_answer(chosen.extraction_answer(schema, answer), chosen),
                     source=rec.origin,
                 )
             )
@@ -149,15 +159,15 @@ def build_extraction_examples(
 
 
 def _label_order(
-    dataset: SourceDataset, names: Mapping[str, str], domain: Domain | None
+    dataset: SourceDataset, names: Mapping[str, str], domain: Domain | None, profile: PromptProfile
 ) -> list[str]:
     """The schema of a closed label set.
 
-    Every domain type (what the agents send at inference) if a domain is given, else the
-    dataset's labels as prompt names.
+    The domain's extractor types (what the agents send at inference) if a domain is given,
+    else the dataset's labels as prompt names.
     """
     if domain is not None:
-        return list(domain.names)
+        return profile.extraction_types(domain)
     return list(dict.fromkeys(names[t] for t in dataset.label_set or ()))
 
 

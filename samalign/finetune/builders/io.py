@@ -8,6 +8,9 @@ system message) plus the gold answer as the assistant turn::
                   {"role": "assistant", "content": "<gold answer>"}]}
 
 ``task`` is ``ner`` or ``re``; the trainer weights ``re`` examples by the joint-loss λ.
+A ``group`` (written only when set, by ``build joint``) names the sentence an example belongs
+to: the trainer keeps a group's examples — one sentence's NER, forward and reverse targets —
+in one micro-batch (``sentence_groups``), so they share an optimisation step.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from samalign.batch.jsonl import encodable
+from samalign.datasets.files import loads
 from samalign.errors import InputError
 
 Task = Literal["ner", "re"]
@@ -36,6 +41,8 @@ class ChatExample:
         prompt: The user message, rendered by the stage spec.
         answer: The gold answer, rendered by the stage's answer format.
         source: Where the example came from (``<file>:<line or item>``).
+        group: The sentence the example belongs to, shared by that sentence's other examples
+            (NER, forward and reverse relations; ``""``: the example stands alone).
     """
 
     id: str
@@ -44,6 +51,7 @@ class ChatExample:
     prompt: str
     answer: str
     source: str = ""
+    group: str = ""
 
     @property
     def messages(self) -> list[dict[str, str]]:
@@ -54,14 +62,17 @@ class ChatExample:
         ]
 
     def to_json(self) -> dict[str, Any]:
-        """The JSONL record."""
-        return {
+        """The JSONL record (``group`` only when set)."""
+        record: dict[str, Any] = {
             "id": self.id,
             "stage": self.stage,
             "task": self.task,
             "source": self.source,
-            "messages": self.messages,
         }
+        if self.group:
+            record["group"] = self.group
+        record["messages"] = self.messages
+        return record
 
 
 @dataclass
@@ -115,7 +126,7 @@ def write_examples(path: str | Path, examples: Iterable[ChatExample]) -> int:
         n = 0
         with open(out, "w", encoding="utf-8") as handle:
             for ex in examples:
-                handle.write(json.dumps(ex.to_json(), ensure_ascii=False) + "\n")
+                handle.write(encodable(json.dumps(ex.to_json(), ensure_ascii=False)) + "\n")
                 n += 1
     except OSError as err:
         raise InputError(f"cannot write {out}: {err.strerror}") from None
@@ -126,7 +137,7 @@ def example_from_json(value: Any, origin: str) -> ChatExample:
     """Validate one JSONL record as a training example.
 
     Accepts the builders' records and plain ``{"messages": [user, assistant]}`` records
-    (``id``, ``stage`` and ``task`` optional; ``task`` defaults to ``ner``).
+    (``id``, ``stage``, ``task`` and ``group`` optional; ``task`` defaults to ``ner``).
 
     Raises:
         InputError: Naming ``origin`` and what is wrong.
@@ -155,6 +166,9 @@ def example_from_json(value: Any, origin: str) -> ChatExample:
     task = value.get("task", "ner")
     if task not in TASKS:
         raise InputError(f"{origin}: 'task' must be one of {list(TASKS)}, got {task!r}")
+    group = value.get("group", "")
+    if not isinstance(group, str):
+        raise InputError(f"{origin}: 'group' must be a string, got {type(group).__name__}")
     return ChatExample(
         id=str(value.get("id", origin)),
         stage=str(value.get("stage", "")),
@@ -162,6 +176,7 @@ def example_from_json(value: Any, origin: str) -> ChatExample:
         prompt=messages[0]["content"],
         answer=messages[1]["content"],
         source=str(value.get("source", "")),
+        group=group,
     )
 
 
@@ -175,13 +190,13 @@ def iter_examples(path: str | Path) -> Iterator[ChatExample]:
     if not file.is_file():
         raise InputError(f"{file}: training file not found")
     try:
-        with open(file, encoding="utf-8") as handle:
+        with open(file, encoding="utf-8-sig") as handle:  # -sig: a leading BOM is dropped
             for number, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
                 origin = f"{file}:{number}"
                 try:
-                    value = json.loads(line)
+                    value = loads(line, origin)  # nested too deeply, huge numbers: InputError
                 except json.JSONDecodeError as err:
                     raise InputError(f"{origin}: not valid JSON ({err.msg})") from None
                 yield example_from_json(value, origin)

@@ -29,6 +29,7 @@ from samalign.datasets import (
     detect_format,
     read_file,
 )
+from samalign.datasets.files import unicode_text
 
 SourceFormat = Literal["auto", "pilener", "uniner", "iepile", "bio", "spert", "crossre"]
 """The formats :func:`read_source` reads (``auto`` detects one from the file)."""
@@ -116,11 +117,17 @@ class SourceDataset:
 
 
 def source_dataset(data: DataFile) -> SourceDataset:
-    """The builders' view of a file read by :mod:`samalign.datasets`."""
+    r"""The builders' view of a file read by :mod:`samalign.datasets`.
+
+    Raises:
+        InputError: A record's text is not valid Unicode (a lone surrogate, e.g. a ``\ud800``
+            escape in a SpERT token): no training example can hold it. (Evaluation reads such a
+            record and fails that one sentence instead.)
+    """
     records = [
         SourceRecord(
             id=rec.id,
-            text=rec.text,
+            text=unicode_text(rec.text, "the text", rec.where),
             mentions=tuple(SourceMention(m.type, m.text, m.start, m.end) for m in rec.entities),
             asked=rec.asked,
             relations=tuple(SourceRelation(r.type, r.head, r.tail) for r in rec.relations),
@@ -156,7 +163,8 @@ def read_source(
             (relation and joint examples need them).
 
     Raises:
-        InputError: Unknown format, unreadable file or a malformed record (named).
+        InputError: Unknown format, unreadable file or a malformed record (named), or a
+            record text that is not valid Unicode.
     """
     data = read_file(path, fmt, schema=schema, columns=columns, require_relations=require_relations)
     return source_dataset(data)
