@@ -96,6 +96,7 @@ def measure(
     options = {"prefix_cache_mb": args.prefix_cache_mb, **setting}
     engine = TransformersEngine(args.model, max_batch_size=args.concurrency, **options)
     out: dict[str, Any] = {}
+    evicted = 0  # over the engine's life, every stage's warm-up and timed requests
     try:
         for stage, per_sentence in recorded.items():
             if stage not in args.stages:
@@ -105,6 +106,7 @@ def measure(
             if not timed:
                 continue
             asyncio.run(answer(engine, warm, args.concurrency))
+            evicted += engine.stats()["prefix_cache_evicted"]  # reset_stats zeroes it
             engine.reset_stats()
             seconds, results = asyncio.run(answer(engine, timed, args.concurrency))
             stats = engine.stats()
@@ -128,7 +130,7 @@ def measure(
             "entries": final["prefix_cache_entries"],
             "mb": round(final["prefix_cache_bytes"] / 2**20, 2),
             "max_mb": round(final["prefix_cache_max_bytes"] / 2**20, 1),
-            "evicted": final["prefix_cache_evicted"],
+            "evicted": evicted + final["prefix_cache_evicted"],
         }
     finally:
         engine.close()
