@@ -8,9 +8,14 @@ before), reserved KV buffers without the prefix cache, and both — each warmed 
 warm-up sentences' requests first (so the stage prompt heads are cached, as in a running
 service), ``--concurrency`` requests in flight. Reports per stage: seconds, requests/s, the
 speed-up, the share of prompt tokens served from the cache, and the cache's memory; checks
-that every answer is the same tokens in the three engines. Prints one JSON object.
+that every answer is the same tokens in the three engines. ``--stages`` times only some
+stages' requests (the graph still runs every stage); ``--bound-mb`` adds a fourth engine whose
+prefix cache has that smaller bound (least recently used entries evicted). Prints one JSON
+object.
 
     python benchmarks/prefix_cache.py --model DIR --n 48 --warmup 16
+    python benchmarks/prefix_cache.py --model DIR --stages calibrate relations_forward \
+        relations_reverse --bound-mb 1
 """
 
 from __future__ import annotations
@@ -91,13 +96,17 @@ def measure(
     options = {"prefix_cache_mb": args.prefix_cache_mb, **setting}
     engine = TransformersEngine(args.model, max_batch_size=args.concurrency, **options)
     out: dict[str, Any] = {}
+    evicted = 0  # over the engine's life, every stage's warm-up and timed requests
     try:
         for stage, per_sentence in recorded.items():
+            if stage not in args.stages:
+                continue
             warm = [r for rs in per_sentence[args.n :] for r in rs]
             timed = [r for rs in per_sentence[: args.n] for r in rs]
             if not timed:
                 continue
             asyncio.run(answer(engine, warm, args.concurrency))
+            evicted += engine.stats()["prefix_cache_evicted"]  # reset_stats zeroes it
             engine.reset_stats()
             seconds, results = asyncio.run(answer(engine, timed, args.concurrency))
             stats = engine.stats()
@@ -121,7 +130,7 @@ def measure(
             "entries": final["prefix_cache_entries"],
             "mb": round(final["prefix_cache_bytes"] / 2**20, 2),
             "max_mb": round(final["prefix_cache_max_bytes"] / 2**20, 1),
-            "evicted": final["prefix_cache_evicted"],
+            "evicted": evicted + final["prefix_cache_evicted"],
         }
     finally:
         engine.close()
@@ -139,13 +148,23 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64, help="completion budget/stage")
     parser.add_argument("--constrain-mentions", action="store_true")
     parser.add_argument("--prefix-cache-mb", type=float, default=256.0)
+    parser.add_argument(
+        "--stages", nargs="+", choices=STAGES, default=list(STAGES), help="stages to time"
+    )
+    parser.add_argument(
+        "--bound-mb", type=float, help="also time a prefix cache bounded to this many MB"
+    )
     args = parser.parse_args()
     from samalign.serving.threads import prefer_passive_openmp
 
     prefer_passive_openmp()  # before torch loads, as the backend does
+    loadavg_before = [round(x, 2) for x in os.getloadavg()]
     texts = [t for _, t in bench_texts(args.data, args.domain, args.n + args.warmup)]
     recorded = record_requests(args, texts)
-    runs = {name: measure(args, recorded, setting) for name, setting in SETTINGS.items()}
+    settings = dict(SETTINGS)
+    if args.bound_mb is not None:
+        settings["prefix_cache_bounded"] = {"reserve_kv": True, "prefix_cache_mb": args.bound_mb}
+    runs = {name: measure(args, recorded, setting) for name, setting in settings.items()}
     stages: dict[str, Any] = defaultdict(dict)
     identical = True
     for stage in STAGES:
@@ -165,10 +184,13 @@ def main() -> None:
         "concurrency": args.concurrency,
         "max_tokens": args.max_tokens,
         "constrain_mentions": args.constrain_mentions,
+        "stages_timed": [s for s in STAGES if s in args.stages],
+        "loadavg_before": loadavg_before,
         "loadavg": [round(x, 2) for x in os.getloadavg()],
         "identical_tokens": identical,
         "stages": stages,
         "cache": runs["prefix_cache"]["_cache"],
+        "caches": {name: run["_cache"] for name, run in runs.items() if "prefix" in name},
     }
     json.dump(result, sys.stdout, indent=2)
     print()
