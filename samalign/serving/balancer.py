@@ -51,7 +51,8 @@ BreakerState = Literal["closed", "open", "half_open"]
 def server_failure(error: BaseException) -> Failure | None:
     """Classify an error raised by a request to one server.
 
-    Connection errors (refused, reset, DNS) are ``hard``; timeouts, 5xx and 429 answers and
+    Connections that cannot be opened (refused, unreachable, DNS) are ``hard``; connections
+    that broke mid-request (reset, closed by the server), timeouts, 5xx and 429 answers and
     unusable answers (:class:`~samalign.serving.errors.ServerAnswerError`: a truncated or
     non-JSON body, no ``choices``, past the deadline) are ``soft``; anything else (a 4xx
     answer, cancellation) is the request's own error (``None``) and is not failed over.
@@ -69,7 +70,7 @@ def server_failure(error: BaseException) -> Failure | None:
     if isinstance(error, openai.APITimeoutError):
         return "soft"
     if isinstance(error, openai.APIConnectionError):
-        return "hard"
+        return "soft" if _broken_connection(error) else "hard"
     if isinstance(error, openai.InternalServerError | openai.RateLimitError):
         return "soft"
     if isinstance(error, openai.APIStatusError):
@@ -77,17 +78,50 @@ def server_failure(error: BaseException) -> Failure | None:
     if isinstance(error, httpx.TimeoutException | TimeoutError):
         return "soft"
     if isinstance(error, httpx.TransportError | ConnectionError):
-        return "hard"
+        return "soft" if _broken_connection(error) else "hard"
     try:
         import httpx2
 
         if isinstance(error, httpx2.TimeoutException):
             return "soft"
         if isinstance(error, httpx2.TransportError):
-            return "hard"
+            return "soft" if _broken_connection(error) else "hard"
     except ImportError:  # pragma: no cover - httpx2 comes with openai >= 3
         pass
     return None
+
+
+def _broken_connection(error: BaseException) -> bool:
+    """Whether ``error`` (or what caused it) is an open connection that broke mid-request.
+
+    A kept-alive connection the server closed just as it was reused, or a reset mid-answer,
+    says little about the server (it may be busy, or have closed an idle connection), so it
+    counts as a *soft* failure; a connection that could not be opened at all (refused,
+    unreachable) is *hard*.
+    """
+    import httpx
+
+    broken: tuple[type[BaseException], ...] = (
+        httpx.RemoteProtocolError,
+        httpx.ReadError,
+        httpx.WriteError,
+        ConnectionResetError,
+        BrokenPipeError,
+    )
+    try:
+        import httpx2
+
+        broken += (httpx2.RemoteProtocolError, httpx2.ReadError, httpx2.WriteError)
+    except ImportError:  # pragma: no cover - httpx2 comes with openai >= 3
+        pass
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, broken):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 @dataclass
@@ -250,6 +284,11 @@ class ServerPool:
             if server.state == "half_open":
                 server.state = "open"  # the re-probe did not conclude; allow another one
 
+    def probing(self) -> bool:
+        """Whether a re-probe is in flight (its answer decides whether a server is back)."""
+        with self._lock:
+            return any(s.state == "half_open" for s in self._servers)
+
     def wait_s(self) -> float:
         """Seconds until an open server may be re-probed (``0.0`` if one may be now)."""
         with self._lock:
@@ -350,12 +389,17 @@ class BalancedChatModel(BaseChatModel):
             return result
 
 
+_PROBE_POLL_S = 0.05
+"""How often a request waiting for a re-probe's answer looks again."""
+
+
 class _Attempts:
     """The attempts of one request: which server next, when to wait, when to give up.
 
     A request tries each available server at most once per round; when no server is left in
     the round it waits (backoff, or until a server may be re-probed) and starts a new round.
-    Failures and waits together are bounded by ``max_retries`` plus the number of servers.
+    Failures and waits together are bounded by ``max_retries`` plus the number of servers; a
+    wait for a re-probe in flight is not counted (the probe itself is bounded by its timeout).
     """
 
     def __init__(self, model: BalancedChatModel) -> None:
@@ -380,6 +424,10 @@ class _Attempts:
         index = self.pool.acquire(exclude=self.tried)
         if index is not None:
             return index, 0.0
+        if self.pool.probing():
+            # a re-probe is in flight: wait for its answer without spending an attempt (when
+            # the one server left was taken out, every request but the probe waits here)
+            return None, _PROBE_POLL_S
         rounds = max(0, self.attempt - len(self.pool))
         delay = max(self.model.backoff_s * 2**rounds, self.pool.wait_s())
         self.attempt += 1

@@ -64,6 +64,11 @@ def _check_timeout(timeout: float) -> float:
 MAX_CONNECTIONS = 1024
 """Connections the default async HTTP client keeps open to the server (all may stay idle)."""
 
+KEEPALIVE_EXPIRY_S = 2.0
+"""Seconds an idle connection is kept for reuse. Below the server's own idle limit (vLLM's
+uvicorn closes idle connections after 5 s, the HTTP client's default expiry), so a request
+never picks a connection the server is closing at that moment."""
+
 
 def async_http_client(*, max_connections: int = MAX_CONNECTIONS, **kwargs: Any) -> Any:
     """Openai's native async HTTP client with a connection pool sized for many requests.
@@ -83,7 +88,9 @@ def async_http_client(*, max_connections: int = MAX_CONNECTIONS, **kwargs: Any) 
     kwargs.setdefault(
         "limits",
         _http_module().Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
+            max_connections=max_connections,
+            max_keepalive_connections=max_connections,
+            keepalive_expiry=KEEPALIVE_EXPIRY_S,
         ),
     )
     return openai.DefaultAsyncHttpxClient(**kwargs)
@@ -136,7 +143,11 @@ def deadline_http_client(deadline_s: float) -> Any:
     class DeadlineTransport(http.BaseTransport):  # type: ignore[misc, name-defined]
         def __init__(self) -> None:
             self._inner = http.HTTPTransport(
-                limits=http.Limits(max_connections=1000, max_keepalive_connections=100)
+                limits=http.Limits(
+                    max_connections=1000,
+                    max_keepalive_connections=100,
+                    keepalive_expiry=KEEPALIVE_EXPIRY_S,
+                )
             )
 
         @staticmethod

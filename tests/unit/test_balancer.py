@@ -100,6 +100,35 @@ def test_server_failure_classification() -> None:
     assert server_failure(asyncio.CancelledError()) is None
 
 
+def caused_by(cause: BaseException) -> Exception:
+    """An OpenAI connection error raised from ``cause``, as the OpenAI client raises it."""
+    try:
+        raise connection_error() from cause
+    except openai.APIConnectionError as err:
+        return err
+
+
+def test_a_connection_that_broke_mid_request_is_soft_one_that_never_opened_is_hard() -> None:
+    import httpx2
+
+    # the server closed a kept-alive connection as it was reused, or reset it mid-answer:
+    # the server may well be up, so one such failure must not take it out
+    for broken in (
+        httpx.RemoteProtocolError("Server disconnected without sending a response."),
+        httpx2.RemoteProtocolError("Server disconnected without sending a response."),
+        httpx.ReadError("reset"),
+        httpx2.ReadError("reset"),
+        httpx2.WriteError("broken pipe"),
+        ConnectionResetError(),
+    ):
+        assert server_failure(caused_by(broken)) == "soft", broken
+    assert server_failure(httpx2.RemoteProtocolError("closed")) == "soft"
+    assert server_failure(ConnectionResetError()) == "soft"
+    for refused in (httpx.ConnectError("refused"), httpx2.ConnectError("refused")):
+        assert server_failure(caused_by(refused)) == "hard", refused
+    assert server_failure(connection_error()) == "hard"  # no cause: as the client says
+
+
 # ---------------------------------------------------------------------------------------------
 # balancing
 # ---------------------------------------------------------------------------------------------
@@ -244,6 +273,29 @@ async def test_async_failover_under_concurrency_loses_nothing() -> None:
     answers = await asyncio.gather(*(model.ainvoke(HI) for _ in range(30)))
     assert len(answers) == 30
     assert {m.content for m in answers} == {"b", "c"}
+    assert all(h.in_flight == 0 for h in pool.health())
+
+
+async def test_requests_wait_for_a_reprobe_without_spending_their_attempts() -> None:
+    # the one server left was taken out; once its cooldown is over one request re-probes it
+    # and every other request waits for that answer (they must not give up meanwhile)
+    clock = Clock()
+    b = Server("b")
+    model, pool = balanced(b, clock=clock)
+    b.error = connection_error()
+    with pytest.raises(BackendError):
+        await model.ainvoke(HI)
+    assert [h.state for h in pool.health()] == ["open"]
+    clock.now += 5  # the cooldown is over
+    b.error = None
+
+    async def slow(messages: Sequence[BaseMessage]) -> None:
+        await asyncio.sleep(0.3)  # the re-probe takes longer than every retry budget
+
+    b.model.wait = slow
+    answers = await asyncio.gather(*(model.ainvoke(HI) for _ in range(20)))
+    assert [m.content for m in answers] == ["b"] * 20
+    assert [h.state for h in pool.health()] == ["closed"]
     assert all(h.in_flight == 0 for h in pool.health())
 
 
