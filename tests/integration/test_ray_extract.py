@@ -2,7 +2,7 @@
 
 * Ray with scripted models: a worker killed mid-batch is retried; a batch whose worker dies on
   every try becomes error rows and the job goes on.
-* Two real vLLM servers (the session's and one of this module), 240 CrossNER sentences in three
+* Two real vLLM servers (the session's and one of this module), 120 CrossNER sentences in three
   JSONL files: the output equals ``samalign extract``'s (same records, same entities, in input
   order), every id once; then the second server is killed mid-run: the job finishes on the
   other, nothing lost or duplicated; then the driver is ``kill -9``'ed mid-run and rerun: it
@@ -36,11 +36,11 @@ from samalign.testing.fakes import fake_stage_models
 
 pytestmark = pytest.mark.integration
 
-N = 240
+N = 120
 SAMALIGN = [sys.executable, "-m", "samalign"]
 # default schemas and a small completion cap keep the random model fast (docs/benchmarks.md)
 PIPELINE = ["--domain", "crossner_ai", "--max-tokens", "48", "--concurrency", "16", "--quiet"]
-RAY = ["--engine", "ray", "--ray-cpus", "2", "--batch-size", "20", "--shard-size", "40"]
+RAY = ["--engine", "ray", "--ray-cpus", "2", "--batch-size", "20", "--shard-size", "20"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,7 +149,7 @@ def test_a_stage_that_cannot_be_built_fails_the_job_with_a_clear_error(tmp_path:
 
 @pytest.fixture(scope="module")
 def inputs(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """240 CrossNER ai dev sentences in three JSONL files."""
+    """120 CrossNER ai dev sentences in three JSONL files."""
     sentences = read_crossner(shared_data / "crossner" / "ai" / "dev.txt")[:N]
     folder = tmp_path_factory.mktemp("ray_inputs")
     paths = []
@@ -174,10 +174,29 @@ def reference(
 ) -> list[OutputRecord]:
     """``samalign extract`` (local engine, one server) over the same records, file by file."""
     folder = tmp_path_factory.mktemp("reference")
+    outs = [folder / (path.stem + ".out.jsonl") for path in inputs]
+    runs = [  # the three files at once: the server answers them together
+        subprocess.Popen(
+            [
+                *SAMALIGN,
+                "extract",
+                str(path),
+                "--server",
+                vllm_server,
+                "--out",
+                str(out),
+                *PIPELINE,
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for path, out in zip(inputs, outs, strict=True)
+    ]
+    for run in runs:
+        _, stderr = run.communicate(timeout=300)
+        assert run.returncode == 0, stderr[-3000:]
     records: list[OutputRecord] = []
-    for path in inputs:
-        out = folder / (path.stem + ".out.jsonl")
-        run_cli([str(path), "--server", vllm_server, "--out", str(out), *PIPELINE])
+    for out in outs:
         with open(out, encoding="utf-8") as handle:
             records += [OutputRecord.model_validate_json(line) for line in handle]
     assert len(records) == N
