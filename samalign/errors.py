@@ -9,7 +9,7 @@ as fields (:class:`BackendError`: ``stage``, ``adapter``, ``status_code``; :clas
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
@@ -97,6 +97,23 @@ class ModelRequestBlockedError(SamalignError):
     """
 
 
+Number = TypeVar("Number", int, float)
+
+
+def at_least(name: str, value: Number, minimum: int = 1) -> Number:
+    """``value``, checked: a :class:`ConfigError` when it is below ``minimum``.
+
+    The message says ``{name} must be at least {minimum}`` (``must not be negative`` for 0).
+
+    Raises:
+        ConfigError: ``value < minimum``.
+    """
+    if value < minimum:
+        limit = "not be negative" if minimum == 0 else f"be at least {minimum}"
+        raise ConfigError(f"{name} must {limit}")
+    return value
+
+
 def validation_problems(err: ValidationError, what: str, *, limit: int = 10) -> str:
     """A pydantic validation error as one line, ``field.path: message; …``.
 
@@ -138,6 +155,7 @@ __all__ = [
     "ModelRequestBlockedError",
     "OutputParseError",
     "SamalignError",
+    "at_least",
     "quoted",
     "shorten",
     "validation_problems",

@@ -16,7 +16,7 @@ from samalign.batch.records import (
     OutputRecord,
     TripletRecord,
 )
-from samalign.errors import ConfigError, SamalignError
+from samalign.errors import SamalignError, at_least
 from samalign.graphs.context import RunContext
 from samalign.graphs.results import DocumentResult, JointResult, read_result
 from samalign.types import DroppedTriplet, Triplet
@@ -113,8 +113,7 @@ async def run_records(
         on_event: Called with every custom stream event of the graph (e.g. the document
             graph's per-sentence progress); ``None``: plain ``ainvoke``.
     """
-    if concurrency < 1:
-        raise ConfigError("concurrency must be at least 1")
+    at_least("concurrency", concurrency)
     # The semaphore bounds work in flight; the queue is a wider reorder window, so one slow
     # record does not stall the records behind it.
     window = max(4 * concurrency, 64)

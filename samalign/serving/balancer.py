@@ -25,17 +25,17 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatResult
 from pydantic import ConfigDict, Field
 
 from samalign.errors import BackendError, ConfigError
+from samalign.serving.chat_base import AsyncCall, CallChatModel, SyncCall
 
 log = logging.getLogger(__name__)
 
@@ -304,7 +304,7 @@ class ServerPool:
             )
 
 
-class BalancedChatModel(BaseChatModel):
+class BalancedChatModel(CallChatModel):
     """A chat model that spreads requests over replicas, one per server, with failover.
 
     Attributes:
@@ -340,53 +340,25 @@ class BalancedChatModel(BaseChatModel):
     def _llm_type(self) -> str:
         return "samalign-balanced"
 
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
+    def _answer_call(self, call: SyncCall) -> ChatResult:
         attempts = _Attempts(self)
         while True:
             index, delay = attempts.next()
             if index is None:
                 time.sleep(delay)
                 continue
-            try:
-                result = self.replicas[index]._generate(
-                    messages, stop=stop, run_manager=run_manager, **kwargs
-                )
-            except BaseException as err:
-                if attempts.failed(index, err):
-                    continue
-                raise
-            self.pool.release(index)
-            return result
+            with attempts.trying(index):
+                return call.to(self.replicas[index]._generate)
 
-    async def _agenerate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
+    async def _aanswer_call(self, call: AsyncCall) -> ChatResult:
         attempts = _Attempts(self)
         while True:
             index, delay = attempts.next()
             if index is None:
                 await asyncio.sleep(delay)
                 continue
-            try:
-                result = await self.replicas[index]._agenerate(
-                    messages, stop=stop, run_manager=run_manager, **kwargs
-                )
-            except BaseException as err:
-                if attempts.failed(index, err):
-                    continue
-                raise
-            self.pool.release(index)
-            return result
+            with attempts.trying(index):
+                return await call.to(self.replicas[index]._agenerate)
 
 
 _PROBE_POLL_S = 0.05
@@ -433,6 +405,21 @@ class _Attempts:
         self.attempt += 1
         self.tried.clear()
         return None, min(delay, self.model.max_wait_s)
+
+    @contextmanager
+    def trying(self, index: int) -> Iterator[None]:
+        """Around one attempt on server ``index``: release the server after its answer.
+
+        A failure is recorded (:meth:`failed`); its error is swallowed when the request should
+        go to another server (the caller asks :meth:`next` again), else raised.
+        """
+        try:
+            yield
+        except BaseException as err:
+            if self.failed(index, err):
+                return
+            raise
+        self.pool.release(index)
 
     def failed(self, index: int, error: BaseException) -> bool:
         """Record a failed attempt; True if the request should go to another server."""

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from samalign.errors import BackendError, ConfigError
+from samalign.errors import BackendError, at_least
 
 log = logging.getLogger(__name__)
 
@@ -110,16 +110,10 @@ class MicroBatcher(Generic[Req, Res]):
         isolate_failures: bool = True,
         name: str = "batcher",
     ) -> None:
-        if max_batch_size < 1:
-            raise ConfigError("max_batch_size must be at least 1")
-        if max_wait_s < 0:
-            raise ConfigError("max_wait_s must not be negative")
-        if max_queue < 1:
-            raise ConfigError("max_queue must be at least 1")
         self._run_batch = run_batch
-        self.max_batch_size = max_batch_size
-        self.max_wait_s = max_wait_s
-        self.max_queue = max_queue
+        self.max_batch_size = at_least("max_batch_size", max_batch_size)
+        self.max_wait_s = at_least("max_wait_s", max_wait_s, 0)
+        self.max_queue = at_least("max_queue", max_queue)
         self.queue_timeout_s = queue_timeout_s
         self.isolate_failures = isolate_failures
         self.name = name

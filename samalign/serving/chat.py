@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import (
     AIMessage,
     BaseMessage,
@@ -24,8 +22,8 @@ from langchain_core.messages import (
 from langchain_core.outputs import ChatResult
 from pydantic import ConfigDict, Field
 
-from samalign.errors import ConfigError
-from samalign.serving.chat_base import chat_result
+from samalign.errors import ConfigError, at_least
+from samalign.serving.chat_base import AsyncCall, CallChatModel, ChatCall, SyncCall, chat_result
 from samalign.serving.engine import ChatTurn, Engine, GenerationRequest, GenerationResult
 from samalign.serving.guard import check_model_request
 from samalign.serving.models import StageModel, StageModels
@@ -89,7 +87,7 @@ def schema_of(response_format: Any) -> Mapping[str, Any] | None:
     raise ConfigError(f"unsupported response_format type {kind!r}")
 
 
-class EngineChatModel(BaseChatModel):
+class EngineChatModel(CallChatModel):
     """One stage's chat model on a shared in-process engine.
 
     Every request honours the test kill-switch (:mod:`samalign.serving.guard`).
@@ -150,9 +148,7 @@ class EngineChatModel(BaseChatModel):
         unknown = sorted(k for k in {*kwargs, *extra} if k not in _IGNORED_KWARGS)
         if unknown:
             raise ConfigError(f"{self._llm_type} does not support the keyword(s) {unknown}")
-        budget = int(max_tokens or max_completion_tokens or self.max_tokens)
-        if budget < 1:
-            raise ConfigError("max_tokens must be at least 1")
+        budget = at_least("max_tokens", int(max_tokens or max_completion_tokens or self.max_tokens))
         return GenerationRequest(
             messages=to_turns(messages),
             adapter=str(adapter),
@@ -176,26 +172,17 @@ class EngineChatModel(BaseChatModel):
             **result.extra,
         )
 
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        request = self.request(messages, stop, **kwargs)
+    def _checked_request(self, call: ChatCall[Any]) -> GenerationRequest:
+        request = self.request(call.messages, call.stop, **call.kwargs)
         check_model_request(f"{self._llm_type} adapter {request.adapter!r}")
+        return request
+
+    def _answer_call(self, call: SyncCall) -> ChatResult:
+        request = self._checked_request(call)
         return self._result(self.engine.generate(request), request.adapter)
 
-    async def _agenerate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        request = self.request(messages, stop, **kwargs)
-        check_model_request(f"{self._llm_type} adapter {request.adapter!r}")
+    async def _aanswer_call(self, call: AsyncCall) -> ChatResult:
+        request = self._checked_request(call)
         return self._result(await self.engine.agenerate(request), request.adapter)
 
 

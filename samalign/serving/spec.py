@@ -8,7 +8,8 @@ and the Ray Data stage ships it to every actor, which builds its own models once
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -95,23 +96,19 @@ class BackendSpec(BaseModel):
                 max_retries=self.max_retries,
             )
         assert self.model_dir is not None  # checked by the validator
+        build: Callable[..., StageModels]
         if self.kind == "transformers":
             from samalign.serving.transformers_backend import transformers_models
 
-            return transformers_models(
-                self.model_dir,
-                stages=stages,
-                adapters=dict(adapters),
-                device=self.device,
-                allow_outside=self.allow_outside_paths,
-            )
-        from samalign.serving.vllm_inprocess import vllm_inprocess_models
+            build = partial(transformers_models, device=self.device)
+        else:
+            from samalign.serving.vllm_inprocess import vllm_inprocess_models
 
-        return vllm_inprocess_models(
+            build = partial(vllm_inprocess_models, python=self.vllm_python)
+        return build(
             self.model_dir,
             stages=stages,
             adapters=dict(adapters),
-            python=self.vllm_python,
             allow_outside=self.allow_outside_paths,
         )
 

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from samalign.errors import BackendError, ConfigError, InputError
+from samalign.errors import BackendError, ConfigError, InputError, at_least
 from samalign.serving.batcher import BatcherStats, MicroBatcher
 from samalign.serving.chat import choose_adapters, engine_stage_models
 from samalign.serving.constrained import JsonSchemaConstraints
@@ -181,14 +181,12 @@ class TransformersEngine:
             raise ConfigError(
                 f"threads must be 'auto', None or a positive integer, got {threads!r}"
             )
-        if prefix_cache_mb < 0:
-            raise ConfigError("prefix_cache_mb must not be negative")
+        at_least("prefix_cache_mb", prefix_cache_mb, 0)
         if threads is not None:
             prefer_passive_openmp()  # only effective before torch loads
-        if temperature < 0:
-            raise ConfigError("temperature must not be negative")
-        if max_model_len is not None and max_model_len < 2:
-            raise ConfigError("max_model_len must be at least 2")
+        at_least("temperature", temperature, 0)
+        if max_model_len is not None:
+            at_least("max_model_len", max_model_len, 2)
         self.model_dir = model_dir if isinstance(model_dir, ModelDir) else load_model_dir(model_dir)
         names = list(adapters) if adapters is not None else list(self.model_dir.adapters)
         unknown = sorted(set(names) - set(self.model_dir.adapters))
@@ -199,10 +197,8 @@ class TransformersEngine:
             )
         if not names:
             raise ConfigError("load at least one adapter")
-        if max_padding_ratio < 1:
-            raise ConfigError("max_padding_ratio must be at least 1")
         self.temperature = temperature
-        self.max_padding_ratio = max_padding_ratio
+        self.max_padding_ratio = at_least("max_padding_ratio", max_padding_ratio)
         self.seed = seed
         self._tokenizer_lock = threading.Lock()
         self.device = resolve_device(device)

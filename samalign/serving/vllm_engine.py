@@ -31,7 +31,7 @@ import sys
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 COMPACT_STRUCTURED_OUTPUTS = {"backend": "xgrammar", "disable_any_whitespace": True}
 """vLLM structured-output settings matching ``samalign serve`` (compact JSON)."""
@@ -47,6 +47,58 @@ class UnknownAdapterError(KeyError):
     """The request names an adapter the engine was not started with."""
 
 
+class EngineSettings(NamedTuple):
+    """How the vLLM engine runs, besides its base model and adapters.
+
+    The worker process gets them as command-line options: :meth:`argv` writes them,
+    :meth:`add_arguments` and :meth:`from_args` read them back.
+
+    Attributes:
+        max_lora_rank: vLLM's ``max_lora_rank`` (one of 1, 8, 16, 32, 64, ...).
+        max_model_len: Context length (default: the model's).
+        dtype: vLLM ``dtype`` (``"auto"``: bfloat16 on GPUs, the checkpoint's or bfloat16 on
+            CPU; tests use ``"float32"``).
+        compact_json: No free whitespace in constrained JSON (xgrammar backend).
+        engine_args: More ``AsyncEngineArgs`` fields (e.g. ``gpu_memory_utilization``).
+    """
+
+    max_lora_rank: int = 16
+    max_model_len: int | None = None
+    dtype: str = "auto"
+    compact_json: bool = True
+    engine_args: Mapping[str, Any] | None = None
+
+    def argv(self) -> list[str]:
+        """These settings as the worker's command-line options (see :func:`main`)."""
+        argv = ["--max-lora-rank", str(self.max_lora_rank), "--dtype", self.dtype]
+        argv += ["--engine-args", json.dumps(dict(self.engine_args or {}))]
+        if self.max_model_len:
+            argv += ["--max-model-len", str(self.max_model_len)]
+        if not self.compact_json:
+            argv.append("--allow-json-whitespace")
+        return argv
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        """Add the options :meth:`argv` writes to ``parser``."""
+        parser.add_argument("--max-lora-rank", type=int, default=16)
+        parser.add_argument("--max-model-len", type=int)
+        parser.add_argument("--dtype", default="auto")
+        parser.add_argument("--allow-json-whitespace", action="store_true")
+        parser.add_argument("--engine-args", default="{}", help="JSON object of AsyncEngineArgs")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> EngineSettings:
+        """The settings parsed by a parser given :meth:`add_arguments`."""
+        return cls(
+            max_lora_rank=args.max_lora_rank,
+            max_model_len=args.max_model_len,
+            dtype=args.dtype,
+            compact_json=not args.allow_json_whitespace,
+            engine_args=json.loads(args.engine_args),
+        )
+
+
 class AsyncVllmEngine:
     """An ``AsyncLLM`` serving named LoRA adapters of one base model, created on first use.
 
@@ -57,34 +109,15 @@ class AsyncVllmEngine:
     Args:
         base: Base model folder.
         adapters: Adapter name → folder; every request names one.
-        max_lora_rank: vLLM's ``max_lora_rank`` (one of 1, 8, 16, 32, 64, ...).
-        max_model_len: Context length (default: the model's).
-        dtype: vLLM ``dtype`` (``"auto"``: bfloat16 on GPUs, the checkpoint's or bfloat16 on
-            CPU; tests use ``"float32"``).
-        compact_json: No free whitespace in constrained JSON (xgrammar backend).
-        engine_args: More ``AsyncEngineArgs`` fields (e.g. ``gpu_memory_utilization``).
+        **options: How the engine runs: :class:`EngineSettings` fields.
     """
 
-    def __init__(
-        self,
-        base: str,
-        adapters: Mapping[str, str],
-        *,
-        max_lora_rank: int = 16,
-        max_model_len: int | None = None,
-        dtype: str = "auto",
-        compact_json: bool = True,
-        engine_args: Mapping[str, Any] | None = None,
-    ) -> None:
+    def __init__(self, base: str, adapters: Mapping[str, str], **options: Any) -> None:
         if not adapters:
             raise ValueError("the vLLM engine needs at least one adapter")
         self.base = base
         self.adapter_paths = dict(adapters)
-        self.max_lora_rank = max_lora_rank
-        self.requested_max_model_len = max_model_len
-        self.dtype = dtype
-        self.compact_json = compact_json
-        self.engine_args = dict(engine_args or {})
+        self.settings = EngineSettings(**options)
         self.max_model_len = 0
         self._llm: Any = None
         self._tokenizer: Any = None
@@ -120,15 +153,15 @@ class AsyncVllmEngine:
             "enable_lora": True,
             "max_loras": len(self.adapter_paths),
             "max_cpu_loras": len(self.adapter_paths),
-            "max_lora_rank": self.max_lora_rank,
-            "dtype": self.dtype,
+            "max_lora_rank": self.settings.max_lora_rank,
+            "dtype": self.settings.dtype,
             "disable_log_stats": True,
         }
-        if self.requested_max_model_len:
-            options["max_model_len"] = self.requested_max_model_len
-        if self.compact_json:
+        if self.settings.max_model_len:
+            options["max_model_len"] = self.settings.max_model_len
+        if self.settings.compact_json:
             options["structured_outputs_config"] = dict(COMPACT_STRUCTURED_OUTPUTS)
-        options.update(self.engine_args)
+        options.update(self.settings.engine_args or {})
         self._tokenizer = AutoTokenizer.from_pretrained(self.base)
         llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**options))
         model_config = getattr(llm, "model_config", None)
@@ -301,26 +334,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="samalign's vLLM engine worker (JSON lines)")
     parser.add_argument("--base", required=True)
     parser.add_argument("--adapter", action="append", default=[], metavar="NAME=PATH")
-    parser.add_argument("--max-lora-rank", type=int, default=16)
-    parser.add_argument("--max-model-len", type=int)
-    parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--allow-json-whitespace", action="store_true")
-    parser.add_argument("--engine-args", default="{}", help="JSON object of AsyncEngineArgs")
+    EngineSettings.add_arguments(parser)
     args = parser.parse_args(argv)
     adapters = dict(a.split("=", 1) for a in args.adapter)
     # The protocol owns the real stdout; anything else printing to stdout (vLLM's logging
     # handler among others) goes to stderr.
     out = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)
-    engine = AsyncVllmEngine(
-        args.base,
-        adapters,
-        max_lora_rank=args.max_lora_rank,
-        max_model_len=args.max_model_len,
-        dtype=args.dtype,
-        compact_json=not args.allow_json_whitespace,
-        engine_args=json.loads(args.engine_args),
-    )
+    engine = AsyncVllmEngine(args.base, adapters, **EngineSettings.from_args(args)._asdict())
     asyncio.run(serve(engine, out))
     return 0
 

