@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from samalign.cli.options import add_data_format_flags, bounded
+from samalign.cli.options import Subcommands, add_command, add_data_format_flags, bounded
 from samalign.errors import ConfigError, InputError
 from samalign.prompts.yamlfile import load_yaml_file
 
@@ -40,10 +40,12 @@ supervised, typed NER; ``joint``: NER + both relation decoders, for one adapter 
 the joint loss)."""
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(sub: Subcommands) -> None:
     """Add the ``finetune`` command group to the main parser's subcommands."""
-    parser = sub.add_parser(
+    parser = add_command(
+        sub,
         "finetune",
+        None,
         help="build training data from public datasets and train stage adapters (peft LoRA)",
         description="Build chat training examples with the same prompt specs the stages use "
         "at inference, and train LoRA adapters that vLLM and peft load unchanged.",
@@ -51,13 +53,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     commands = parser.add_subparsers(dest="finetune_command", required=True, metavar="COMMAND")
     _add_build(commands)
     _add_train(commands)
-    _add_config(commands)
-    _add_check(commands)
+    _add_config_and_check(commands)
 
 
-def _add_build(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = commands.add_parser(
+def _add_build(commands: Subcommands) -> None:
+    p = add_command(
+        commands,
         "build",
+        _build,
         help="write JSONL training examples for one stage",
         description="Read source datasets (Pile-NER JSONL, UniNER conversations, IEPile NER, "
         "BIO files such as CrossNER in either column order, SpERT JSON such as "
@@ -183,12 +186,13 @@ def _add_build(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         minimum=1,
     )
     p.add_argument("--seed", type=int, default=0, help="seed for sampling and shuffling")
-    p.set_defaults(func=_build)
 
 
-def _add_train(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = commands.add_parser(
+def _add_train(commands: Subcommands) -> None:
+    p = add_command(
+        commands,
         "train",
+        _train,
         help="train a LoRA adapter from a YAML config",
         description="Train a peft LoRA adapter with a completion-only loss (SAM-NER Table 7 "
         "defaults) and write it to the config's output_dir, with the config, the loss log "
@@ -207,24 +211,24 @@ def _add_train(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="KEY=VALUE",
         help="override a config setting (repeatable), e.g. --set max_steps=100",
     )
-    p.set_defaults(func=_train)
 
 
-def _add_config(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = commands.add_parser(
+def _add_config_and_check(commands: Subcommands) -> None:
+    """Add the two small commands: the config template and the adapter check."""
+    config = add_command(
+        commands,
         "config",
+        _config,
         help="print a training config template with every setting and its help",
     )
-    p.add_argument("--out", type=Path, help="write the template here instead of stdout")
-    p.set_defaults(func=_config)
-
-
-def _add_check(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = commands.add_parser(
-        "check", help="check that an adapter folder can be served by vLLM and peft unchanged"
+    check = add_command(
+        commands,
+        "check",
+        _check,
+        help="check that an adapter folder can be served by vLLM and peft unchanged",
     )
-    p.add_argument("adapter", type=Path, help="adapter folder")
-    p.set_defaults(func=_check)
+    config.add_argument("--out", type=Path, help="write the template here instead of stdout")
+    check.add_argument("adapter", type=Path, help="adapter folder")
 
 
 def _read_mapping(path: Path | None, what: str) -> dict[str, str] | None:

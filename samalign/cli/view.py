@@ -7,13 +7,16 @@ import sys
 from pathlib import Path
 
 from samalign.batch.outputs import check_output_path
+from samalign.cli.options import Subcommands, add_command
 from samalign.view import View, read_view_records
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(sub: Subcommands) -> None:
     """Add ``samalign view``."""
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "view",
+        run,
         help="write a self-contained HTML page to review an extraction's output",
         description="Read the JSONL written by samalign extract and write one HTML file "
         "(no network needed to open it) showing each text with its entities highlighted and "
@@ -27,7 +30,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("input", type=Path, help="JSONL output of samalign extract")
     p.add_argument("-o", "--out", type=Path, help="HTML file to write (default: INPUT with .html)")
     p.add_argument("--title", help="page title (default: the input file's name)")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
