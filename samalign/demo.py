@@ -331,8 +331,12 @@ def demo_examples(
 
 def _stage_examples(stage: str, dataset: SourceDataset, domain: Domain) -> list[ChatExample]:
     """One stage's examples; schemas in domain order (explorer unshuffled), all 14 archetypes."""
-    if stage in ("anchor", "explorer"):
-        return build_extraction_examples(stage, [dataset], domain=domain, shuffle_types=False)[0]
+    if stage == "anchor":
+        return build_extraction_examples("anchor", [dataset], domain=domain)[0]
+    if stage == "explorer":
+        return build_extraction_examples("explorer", [dataset], domain=domain, shuffle_types=False)[
+            0
+        ]
     if stage == "archetype":
         return build_archetype_examples([dataset], domain=domain, schema="full")[0]
     if stage == "calibrate":

@@ -12,17 +12,7 @@ from samalign.cli.options import Subcommands, add_command, bounded
 
 def add_parser(sub: Subcommands) -> None:
     """Add ``samalign demo``."""
-    p = add_command(
-        sub,
-        "demo",
-        run,
-        help="offline demo: build a tiny model, train every stage adapter, run the joint graph",
-        description="Builds a tiny model offline, trains the anchor, explorer, archetype, "
-        "calibrate and relation adapters on 24 bundled CoNLL04 sentences with the data "
-        "builders and the LoRA trainer, serves them in-process, runs the joint graph on the same "
-        "sentences and prints the stage-by-stage flow and the scores. The model is a tiny "
-        "demonstration model trained on those sentences. Writes DIR/demo_report.json.",
-    )
+    p = add_command(sub, "demo", run)
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
     p.add_argument(
         "--backend",
@@ -64,7 +54,14 @@ def add_parser(sub: Subcommands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``samalign demo``."""
+    """Offline demo: build a tiny model, train every stage adapter, run the joint graph.
+
+    Builds a tiny model offline, trains the anchor, explorer, archetype, calibrate and relation
+    adapters on 24 bundled CoNLL04 sentences with the data builders and the LoRA trainer, serves
+    them in-process, runs the joint graph on the same sentences and prints the stage-by-stage flow
+    and the scores. The model is a tiny demonstration model trained on those sentences. Writes
+    DIR/demo_report.json.
+    """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads (shared CPUs)
     from samalign.demo import DEMO_NOTE, DemoOptions, format_flow, run_demo
 

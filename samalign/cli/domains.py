@@ -10,12 +10,12 @@ from samalign.prompts import builtin_domains, load_domain
 
 def add_parser(sub: Subcommands) -> None:
     """Add ``samalign domains``."""
-    p = add_command(sub, "domains", run, help="list built-in domains, or show one")
+    p = add_command(sub, "domains", run)
     p.add_argument("name", nargs="?", help="show this domain's types and definitions")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``samalign domains``."""
+    """List built-in domains, or show one."""
     if args.name:
         domain = load_domain(args.name)
         print(f"{domain.name}: {domain.description}")

@@ -73,7 +73,6 @@ def add_parser(sub: Subcommands) -> None:
         sub,
         "eval",
         run,
-        help="evaluate a pipeline on a benchmark split and write a report",
         description="Run the NER or joint graph over a dataset split and write a JSON report "
         "(every protocol, per-label table, per-stage cost, every sentence that lost or gained "
         "something and why), a markdown summary and a PNG chart next to it (the chart needs "
@@ -351,7 +350,10 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``samalign eval`` (numeric flags are checked by ``check_numbers``)."""
+    """Evaluate a pipeline on a benchmark split and write a report.
+
+    Numeric flags are checked by ``check_numbers``.
+    """
     return asyncio.run(_run(args))
 
 

@@ -62,19 +62,7 @@ def _dest(flag: str) -> str:
 
 def add_parser(sub: Subcommands) -> None:
     """Add ``samalign extract``."""
-    p = add_command(
-        sub,
-        "extract",
-        run,
-        help="run the NER, joint or document graph over a file of texts (vLLM server or "
-        "in-process model)",
-        description="Extract entities (and, with --graph joint or document, relation "
-        "triplets) from INPUT (JSONL of {id, text}, plain text with one document per line, or "
-        "- for stdin) and write JSONL: one line per input record, in input order, with "
-        "entities, triplets, diagnostics and error. Rerunning with the same --out resumes. "
-        "With --engine ray: many inputs (JSONL, text or Parquet) on a Ray cluster, written as "
-        "Parquet or JSONL shards to the folder --out (docs/scale.md).",
-    )
+    p = add_command(sub, "extract", run)
     p.add_argument(
         "input",
         nargs="+",
@@ -228,7 +216,14 @@ def _extract_ray(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``samalign extract``."""
+    """Run the NER, joint or document graph over a file of texts (vLLM server or in-process model).
+
+    Extract entities (and, with --graph joint or document, relation triplets) from INPUT (JSONL of
+    {id, text}, plain text with one document per line, or - for stdin) and write JSONL: one line per
+    input record, in input order, with entities, triplets, diagnostics and error. Rerunning with the
+    same --out resumes. With --engine ray: many inputs (JSONL, text or Parquet) on a Ray cluster,
+    written as Parquet or JSONL shards to the folder --out (docs/scale.md).
+    """
     if args.engine == "ray":
         return _extract_ray(args)
     refuse_flags(args, ("ray_address", "actors", "ray_cpus"), "options of --engine ray")

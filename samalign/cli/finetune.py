@@ -53,23 +53,12 @@ def add_parser(sub: Subcommands) -> None:
     commands = parser.add_subparsers(dest="finetune_command", required=True, metavar="COMMAND")
     _add_build(commands)
     _add_train(commands)
-    _add_config_and_check(commands)
+    _add_config(commands)
+    _add_check(commands)
 
 
 def _add_build(commands: Subcommands) -> None:
-    p = add_command(
-        commands,
-        "build",
-        _build,
-        help="write JSONL training examples for one stage",
-        description="Read source datasets (Pile-NER JSONL, UniNER conversations, IEPile NER, "
-        "BIO files such as CrossNER in either column order, SpERT JSON such as "
-        "CoNLL04/SciERC/ADE, CrossRE JSON Lines; detected automatically, see docs/data.md) and "
-        "write training examples for STAGE rendered by its prompt spec. Prints the counts "
-        "(JSON on stdout, a summary on stderr). Relation and joint examples need data with "
-        "relations (SpERT, CrossRE) and a domain with relation types; supervised_ner examples "
-        "need fully annotated data (SpERT, CrossRE, BIO) and --domain.",
-    )
+    p = add_command(commands, "build", _build)
     p.add_argument("stage", choices=BUILD_STAGES, help="the stage the examples train")
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="source data files")
     p.add_argument("--out", required=True, type=Path, help="JSONL file to write")
@@ -189,15 +178,7 @@ def _add_build(commands: Subcommands) -> None:
 
 
 def _add_train(commands: Subcommands) -> None:
-    p = add_command(
-        commands,
-        "train",
-        _train,
-        help="train a LoRA adapter from a YAML config",
-        description="Train a peft LoRA adapter with a completion-only loss (SAM-NER Table 7 "
-        "defaults) and write it to the config's output_dir, with the config, the loss log "
-        "and resumable checkpoints. `samalign finetune config` prints every setting.",
-    )
+    p = add_command(commands, "train", _train)
     p.add_argument("config", type=Path, help="training config (YAML)")
     p.add_argument(
         "--resume",
@@ -213,22 +194,14 @@ def _add_train(commands: Subcommands) -> None:
     )
 
 
-def _add_config_and_check(commands: Subcommands) -> None:
-    """Add the two small commands: the config template and the adapter check."""
-    config = add_command(
-        commands,
-        "config",
-        _config,
-        help="print a training config template with every setting and its help",
-    )
-    check = add_command(
-        commands,
-        "check",
-        _check,
-        help="check that an adapter folder can be served by vLLM and peft unchanged",
-    )
-    config.add_argument("--out", type=Path, help="write the template here instead of stdout")
-    check.add_argument("adapter", type=Path, help="adapter folder")
+def _add_config(commands: Subcommands) -> None:
+    p = add_command(commands, "config", _config)
+    p.add_argument("--out", type=Path, help="write the template here instead of stdout")
+
+
+def _add_check(commands: Subcommands) -> None:
+    p = add_command(commands, "check", _check)
+    p.add_argument("adapter", type=Path, help="adapter folder")
 
 
 def _read_mapping(path: Path | None, what: str) -> dict[str, str] | None:
@@ -243,6 +216,15 @@ def _read_mapping(path: Path | None, what: str) -> dict[str, str] | None:
 
 
 def _build(args: argparse.Namespace) -> int:
+    """Write JSONL training examples for one stage.
+
+    Read source datasets (Pile-NER JSONL, UniNER conversations, IEPile NER, BIO files such as
+    CrossNER in either column order, SpERT JSON such as CoNLL04/SciERC/ADE, CrossRE JSON Lines;
+    detected automatically, see docs/data.md) and write training examples for STAGE rendered by its
+    prompt spec. Prints the counts (JSON on stdout, a summary on stderr). Relation and joint
+    examples need data with relations (SpERT, CrossRE) and a domain with relation types;
+    supervised_ner examples need fully annotated data (SpERT, CrossRE, BIO) and --domain.
+    """
     from samalign.batch.outputs import check_output_path
     from samalign.finetune.builders import (
         build_archetype_examples,
@@ -378,6 +360,12 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    """Train a LoRA adapter from a YAML config.
+
+    Train a peft LoRA adapter with a completion-only loss (SAM-NER Table 7 defaults) and write it to
+    the config's output_dir, with the config, the loss log and resumable checkpoints. `samalign
+    finetune config` prints every setting.
+    """
     from samalign.finetune.config import load_config, parse_override
     from samalign.finetune.trainer import train
 
@@ -389,6 +377,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace) -> int:
+    """Print a training config template with every setting and its help."""
     from samalign.finetune.config import config_yaml
 
     text = config_yaml()
@@ -401,6 +390,7 @@ def _config(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    """Check that an adapter folder can be served by vLLM and peft unchanged."""
     from samalign.serving.model_dir import check_servable
 
     check_servable(args.adapter)

@@ -1,7 +1,10 @@
 """Command-line flags shared by several commands, defined once.
 
-* :func:`add_command`: one subcommand's parser, bound to the function that runs it (every
-  command and ``finetune``'s subcommands).
+* :func:`add_command`: one subcommand's parser, bound to the function that runs it, its help
+  and description taken from that function's docstring (every command and ``finetune``'s
+  subcommands).
+* :func:`add_field_flag`: a flag whose default, type, choices and range are a pydantic options
+  model's field (``extract``'s Ray flags, ``--relation-schedule``, ``--relation-arguments``).
 * :func:`add_pipeline_flags` / :func:`pipeline_values`: the pipeline options (``--ner-mode``
   …) and the published ablations (``--no-anchor`` … ``--no-anchor-constraint``), used by
   ``extract`` and ``eval``.
@@ -10,12 +13,14 @@
 * :func:`add_data_format_flags`: how a dataset file is read (``--format``,
   ``--bio-columns``), used by ``eval`` and ``finetune build``.
 * :func:`parse_pairs`: repeated ``NAME=VALUE`` values (``--adapter``, ``--noise``).
-* :func:`refuse_flags`: the error naming the flags given that do not apply.
+* :func:`given_flags` / :func:`refuse_flags`: the flags given, and the error naming those
+  that do not apply.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -56,23 +61,32 @@ def add_command(
     name: str,
     run: Callable[[argparse.Namespace], int] | None,
     *,
-    help: str,
+    help: str | None = None,
     description: str | None = None,
     **kwargs: Any,
 ) -> argparse.ArgumentParser:
     """Add the subcommand ``name``, run by ``run`` (``args.func``).
 
+    ``run``'s docstring is the command's text: its first line is the one-line ``help`` (first
+    letter lowercased, final period dropped), the paragraphs after it the ``description``
+    of the command's ``--help``.
+
     Args:
         sub: The subcommands of the parser the command belongs to.
         name: The command's name.
         run: What runs it (returns the exit status); ``None`` for a group of subcommands.
-        help: One line in the parent's command list.
-        description: The text of the command's ``--help``.
+        help: The one line in the parent's command list, instead of ``run``'s.
+        description: The text of the command's ``--help``, instead of ``run``'s.
         **kwargs: Other ``add_parser`` settings (``epilog``, ``formatter_class``).
 
     Returns:
         The command's parser, to add its flags to.
     """
+    summary, _, body = inspect.cleandoc((run and run.__doc__) or "").partition("\n")
+    if help is None and summary:
+        help = summary[:1].lower() + summary[1:].removesuffix(".")
+    if description is None and body.strip():
+        description = " ".join(body.split())
     p = sub.add_parser(name, help=help, description=description, **kwargs)
     if run is not None:
         p.set_defaults(func=run)

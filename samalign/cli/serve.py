@@ -14,15 +14,7 @@ from samalign.serving.launcher import IDENTITY_STAGE, build_serve_command, serve
 
 def add_parser(sub: Subcommands) -> None:
     """Add ``samalign serve``."""
-    p = add_command(
-        sub,
-        "serve",
-        run,
-        help="start a vLLM OpenAI-compatible server with one LoRA adapter per stage",
-        description="Serve a samalign model directory (base/ + adapters/<name>/ + optional "
-        "samalign-model.json, see docs/model_dir.md) or a base model with named adapters "
-        "through vLLM. Binds 127.0.0.1 unless --host says otherwise.",
-    )
+    p = add_command(sub, "serve", run)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument(
         "--model-dir", type=Path, help="model directory (base/ + adapters/<name>/ + manifest)"
@@ -55,7 +47,12 @@ def add_parser(sub: Subcommands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``samalign serve``."""
+    """Start a vLLM OpenAI-compatible server with one LoRA adapter per stage.
+
+    Serve a samalign model directory (base/ + adapters/<name>/ + optional samalign-model.json, see
+    docs/model_dir.md) or a base model with named adapters through vLLM. Binds 127.0.0.1 unless
+    --host says otherwise.
+    """
     extra = [a for a in args.vllm_args if a != "--"]
     model, identity = serve_target(
         args.model_dir,
