@@ -57,10 +57,14 @@ from samalign import (
 )
 from samalign.batch.records import InputRecord, OutputRecord
 from samalign.batch.run import run_records
+from samalign.cli.options import add_pipeline_flags, pipeline_values
 from samalign.graphs.sentences import iter_sentences
 from samalign.prompts.domain import Domain
 from samalign.serving import StageModels, api_base
 from samalign.serving.vllm_server import async_http_client
+
+POOLS = ("samalign", "openai")
+"""The HTTP connection pools a benchmark can use: ``vllm_server_models``' and openai's."""
 
 
 @dataclass
@@ -83,6 +87,11 @@ class Server:
             return default
         client: httpx.AsyncClient = async_http_client(**kwargs)
         return client
+
+    @property
+    def other_pool(self) -> str:
+        """The pool of :data:`POOLS` this server does not use (``--compare-pool``)."""
+        return POOLS[1] if self.pool == POOLS[0] else POOLS[0]
 
     def openai(self) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(
@@ -412,11 +421,7 @@ def _graph_row(
 
 
 async def main_async(args: argparse.Namespace, server: Server | None = None) -> dict[str, Any]:
-    options = PipelineOptions(
-        constrain_mentions=args.constrain_mentions,
-        max_completion_tokens=args.max_tokens,
-        relation_schedule=args.relation_schedule,
-    )
+    options = PipelineOptions(**pipeline_values(args, joint=args.graph != "ner"))
     server = server or Server(args.server, pool=args.http_pool)
     if args.graph == "document":
         return await document_async(args, options, server)
@@ -432,9 +437,7 @@ async def main_async(args: argparse.Namespace, server: Server | None = None) -> 
     bodies = best.bodies
     other_pool = None
     if args.compare_pool:  # the best concurrency again, with the other connection pool
-        other = Server(
-            server.url, server.transport, "openai" if server.pool != "openai" else "samalign"
-        )
+        other = Server(server.url, server.transport, server.other_pool)
         other_pool = await run_graph(other, domain, texts, best.concurrency, options, joint)
     by_stage: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for body in bodies:
@@ -456,7 +459,7 @@ async def main_async(args: argparse.Namespace, server: Server | None = None) -> 
         "other_pool": None
         if other_pool is None
         else {
-            "pool": "openai" if server.pool != "openai" else "samalign",
+            "pool": server.other_pool,
             **_graph_row(other_pool, n),
         },
     }
@@ -528,15 +531,10 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--graph", choices=["ner", "joint", "document"], default="ner")
     p.add_argument("--data", type=Path, default=DATA, help="the shared data folder")
-    p.add_argument("--constrain-mentions", action="store_true")
-    p.add_argument("--max-tokens", type=int, default=None, help="completion budget/stage")
-    p.add_argument(
-        "--relation-schedule", choices=["needed", "always", "parallel"], default="needed"
-    )
     p.add_argument(
         "--http-pool",
-        choices=["samalign", "openai"],
-        default="samalign",
+        choices=POOLS,
+        default=POOLS[0],
         help="connection pool of the HTTP clients: vllm_server_models' (default) or openai's",
     )
     p.add_argument(
@@ -549,6 +547,7 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run the best concurrency once more with the other connection pool",
     )
+    add_pipeline_flags(p)  # the pipeline options of samalign extract / eval
     return p
 
 

@@ -61,7 +61,7 @@ from samalign.finetune.builders import (
 )
 from samalign.finetune.config import TrainConfig
 from samalign.finetune.trainer import TrainResult, train
-from samalign.graphs.options import NerMode
+from samalign.graphs.options import NerMode, PipelineOptions
 from samalign.prompts.archetypes import archetype_table
 from samalign.prompts.domain import Domain, load_domain
 from samalign.serving.extras import quiet_transformers
@@ -75,22 +75,15 @@ log = logging.getLogger("samalign.demo")
 
 DEMO_DOMAIN = "conll04"
 DEMO_DATA = "demo_conll04.json"
-DEMO_STAGES: tuple[str, ...] = (
-    "anchor",
-    "explorer",
-    "archetype",
-    "calibrate",
-    "relations_forward",
-    "relations_reverse",
-)
-"""The stages the zero-shot demo trains (SAM-NER's NER, then the relation decoders)."""
+DEMO_STAGES: tuple[str, ...] = tuple(PipelineOptions().joint_model_stages)
+"""The stages the zero-shot demo trains: the joint graph's (SAM-NER's NER, then the relation
+decoders)."""
 
-SUPERVISED_DEMO_STAGES: tuple[str, ...] = (
-    "supervised_ner",
-    "relations_forward",
-    "relations_reverse",
+SUPERVISED_DEMO_STAGES: tuple[str, ...] = tuple(
+    PipelineOptions(ner_mode="supervised").joint_model_stages
 )
-"""The stages ``--ner-mode supervised`` trains (AnchorAlign's supervised setting)."""
+"""The stages ``--ner-mode supervised`` trains: its joint graph's (AnchorAlign's supervised
+setting)."""
 
 
 def demo_stages(ner_mode: NerMode = "zero_shot") -> tuple[str, ...]:
@@ -333,24 +326,24 @@ def demo_examples(
     all 14 archetypes, as at inference (the demo trains on the prompts it will be asked).
     With ``ner_mode="supervised"``: the supervised NER stage and the relation decoders.
     """
-    relations = {
-        stage: build_relation_examples(stage, [dataset], domain=domain)[0]
-        for stage in ("relations_forward", "relations_reverse")
-    }
-    if ner_mode == "supervised":
-        return {
-            "supervised_ner": build_supervised_examples([dataset], domain=domain)[0],
-            **relations,
-        }
-    return {
-        "anchor": build_extraction_examples("anchor", [dataset], domain=domain)[0],
-        "explorer": build_extraction_examples(
-            "explorer", [dataset], domain=domain, shuffle_types=False
-        )[0],
-        "archetype": build_archetype_examples([dataset], domain=domain, schema="full")[0],
-        "calibrate": build_calibrate_examples([dataset], domain=domain)[0],
-        **relations,
-    }
+    return {stage: _stage_examples(stage, dataset, domain) for stage in demo_stages(ner_mode)}
+
+
+def _stage_examples(stage: str, dataset: SourceDataset, domain: Domain) -> list[ChatExample]:
+    """One stage's examples; schemas in domain order (explorer unshuffled), all 14 archetypes."""
+    if stage == "anchor":
+        return build_extraction_examples("anchor", [dataset], domain=domain)[0]
+    if stage == "explorer":
+        return build_extraction_examples("explorer", [dataset], domain=domain, shuffle_types=False)[
+            0
+        ]
+    if stage == "archetype":
+        return build_archetype_examples([dataset], domain=domain, schema="full")[0]
+    if stage == "calibrate":
+        return build_calibrate_examples([dataset], domain=domain)[0]
+    if stage == "supervised_ner":
+        return build_supervised_examples([dataset], domain=domain)[0]
+    return build_relation_examples(stage, [dataset], domain=domain)[0]
 
 
 def _random_span(words: Sequence[str], rng: random.Random) -> str:

@@ -4,22 +4,15 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import fields
 from pathlib import Path
 
-from samalign.cli.options import bounded
+from samalign.cli.options import Subcommands, add_command, bounded
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(sub: Subcommands) -> None:
     """Add ``samalign demo``."""
-    p = sub.add_parser(
-        "demo",
-        help="offline demo: build a tiny model, train every stage adapter, run the joint graph",
-        description="Builds a tiny model offline, trains the anchor, explorer, archetype, "
-        "calibrate and relation adapters on 24 bundled CoNLL04 sentences with the data "
-        "builders and the LoRA trainer, serves them in-process, runs the joint graph on the same "
-        "sentences and prints the stage-by-stage flow and the scores. The model is a tiny "
-        "demonstration model trained on those sentences. Writes DIR/demo_report.json.",
-    )
+    p = add_command(sub, "demo", run)
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
     p.add_argument(
         "--backend",
@@ -58,24 +51,23 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         minimum=1,
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``samalign demo``."""
+    """Offline demo: build a tiny model, train every stage adapter, run the joint graph.
+
+    Builds a tiny model offline, trains the anchor, explorer, archetype, calibrate and relation
+    adapters on 24 bundled CoNLL04 sentences with the data builders and the LoRA trainer, serves
+    them in-process, runs the joint graph on the same sentences and prints the stage-by-stage flow
+    and the scores. The model is a tiny demonstration model trained on those sentences. Writes
+    DIR/demo_report.json.
+    """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads (shared CPUs)
     from samalign.demo import DEMO_NOTE, DemoOptions, format_flow, run_demo
 
-    options = DemoOptions(
-        out=args.out,
-        backend=args.backend,
-        vllm_python=args.vllm_python,
-        sentences=args.sentences,
-        train_file=args.train_file,
-        eval_sentences=args.eval_sentences,
-        progress=not args.quiet,
-        ner_mode=args.ner_mode,
-    )
+    # Every DemoOptions field with a flag of its name takes the flag's value.
+    flags = {f.name: getattr(args, f.name) for f in fields(DemoOptions) if hasattr(args, f.name)}
+    options = DemoOptions(**flags, progress=not args.quiet)
     report = run_demo(options)
     print(DEMO_NOTE)
     print()

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import argparse
 
+from samalign.cli.options import Subcommands, add_command
 from samalign.prompts import builtin_domains, load_domain
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(sub: Subcommands) -> None:
     """Add ``samalign domains``."""
-    p = sub.add_parser("domains", help="list built-in domains, or show one")
+    p = add_command(sub, "domains", run)
     p.add_argument("name", nargs="?", help="show this domain's types and definitions")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``samalign domains``."""
+    """List built-in domains, or show one."""
     if args.name:
         domain = load_domain(args.name)
         print(f"{domain.name}: {domain.description}")

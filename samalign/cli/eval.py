@@ -13,7 +13,9 @@ from typing import Any
 from samalign.batch.outputs import check_output_path
 from samalign.cli.options import (
     MODEL_DIR_ENV,
+    Subcommands,
     add_backend_flags,
+    add_command,
     add_data_format_flags,
     add_pipeline_flags,
     bounded,
@@ -65,11 +67,12 @@ examples:
 """
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(sub: Subcommands) -> None:
     """Add ``samalign eval``."""
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "eval",
-        help="evaluate a pipeline on a benchmark split and write a report",
+        run,
         description="Run the NER or joint graph over a dataset split and write a JSON report "
         "(every protocol, per-label table, per-stage cost, every sentence that lost or gained "
         "something and why), a markdown summary and a PNG chart next to it (the chart needs "
@@ -130,7 +133,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_backend_flags(p, backends=BACKENDS)
     add_pipeline_flags(p)
-    p.set_defaults(func=run)
 
 
 def _options(args: argparse.Namespace, dataset: Dataset) -> PipelineOptions:
@@ -348,7 +350,10 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``samalign eval`` (numeric flags are checked by ``check_numbers``)."""
+    """Evaluate a pipeline on a benchmark split and write a report.
+
+    Numeric flags are checked by ``check_numbers``.
+    """
     return asyncio.run(_run(args))
 
 

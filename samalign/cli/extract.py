@@ -9,17 +9,21 @@ from pathlib import Path
 
 from samalign.batch.job import ExtractJob, sentence_graph_of
 from samalign.batch.local_job import run_local_extract
-from samalign.batch.outputs import check_output_path
+from samalign.batch.outputs import JobSummary, check_output_path
 from samalign.batch.ray_job import RayOptions
 from samalign.batch.records import check_input_file
 from samalign.cli.options import (
     MODEL_BACKENDS,
+    Subcommands,
     add_backend_flags,
+    add_command,
+    add_field_flag,
     add_pipeline_flags,
     backend_spec,
     bounded,
     chosen_backend,
     pipeline_values,
+    refuse_flags,
     stage_adapters,
     stage_cache,
 )
@@ -27,20 +31,38 @@ from samalign.errors import ConfigError
 from samalign.graphs import PipelineOptions
 from samalign.prompts import load_domain
 
+RAY_FLAGS: tuple[tuple[str, str, str | None, str | None], ...] = (
+    (
+        "--ray-address",
+        "address",
+        "Ray cluster to join (auto, ray://HOST:10001); default: a local cluster",
+        "ADDR",
+    ),
+    ("--actors", "actors", "actors (default: one per --server, else 1)", None),
+    ("--actor-cpus", "actor_cpus", "CPUs per actor (default 1)", None),
+    ("--actor-gpus", "actor_gpus", "GPUs per actor (in-process backend on GPU)", None),
+    ("--ray-cpus", "num_cpus", "CPUs of the local cluster (default: all)", None),
+    ("--batch-size", "batch_size", "records per actor call", None),
+    ("--shard-size", "shard_size", "records per output shard (unit of resume)", None),
+    ("--output-format", "output_format", None, None),
+    (
+        "--max-task-retries",
+        "max_task_retries",
+        "retries of a batch whose actor died, then its records are error rows",
+        None,
+    ),
+)
+"""The ``--engine ray`` flags: (flag, the :class:`~samalign.batch.ray_job.RayOptions` field it
+sets, help, metavar); each flag's default, type and range are its field's."""
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+
+def _dest(flag: str) -> str:
+    return flag.removeprefix("--").replace("-", "_")
+
+
+def add_parser(sub: Subcommands) -> None:
     """Add ``samalign extract``."""
-    p = sub.add_parser(
-        "extract",
-        help="run the NER, joint or document graph over a file of texts (vLLM server or "
-        "in-process model)",
-        description="Extract entities (and, with --graph joint or document, relation "
-        "triplets) from INPUT (JSONL of {id, text}, plain text with one document per line, or "
-        "- for stdin) and write JSONL: one line per input record, in input order, with "
-        "entities, triplets, diagnostics and error. Rerunning with the same --out resumes. "
-        "With --engine ray: many inputs (JSONL, text or Parquet) on a Ray cluster, written as "
-        "Parquet or JSONL shards to the folder --out (docs/scale.md).",
-    )
+    p = add_command(sub, "extract", run)
     p.add_argument(
         "input",
         nargs="+",
@@ -93,55 +115,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default="local",
         help="local: this process (default); ray: Ray Data actors, output shards in --out DIR",
     )
-    r.add_argument(
-        "--ray-address",
-        metavar="ADDR",
-        help="Ray cluster to join (auto, ray://HOST:10001); default: a local cluster",
-    )
-    bounded(
-        r.add_argument("--actors", type=int, help="actors (default: one per --server, else 1)"),
-        minimum=1,
-    )
-    bounded(
-        r.add_argument("--actor-cpus", type=float, default=1.0, help="CPUs per actor (default 1)"),
-        minimum=0,
-    )
-    bounded(
-        r.add_argument(
-            "--actor-gpus",
-            type=float,
-            default=0.0,
-            help="GPUs per actor (in-process backend on GPU)",
-        ),
-        minimum=0,
-    )
-    bounded(
-        r.add_argument("--ray-cpus", type=int, help="CPUs of the local cluster (default: all)"),
-        minimum=1,
-    )
-    bounded(
-        r.add_argument("--batch-size", type=int, default=256, help="records per actor call"),
-        minimum=1,
-    )
-    bounded(
-        r.add_argument(
-            "--shard-size", type=int, default=1024, help="records per output shard (unit of resume)"
-        ),
-        minimum=1,
-    )
-    r.add_argument("--output-format", choices=["parquet", "jsonl"], default="parquet")
-    bounded(
-        r.add_argument(
-            "--max-task-retries",
-            type=int,
-            default=3,
-            help="retries of a batch whose actor died, then its records are error rows",
-        ),
-        minimum=0,
-    )
+    for flag, field, help_text, metavar in RAY_FLAGS:
+        add_field_flag(r, flag, RayOptions, field, help=help_text, metavar=metavar)
     add_backend_flags(p, backends=MODEL_BACKENDS)
     add_pipeline_flags(p)
-    p.set_defaults(func=run)
 
 
 async def _extract(args: argparse.Namespace) -> int:
@@ -173,6 +150,11 @@ async def _extract(args: argparse.Namespace) -> int:
         close_cache = getattr(cache, "close", None)
         if callable(close_cache):
             close_cache()
+    return _note_errors(summary)
+
+
+def _note_errors(summary: JobSummary) -> int:
+    """Say on stderr how many records have an error; the exit status (0) of both engines."""
     if summary.errors:
         print(
             f"samalign: {summary.errors} record(s) have an error; see their 'error' field",
@@ -203,18 +185,8 @@ def _job(args: argparse.Namespace) -> ExtractJob:
 
 def _ray_options(args: argparse.Namespace) -> RayOptions:
     """The Ray options the flags set (their ranges are checked by ``check_numbers``)."""
-    return RayOptions(
-        address=args.ray_address,
-        num_cpus=args.ray_cpus,
-        actors=args.actors,
-        actor_cpus=args.actor_cpus,
-        actor_gpus=args.actor_gpus,
-        batch_size=args.batch_size,
-        shard_size=args.shard_size,
-        output_format=args.output_format,
-        max_task_retries=args.max_task_retries,
-        progress=not args.quiet,
-    )
+    values = {field: getattr(args, _dest(flag)) for flag, field, _, _ in RAY_FLAGS}
+    return RayOptions(**values, progress=not args.quiet)
 
 
 def _extract_ray(args: argparse.Namespace) -> int:
@@ -240,30 +212,22 @@ def _extract_ray(args: argparse.Namespace) -> int:
         f"error) in {summary.seconds:.1f} s",
         file=sys.stderr,
     )
-    if summary.errors:
-        print(
-            f"samalign: {summary.errors} record(s) have an error; see their 'error' field",
-            file=sys.stderr,
-        )
-    return 0
+    return _note_errors(summary)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``samalign extract``."""
+    """Run the NER, joint or document graph over a file of texts (vLLM server or in-process model).
+
+    Extract entities (and, with --graph joint or document, relation triplets) from INPUT (JSONL of
+    {id, text}, plain text with one document per line, or - for stdin) and write JSONL: one line per
+    input record, in input order, with entities, triplets, diagnostics and error. Rerunning with the
+    same --out resumes. With --engine ray: many inputs (JSONL, text or Parquet) on a Ray cluster,
+    written as Parquet or JSONL shards to the folder --out (docs/scale.md).
+    """
     if args.engine == "ray":
         return _extract_ray(args)
-    ray_only = [
-        flag
-        for flag, value in (
-            ("--ray-address", args.ray_address),
-            ("--actors", args.actors),
-            ("--ray-cpus", args.ray_cpus),
-        )
-        if value is not None
-    ]
-    if ray_only:
-        raise ConfigError(f"{', '.join(ray_only)}: options of --engine ray")
+    refuse_flags(args, ("ray_address", "actors", "ray_cpus"), "options of --engine ray")
     return asyncio.run(_extract(args))
 
 
-__all__ = ["add_parser", "run"]
+__all__ = ["RAY_FLAGS", "add_parser", "run"]

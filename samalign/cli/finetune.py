@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from samalign.cli.options import add_data_format_flags, bounded
+from samalign.cli.options import Subcommands, add_command, add_data_format_flags, bounded
 from samalign.errors import ConfigError, InputError
 from samalign.prompts.yamlfile import load_yaml_file
 
@@ -40,10 +40,12 @@ supervised, typed NER; ``joint``: NER + both relation decoders, for one adapter 
 the joint loss)."""
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(sub: Subcommands) -> None:
     """Add the ``finetune`` command group to the main parser's subcommands."""
-    parser = sub.add_parser(
+    parser = add_command(
+        sub,
         "finetune",
+        None,
         help="build training data from public datasets and train stage adapters (peft LoRA)",
         description="Build chat training examples with the same prompt specs the stages use "
         "at inference, and train LoRA adapters that vLLM and peft load unchanged.",
@@ -55,18 +57,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     _add_check(commands)
 
 
-def _add_build(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = commands.add_parser(
-        "build",
-        help="write JSONL training examples for one stage",
-        description="Read source datasets (Pile-NER JSONL, UniNER conversations, IEPile NER, "
-        "BIO files such as CrossNER in either column order, SpERT JSON such as "
-        "CoNLL04/SciERC/ADE, CrossRE JSON Lines; detected automatically, see docs/data.md) and "
-        "write training examples for STAGE rendered by its prompt spec. Prints the counts "
-        "(JSON on stdout, a summary on stderr). Relation and joint examples need data with "
-        "relations (SpERT, CrossRE) and a domain with relation types; supervised_ner examples "
-        "need fully annotated data (SpERT, CrossRE, BIO) and --domain.",
-    )
+def _add_build(commands: Subcommands) -> None:
+    p = add_command(commands, "build", _build)
     p.add_argument("stage", choices=BUILD_STAGES, help="the stage the examples train")
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="source data files")
     p.add_argument("--out", required=True, type=Path, help="JSONL file to write")
@@ -183,17 +175,10 @@ def _add_build(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         minimum=1,
     )
     p.add_argument("--seed", type=int, default=0, help="seed for sampling and shuffling")
-    p.set_defaults(func=_build)
 
 
-def _add_train(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = commands.add_parser(
-        "train",
-        help="train a LoRA adapter from a YAML config",
-        description="Train a peft LoRA adapter with a completion-only loss (SAM-NER Table 7 "
-        "defaults) and write it to the config's output_dir, with the config, the loss log "
-        "and resumable checkpoints. `samalign finetune config` prints every setting.",
-    )
+def _add_train(commands: Subcommands) -> None:
+    p = add_command(commands, "train", _train)
     p.add_argument("config", type=Path, help="training config (YAML)")
     p.add_argument(
         "--resume",
@@ -207,24 +192,16 @@ def _add_train(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="KEY=VALUE",
         help="override a config setting (repeatable), e.g. --set max_steps=100",
     )
-    p.set_defaults(func=_train)
 
 
-def _add_config(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = commands.add_parser(
-        "config",
-        help="print a training config template with every setting and its help",
-    )
+def _add_config(commands: Subcommands) -> None:
+    p = add_command(commands, "config", _config)
     p.add_argument("--out", type=Path, help="write the template here instead of stdout")
-    p.set_defaults(func=_config)
 
 
-def _add_check(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = commands.add_parser(
-        "check", help="check that an adapter folder can be served by vLLM and peft unchanged"
-    )
+def _add_check(commands: Subcommands) -> None:
+    p = add_command(commands, "check", _check)
     p.add_argument("adapter", type=Path, help="adapter folder")
-    p.set_defaults(func=_check)
 
 
 def _read_mapping(path: Path | None, what: str) -> dict[str, str] | None:
@@ -239,6 +216,15 @@ def _read_mapping(path: Path | None, what: str) -> dict[str, str] | None:
 
 
 def _build(args: argparse.Namespace) -> int:
+    """Write JSONL training examples for one stage.
+
+    Read source datasets (Pile-NER JSONL, UniNER conversations, IEPile NER, BIO files such as
+    CrossNER in either column order, SpERT JSON such as CoNLL04/SciERC/ADE, CrossRE JSON Lines;
+    detected automatically, see docs/data.md) and write training examples for STAGE rendered by its
+    prompt spec. Prints the counts (JSON on stdout, a summary on stderr). Relation and joint
+    examples need data with relations (SpERT, CrossRE) and a domain with relation types;
+    supervised_ner examples need fully annotated data (SpERT, CrossRE, BIO) and --domain.
+    """
     from samalign.batch.outputs import check_output_path
     from samalign.finetune.builders import (
         build_archetype_examples,
@@ -374,6 +360,12 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    """Train a LoRA adapter from a YAML config.
+
+    Train a peft LoRA adapter with a completion-only loss (SAM-NER Table 7 defaults) and write it to
+    the config's output_dir, with the config, the loss log and resumable checkpoints. `samalign
+    finetune config` prints every setting.
+    """
     from samalign.finetune.config import load_config, parse_override
     from samalign.finetune.trainer import train
 
@@ -385,6 +377,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace) -> int:
+    """Print a training config template with every setting and its help."""
     from samalign.finetune.config import config_yaml
 
     text = config_yaml()
@@ -397,6 +390,7 @@ def _config(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    """Check that an adapter folder can be served by vLLM and peft unchanged."""
     from samalign.serving.model_dir import check_servable
 
     check_servable(args.adapter)

@@ -1,5 +1,10 @@
 """Command-line flags shared by several commands, defined once.
 
+* :func:`add_command`: one subcommand's parser, bound to the function that runs it, its help
+  and description taken from that function's docstring (every command and ``finetune``'s
+  subcommands).
+* :func:`add_field_flag`: a flag whose default, type, choices and range are a pydantic options
+  model's field (``extract``'s Ray flags, ``--relation-schedule``, ``--relation-arguments``).
 * :func:`add_pipeline_flags` / :func:`pipeline_values`: the pipeline options (``--ner-mode``
   …) and the published ablations (``--no-anchor`` … ``--no-anchor-constraint``), used by
   ``extract`` and ``eval``.
@@ -8,20 +13,27 @@
 * :func:`add_data_format_flags`: how a dataset file is read (``--format``,
   ``--bio-columns``), used by ``eval`` and ``finetune build``.
 * :func:`parse_pairs`: repeated ``NAME=VALUE`` values (``--adapter``, ``--noise``).
+* :func:`given_flags` / :func:`refuse_flags`: the flags given, and the error naming those
+  that do not apply.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Literal, TypeAlias, Union, get_args, get_origin
+
+from pydantic import BaseModel
 
 from samalign.agents.cache import CacheConfig, StageCache
 from samalign.datasets import BIO_COLUMNS, FORMATS
 from samalign.errors import ConfigError
+from samalign.graphs.options import PipelineOptions
 from samalign.serving import StageModels
 from samalign.serving.spec import BackendSpec
 
@@ -38,6 +50,47 @@ JOINT_ONLY_FLAGS = (
     "relation_schedule",
 )
 """Pipeline flags that only the joint graph has."""
+
+
+Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+"""What ``add_subparsers`` returns: where :func:`add_command` adds a command."""
+
+
+def add_command(
+    sub: Subcommands,
+    name: str,
+    run: Callable[[argparse.Namespace], int] | None,
+    *,
+    help: str | None = None,
+    description: str | None = None,
+    **kwargs: Any,
+) -> argparse.ArgumentParser:
+    """Add the subcommand ``name``, run by ``run`` (``args.func``).
+
+    ``run``'s docstring is the command's text: its first line is the one-line ``help`` (first
+    letter lowercased, final period dropped), the paragraphs after it the ``description``
+    of the command's ``--help``.
+
+    Args:
+        sub: The subcommands of the parser the command belongs to.
+        name: The command's name.
+        run: What runs it (returns the exit status); ``None`` for a group of subcommands.
+        help: The one line in the parent's command list, instead of ``run``'s.
+        description: The text of the command's ``--help``, instead of ``run``'s.
+        **kwargs: Other ``add_parser`` settings (``epilog``, ``formatter_class``).
+
+    Returns:
+        The command's parser, to add its flags to.
+    """
+    summary, _, body = inspect.cleandoc((run and run.__doc__) or "").partition("\n")
+    if help is None and summary:
+        help = summary[:1].lower() + summary[1:].removesuffix(".")
+    if description is None and body.strip():
+        description = " ".join(body.split())
+    p = sub.add_parser(name, help=help, description=description, **kwargs)
+    if run is not None:
+        p.set_defaults(func=run)
+    return p
 
 
 def bounded(
@@ -126,6 +179,73 @@ def parse_pairs(values: Sequence[str], flag: str) -> dict[str, str]:
     return out
 
 
+def given_flags(args: argparse.Namespace, dests: Iterable[str]) -> list[str]:
+    """The flags among ``dests`` (their ``dest`` names) the command line gave.
+
+    A flag counts as given when its value is neither ``None`` nor ``False`` (the defaults of
+    optional values and switches).
+
+    Returns:
+        The flags as typed (``no_anchor`` -> ``--no-anchor``), in the order of ``dests``.
+    """
+    values = {dest: getattr(args, dest) for dest in dests}
+    return [
+        f"--{dest.replace('_', '-')}"
+        for dest, value in values.items()
+        if value is not None and value is not False
+    ]
+
+
+def refuse_flags(args: argparse.Namespace, dests: Iterable[str], reason: str) -> None:
+    """Refuse the flags among ``dests`` that were given, where they do not apply.
+
+    Raises:
+        ConfigError: ``"--a, --b: <reason>"``, naming every such flag.
+    """
+    given = given_flags(args, dests)
+    if given:
+        raise ConfigError(f"{', '.join(given)}: {reason}")
+
+
+def add_field_flag(
+    group: argparse._ActionsContainer,
+    flag: str,
+    model: type[BaseModel],
+    field: str,
+    **kwargs: Any,
+) -> argparse.Action:
+    """Add a flag that sets ``field`` of the options model ``model``.
+
+    The model is the one home of the setting: the flag takes the field's default (unless
+    ``default`` is given, e.g. ``None`` to tell a flag left out), its type (``int``,
+    ``float``; a ``Literal``'s values as the choices) and its range (``ge`` / ``gt``
+    constraints, checked by :func:`check_numbers`).
+
+    Args:
+        group: The parser or argument group.
+        flag: The flag, e.g. ``--batch-size``.
+        model: The pydantic model the value goes to.
+        field: The model's field.
+        **kwargs: Other ``add_argument`` settings (``help``, ``metavar``, ``default``).
+
+    Returns:
+        The flag's action.
+    """
+    info = model.model_fields[field]
+    kind = info.annotation
+    if get_origin(kind) in (Union, UnionType):  # X | None: the flag's value is an X
+        [kind] = [t for t in get_args(kind) if t is not type(None)]
+    if get_origin(kind) is Literal:
+        kwargs["choices"] = list(get_args(kind))
+    elif kind in (int, float):
+        kwargs["type"] = kind
+    kwargs.setdefault("default", info.default)
+    action = group.add_argument(flag, **kwargs)
+    minimum = next((m.ge for m in info.metadata if hasattr(m, "ge")), None)
+    above = next((m.gt for m in info.metadata if hasattr(m, "gt")), None)
+    return bounded(action, minimum=minimum, above=above)
+
+
 def add_pipeline_flags(p: argparse.ArgumentParser) -> None:
     """Add the pipeline options and ablation switches (one definition for every command)."""
     g = p.add_argument_group("pipeline options and ablations")
@@ -192,17 +312,21 @@ def add_pipeline_flags(p: argparse.ArgumentParser) -> None:
         help="joint, beyond the paper: ask the anchor whether a relation argument NER missed "
         "is an entity, and keep the triplet if so",
     )
-    g.add_argument(
+    add_field_flag(
+        g,
         "--relation-schedule",
-        choices=["needed", "always", "parallel"],
+        PipelineOptions,
+        "relation_schedule",
         default=None,
         help="joint: when the relation decoders are asked (default needed: only for a sentence "
         "whose NER entities could form a kept triplet; always; parallel: together with NER, "
         "lower latency, more requests)",
     )
-    g.add_argument(
+    add_field_flag(
+        g,
         "--relation-arguments",
-        choices=["closest", "all"],
+        PipelineOptions,
+        "relation_arguments",
         default=None,
         help="which occurrences of a repeated mention a triple links (default: closest; "
         "samalign eval uses the dataset's annotation convention: all for conll04)",
@@ -217,25 +341,15 @@ def pipeline_values(args: argparse.Namespace, *, joint: bool) -> dict[str, Any]:
     Raises:
         ConfigError: A joint-only flag without a joint graph, or a value out of range.
     """
-    used = [f"--{name.replace('_', '-')}" for name in JOINT_ONLY_FLAGS if getattr(args, name)]
-    if used and not joint:
-        raise ConfigError(f"{', '.join(used)}: these are options of --graph joint")
+    if not joint:
+        refuse_flags(args, JOINT_ONLY_FLAGS, "these are options of --graph joint")
     if args.ner_mode == "supervised":
-        samner = [
-            flag
-            for flag, used in (
-                ("--no-anchor", args.no_anchor),
-                ("--no-explorer", args.no_explorer),
-                ("--no-consensus", args.no_consensus),
-                ("--no-calibration", args.no_calibration),
-            )
-            if used
-        ]
-        if samner:
-            raise ConfigError(
-                f"{', '.join(samner)}: SAM-NER ablations do not apply to --ner-mode supervised "
-                "(it has no anchor, explorer, CCR or calibration stage)"
-            )
+        refuse_flags(
+            args,
+            ("no_anchor", "no_explorer", "no_consensus", "no_calibration"),
+            "SAM-NER ablations do not apply to --ner-mode supervised (it has no anchor, explorer, "
+            "CCR or calibration stage)",
+        )
     values: dict[str, Any] = {
         "ner_mode": args.ner_mode,
         "use_anchor": not args.no_anchor,
@@ -467,15 +581,20 @@ __all__ = [
     "JOINT_ONLY_FLAGS",
     "MODEL_BACKENDS",
     "MODEL_DIR_ENV",
+    "Subcommands",
     "add_backend_flags",
+    "add_command",
     "add_data_format_flags",
+    "add_field_flag",
     "add_pipeline_flags",
     "backend_spec",
     "bounded",
     "check_numbers",
     "chosen_backend",
+    "given_flags",
     "parse_pairs",
     "pipeline_values",
+    "refuse_flags",
     "stage_adapters",
     "stage_cache",
     "stage_models",

@@ -7,20 +7,14 @@ import os
 import sys
 from pathlib import Path
 
-from samalign.cli.options import bounded, parse_pairs
+from samalign.cli.options import Subcommands, add_command, bounded, parse_pairs
 from samalign.errors import ConfigError
 from samalign.serving.launcher import IDENTITY_STAGE, build_serve_command, serve_target
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(sub: Subcommands) -> None:
     """Add ``samalign serve``."""
-    p = sub.add_parser(
-        "serve",
-        help="start a vLLM OpenAI-compatible server with one LoRA adapter per stage",
-        description="Serve a samalign model directory (base/ + adapters/<name>/ + optional "
-        "samalign-model.json, see docs/model_dir.md) or a base model with named adapters "
-        "through vLLM. Binds 127.0.0.1 unless --host says otherwise.",
-    )
+    p = add_command(sub, "serve", run)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument(
         "--model-dir", type=Path, help="model directory (base/ + adapters/<name>/ + manifest)"
@@ -50,11 +44,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument("--dry-run", action="store_true", help="print the command, do not run it")
     p.add_argument("vllm_args", nargs=argparse.REMAINDER, help="-- then extra vLLM arguments")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``samalign serve``."""
+    """Start a vLLM OpenAI-compatible server with one LoRA adapter per stage.
+
+    Serve a samalign model directory (base/ + adapters/<name>/ + optional samalign-model.json, see
+    docs/model_dir.md) or a base model with named adapters through vLLM. Binds 127.0.0.1 unless
+    --host says otherwise.
+    """
     extra = [a for a in args.vllm_args if a != "--"]
     model, identity = serve_target(
         args.model_dir,

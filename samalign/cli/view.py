@@ -7,31 +7,28 @@ import sys
 from pathlib import Path
 
 from samalign.batch.outputs import check_output_path
+from samalign.cli.options import Subcommands, add_command
 from samalign.view import View, read_view_records
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(sub: Subcommands) -> None:
     """Add ``samalign view``."""
-    p = sub.add_parser(
-        "view",
-        help="write a self-contained HTML page to review an extraction's output",
-        description="Read the JSONL written by samalign extract and write one HTML file "
-        "(no network needed to open it) showing each text with its entities highlighted and "
-        "labelled, its triplets, the triplets the anchor filter removed with the reason, "
-        "diagnostics and per-stage usage, with filters by label and "
-        "by diagnostic kind (extract's JSONL does not keep what CCR dropped; samalign.visualize "
-        "on graph results and the evaluation pages show it). samalign eval writes the same page "
-        "for the sentences that lost "
-        "or gained something (NAME.view.html beside its report).",
-    )
+    p = add_command(sub, "view", run)
     p.add_argument("input", type=Path, help="JSONL output of samalign extract")
     p.add_argument("-o", "--out", type=Path, help="HTML file to write (default: INPUT with .html)")
     p.add_argument("--title", help="page title (default: the input file's name)")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``samalign view``."""
+    """Write a self-contained HTML page to review an extraction's output.
+
+    Read the JSONL written by samalign extract and write one HTML file (no network needed to open
+    it) showing each text with its entities highlighted and labelled, its triplets, the triplets the
+    anchor filter removed with the reason, diagnostics and per-stage usage, with filters by label
+    and by diagnostic kind (extract's JSONL does not keep what CCR dropped; samalign.visualize on
+    graph results and the evaluation pages show it). samalign eval writes the same page for the
+    sentences that lost or gained something (NAME.view.html beside its report).
+    """
     out: Path = args.out or args.input.with_suffix(".html")
     check_output_path(out, [args.input], flag="--out")
     records = list(read_view_records(args.input))
