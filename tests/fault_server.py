@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 FAULTS = (
@@ -69,6 +70,17 @@ _ARCHETYPE = {"person": "Person", "location": "Location"}
 def record_text(i: int) -> str:
     """The text of record ``i`` (two people and a place)."""
     return f"Report {i}: {PEOPLE[i % 6]} met {PEOPLE[(i + 1) % 6]} in {PLACES[i % 6]} on day {i}."
+
+
+def write_records(path: Path, ids: Sequence[str]) -> Path:
+    """Write a JSONL input of the records ``ids`` (record ``i`` reads :func:`record_text`)."""
+    path.write_text(
+        "".join(
+            json.dumps({"id": rid, "text": record_text(i)}) + "\n" for i, rid in enumerate(ids)
+        ),
+        encoding="utf-8",
+    )
+    return path
 
 
 def _found(prompt: str) -> dict[str, list[str]]:
@@ -176,6 +188,21 @@ class FaultServer:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def drip(self, body: bytes, ctype: str | None = None) -> None:
+                """Send ``body`` one byte every ``drip_s`` seconds (a client may hang up)."""
+                self.send_response(200)
+                if ctype is not None:
+                    self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                try:
+                    for i in range(len(body)):
+                        self.wfile.write(body[i : i + 1])
+                        self.wfile.flush()
+                        time.sleep(server.drip_s)
+                except OSError:  # the client gave up: fine
+                    self.close_connection = True
+
             def do_GET(self) -> None:
                 if self.path.rstrip("/") != "/v1/models":
                     self.send(404, b'{"error": "not found"}')
@@ -183,16 +210,7 @@ class FaultServer:
                 data = [{"id": name, "object": "model"} for name in server.adapters]
                 listing = json.dumps({"object": "list", "data": data}).encode()
                 if server.models_fault == "drip":
-                    self.send_response(200)
-                    self.send_header("Content-Length", str(len(listing)))
-                    self.end_headers()
-                    try:
-                        for i in range(len(listing)):
-                            self.wfile.write(listing[i : i + 1])
-                            self.wfile.flush()
-                            time.sleep(server.drip_s)
-                    except OSError:
-                        self.close_connection = True
+                    self.drip(listing)
                 elif server.models_fault == "list":
                     self.send(200, b"[1, 2, 3]")
                 elif server.models_fault == "deep":
@@ -237,17 +255,7 @@ class FaultServer:
                     time.sleep(server.hang_s)
                     self.hang_up()
                 elif fault == "drip":
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(ok)))
-                    self.end_headers()
-                    try:
-                        for i in range(len(ok)):
-                            self.wfile.write(ok[i : i + 1])
-                            self.wfile.flush()
-                            time.sleep(server.drip_s)
-                    except OSError:  # the client gave up: fine
-                        self.close_connection = True
+                    self.drip(ok, "application/json")
                 elif fault == "truncated":
                     self.send_response(200)
                     self.send_header("Content-Type", "application/json")

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fault_server import stage_answer
 from langchain_core.messages import BaseMessage
 
@@ -49,6 +50,29 @@ def kind(area: str, name: str) -> Callable[[Callable[..., Any]], Callable[..., A
         return test
 
     return mark
+
+
+def cases(area: str, names: str, rows: Sequence[tuple[Any, ...]]) -> pytest.MarkDecorator:
+    """Parametrize a test over ``rows``, one new hostile kind of ``area`` each.
+
+    A row is the kind's name (registered with :func:`kinds`, and the case's id) followed by the
+    values of the comma-separated arguments ``names``; the test gets the name too only when
+    ``names`` starts with ``kind``.
+    """
+    ids = kinds(area, *(row[0] for row in rows))
+    argnames = [name.strip() for name in names.split(",")]
+    if argnames[0] == "kind":
+        values: list[Any] = list(rows)
+    elif len(argnames) == 1:
+        values = [row[1] for row in rows]
+    else:
+        values = [row[1:] for row in rows]
+    return pytest.mark.parametrize(argnames, values, ids=ids)
+
+
+def each(argname: str, area: str, *names: str) -> pytest.MarkDecorator:
+    """Parametrize the test's ``argname`` over the new hostile kinds ``names`` of ``area``."""
+    return pytest.mark.parametrize(argname, kinds(area, *names), ids=list(names))
 
 
 @dataclass

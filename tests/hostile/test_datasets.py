@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import api_error, kind, kinds
+from harness import api_error, each, kind, kinds
 
 from samalign.datasets import detect_format, read_file
 from samalign.errors import InputError
@@ -150,11 +150,7 @@ def test_json_string_nested_too_deeply(
     check_read(write(tmp_path / "data.json", content), fmt, "nested too deeply")
 
 
-@pytest.mark.parametrize(
-    "content",
-    kinds("datasets", "ner2idx.json nested 100,000 levels", "ner2idx.json that is a list"),
-    ids=lambda k: k,
-)
+@each("content", "datasets", "ner2idx.json nested 100,000 levels", "ner2idx.json that is a list")
 def test_hostile_label_map(tmp_path: Path, content: str) -> None:
     (tmp_path / "ner2idx.json").write_text(
         NESTED if "nested" in content else "[1, 2]", encoding="utf-8"

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from harness import Result, alias_bomb, api_error, kind, kinds
+from harness import Result, alias_bomb, api_error, cases, each, kind
 
 from samalign.errors import ConfigError
 from samalign.prompts import load_domain
@@ -66,10 +66,9 @@ YAML: list[tuple[str, str | bytes, str]] = [
         "more problem",
     ),
 ]
-kinds("domains", *(k for k, _, _ in YAML))
 
 
-@pytest.mark.parametrize(("kind", "content", "message"), YAML, ids=[k for k, _, _ in YAML])
+@cases("domains", "kind, content, message", YAML)
 def test_hostile_domain_file(
     run: Callable[..., Result], tmp_path: Path, kind: str, content: str | bytes, message: str
 ) -> None:
@@ -87,10 +86,8 @@ def test_hostile_domain_file(
     assert len(result.err) < 4000
 
 
-@pytest.mark.parametrize(
-    "target",
-    kinds("domains", "domain path is a folder", "domain path is a device", "domain path missing"),
-    ids=lambda k: k,
+@each(
+    "target", "domains", "domain path is a folder", "domain path is a device", "domain path missing"
 )
 def test_domain_path_that_is_not_a_file(
     run: Callable[..., Result], tmp_path: Path, target: str
@@ -160,11 +157,7 @@ TEMPLATES: list[tuple[str, str, str]] = [
         "{% for x in labels recursive %}{{ loop(labels) }}{% endfor %}{{ text }}",
         "recursive",
     ),
-    (
-        "nested loops",
-        LOOPS3,
-        "loop iterations",
-    ),
+    ("nested loops", LOOPS3, "loop iterations"),
     ("'a' * 3e8", "{{ 'a' * 3e8 }}{{ text }}", "TypeError"),
     ("'a' * 300,000,000", "{{ 'a' * 300000000 }}{{ text }}", "repetition"),
     ("10 ** 10 ** 10", "{{ 10 ** (10 ** 10) }}{{ text }}", "power"),
@@ -172,16 +165,8 @@ TEMPLATES: list[tuple[str, str, str]] = [
     ("center filter of 10**9", "{{ 'a' | center(1000000000) }}{{ text }}", "over the limit"),
     ("%-format width of 10**9", "{{ '%999999999s' % 'a' }}{{ text }}", "format string"),
     ("str.format width of 10**9", "{{ '{:>999999999}'.format('a') }}{{ text }}", "format string"),
-    (
-        "doubling string in a loop",
-        DOUBLING,
-        "concatenation",
-    ),
-    (
-        "squaring integer in a loop",
-        SQUARING,
-        "bits",
-    ),
+    ("doubling string in a loop", DOUBLING, "concatenation"),
+    ("squaring integer in a loop", SQUARING, "bits"),
     (
         "replace() amplification",
         "{% set a = 'a' * 900000 %}{{ a.replace('a', a) }}{{ text }}",
@@ -212,7 +197,6 @@ TEMPLATES: list[tuple[str, str, str]] = [
     ),
     ("template over the size limit", "{{ text }}" + "x" * 70_000, "over the limit"),
 ]
-kinds("templates", *(k for k, _, _ in TEMPLATES))
 
 
 def domain_with_prompt(path: Path, template: str) -> Path:
@@ -232,11 +216,9 @@ def domain_with_prompt(path: Path, template: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize(
-    ("kind", "template", "message"), TEMPLATES, ids=[k for k, _, _ in TEMPLATES]
-)
+@cases("templates", "template, message", TEMPLATES)
 def test_hostile_template(
-    run: Callable[..., Result], tmp_path: Path, kind: str, template: str, message: str
+    run: Callable[..., Result], tmp_path: Path, template: str, message: str
 ) -> None:
     path = domain_with_prompt(tmp_path / "domain.yaml", template)
     started = time.monotonic()

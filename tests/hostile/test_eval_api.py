@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from fault_server import DOMAIN_YAML
-from harness import Result, accounted, api_error, fake_models, kind, kinds
+from harness import Result, accounted, api_error, cases, each, fake_models, kind, kinds
 
 from samalign.errors import ConfigError, InputError
 
@@ -86,12 +86,11 @@ DATASETS: list[tuple[str, list[Any] | str | bytes, str]] = [
     ("dataset not UTF-8", b"[\xff\xfe]", "UTF-8"),
     ("dataset truncated JSON", '[{"tokens": ["Alice"', "invalid JSON"),
 ]
-kinds("eval", *(k for k, _, _ in DATASETS))
 
 
-@pytest.mark.parametrize(("kind", "records", "message"), DATASETS, ids=[d[0] for d in DATASETS])
+@cases("eval", "records, message", DATASETS)
 def test_hostile_dataset(
-    evaluate: Callable[..., Result], tmp_path: Path, kind: str, records: Any, message: str
+    evaluate: Callable[..., Result], tmp_path: Path, records: Any, message: str
 ) -> None:
     data = spert(tmp_path / "data.json", records)
     result = evaluate(data, status=2)
@@ -136,10 +135,12 @@ def test_dataset_fifo(evaluate: Callable[..., Result], tmp_path: Path) -> None:
     assert not (tmp_path / "report.json").exists()
 
 
-@pytest.mark.parametrize(
+@each(
     "target",
-    kinds("eval", "eval --out is the dataset", "eval --out is a device", "eval --out is a folder"),
-    ids=lambda k: k,
+    "eval",
+    "eval --out is the dataset",
+    "eval --out is a device",
+    "eval --out is a folder",
 )
 def test_eval_out_paths(evaluate: Callable[..., Result], tmp_path: Path, target: str) -> None:
     data = spert(tmp_path / "data.json", [SENTENCE])
@@ -226,12 +227,11 @@ INVOKES: list[tuple[str, Any, type, str]] = [
     ("invoke with text over the limit", {"text": "Alice " * 1000}, InputError, "characters"),
     ("invoke with a misspelled key", {"txt": "Alice met Bob"}, InputError, "text: Field required"),
 ]
-kinds("api", *(k for k, _, _, _ in INVOKES))
 
 
-@pytest.mark.parametrize(("kind", "state", "error", "match"), INVOKES, ids=[i[0] for i in INVOKES])
+@cases("api", "state, error, match", INVOKES)
 def test_graph_invoke(
-    graph_and_context: tuple[Any, Any], kind: str, state: Any, error: type, match: str
+    graph_and_context: tuple[Any, Any], state: Any, error: type, match: str
 ) -> None:
     graph, context = graph_and_context
     api_error(lambda: graph.invoke(state, context=context), error, match)
@@ -413,11 +413,8 @@ def _context_bomb() -> Any:
             del os.environ["SAMALIGN_CONTEXT"]
 
 
-kinds("api", *(name for name, _, _, _ in API))
-
-
-@pytest.mark.parametrize(("kind", "call", "error", "match"), API, ids=[a[0] for a in API])
-def test_python_api(kind: str, call: Callable[[], Any], error: type, match: str) -> None:
+@cases("api", "call, error, match", API)
+def test_python_api(call: Callable[[], Any], error: type, match: str) -> None:
     from samalign.errors import OutputParseError, SamalignError
 
     expected = OutputParseError if error is Exception else error

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from fault_server import record_text
-from harness import Result, accounted, kinds, out_lines
+from harness import Result, accounted, cases, kinds, out_lines
 
 GOOD_BEFORE = json.dumps({"id": "first", "text": record_text(1)}).encode()
 GOOD_AFTER = json.dumps({"id": "last", "text": record_text(2)}).encode()
@@ -59,17 +59,11 @@ LINES: list[tuple[str, bytes, str, str | None]] = [
     ("emoji and astral characters", jl({"id": "😀", "text": "Alice 😀 in 𝒫aris"}), "😀", None),
     ("raw carriage return in a string", b'{"id": "cr", "text": "A\rB"}', "line-2", "invalid JSON"),
 ]
-kinds("extract", *(kind for kind, *_ in LINES))
 
 
-@pytest.mark.parametrize(("kind", "line", "rid", "error"), LINES, ids=[k for k, *_ in LINES])
+@cases("extract", "line, rid, error", LINES)
 def test_hostile_line_is_one_record_and_the_batch_goes_on(
-    extract: Callable[..., Result],
-    tmp_path: Path,
-    kind: str,
-    line: bytes,
-    rid: str,
-    error: str | None,
+    extract: Callable[..., Result], tmp_path: Path, line: bytes, rid: str, error: str | None
 ) -> None:
     source = tmp_path / "in.jsonl"
     source.write_bytes(GOOD_BEFORE + b"\n" + line + b"\n" + GOOD_AFTER + b"\n")
@@ -111,10 +105,9 @@ FILES: list[tuple[str, bytes, str, list[str]]] = [
     ("only blank lines", b"\n\n\n", "txt", []),
     ("UTF-16 file", "Alice met Bob.\n".encode("utf-16"), "txt", ["line-1", "line-2"]),
 ]
-kinds("extract", *(kind for kind, *_ in FILES))
 
 
-@pytest.mark.parametrize(("kind", "data", "suffix", "ids"), FILES, ids=[k for k, *_ in FILES])
+@cases("extract", "kind, data, suffix, ids", FILES)
 def test_hostile_file_is_read_line_by_line(
     extract: Callable[..., Result],
     tmp_path: Path,

@@ -9,23 +9,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fault_server import record_text
-from harness import Result, accounted, kind, kinds, out_lines
+from fault_server import record_text, write_records
+from harness import Result, accounted, cases, each, kind, kinds, out_lines
 
 from samalign.batch.outputs import manifest_path
 
 IDS = [f"r{i}" for i in range(6)]
 
 
-def write_input(path: Path, ids: list[str] = IDS) -> Path:
-    lines = [json.dumps({"id": rid, "text": record_text(i)}) for i, rid in enumerate(ids)]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    return write_records(tmp_path / "in.jsonl", IDS)
 
 
 @pytest.fixture
-def source(tmp_path: Path) -> Path:
-    return write_input(tmp_path / "in.jsonl")
+def out(extract: Callable[..., Result], source: Path, tmp_path: Path) -> Path:
+    """``tmp_path/out.jsonl`` after a complete first run over ``source``."""
+    path = tmp_path / "out.jsonl"
+    extract(source, "--out", path, status=0)
+    return path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -65,9 +67,7 @@ def test_out_is_a_symlink(extract: Callable[..., Result], source: Path, tmp_path
     assert "is the input" in extract(link, "--out", source, status=2).err
 
 
-@pytest.mark.parametrize(
-    "device", kinds("extract", "--out /dev/zero", "--out /dev/null"), ids=lambda k: k
-)
+@each("device", "extract", "--out /dev/zero", "--out /dev/null")
 def test_out_is_a_device(extract: Callable[..., Result], source: Path, device: str) -> None:
     result = extract(source, "--out", device.split()[-1], status=2)
     assert "is a device" in result.err and "regular file" in result.err
@@ -150,10 +150,8 @@ def test_several_inputs(
     ),
 )
 def test_resume_with_another_configuration_is_refused(
-    extract: Callable[..., Result], source: Path, tmp_path: Path, flags: list[str]
+    extract: Callable[..., Result], source: Path, out: Path, flags: list[str]
 ) -> None:
-    out = tmp_path / "out.jsonl"
-    extract(source, "--out", out, status=0)
     before = out.read_bytes()
     result = extract(source, "--out", out, *flags, status=2)
     assert "another configuration" in result.err and "--fresh" in result.err
@@ -174,17 +172,13 @@ def test_output_without_manifest(
 
 
 @kind("extract", "damaged manifest")
-def test_damaged_manifest(extract: Callable[..., Result], source: Path, tmp_path: Path) -> None:
-    out = tmp_path / "out.jsonl"
-    extract(source, "--out", out, status=0)
+def test_damaged_manifest(extract: Callable[..., Result], source: Path, out: Path) -> None:
     manifest_path(out).write_bytes(b"[" * 100_000)
     assert "--fresh" in extract(source, "--out", out, status=2).err
 
 
 @kind("extract", "interrupted write (partial last line)")
-def test_partial_last_line(extract: Callable[..., Result], source: Path, tmp_path: Path) -> None:
-    out = tmp_path / "out.jsonl"
-    extract(source, "--out", out, status=0)
+def test_partial_last_line(extract: Callable[..., Result], source: Path, out: Path) -> None:
     lines = out.read_bytes().splitlines(keepends=True)
     out.write_bytes(b"".join(lines[:3]) + lines[3][: len(lines[3]) // 2])
     extract(source, "--out", out, status=0)
@@ -192,9 +186,9 @@ def test_partial_last_line(extract: Callable[..., Result], source: Path, tmp_pat
 
 
 @kind("extract", "damaged line in the middle of the output")
-def test_damaged_middle_line(extract: Callable[..., Result], source: Path, tmp_path: Path) -> None:
-    out = tmp_path / "out.jsonl"
-    extract(source, "--out", out, status=0)
+def test_damaged_middle_line(
+    extract: Callable[..., Result], source: Path, tmp_path: Path, out: Path
+) -> None:
     lines = out.read_bytes().splitlines(keepends=True)
     lines[2] = b'{"id": "r2", "te\xff\n'
     out.write_bytes(b"".join(lines))
@@ -205,40 +199,32 @@ def test_damaged_middle_line(extract: Callable[..., Result], source: Path, tmp_p
 
 
 @kind("extract", "output of other input records")
-def test_output_of_other_input(
-    extract: Callable[..., Result], source: Path, tmp_path: Path
-) -> None:
-    out = tmp_path / "out.jsonl"
-    extract(source, "--out", out, status=0)
-    write_input(source, ["x0", *IDS[1:]])
+def test_output_of_other_input(extract: Callable[..., Result], source: Path, out: Path) -> None:
+    write_records(source, ["x0", *IDS[1:]])
     assert "input changed" in extract(source, "--out", out, status=2).err
 
 
 @kind("extract", "input shorter than its output")
-def test_input_shrank(extract: Callable[..., Result], source: Path, tmp_path: Path) -> None:
-    out = tmp_path / "out.jsonl"
-    extract(source, "--out", out, status=0)
-    write_input(source, IDS[:3])
+def test_input_shrank(extract: Callable[..., Result], source: Path, out: Path) -> None:
+    write_records(source, IDS[:3])
     assert "input changed" in extract(source, "--out", out, status=2).err
 
 
 @kind("extract", "input grown since the first run")
 def test_input_grew(extract: Callable[..., Result], source: Path, tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
-    write_input(source, IDS[:3])
+    write_records(source, IDS[:3])
     extract(source, "--out", out, status=0)
-    write_input(source, IDS)
+    write_records(source, IDS)
     extract(source, "--out", out, status=0)
     accounted(out, IDS)
 
 
 @kind("extract", "concurrent runs on one --out")
-def test_concurrent_runs(extract: Callable[..., Result], source: Path, tmp_path: Path) -> None:
+def test_concurrent_runs(extract: Callable[..., Result], source: Path, out: Path) -> None:
     from samalign.batch.local_job import local_manifest  # noqa: F401 - the manifest's owner
     from samalign.batch.outputs import claim_output
 
-    out = tmp_path / "out.jsonl"
-    extract(source, "--out", out, status=0)
     manifest = json.loads(manifest_path(out).read_text(encoding="utf-8"))
     wanted = {k: v for k, v in manifest.items() if k != "samalign_job"}
     with claim_output(manifest_path(out), wanted, label=str(out), has_output=lambda: True):
@@ -256,7 +242,7 @@ def test_fresh_without_out(extract: Callable[..., Result], source: Path) -> None
 def test_duplicate_ids_resume(
     extract: Callable[..., Result], backend: dict[str, Any], tmp_path: Path
 ) -> None:
-    source = write_input(tmp_path / "in.jsonl", ["a", "b", "a", "c", "a"])
+    source = write_records(tmp_path / "in.jsonl", ["a", "b", "a", "c", "a"])
     out = tmp_path / "out.jsonl"
     extract(source, "--out", out, status=0)
     rows = accounted(out, ["a", "b", "a", "c", "a"])
@@ -337,17 +323,15 @@ FLAGS: list[tuple[str, list[str], str]] = [
     ("joint-only flag on the ner graph", ["--no-aggregation"], "--graph joint"),
     ("every extractor disabled", ["--no-anchor", "--no-explorer"], "at least one extractor"),
 ]
-kinds("extract", *(k for k, _, _ in FLAGS))
 
 
-@pytest.mark.parametrize(("kind", "flags", "message"), FLAGS, ids=[k for k, _, _ in FLAGS])
+@cases("extract", "flags, message", FLAGS)
 def test_bad_flags(
     run: Callable[..., Result],
     backend: dict[str, Any],
     domain_file: Path,
     source: Path,
     tmp_path: Path,
-    kind: str,
     flags: list[str],
     message: str,
 ) -> None:
@@ -365,10 +349,8 @@ def test_bad_flags(
 
 @kind("extract", "samalign view -o is its input")
 def test_view_out_is_input(
-    extract: Callable[..., Result], run: Callable[..., Result], source: Path, tmp_path: Path
+    extract: Callable[..., Result], run: Callable[..., Result], source: Path, out: Path
 ) -> None:
-    out = tmp_path / "out.jsonl"
-    extract(source, "--out", out, status=0)
     before = out.read_bytes()
     assert "is the input" in run("view", out, "-o", out, status=2).err
     assert out.read_bytes() == before

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Result, alias_bomb, kind, kinds
+from harness import Result, alias_bomb, cases, each, kind, kinds
 
 PILENER = {
     "doc_question_pairID": "d1:0",
@@ -48,14 +48,12 @@ BUILD: list[tuple[str, str | bytes, list[str], str]] = [
     ),
     ("training mentions not a list", pilener_line(output="{oops") + "\n", [], "list of strings"),
 ]
-kinds("finetune", *(k for k, _, _, _ in BUILD))
 
 
-@pytest.mark.parametrize(("kind", "content", "flags", "message"), BUILD, ids=[b[0] for b in BUILD])
+@cases("finetune", "content, flags, message", BUILD)
 def test_hostile_training_data(
     run: Callable[..., Result],
     tmp_path: Path,
-    kind: str,
     content: str | bytes,
     flags: list[str],
     message: str,
@@ -119,11 +117,7 @@ def test_bad_build_flags(
     )
 
 
-@pytest.mark.parametrize(
-    "target",
-    kinds("finetune", "build from /dev/zero", "build from a FIFO", "build from a folder"),
-    ids=lambda k: k,
-)
+@each("target", "finetune", "build from /dev/zero", "build from a FIFO", "build from a folder")
 def test_build_from_a_non_regular_file(
     run: Callable[..., Result], tmp_path: Path, target: str
 ) -> None:
@@ -213,14 +207,12 @@ TRAIN: list[tuple[str, str | None, list[str], str]] = [
     ("negative epochs", None, ["--set", "epochs=-1"], "epochs"),
     ("--set without =", None, ["--set", "epochs"], "key=value"),
 ]
-kinds("finetune", *(k for k, _, _, _ in TRAIN))
 
 
-@pytest.mark.parametrize(("kind", "text", "flags", "message"), TRAIN, ids=[t[0] for t in TRAIN])
+@cases("finetune", "text, flags, message", TRAIN)
 def test_hostile_training_config(
     run: Callable[..., Result],
     tmp_path: Path,
-    kind: str,
     text: str | None,
     flags: list[str],
     message: str,
@@ -259,15 +251,12 @@ def test_planted_pickle_never_runs(run: Callable[..., Result], tmp_path: Path) -
     assert not marker.exists(), "the planted payload ran"
 
 
-@pytest.mark.parametrize(
+@each(
     "state",
-    kinds(
-        "finetune",
-        "--resume of a crafted trainer_state.json (nested)",
-        "--resume of a crafted trainer_state.json (wrong shape)",
-        "--resume of a checkpoint whose config is an alias bomb",
-    ),
-    ids=lambda k: k,
+    "finetune",
+    "--resume of a crafted trainer_state.json (nested)",
+    "--resume of a crafted trainer_state.json (wrong shape)",
+    "--resume of a checkpoint whose config is an alias bomb",
 )
 def test_crafted_checkpoint(run: Callable[..., Result], tmp_path: Path, state: str) -> None:
     config = config_file(tmp_path)
@@ -331,12 +320,11 @@ MANIFESTS: list[tuple[str, Any, str]] = [
     ("manifest base not a string", {"base": {"x": 1}}, "'base'"),
     ("manifest adapters not a mapping", {"adapters": ["a"]}, "'adapters'"),
 ]
-kinds("serve", *(k for k, _, _ in MANIFESTS))
 
 
-@pytest.mark.parametrize(("kind", "manifest", "message"), MANIFESTS, ids=[m[0] for m in MANIFESTS])
+@cases("serve", "manifest, message", MANIFESTS)
 def test_hostile_manifest(
-    run: Callable[..., Result], tmp_path: Path, kind: str, manifest: Any, message: str
+    run: Callable[..., Result], tmp_path: Path, manifest: Any, message: str
 ) -> None:
     root = model_dir(tmp_path / "m")
     text = manifest if isinstance(manifest, str) else json.dumps(manifest)
@@ -366,27 +354,23 @@ ADAPTERS: list[tuple[str, bytes, str]] = [
         "modules_to_save",
     ),
 ]
-kinds("serve", *(k for k, _, _ in ADAPTERS))
 
 
-@pytest.mark.parametrize(("kind", "config", "message"), ADAPTERS, ids=[a[0] for a in ADAPTERS])
+@cases("serve", "config, message", ADAPTERS)
 def test_hostile_adapter_config(
-    run: Callable[..., Result], tmp_path: Path, kind: str, config: bytes, message: str
+    run: Callable[..., Result], tmp_path: Path, config: bytes, message: str
 ) -> None:
     root = model_dir(tmp_path / "m")
     (root / "adapters" / "anchor" / "adapter_config.json").write_bytes(config)
     assert message in serve(run, root, "--no-identity", status=2).err
 
 
-@pytest.mark.parametrize(
+@each(
     "header",
-    kinds(
-        "serve",
-        "safetensors header claiming 10**18 bytes",
-        "safetensors header nested",
-        "safetensors file of 3 bytes",
-    ),
-    ids=lambda k: k,
+    "serve",
+    "safetensors header claiming 10**18 bytes",
+    "safetensors header nested",
+    "safetensors file of 3 bytes",
 )
 def test_hostile_weights(run: Callable[..., Result], tmp_path: Path, header: str) -> None:
     root = model_dir(tmp_path / "m")
@@ -420,11 +404,7 @@ def test_bad_serve_flags(
     assert message in serve(run, root, *flags, status=2).err
 
 
-@pytest.mark.parametrize(
-    "target",
-    kinds("serve", "model directory missing", "model directory is a file"),
-    ids=lambda k: k,
-)
+@each("target", "serve", "model directory missing", "model directory is a file")
 def test_model_dir_not_a_dir(run: Callable[..., Result], tmp_path: Path, target: str) -> None:
     path = tmp_path / "absent"
     if target.endswith("file"):

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fault_server import DOMAIN_YAML, FaultServer, fault_server, record_text
-from harness import Result, accounted, api_error, kind, kinds
+from fault_server import DOMAIN_YAML, FaultServer, fault_server, write_records
+from harness import Result, accounted, api_error, cases, each, kind
 
 from samalign.errors import BackendError
 from samalign.serving.vllm_server import VllmServerChatModel, vllm_server_models
@@ -61,13 +61,12 @@ ALWAYS: list[tuple[str, str, str]] = [
     ("no answer before the deadline", "timeout", "deadline|timed out"),
     ("answer dripping one byte at a time", "drip", "deadline"),
 ]
-kinds("server", *(k for k, _, _ in ALWAYS))
 
 
-@pytest.mark.parametrize(("kind", "fault", "message"), ALWAYS, ids=[a[0] for a in ALWAYS])
+@cases("server", "fault, message", ALWAYS)
 @pytest.mark.parametrize("mode", ["async", "sync"])
 def test_fault_on_every_attempt_is_retried_then_typed(
-    server: FaultServer, kind: str, fault: str, message: str, mode: str
+    server: FaultServer, fault: str, message: str, mode: str
 ) -> None:
     server.faults["always"] = fault  # type: ignore[attr-defined]
     if mode == "sync":  # the deadline transport vllm_server_models installs for sync calls
@@ -103,16 +102,13 @@ def test_client_error_is_not_retried(server: FaultServer) -> None:
     assert server.count() == 1
 
 
-@pytest.mark.parametrize(
+@each(
     "fault",
-    kinds(
-        "server",
-        "one truncated answer then a good one",
-        "one 503 then a good one",
-        "one answer without choices then a good one",
-        "one timeout then a good one",
-    ),
-    ids=lambda k: k,
+    "server",
+    "one truncated answer then a good one",
+    "one 503 then a good one",
+    "one answer without choices then a good one",
+    "one timeout then a good one",
 )
 def test_one_fault_then_success(server: FaultServer, fault: str) -> None:
     name = {"truncated": "truncated", "503": "503", "choices": "nochoices", "timeout": "timeout"}
@@ -129,33 +125,30 @@ def domain(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize(
-    "fault",
-    kinds("server", "answer content nested 100,000 levels", "answer content with lone surrogates"),
-    ids=lambda k: k,
+def extract_via(
+    run: Callable[..., Result],
+    source: Path,
+    domain: Path,
+    url: str,
+    *flags: str | Path,
+    status: int,
+) -> Result:
+    """``samalign extract SOURCE --domain DOMAIN --server URL --quiet FLAGS`` (the real backend)."""
+    return run(
+        "extract", source, "--domain", domain, "--server", url, "--quiet", *flags, status=status
+    )
+
+
+@each(
+    "fault", "server", "answer content nested 100,000 levels", "answer content with lone surrogates"
 )
 def test_odd_answer_content_through_the_cli(
     run: Callable[..., Result], server: FaultServer, domain: Path, tmp_path: Path, fault: str
 ) -> None:
     server.faults["always"] = "deepjson" if "nested" in fault else "surrogate"  # type: ignore[attr-defined]
-    source = tmp_path / "in.jsonl"
-    source.write_text(
-        "".join(json.dumps({"id": f"r{i}", "text": record_text(i)}) + "\n" for i in range(3)),
-        encoding="utf-8",
-    )
+    source = write_records(tmp_path / "in.jsonl", ["r0", "r1", "r2"])
     out = tmp_path / "out.jsonl"
-    run(
-        "extract",
-        source,
-        "--domain",
-        domain,
-        "--server",
-        server.url,
-        "--out",
-        out,
-        "--quiet",
-        status=0,
-    )
+    extract_via(run, source, domain, server.url, "--out", out, status=0)
     rows = accounted(out, ["r0", "r1", "r2"])
     assert [r["error"] for r in rows] == [None] * 3  # unusable output: a Diagnostic, not an error
     kinds_seen = {d["kind"] for r in rows for d in r["diagnostics"]}
@@ -170,26 +163,9 @@ def test_garbage_server_through_the_cli(
     run: Callable[..., Result], server: FaultServer, domain: Path, tmp_path: Path
 ) -> None:
     server.faults["always"] = "nonjson"  # type: ignore[attr-defined]
-    source = tmp_path / "in.jsonl"
-    source.write_text(
-        "".join(json.dumps({"id": f"r{i}", "text": record_text(i)}) + "\n" for i in range(2)),
-        encoding="utf-8",
-    )
+    source = write_records(tmp_path / "in.jsonl", ["r0", "r1"])
     out = tmp_path / "out.jsonl"
-    result = run(
-        "extract",
-        source,
-        "--domain",
-        domain,
-        "--server",
-        server.url,
-        "--out",
-        out,
-        "--quiet",
-        "--timeout",
-        "2",
-        status=0,
-    )
+    result = extract_via(run, source, domain, server.url, "--out", out, "--timeout", "2", status=0)
     assert "2 record(s) have an error" in result.err
     rows = accounted(out, ["r0", "r1"])
     for row in rows:
@@ -206,16 +182,7 @@ def test_no_server(run: Callable[..., Result], domain: Path, tmp_path: Path) -> 
         port = sock.getsockname()[1]  # closed again: nothing listens there
     source = tmp_path / "in.txt"
     source.write_text("Alice\n", encoding="utf-8")
-    result = run(
-        "extract",
-        source,
-        "--domain",
-        domain,
-        "--server",
-        f"http://127.0.0.1:{port}",
-        "--quiet",
-        status=2,
-    )
+    result = extract_via(run, source, domain, f"http://127.0.0.1:{port}", status=2)
     assert "cannot reach the model server" in result.err
 
 
@@ -225,21 +192,16 @@ def test_server_without_adapters(run: Callable[..., Result], domain: Path, tmp_p
         broken_url = broken.url
         source = tmp_path / "in.txt"
         source.write_text("Alice\n", encoding="utf-8")
-        result = run(
-            "extract", source, "--domain", domain, "--server", broken_url, "--quiet", status=2
-        )
+        result = extract_via(run, source, domain, broken_url, status=2)
     assert "does not serve adapter" in result.err
 
 
-@pytest.mark.parametrize(
+@each(
     "fault",
-    kinds(
-        "server",
-        "model list dripped one byte at a time",
-        "model list that is a JSON array",
-        "model list nested 100,000 levels",
-    ),
-    ids=lambda k: k,
+    "server",
+    "model list dripped one byte at a time",
+    "model list that is a JSON array",
+    "model list nested 100,000 levels",
 )
 def test_hostile_model_list(fault: str) -> None:
     mode = "drip" if "dripped" in fault else "list" if "array" in fault else "deep"

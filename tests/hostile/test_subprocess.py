@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fault_server import DOMAIN_YAML, fault_server, record_text
+from fault_server import DOMAIN_YAML, fault_server, write_records
 from harness import TRACEBACK, accounted, alias_bomb, kind
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,13 +74,7 @@ def test_kill_and_resume(tmp_path: Path) -> None:
     domain = tmp_path / "faults.yaml"
     domain.write_text(DOMAIN_YAML, encoding="utf-8")
     ids = [f"r{i}" for i in range(40)]
-    source = tmp_path / "in.jsonl"
-    source.write_text(
-        "".join(
-            json.dumps({"id": rid, "text": record_text(i)}) + "\n" for i, rid in enumerate(ids)
-        ),
-        encoding="utf-8",
-    )
+    source = write_records(tmp_path / "in.jsonl", ids)
     out = tmp_path / "out.jsonl"
 
     def slow(body: dict[str, Any]) -> str:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fault_server import DOMAIN_YAML, GARBAGE, fault_server, record_text
+from fault_server import DOMAIN_YAML, GARBAGE, fault_server, write_records
 
 pytestmark = pytest.mark.integration
 
@@ -72,13 +72,7 @@ def test_kill_9_and_faults_lose_and_duplicate_nothing(tmp_path: Path) -> None:
     domain = tmp_path / "faults.yaml"
     domain.write_text(DOMAIN_YAML, encoding="utf-8")
     ids = [f"r{i:04d}" for i in range(RECORDS)]
-    source = tmp_path / "in.jsonl"
-    source.write_text(
-        "".join(
-            json.dumps({"id": rid, "text": record_text(i)}) + "\n" for i, rid in enumerate(ids)
-        ),
-        encoding="utf-8",
-    )
+    source = write_records(tmp_path / "in.jsonl", ids)
     out = tmp_path / "out.jsonl"
     chooser = random.Random(11)
     kill_at = sorted(chooser.sample(range(100, RECORDS - 100), 3))

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from support import skip_without
 
 from samalign.cli import main
 from samalign.errors import ConfigError
@@ -32,6 +33,7 @@ from samalign.finetune.trainer import (
     IGNORE_INDEX,
     LOSS_LOG_NAME,
     SUMMARY_NAME,
+    TrainResult,
     check_servable,
     latest_checkpoint,
     tokenize_example,
@@ -42,9 +44,7 @@ from samalign.serving.server_process import ServerProcess
 
 pytestmark = pytest.mark.integration
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("peft")
-safetensors_torch = pytest.importorskip("safetensors.torch")
+torch, _, safetensors_torch = skip_without("torch", "peft", "safetensors.torch")
 
 EXAMPLES = [
     ChatExample(
@@ -106,6 +106,11 @@ def adapter_weights(folder: Path) -> dict[str, Any]:
     return weights
 
 
+def loss_log(out: Path) -> list[dict[str, Any]]:
+    """The run's loss log: one record per logged training step or evaluation."""
+    return [json.loads(line) for line in (out / LOSS_LOG_NAME).read_text().splitlines()]
+
+
 def test_prompt_tokens_are_exactly_the_served_prompt_and_masked(base: Path) -> None:
     from transformers import AutoTokenizer
 
@@ -146,7 +151,7 @@ def test_training_lowers_the_loss_and_writes_a_servable_adapter(
     )
     assert adapter_config["base_model_name_or_path"] == str(base.resolve())
     assert (out / CONFIG_FILE_NAME).is_file()
-    log = [json.loads(x) for x in (out / LOSS_LOG_NAME).read_text().splitlines()]
+    log = loss_log(out)
     assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4, 5, 6]
     assert any("eval_loss" in r for r in log)
     summary = json.loads((out / SUMMARY_NAME).read_text())
@@ -455,6 +460,16 @@ def joint_config(base: Path, train_file: Path, out: Path, **changes: Any) -> Tra
     return config(base, train_file, out, **{**JOINT, **changes})
 
 
+def train_aligned(base: Path, joint_file: Path, out: Path, gamma: float) -> TrainResult:
+    """12 steps with AnchorAlign's α = β = 1 and suppression weight γ = ``gamma``, eval at 12."""
+    weights = {"anchor_align_alpha": 1.0, "anchor_align_beta": 1.0, "anchor_align_gamma": gamma}
+    return train(
+        joint_config(
+            base, joint_file, out, max_steps=12, eval_fraction=0.2, eval_steps=12, **weights
+        )
+    )
+
+
 def test_a_step_is_whole_sentences(tiny_model_dir: Path, joint_file: Path, tmp_path: Path) -> None:
     """18 examples of 6 sentences, batch 2, accumulation 1: 3 steps per epoch, not 9."""
     result = train(
@@ -480,20 +495,8 @@ def test_alignment_terms_are_finite_fall_and_leave_a_plain_lora(
     tiny_model_dir: Path, joint_file: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "aligned"
-    result = train(
-        joint_config(
-            tiny_model_dir / "base",
-            joint_file,
-            out,
-            max_steps=12,
-            anchor_align_alpha=1.0,
-            anchor_align_beta=1.0,
-            anchor_align_gamma=1.0,
-            eval_fraction=0.2,
-            eval_steps=12,
-        )
-    )
-    log = [json.loads(line) for line in (out / LOSS_LOG_NAME).read_text().splitlines()]
+    result = train_aligned(tiny_model_dir / "base", joint_file, out, gamma=1.0)
+    log = loss_log(out)
     steps = [r for r in log if "loss" in r]
     assert len(steps) == 12
     for name in ("align_ner_re", "align_fwd_rev", "align_suppress"):
@@ -516,20 +519,8 @@ def test_alignment_terms_are_finite_fall_and_leave_a_plain_lora(
     # acts: the same run (same seed, so the same sentence at each step) with a large γ has a
     # lower suppression term at every step after the first, and on the held-out sentence.
     strong = tmp_path / "suppressed"
-    train(
-        joint_config(
-            tiny_model_dir / "base",
-            joint_file,
-            strong,
-            max_steps=12,
-            anchor_align_alpha=1.0,
-            anchor_align_beta=1.0,
-            anchor_align_gamma=1e4,
-            eval_fraction=0.2,
-            eval_steps=12,
-        )
-    )
-    strong_log = [json.loads(line) for line in (strong / LOSS_LOG_NAME).read_text().splitlines()]
+    train_aligned(tiny_model_dir / "base", joint_file, strong, gamma=1e4)
+    strong_log = loss_log(strong)
     strong_steps = [r for r in strong_log if "loss" in r]
     weak = [r["align_suppress"] for r in steps]
     suppressed = [r["align_suppress"] for r in strong_steps]
@@ -559,7 +550,7 @@ def test_early_stopping_stops_and_writes_the_best_adapter(
     )
     assert result.stopped_early and result.steps == 3
     assert result.best_step == 1 and result.best_metric is not None
-    log = [json.loads(line) for line in (out / LOSS_LOG_NAME).read_text().splitlines()]
+    log = loss_log(out)
     assert [r["step"] for r in log if "eval_loss" in r] == [1, 2, 3]
     final, best = adapter_weights(out), adapter_weights(out / "checkpoints" / "step-000001")
     assert all(torch.equal(final[k], best[k]) for k in final)

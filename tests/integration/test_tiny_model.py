@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import skip_without
 
 from samalign.errors import ConfigError
 from samalign.testing import tiny
@@ -28,11 +29,9 @@ from samalign.testing.tiny import (
 
 pytestmark = pytest.mark.integration
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
-pytest.importorskip("peft")
-pytest.importorskip("tokenizers")
-safetensors_torch = pytest.importorskip("safetensors.torch")
+torch, *_, safetensors_torch = skip_without(
+    "torch", "transformers", "peft", "tokenizers", "safetensors.torch"
+)
 
 MESSAGES = [
     {"role": "system", "content": "Extract the named entities."},

@@ -11,8 +11,6 @@ import asyncio
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +19,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+from support import random_llama, run_samalign, skip_without
 
 from samalign import (
     ConfigError,
@@ -41,9 +40,7 @@ from samalign.types import NER_STAGES
 
 pytestmark = pytest.mark.integration
 
-pytest.importorskip("torch")
-pytest.importorskip("peft")
-pytest.importorskip("xgrammar")
+skip_without("torch", "peft", "xgrammar")
 
 FAST = PipelineOptions(constrain_mentions=True, max_completion_tokens=128)
 SENTENCES = [
@@ -228,18 +225,8 @@ def test_model_dir_errors_name_the_adapter(tiny_model_dir: Path, tmp_path: Path)
 
     # an adapter trained on another base model (hidden size 64 instead of 128)
     from peft import LoraConfig, get_peft_model
-    from transformers import LlamaConfig, LlamaForCausalLM
 
-    other = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=64,
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-        )
-    )
+    other = random_llama(vocab_size=64, hidden_size=64, layers=2)
     lora = LoraConfig(r=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
     mismatched = tmp_path / "mismatched"
     shutil.copytree(tiny_model_dir, mismatched)
@@ -252,14 +239,7 @@ def test_model_dir_errors_name_the_adapter(tiny_model_dir: Path, tmp_path: Path)
 
 
 def _cli(*args: str, stdin: bytes, env: dict[str, str] | None = None) -> Any:
-    return subprocess.run(
-        [sys.executable, "-m", "samalign", *args],
-        input=stdin,
-        capture_output=True,
-        timeout=900,
-        check=False,
-        env={**os.environ, **(env or {})},
-    )
+    return run_samalign(*args, stdin=stdin, env=env, timeout=900)
 
 
 def test_extract_cli_without_a_server(tiny_model_dir: Path) -> None:

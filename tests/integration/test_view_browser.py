@@ -8,7 +8,6 @@ thousand records build and stay responsive; a screenshot goes to the artifacts f
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import JOHN_SMITH_RELATIONS
 
 from samalign.graphs import RunContext, build_joint_graph
 from samalign.prompts import load_domain
@@ -144,17 +144,7 @@ def sample_records() -> list[ViewRecord]:
         ),
         "archetype": '{"Person": ["John Smith", "Zoë Ångström"], "Organization": ["IBM"]}',
         "calibrate": '{"John Smith": "person", "Zoë Ångström": "person", "IBM": "organization"}',
-        "relations_forward": json.dumps(
-            [
-                {
-                    "subject": "John Smith",
-                    "relations": [
-                        {"relation": "work for", "object": "IBM"},
-                        {"relation": "live in", "object": "Armonk"},
-                    ],
-                }
-            ]
-        ),
+        "relations_forward": JOHN_SMITH_RELATIONS,
         "relations_reverse": "[]",
     }
     context = RunContext(domain=load_domain("conll04"), models=fake_stage_models(scripts))

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-import openai
 import pytest
+from support import recording_client, run_samalign
 
 from samalign import (
     DocumentResult,
@@ -40,16 +38,6 @@ def conll04_sentences(shared_data: Path, n: int) -> list[str]:
     return [" ".join(r["tokens"]) for r in records[:n]]
 
 
-def _recording_client() -> tuple[Any, list[dict[str, Any]]]:
-    bodies: list[dict[str, Any]] = []
-
-    async def hook(request: Any) -> None:
-        if request.url.path.endswith("/chat/completions"):
-            bodies.append(json.loads(request.content))
-
-    return openai.DefaultAsyncHttpxClient(event_hooks={"request": [hook]}, timeout=120), bodies
-
-
 def check_triplet_spans(text: str, result: dict[str, Any]) -> None:
     labels = set(load_domain("conll04").labels)
     relations = {r.label for r in load_domain("conll04").relation_types}
@@ -69,7 +57,7 @@ def check_triplet_spans(text: str, result: dict[str, Any]) -> None:
 
 async def test_joint_graph_end_to_end(vllm_server: str, shared_data: Path) -> None:
     sentences = conll04_sentences(shared_data, 24)
-    client, bodies = _recording_client()
+    client, bodies = recording_client()
     models = vllm_server_models(
         vllm_server, stages=FAST.joint_model_stages, http_async_client=client
     )
@@ -147,12 +135,6 @@ def test_document_graph_end_to_end(vllm_server: str, shared_data: Path) -> None:
     assert result["usage"]["relations_forward"].calls == len(result["sentences"])
 
 
-def _run_cli(*args: str) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "samalign", *args], capture_output=True, timeout=1200, check=False
-    )
-
-
 @pytest.mark.parametrize("graph", ["joint", "document"])
 def test_extract_cli_writes_triplets(
     graph: str, vllm_server: str, shared_data: Path, tmp_path: Path
@@ -165,7 +147,7 @@ def test_extract_cli_writes_triplets(
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(texts)))
     out = tmp_path / "out.jsonl"
-    done = _run_cli(
+    done = run_samalign(
         "extract",
         str(source),
         "--domain",
@@ -199,7 +181,7 @@ def test_extract_cli_writes_triplets(
 def test_extract_cli_joint_needs_relations(vllm_server: str, tmp_path: Path) -> None:
     source = tmp_path / "in.txt"
     source.write_text("John works for IBM .\n")
-    done = _run_cli(
+    done = run_samalign(
         "extract",
         str(source),
         "--domain",
@@ -219,7 +201,7 @@ async def test_supervised_joint_graph_end_to_end(vllm_server: str, shared_data: 
         ner_mode="supervised", constrain_mentions=True, max_completion_tokens=192
     )
     sentences = conll04_sentences(shared_data, 8)
-    client, bodies = _recording_client()
+    client, bodies = recording_client()
     models = vllm_server_models(
         vllm_server, stages=options.joint_model_stages, http_async_client=client
     )

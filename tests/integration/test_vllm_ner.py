@@ -6,10 +6,9 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
-import openai
 import pytest
+from support import recording_client, run_samalign
 
 from samalign import (
     BackendError,
@@ -37,16 +36,6 @@ SENTENCES = [
 ]
 
 
-def _recording_client() -> tuple[Any, list[dict[str, Any]]]:
-    bodies: list[dict[str, Any]] = []
-
-    async def hook(request: Any) -> None:
-        if request.url.path.endswith("/chat/completions"):
-            bodies.append(json.loads(request.content))
-
-    return openai.DefaultAsyncHttpxClient(event_hooks={"request": [hook]}, timeout=120), bodies
-
-
 def test_server_serves_every_stage_adapter(vllm_server: str) -> None:
     check_server(vllm_server, [*NER_STAGES, "relations_forward", "relations_reverse"])
     with pytest.raises(BackendError, match="does not serve adapter"):
@@ -54,7 +43,7 @@ def test_server_serves_every_stage_adapter(vllm_server: str) -> None:
 
 
 async def test_graph_end_to_end_each_stage_names_its_adapter(vllm_server: str) -> None:
-    client, bodies = _recording_client()
+    client, bodies = recording_client()
     models = vllm_server_models(vllm_server, http_async_client=client)
     context = RunContext(domain=load_domain("crossner_ai"), models=models)
     graph = build_ner_graph(FAST)
@@ -107,7 +96,7 @@ async def test_reference_profile_against_the_server(vllm_server: str, shared_dat
     domain = load_domain("crossner_ai")
     profile = prompt_profile("reference")
     gold = gold_stage_models([sentence], domain, profile=profile).for_sentence(sentence)
-    client, bodies = _recording_client()
+    client, bodies = recording_client()
     served = vllm_server_models(
         vllm_server, stages=["archetype", "calibrate"], http_async_client=client
     )
@@ -147,7 +136,7 @@ def test_unknown_adapter_is_a_clear_backend_error(vllm_server: str) -> None:
 
 
 async def test_kill_switch_stops_real_requests_before_the_server(vllm_server: str) -> None:
-    client, bodies = _recording_client()
+    client, bodies = recording_client()
     models = vllm_server_models(vllm_server, http_async_client=client)
     context = RunContext(domain="crossner_ai", models=models)
     graph = build_ner_graph(FAST)
@@ -161,16 +150,6 @@ async def test_kill_switch_stops_real_requests_before_the_server(vllm_server: st
 
 
 FAST_CLI = ("--constrain-mentions", "--max-tokens", "256")
-
-
-def _run_cli(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "samalign", *args],
-        input=stdin,
-        capture_output=True,
-        timeout=1200,
-        check=False,
-    )
 
 
 def test_extract_cli_keeps_every_record_and_resumes(
@@ -188,7 +167,7 @@ def test_extract_cli_keeps_every_record_and_resumes(
     extract = ("extract", str(source), "--domain", "crossner_ai", "--server", vllm_server)
     extract += ("--out", str(out), "--concurrency", "20", *FAST_CLI)
 
-    done = _run_cli(*extract)
+    done = run_samalign(*extract)
     assert done.returncode == 0, done.stderr.decode()
     records = [json.loads(line) for line in out.read_text().splitlines()]
     expected_ids = [s.id for s in sentences]
@@ -213,7 +192,7 @@ def test_extract_cli_keeps_every_record_and_resumes(
     # Resume: keep 10 complete lines and half of the 11th, rerun, get the same ids once each.
     kept = out.read_text().splitlines(keepends=True)
     out.write_text("".join(kept[:10]) + kept[10][: len(kept[10]) // 2])
-    again = _run_cli(*extract, "--quiet")
+    again = run_samalign(*extract, "--quiet")
     assert again.returncode == 0, again.stderr.decode()
     resumed = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in resumed] == expected_ids
@@ -221,7 +200,7 @@ def test_extract_cli_keeps_every_record_and_resumes(
 
 def test_extract_cli_plain_text_stdin_and_bad_server(vllm_server: str) -> None:
     text = "\n".join(SENTENCES).encode() + b"\n\n"
-    done = _run_cli(
+    done = run_samalign(
         "extract",
         "-",
         "--domain",
@@ -235,13 +214,13 @@ def test_extract_cli_plain_text_stdin_and_bad_server(vllm_server: str) -> None:
     records = [json.loads(line) for line in done.stdout.decode().splitlines()]
     assert [r["id"] for r in records] == ["line-1", "line-2"]
 
-    down = _run_cli(
+    down = run_samalign(
         "extract", "-", "--domain", "crossner_ai", "--server", "http://127.0.0.1:9", stdin=text
     )
     assert down.returncode == 2
     assert "cannot reach the model server" in down.stderr.decode()
 
-    missing = _run_cli(
+    missing = run_samalign(
         "extract",
         "-",
         "--domain",
@@ -255,7 +234,7 @@ def test_extract_cli_plain_text_stdin_and_bad_server(vllm_server: str) -> None:
     assert missing.returncode == 2
     assert "does not serve adapter(s) ['nope']" in missing.stderr.decode()
 
-    unknown = _run_cli(
+    unknown = run_samalign(
         "extract", "-", "--domain", "no_such_domain", "--server", vllm_server, stdin=text
     )
     assert unknown.returncode == 2

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import random_llama
 
 from samalign.errors import ConfigError
 from samalign.finetune.alignment import (
@@ -135,19 +136,11 @@ torch = pytest.importorskip("torch")
 
 
 def tiny_model() -> Any:
-    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("transformers")
     torch.manual_seed(0)
-    config = transformers.LlamaConfig(
-        vocab_size=128,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        head_dim=16,
-        max_position_embeddings=256,
+    return random_llama(
+        vocab_size=128, hidden_size=32, layers=1, head_dim=16, max_position_embeddings=256
     )
-    return transformers.LlamaForCausalLM(config)
 
 
 def tokenized(members: list[Member]) -> list[TokenizedExample]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import JOHN_SMITH_RELATIONS
 
 import samalign
 from samalign.batch.records import OutputRecord
@@ -28,17 +29,7 @@ SCRIPTS = {
     "explorer": '{"person": ["John Smith"], "organization": ["IBM", "Armonk", "Mars"]}',
     "archetype": '{"Person": ["John Smith"], "Organization": ["IBM"]}',
     "calibrate": '{"John Smith": "person", "IBM": "organization"}',
-    "relations_forward": json.dumps(
-        [
-            {
-                "subject": "John Smith",
-                "relations": [
-                    {"relation": "work for", "object": "IBM"},
-                    {"relation": "live in", "object": "Armonk"},
-                ],
-            }
-        ]
-    ),
+    "relations_forward": JOHN_SMITH_RELATIONS,
     "relations_reverse": "[]",
 }
 
