@@ -35,13 +35,13 @@ from langgraph.runtime import get_runtime
 from langgraph.types import Send
 from pydantic import BaseModel, ConfigDict, Field
 
-from samalign.agents.state import StateUpdate, merge_usage
+from samalign.agents.state import AccumulatedTraceFields, StateUpdate, TextFields
 from samalign.errors import BackendError, ConfigError, InputError, SamalignError
 from samalign.graphs.compile import CompileOptions, compile_graph
 from samalign.graphs.context import RunContext
-from samalign.graphs.schemas import DocumentOutput
+from samalign.graphs.schemas import DocumentOutput, DocumentResultFields
 from samalign.graphs.sentences import iter_sentences
-from samalign.types import Diagnostic, DroppedTriplet, Entity, StageUsage, Triplet
+from samalign.types import DroppedTriplet, Entity, Triplet
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,17 @@ class SentenceResult(BaseModel):
     error: str | None = None
 
 
-class DocumentState(BaseModel):
+class _Waves(BaseModel):
+    bounds: list[tuple[int, int]] = Field(default_factory=list)
+    cursor: int = 0
+
+
+class _Sentences(BaseModel):
+    sentences: Annotated[list[SentenceResult], operator.add] = Field(default_factory=list)
+
+
+# The fields are the bases' (pydantic orders them from the last base to the first).
+class DocumentState(AccumulatedTraceFields, DocumentResultFields, _Sentences, _Waves, TextFields):
     """State of the document graph.
 
     Attributes:
@@ -110,30 +120,11 @@ class DocumentState(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    text: str
-    id: str | None = None
-    bounds: list[tuple[int, int]] = Field(default_factory=list)
-    cursor: int = 0
-    sentences: Annotated[list[SentenceResult], operator.add] = Field(default_factory=list)
-    entities: list[Entity] = Field(default_factory=list)
-    triplets: list[Triplet] = Field(default_factory=list)
-    dropped_triplets: list[DroppedTriplet] = Field(default_factory=list)
-    errors: list[str] = Field(default_factory=list)
-    failed_stages: Annotated[list[str], operator.add] = Field(default_factory=list)
-    diagnostics: Annotated[list[Diagnostic], operator.add] = Field(default_factory=list)
-    usage: Annotated[dict[str, StageUsage], merge_usage] = Field(default_factory=dict)
 
-
-class DocumentUpdate(StateUpdate):
+class DocumentUpdate(StateUpdate, DocumentResultFields, _Waves):
     """What the document graph's nodes write (only the fields set reach the state)."""
 
-    bounds: list[tuple[int, int]] = Field(default_factory=list)
-    cursor: int = 0
     sentences: list[SentenceResult] = Field(default_factory=list)
-    entities: list[Entity] = Field(default_factory=list)
-    triplets: list[Triplet] = Field(default_factory=list)
-    dropped_triplets: list[DroppedTriplet] = Field(default_factory=list)
-    errors: list[str] = Field(default_factory=list)
 
 
 def _shift_entity(entity: Entity, offset: int) -> Entity:
