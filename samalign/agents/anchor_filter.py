@@ -14,7 +14,7 @@ each candidate was dropped.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from langchain_core.runnables import RunnableLambda
 
@@ -26,13 +26,30 @@ MentionTriple = tuple[str, str, str]
 """``(head mention, relation, tail mention)``."""
 
 
+class FilterSwitches(TypedDict, total=False):
+    """The two published ablations of the filter (keyword options, both on by default).
+
+    Attributes:
+        aggregate: Pool ``forward ∪ reverse`` (True) or ``forward`` only (False: "w/o decoder
+            aggregation").
+        constrain: Keep a candidate only if both mentions were recognised (True), or keep
+            every candidate (False: "w/o generation constraint").
+    """
+
+    aggregate: bool
+    constrain: bool
+
+
+def _switches(switches: FilterSwitches) -> tuple[bool, bool]:
+    """``(aggregate, constrain)`` with their defaults."""
+    return switches.get("aggregate", True), switches.get("constrain", True)
+
+
 def anchor_filter(
     forward: Iterable[MentionTriple],
     reverse: Iterable[MentionTriple],
     entities: Iterable[str],
-    *,
-    aggregate: bool = True,
-    constrain: bool = True,
+    **switches: Unpack[FilterSwitches],
 ) -> tuple[list[MentionTriple], list[MentionTriple]]:
     """Eq. 13: the final triplets and the candidates the constraint removed.
 
@@ -40,14 +57,13 @@ def anchor_filter(
         forward: The forward decoder's triplets ``(head, relation, tail)`` (T_fwd).
         reverse: The reverse decoder's triplets (T_rev).
         entities: The NER mention strings (E_NER).
-        aggregate: Pool ``forward ∪ reverse`` (True) or ``forward`` only (False).
-        constrain: Keep a candidate only if both mentions are in ``entities`` (True), or keep
-            every candidate (False).
+        **switches: ``aggregate`` and ``constrain`` (:class:`FilterSwitches`).
 
     Returns:
         ``(kept, dropped)``: T_final and T_cand minus T_final, each de-duplicated, in pool order
         (forward first, then reverse).
     """
+    aggregate, constrain = _switches(switches)
     pool: dict[MentionTriple, None] = {}
     for triple in forward:
         pool.setdefault(_triple(triple), None)
@@ -99,11 +115,10 @@ def filter_triplets(
     forward: Sequence[Triplet],
     reverse: Sequence[Triplet],
     entities: Sequence[Entity],
-    *,
-    aggregate: bool = True,
-    constrain: bool = True,
+    **switches: Unpack[FilterSwitches],
 ) -> tuple[list[Triplet], list[DroppedTriplet]]:
     """Eq. 13 on grounded triplets (the rule of :func:`anchor_filter`, with reasons)."""
+    aggregate, constrain = _switches(switches)
     pool = pool_triplets(forward, reverse if aggregate else ())
     recognised = {e.text for e in entities}
     kept: list[Triplet] = []
@@ -144,6 +159,7 @@ def anchor_filter_node(
 
 
 __all__ = [
+    "FilterSwitches",
     "MentionTriple",
     "anchor_filter",
     "anchor_filter_node",

@@ -20,7 +20,7 @@ from samalign.agents.base import (
     prompt_request,
     stage_node,
 )
-from samalign.agents.matching import assign_types
+from samalign.agents.matching import assign_asked
 from samalign.agents.runner import StageResult
 from samalign.agents.state import NerState, TypingUpdate
 from samalign.prompts.formats import ParsedTypedMentions
@@ -84,12 +84,11 @@ def archetype_node(
     def finish(
         state: NerState, ctx: StageContext, prepared: Prepared[Any], result: StageResult[Any]
     ) -> TypingUpdate:
-        candidates = state.candidates
         mentions: list[str] = prepared.extra
         parsed: ParsedTypedMentions | None = result.value
         profile = resolve_profile(ctx.domain, settings.prompt_profile)
         allowed = set(profile.classifier_types(ctx.domain, direct=direct))
-        assigned, diagnostics = assign_types(
+        assigned, missing, diagnostics = assign_asked(
             [(m, t) for t, m in parsed.pairs] if parsed is not None else [],
             mentions,
             stage=STAGE,
@@ -103,9 +102,8 @@ def archetype_node(
                     message=f"types outside the schema {list(parsed.out_of_schema)} were ignored",
                 )
             )
-        missing = [m for m in mentions if m not in assigned]
         out: list[Entity] = []
-        for cand in candidates:
+        for cand in state.candidates:
             type_ = assigned.get(cand.text)
             if direct:
                 label = ctx.domain.label_for_name(type_) if type_ else None
@@ -119,11 +117,10 @@ def archetype_node(
                 "dropped (no target type)" if direct else "given the catch-all archetype Misc"
             )
             diagnostics.append(
-                Diagnostic(
-                    stage=STAGE,
-                    kind="unclassified",
-                    message=f"the classifier left {missing} unclassified; {consequence}",
-                    raw=result.raw,
+                result.diagnostic(
+                    STAGE,
+                    "unclassified",
+                    f"the classifier left {missing} unclassified; {consequence}",
                 )
             )
         if direct:

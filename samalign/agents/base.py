@@ -13,13 +13,19 @@ from langchain_core.runnables import RunnableLambda
 from langgraph.runtime import get_runtime
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from samalign.agents.runner import StageRequest, StageResult, arun_stage, run_stage
+from samalign.agents.runner import (
+    CallOptions,
+    StageRequest,
+    StageResult,
+    arun_stage,
+    run_stage,
+)
 from samalign.agents.state import NerState, StateUpdate
 from samalign.errors import ConfigError, InputError, validation_problems
 from samalign.prompts.domain import Domain, ProfileName
 from samalign.prompts.profiles import StagePrompt
 from samalign.prompts.specs import StageSpec, default_specs
-from samalign.serving.models import StageModels
+from samalign.serving.models import StageModel, StageModels
 from samalign.types import StageUsage
 
 S = TypeVar("S", bound=NerState)
@@ -261,6 +267,18 @@ def stage_update(stage: str, result: StageResult[Any], update: U) -> U:
     )
 
 
+@dataclass(frozen=True)
+class _NodeCalls(Generic[S]):
+    """What a stage node's prepare step asked for: the calls, and what the finish step needs."""
+
+    state: S
+    ctx: StageContext
+    calls: list[Prepared[Any]]
+    several: bool
+    model: StageModel
+    options: CallOptions
+
+
 def stage_node(
     name: str,
     prepare: Callable[[S, StageContext], Prepared[Any] | list[Prepared[Any]] | U],
@@ -277,40 +295,43 @@ def stage_node(
     ``model_stage`` is the key of the stage model in ``StageModels`` (default: ``name``).
     """
 
-    def no_call(update: StateUpdate) -> dict[str, Any]:
-        return update.model_copy(update={"usage": {name: StageUsage()}}).as_update()
+    def begin(state: S) -> _NodeCalls[S] | dict[str, Any]:
+        """The node's model calls, or its finished update when it needs none."""
+        ctx = current_context()
+        prepared = prepare(state, ctx)
+        if isinstance(prepared, StateUpdate):
+            return prepared.model_copy(update={"usage": {name: StageUsage()}}).as_update()
+        model = ctx.models.require(model_stage or name)
+        return _NodeCalls(
+            state,
+            ctx,
+            prepared if isinstance(prepared, list) else [prepared],
+            several=isinstance(prepared, list),
+            model=model,
+            options={"retries": settings.parse_retries, "cache": getattr(ctx, "cache", None)},
+        )
+
+    def end(calls: _NodeCalls[S], results: list[StageResult[Any]]) -> dict[str, Any]:
+        result = _combine(results) if calls.several else results[0]
+        update = finish(calls.state, calls.ctx, calls.calls[0], result)
+        return stage_update(name, result, update).as_update()
 
     def sync(state: S) -> dict[str, Any]:
-        ctx = current_context()
-        prepared = prepare(state, ctx)
-        if isinstance(prepared, StateUpdate):
-            return no_call(prepared)
-        model = ctx.models.require(model_stage or name)
-        calls = prepared if isinstance(prepared, list) else [prepared]
-        cache = getattr(ctx, "cache", None)
-        results = [
-            run_stage(p.request, model, p.parse, retries=settings.parse_retries, cache=cache)
-            for p in calls
-        ]
-        result = _combine(results) if isinstance(prepared, list) else results[0]
-        return stage_update(name, result, finish(state, ctx, calls[0], result)).as_update()
+        calls = begin(state)
+        if isinstance(calls, dict):
+            return calls
+        opts = calls.options
+        return end(calls, [run_stage(p.request, calls.model, p.parse, **opts) for p in calls.calls])
 
     async def asynchronous(state: S) -> dict[str, Any]:
-        ctx = current_context()
-        prepared = prepare(state, ctx)
-        if isinstance(prepared, StateUpdate):
-            return no_call(prepared)
-        model = ctx.models.require(model_stage or name)
-        calls = prepared if isinstance(prepared, list) else [prepared]
-        cache = getattr(ctx, "cache", None)
+        calls = begin(state)
+        if isinstance(calls, dict):
+            return calls
+        opts = calls.options
         results = await asyncio.gather(
-            *(
-                arun_stage(p.request, model, p.parse, retries=settings.parse_retries, cache=cache)
-                for p in calls
-            )
+            *(arun_stage(p.request, calls.model, p.parse, **opts) for p in calls.calls)
         )
-        result = _combine(list(results)) if isinstance(prepared, list) else results[0]
-        return stage_update(name, result, finish(state, ctx, calls[0], result)).as_update()
+        return end(calls, list(results))
 
     return RunnableLambda(sync, afunc=asynchronous, name=name)
 

@@ -217,6 +217,15 @@ class CacheConfig(BaseModel):
     path: str | None = None
     max_entries: int = Field(default=DEFAULT_MAX_ENTRIES, ge=1)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, data: Any) -> Any:
+        """``"memory"`` or ``"sqlite:PATH"`` as the mapping it stands for."""
+        if not isinstance(data, str):
+            return data
+        kind, _, path = data.partition(":")
+        return {"kind": kind, **({"path": path} if path else {})}
+
     @model_validator(mode="after")
     def _path_for_sqlite(self) -> Self:
         if (self.kind == "sqlite") != (self.path is not None):
@@ -225,22 +234,21 @@ class CacheConfig(BaseModel):
 
     @classmethod
     def parse(cls, data: object) -> CacheConfig:
-        """Validate a cache setting: a mapping, ``"memory"`` or ``"sqlite:PATH"``.
+        """A cache setting, validated.
+
+        Args:
+            data: A :class:`CacheConfig`, a mapping of its fields, ``"memory"`` or
+                ``"sqlite:PATH"``.
 
         Raises:
             ConfigError: Naming what is wrong.
         """
-        if isinstance(data, CacheConfig):
-            return data
-        if isinstance(data, str):
-            kind, _, path = data.partition(":")
-            data = {"kind": kind, **({"path": path} if path else {})}
         try:
-            return cls.model_validate(data)
+            return data if isinstance(data, CacheConfig) else cls.model_validate(data)
         except ValidationError as err:
-            problems = validation_problems(err, "cache")
             raise ConfigError(
-                f"invalid stage cache setting: {problems}. Use 'memory', 'sqlite:PATH' or "
+                f"invalid stage cache setting: {validation_problems(err, 'cache')}. Use 'memory', "
+                "'sqlite:PATH' or "
                 '{"kind": "sqlite", "path": "...", "max_entries": N}'
             ) from None
 

@@ -13,12 +13,12 @@ from typing import Any
 from langchain_core.runnables import RunnableLambda
 
 from samalign.agents.base import AgentSettings, Prepared, StageContext, prompt_request, stage_node
-from samalign.agents.matching import assign_types
+from samalign.agents.matching import assign_asked
 from samalign.agents.runner import StageResult
 from samalign.agents.state import NerState, TypingUpdate
 from samalign.prompts.formats import ParsedAssignments
 from samalign.prompts.profiles import resolve_profile
-from samalign.types import Archetype, Diagnostic
+from samalign.types import Archetype
 
 STAGE = "calibrate"
 CALIBRATION_MAX_ITEMS = 64
@@ -48,28 +48,23 @@ def calibrate_node(settings: AgentSettings) -> RunnableLambda[NerState, dict[str
     def finish(
         state: NerState, ctx: StageContext, prepared: Prepared[Any], result: StageResult[Any]
     ) -> TypingUpdate:
-        archetyped = state.archetyped
         mentions: list[str] = prepared.extra
         parsed: ParsedAssignments | None = result.value
-        labels, diagnostics = assign_types(
+        labels, missing, diagnostics = assign_asked(
             parsed.assignments if parsed is not None else [],
             mentions,
             stage=STAGE,
             to_label=ctx.domain.label_for_name,
         )
-        missing = [m for m in mentions if m not in labels]
         if missing:
             diagnostics.append(
-                Diagnostic(
-                    stage=STAGE,
-                    kind="unclassified",
-                    message=f"no valid target type for {missing}; dropped",
-                    raw=result.raw,
+                result.diagnostic(
+                    STAGE, "unclassified", f"no valid target type for {missing}; dropped"
                 )
             )
         entities = [
             ent.model_copy(update={"label": labels[ent.text]})
-            for ent in archetyped
+            for ent in state.archetyped
             if ent.text in labels
         ]
         return TypingUpdate(entities=entities, diagnostics=diagnostics)

@@ -202,12 +202,11 @@ def extractor_node(
         diagnostics: list[Diagnostic] = []
         if parsed.out_of_schema:
             diagnostics.append(
-                Diagnostic(
-                    stage=stage,
-                    kind="label_out_of_schema",
-                    message=f"types outside the schema {list(parsed.out_of_schema)}; "
+                result.diagnostic(
+                    stage,
+                    "label_out_of_schema",
+                    f"types outside the schema {list(parsed.out_of_schema)}; "
                     "their mentions are kept as type-agnostic candidates",
-                    raw=result.raw,
                 )
             )
         grounded, missing = ground_extracted(
@@ -215,11 +214,8 @@ def extractor_node(
         )
         if missing:
             diagnostics.append(
-                Diagnostic(
-                    stage=stage,
-                    kind="hallucination",
-                    message=f"mentions not found in the text, dropped: {missing}",
-                    raw=result.raw,
+                result.diagnostic(
+                    stage, "hallucination", f"mentions not found in the text, dropped: {missing}"
                 )
             )
         return update(grounded, diagnostics=diagnostics)

@@ -94,4 +94,21 @@ def assign_types(
     return assigned, diagnostics
 
 
-__all__ = ["assign_types", "resolve_mention"]
+def assign_asked(
+    answers: Iterable[tuple[str, str]],
+    asked: Sequence[str],
+    *,
+    stage: str,
+    to_label: Callable[[str], str | None],
+) -> tuple[dict[str, str], list[str], list[Diagnostic]]:
+    """:func:`assign_types` for the mentions a stage asked about, with those left without a type.
+
+    Returns:
+        The assignments, the mentions of ``asked`` that got no valid type (in ``asked``
+        order), and the diagnostics of :func:`assign_types`.
+    """
+    assigned, diagnostics = assign_types(answers, asked, stage=stage, to_label=to_label)
+    return assigned, [m for m in asked if m not in assigned], diagnostics
+
+
+__all__ = ["assign_asked", "assign_types", "resolve_mention"]

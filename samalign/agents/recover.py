@@ -21,7 +21,7 @@ from samalign.agents.runner import StageResult
 from samalign.agents.state import FilterUpdate, JointState
 from samalign.prompts.domain import Domain
 from samalign.prompts.formats import ParsedTypedMentions
-from samalign.types import Diagnostic, DroppedTriplet, Entity, Triplet
+from samalign.types import DroppedTriplet, Entity, Triplet
 
 VERIFIER_STAGE = "anchor"
 """The stage model (and request format) the recovery asks."""
@@ -133,12 +133,11 @@ def recover_node(settings: AgentSettings) -> RunnableLambda[JointState, dict[str
             triplets=[*state.triplets, *recovered],
             dropped_triplets=remaining,
             diagnostics=[
-                Diagnostic(
-                    stage="recover",
-                    kind="recovered",
-                    message=f"the anchor confirmed {[e.text for e in new]} as entities; "
+                result.diagnostic(
+                    "recover",
+                    "recovered",
+                    f"the anchor confirmed {[e.text for e in new]} as entities; "
                     f"triplets kept: {shown}",
-                    raw=result.raw,
                 )
             ],
         )

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypedDict, TypeVar, Unpack
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
@@ -26,7 +26,7 @@ from samalign.agents.cache import CachedReply, StageCache, request_key
 from samalign.errors import OutputParseError
 from samalign.serving.errors import explain_error
 from samalign.serving.models import StageModel
-from samalign.types import Diagnostic, StageUsage
+from samalign.types import Diagnostic, DiagnosticKind, StageUsage
 
 T = TypeVar("T")
 
@@ -58,6 +58,23 @@ class StageResult(Generic[T]):
     diagnostics: list[Diagnostic] = field(default_factory=list)
     usage: StageUsage = field(default_factory=StageUsage)
     raw: str = ""
+
+    def diagnostic(self, stage: str, kind: DiagnosticKind, message: str) -> Diagnostic:
+        """A :class:`~samalign.types.Diagnostic` about this answer (its raw text attached)."""
+        return Diagnostic(stage=stage, kind=kind, message=message, raw=self.raw)
+
+
+class CallOptions(TypedDict, total=False):
+    """How :func:`run_stage` and :func:`arun_stage` call (both keyword-only, optional).
+
+    Attributes:
+        retries: Retries after an unparseable answer, with the error fed back (default 1).
+        cache: Replay answers stored for the same request, and store new ones
+            (:mod:`samalign.agents.cache`; default: none).
+    """
+
+    retries: int
+    cache: StageCache | None
 
 
 @dataclass(frozen=True)
@@ -130,6 +147,10 @@ def _protocol(
     diagnostics: list[Diagnostic] = []
     usage = StageUsage()
     raw = ""
+
+    def note(kind: DiagnosticKind, message: str) -> None:
+        diagnostics.append(Diagnostic(stage=request.stage, kind=kind, message=message, raw=raw))
+
     for attempt in range(retries + 1):
         reply = yield messages
         raw = reply.text
@@ -146,16 +167,10 @@ def _protocol(
         except OutputParseError as err:
             problem = f"{err.message}" + (" (the answer hit max_tokens)" if truncated else "")
             last = attempt == retries
-            diagnostics.append(
-                Diagnostic(
-                    stage=request.stage,
-                    kind="truncated" if truncated else "parse_error",
-                    message=(
-                        f"attempt {attempt + 1}/{retries + 1}: {problem}"
-                        + ("; giving up, the stage yields nothing" if last else "; retrying")
-                    ),
-                    raw=raw,
-                )
+            note(
+                "truncated" if truncated else "parse_error",
+                f"attempt {attempt + 1}/{retries + 1}: {problem}"
+                + ("; giving up, the stage yields nothing" if last else "; retrying"),
             )
             messages = [
                 *messages,
@@ -169,46 +184,75 @@ def _protocol(
             ]
             continue
         if truncated or getattr(value, "repaired", False):
-            diagnostics.append(
-                Diagnostic(
-                    stage=request.stage,
-                    kind="truncated",
-                    message="the answer was cut off (max_tokens); kept what could be parsed",
-                    raw=raw,
-                )
-            )
+            note("truncated", "the answer was cut off (max_tokens); kept what could be parsed")
         return StageResult(value=value, diagnostics=diagnostics, usage=usage, raw=raw)
     return StageResult(value=None, diagnostics=diagnostics, usage=usage, raw=raw)
 
 
-def _lookup(
-    cache: StageCache | None,
-    model: StageModel,
-    adapter: str,
-    messages: list[BaseMessage],
-    kwargs: dict[str, Any],
-) -> tuple[str, _Reply | None]:
-    """The request's cache key and its stored answer (``("", None)`` without a cache)."""
-    if cache is None:
-        return "", None
-    key = request_key(model.chat_model, adapter, messages, kwargs)
-    stored = cache.get(key)
-    return key, _Reply.of_cached(stored) if stored is not None else None
+class _Exchange(Generic[T]):
+    """One stage call in progress: the protocol, with the cache answering before the model.
 
+    The drivers ask :meth:`next_messages` for what the model must answer (``None``: done, the
+    result is in :attr:`result`), call the model, and hand its answer to :meth:`answered`.
+    """
 
-def _remember(cache: StageCache | None, key: str, reply: _Reply) -> _Reply:
-    if cache is not None:
-        cache.put(key, reply.stored())
-    return reply
+    def __init__(
+        self,
+        request: StageRequest,
+        model: StageModel,
+        parse: Callable[[str], T],
+        options: CallOptions,
+    ) -> None:
+        self.kwargs = _call_kwargs(request, model)
+        self._stage = request.stage
+        self._adapter = request.adapter or model.adapter
+        self._model = model
+        self._cache = options.get("cache")
+        self._gen = _protocol(request, parse, options.get("retries", 1))
+        self._reply: _Reply | None = None
+        self._key = ""
+        self._sent = 0.0
+        self.result: StageResult[T] = StageResult(value=None)
+
+    def next_messages(self) -> list[BaseMessage] | None:
+        """The messages the model must answer next, or ``None`` when the call is done."""
+        reply, self._reply = self._reply, None
+        try:
+            messages = next(self._gen) if reply is None else self._gen.send(reply)
+            while True:
+                self._key, cached = self._lookup(messages)
+                if cached is None:
+                    self._sent = time.perf_counter()
+                    return messages
+                messages = self._gen.send(cached)
+        except StopIteration as stop:
+            self.result = stop.value
+            return None
+
+    def answered(self, answer: BaseMessage) -> None:
+        """Record the model's answer to the last messages (and store it in the cache)."""
+        self._reply = _reply_from(answer, time.perf_counter() - self._sent)
+        if self._cache is not None:
+            self._cache.put(self._key, self._reply.stored())
+
+    def failure(self, exc: Exception) -> Exception:
+        """The backend error the model's exception means (naming the stage and adapter)."""
+        return explain_error(exc, stage=self._stage, adapter=self._adapter)
+
+    def _lookup(self, messages: list[BaseMessage]) -> tuple[str, _Reply | None]:
+        """The request's cache key and its stored answer (``("", None)`` without a cache)."""
+        if self._cache is None:
+            return "", None
+        key = request_key(self._model.chat_model, self._adapter, messages, self.kwargs)
+        stored = self._cache.get(key)
+        return key, _Reply.of_cached(stored) if stored is not None else None
 
 
 def run_stage(
     request: StageRequest,
     model: StageModel,
     parse: Callable[[str], T],
-    *,
-    retries: int = 1,
-    cache: StageCache | None = None,
+    **options: Unpack[CallOptions],
 ) -> StageResult[T]:
     """Call the stage model synchronously (see module docs).
 
@@ -216,64 +260,36 @@ def run_stage(
         request: What to ask.
         model: The stage model.
         parse: Turns the answer text into the stage's value (raises ``OutputParseError``).
-        retries: Retries after an unparseable answer, with the error fed back.
-        cache: Replay answers stored for the same request, and store new ones
-            (:mod:`samalign.agents.cache`).
+        **options: ``retries`` and ``cache`` (:class:`CallOptions`).
 
     Raises:
         BackendError: The backend failed (after its own connection retries).
     """
-    kwargs = _call_kwargs(request, model)
-    gen = _protocol(request, parse, retries)
-    adapter = request.adapter or model.adapter
-    try:
-        messages = next(gen)
-        while True:
-            key, cached = _lookup(cache, model, adapter, messages, kwargs)
-            if cached is not None:
-                messages = gen.send(cached)
-                continue
-            start = time.perf_counter()
-            try:
-                answer = model.chat_model.invoke(messages, **kwargs)
-            except Exception as exc:
-                raise explain_error(exc, stage=request.stage, adapter=adapter) from exc
-            reply = _remember(cache, key, _reply_from(answer, time.perf_counter() - start))
-            messages = gen.send(reply)
-    except StopIteration as stop:
-        result: StageResult[T] = stop.value
-        return result
+    call = _Exchange(request, model, parse, options)
+    while (messages := call.next_messages()) is not None:
+        try:
+            answer = model.chat_model.invoke(messages, **call.kwargs)
+        except Exception as exc:
+            raise call.failure(exc) from exc
+        call.answered(answer)
+    return call.result
 
 
 async def arun_stage(
     request: StageRequest,
     model: StageModel,
     parse: Callable[[str], T],
-    *,
-    retries: int = 1,
-    cache: StageCache | None = None,
+    **options: Unpack[CallOptions],
 ) -> StageResult[T]:
     """Call the stage model asynchronously (see :func:`run_stage`)."""
-    kwargs = _call_kwargs(request, model)
-    gen = _protocol(request, parse, retries)
-    adapter = request.adapter or model.adapter
-    try:
-        messages = next(gen)
-        while True:
-            key, cached = _lookup(cache, model, adapter, messages, kwargs)
-            if cached is not None:
-                messages = gen.send(cached)
-                continue
-            start = time.perf_counter()
-            try:
-                answer = await model.chat_model.ainvoke(messages, **kwargs)
-            except Exception as exc:
-                raise explain_error(exc, stage=request.stage, adapter=adapter) from exc
-            reply = _remember(cache, key, _reply_from(answer, time.perf_counter() - start))
-            messages = gen.send(reply)
-    except StopIteration as stop:
-        result: StageResult[T] = stop.value
-        return result
+    call = _Exchange(request, model, parse, options)
+    while (messages := call.next_messages()) is not None:
+        try:
+            answer = await model.chat_model.ainvoke(messages, **call.kwargs)
+        except Exception as exc:
+            raise call.failure(exc) from exc
+        call.answered(answer)
+    return call.result
 
 
-__all__ = ["StageRequest", "StageResult", "arun_stage", "run_stage"]
+__all__ = ["CallOptions", "StageRequest", "StageResult", "arun_stage", "run_stage"]

@@ -41,7 +41,102 @@ def merge_usage(left: dict[str, StageUsage], right: dict[str, StageUsage]) -> di
     return merged
 
 
-class NerState(BaseModel):
+class TextFields(BaseModel):
+    """A graph state's input: ``text``, and the caller's ``id`` for it (passed through)."""
+
+    text: str
+    id: str | None = None
+
+
+class TraceFields(BaseModel):
+    """What every stage reports besides its result, as plain lists (updates and outputs).
+
+    Attributes:
+        failed_stages: Stages whose answer was unusable.
+        diagnostics: What the stages noticed.
+        usage: Per-stage model calls, tokens and latency.
+    """
+
+    failed_stages: list[str] = Field(default_factory=list)
+    diagnostics: list[Diagnostic] = Field(default_factory=list)
+    usage: dict[str, StageUsage] = Field(default_factory=dict)
+
+
+class AccumulatedTraceFields(BaseModel):
+    """:class:`TraceFields` in a graph state: every node's are added (reducers)."""
+
+    failed_stages: Annotated[list[str], operator.add] = Field(default_factory=list)
+    diagnostics: Annotated[list[Diagnostic], operator.add] = Field(default_factory=list)
+    usage: Annotated[dict[str, StageUsage], merge_usage] = Field(default_factory=dict)
+
+
+class MentionFields(BaseModel):
+    """What the ``anchor`` and ``explorer`` nodes write.
+
+    Attributes:
+        anchor_mentions: The anchor's grounded mention strings (E_anc).
+        explorer_mentions: The explorer's grounded mention strings (E_exp).
+        anchor_grounded: Where each anchor mention occurs, and the tier that grounded it.
+        explorer_grounded: The same for the explorer's mentions.
+    """
+
+    anchor_mentions: list[str] = Field(default_factory=list)
+    explorer_mentions: list[str] = Field(default_factory=list)
+    anchor_grounded: list[GroundedMention] = Field(default_factory=list)
+    explorer_grounded: list[GroundedMention] = Field(default_factory=list)
+
+
+class CandidateFields(BaseModel):
+    """What the ``consensus`` or ``merge`` node writes.
+
+    Attributes:
+        noise: Explorer mentions CCR dropped (D_noise), with the reason.
+        candidates: The type-agnostic candidates (E_final as spans).
+    """
+
+    noise: list[NoiseRecord] = Field(default_factory=list)
+    candidates: list[Entity] = Field(default_factory=list)
+
+
+class TypingFields(BaseModel):
+    """What the ``archetype`` and ``calibrate`` nodes write.
+
+    Attributes:
+        archetyped: Candidates with their archetype (``archetype``).
+        entities: Entities with target labels (``calibrate``, or ``archetype`` typing directly).
+    """
+
+    archetyped: list[Entity] = Field(default_factory=list)
+    entities: list[Entity] = Field(default_factory=list)
+
+
+class DecoderFields(BaseModel):
+    """What the relation decoders write.
+
+    Attributes:
+        forward_triplets: The forward (subject-centric) decoder's checked triplets (T_fwd).
+        reverse_triplets: The reverse (object-centric) decoder's checked triplets (T_rev).
+    """
+
+    forward_triplets: list[Triplet] = Field(default_factory=list)
+    reverse_triplets: list[Triplet] = Field(default_factory=list)
+
+
+class TripletFields(BaseModel):
+    """What the anchor filter keeps and drops.
+
+    Attributes:
+        triplets: The kept triplets (T_final).
+        dropped_triplets: Candidates the filter removed, each with the reason.
+    """
+
+    triplets: list[Triplet] = Field(default_factory=list)
+    dropped_triplets: list[DroppedTriplet] = Field(default_factory=list)
+
+
+# A state's fields are its bases' (pydantic orders them from the last base to the first):
+# the input, then what each node writes, then the accumulated trace.
+class NerState(AccumulatedTraceFields, TypingFields, CandidateFields, MentionFields, TextFields):
     """State of the SAM-NER graph.
 
     ``diagnostics``, ``failed_stages`` and ``usage`` accumulate (reducers): with a
@@ -69,20 +164,6 @@ class NerState(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    text: str
-    id: str | None = None
-    anchor_mentions: list[str] = Field(default_factory=list)
-    explorer_mentions: list[str] = Field(default_factory=list)
-    anchor_grounded: list[GroundedMention] = Field(default_factory=list)
-    explorer_grounded: list[GroundedMention] = Field(default_factory=list)
-    noise: list[NoiseRecord] = Field(default_factory=list)
-    candidates: list[Entity] = Field(default_factory=list)
-    archetyped: list[Entity] = Field(default_factory=list)
-    entities: list[Entity] = Field(default_factory=list)
-    failed_stages: Annotated[list[str], operator.add] = Field(default_factory=list)
-    diagnostics: Annotated[list[Diagnostic], operator.add] = Field(default_factory=list)
-    usage: Annotated[dict[str, StageUsage], merge_usage] = Field(default_factory=dict)
-
     graph_input: ClassVar[bool] = True
     """Validation errors are graph-input errors (:class:`InputError`); the typed results, which
     read a final state and word their own error, set it to ``False``."""
@@ -102,7 +183,7 @@ class NerState(BaseModel):
             ) from None
 
 
-class JointState(NerState):
+class JointState(TripletFields, DecoderFields, NerState):
     """State of the joint entity + relation graph: the NER state plus the relation stages.
 
     Attributes:
@@ -111,11 +192,6 @@ class JointState(NerState):
         triplets: The anchor filter's kept triplets (T_final), plus any recovered ones.
         dropped_triplets: Candidates the filter removed, each with the reason.
     """
-
-    forward_triplets: list[Triplet] = Field(default_factory=list)
-    reverse_triplets: list[Triplet] = Field(default_factory=list)
-    triplets: list[Triplet] = Field(default_factory=list)
-    dropped_triplets: list[DroppedTriplet] = Field(default_factory=list)
 
 
 class RelationAnswer(BaseModel):
@@ -132,7 +208,19 @@ class RelationAnswer(BaseModel):
     raw: str = ""
 
 
-class ParallelJointState(JointState):
+class AnswerFields(BaseModel):
+    """The relation decoders' unchecked answers (see :class:`ParallelJointState`).
+
+    Attributes:
+        forward_answer: The forward decoder's parsed answer.
+        reverse_answer: The reverse decoder's.
+    """
+
+    forward_answer: RelationAnswer | None = None
+    reverse_answer: RelationAnswer | None = None
+
+
+class ParallelJointState(AnswerFields, JointState):
     """State of the joint graph with ``relation_schedule="parallel"``.
 
     Attributes:
@@ -141,16 +229,13 @@ class ParallelJointState(JointState):
         reverse_answer: The same for the reverse decoder.
     """
 
-    forward_answer: RelationAnswer | None = None
-    reverse_answer: RelationAnswer | None = None
-
 
 # ---------------------------------------------------------------------------------------------
 # Typed partial updates: one model per kind of node
 # ---------------------------------------------------------------------------------------------
 
 
-class StateUpdate(BaseModel):
+class StateUpdate(TraceFields):
     """What a node writes: only the fields it sets reach the state (:meth:`as_update`).
 
     Attributes:
@@ -161,36 +246,21 @@ class StateUpdate(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    failed_stages: list[str] = Field(default_factory=list)
-    diagnostics: list[Diagnostic] = Field(default_factory=list)
-    usage: dict[str, StageUsage] = Field(default_factory=dict)
-
     def as_update(self) -> dict[str, Any]:
         """The partial state update LangGraph applies: the fields set, values as they are."""
         return {name: getattr(self, name) for name in self.model_fields_set}
 
 
-class ExtractorUpdate(StateUpdate):
+class ExtractorUpdate(StateUpdate, MentionFields):
     """The ``anchor`` or ``explorer`` node's update (its mentions, grounded once)."""
 
-    anchor_mentions: list[str] = Field(default_factory=list)
-    explorer_mentions: list[str] = Field(default_factory=list)
-    anchor_grounded: list[GroundedMention] = Field(default_factory=list)
-    explorer_grounded: list[GroundedMention] = Field(default_factory=list)
 
-
-class CandidatesUpdate(StateUpdate):
+class CandidatesUpdate(StateUpdate, CandidateFields):
     """The ``consensus`` or ``merge`` node's update."""
 
-    noise: list[NoiseRecord] = Field(default_factory=list)
-    candidates: list[Entity] = Field(default_factory=list)
 
-
-class TypingUpdate(StateUpdate):
+class TypingUpdate(StateUpdate, TypingFields):
     """The ``archetype`` or ``calibrate`` node's update."""
-
-    archetyped: list[Entity] = Field(default_factory=list)
-    entities: list[Entity] = Field(default_factory=list)
 
 
 class SupervisedNerUpdate(StateUpdate):
@@ -200,33 +270,30 @@ class SupervisedNerUpdate(StateUpdate):
     entities: list[Entity] = Field(default_factory=list)
 
 
-class RelationUpdate(StateUpdate):
+class RelationUpdate(StateUpdate, DecoderFields):
     """A relation decoder's update (``forward_triplets`` or ``reverse_triplets``)."""
 
-    forward_triplets: list[Triplet] = Field(default_factory=list)
-    reverse_triplets: list[Triplet] = Field(default_factory=list)
 
-
-class RelationAnswerUpdate(StateUpdate):
+class RelationAnswerUpdate(StateUpdate, AnswerFields):
     """A relation decoder's update in the ``parallel`` schedule: its unchecked answer."""
 
-    forward_answer: RelationAnswer | None = None
-    reverse_answer: RelationAnswer | None = None
 
-
-class FilterUpdate(StateUpdate):
+class FilterUpdate(StateUpdate, TripletFields):
     """The ``anchor_filter`` or ``recover`` node's update."""
 
     entities: list[Entity] = Field(default_factory=list)
-    triplets: list[Triplet] = Field(default_factory=list)
-    dropped_triplets: list[DroppedTriplet] = Field(default_factory=list)
 
 
 __all__ = [
+    "AccumulatedTraceFields",
+    "AnswerFields",
+    "CandidateFields",
     "CandidatesUpdate",
+    "DecoderFields",
     "ExtractorUpdate",
     "FilterUpdate",
     "JointState",
+    "MentionFields",
     "NerState",
     "ParallelJointState",
     "RelationAnswer",
@@ -234,6 +301,10 @@ __all__ = [
     "RelationUpdate",
     "StateUpdate",
     "SupervisedNerUpdate",
+    "TextFields",
+    "TraceFields",
+    "TripletFields",
+    "TypingFields",
     "TypingUpdate",
     "merge_usage",
 ]

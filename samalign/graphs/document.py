@@ -25,22 +25,23 @@ import asyncio
 import contextvars
 import logging
 import operator
-from typing import Annotated, Any
+from typing import Annotated, Any, Unpack
 
 from langchain_core.runnables import RunnableLambda
 from langgraph.config import get_stream_writer
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import get_runtime
-from langgraph.types import Checkpointer, Send
+from langgraph.types import Send
 from pydantic import BaseModel, ConfigDict, Field
 
-from samalign.agents.state import StateUpdate, merge_usage
+from samalign.agents.state import AccumulatedTraceFields, StateUpdate, TextFields
 from samalign.errors import BackendError, ConfigError, InputError, SamalignError
+from samalign.graphs.compile import CompileOptions, compile_graph
 from samalign.graphs.context import RunContext
-from samalign.graphs.schemas import DocumentOutput, OutputKind, TextInput
+from samalign.graphs.schemas import DocumentOutput, DocumentResultFields
 from samalign.graphs.sentences import iter_sentences
-from samalign.types import Diagnostic, DroppedTriplet, Entity, StageUsage, Triplet
+from samalign.types import DroppedTriplet, Entity, Triplet
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,17 @@ class SentenceResult(BaseModel):
     error: str | None = None
 
 
-class DocumentState(BaseModel):
+class _Waves(BaseModel):
+    bounds: list[tuple[int, int]] = Field(default_factory=list)
+    cursor: int = 0
+
+
+class _Sentences(BaseModel):
+    sentences: Annotated[list[SentenceResult], operator.add] = Field(default_factory=list)
+
+
+# The fields are the bases' (pydantic orders them from the last base to the first).
+class DocumentState(AccumulatedTraceFields, DocumentResultFields, _Sentences, _Waves, TextFields):
     """State of the document graph.
 
     Attributes:
@@ -109,30 +120,11 @@ class DocumentState(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    text: str
-    id: str | None = None
-    bounds: list[tuple[int, int]] = Field(default_factory=list)
-    cursor: int = 0
-    sentences: Annotated[list[SentenceResult], operator.add] = Field(default_factory=list)
-    entities: list[Entity] = Field(default_factory=list)
-    triplets: list[Triplet] = Field(default_factory=list)
-    dropped_triplets: list[DroppedTriplet] = Field(default_factory=list)
-    errors: list[str] = Field(default_factory=list)
-    failed_stages: Annotated[list[str], operator.add] = Field(default_factory=list)
-    diagnostics: Annotated[list[Diagnostic], operator.add] = Field(default_factory=list)
-    usage: Annotated[dict[str, StageUsage], merge_usage] = Field(default_factory=dict)
 
-
-class DocumentUpdate(StateUpdate):
+class DocumentUpdate(StateUpdate, DocumentResultFields, _Waves):
     """What the document graph's nodes write (only the fields set reach the state)."""
 
-    bounds: list[tuple[int, int]] = Field(default_factory=list)
-    cursor: int = 0
     sentences: list[SentenceResult] = Field(default_factory=list)
-    entities: list[Entity] = Field(default_factory=list)
-    triplets: list[Triplet] = Field(default_factory=list)
-    dropped_triplets: list[DroppedTriplet] = Field(default_factory=list)
-    errors: list[str] = Field(default_factory=list)
 
 
 def _shift_entity(entity: Entity, offset: int) -> Entity:
@@ -278,9 +270,7 @@ def build_document_graph(
     max_sentence_chars: int = DEFAULT_SENTENCE_CHARS,
     wave_size: int = DEFAULT_WAVE_SIZE,
     keep_raw_diagnostics: bool = False,
-    checkpointer: Checkpointer = None,
-    name: str = "samalign_document",
-    output: OutputKind = "state",
+    **compile: Unpack[CompileOptions],
 ) -> DocumentGraph:
     """Build a graph that runs ``sentence_graph`` over every sentence of a long document.
 
@@ -292,10 +282,10 @@ def build_document_graph(
         wave_size: Sentences fanned out per step.
         keep_raw_diagnostics: Keep the raw model text in diagnostics (off: bounded memory on
             large documents).
-        checkpointer: Optional LangGraph checkpointer.
-        name: Graph name.
-        output: ``state`` (default): the whole state (with ``bounds`` and per-sentence
-            ``sentences``); ``result``: only the :class:`DocumentOutput` fields.
+        **compile: ``checkpointer``, ``name`` (default ``samalign_document``) and ``output``
+            (:class:`~samalign.graphs.compile.CompileOptions`): ``state`` (default) returns the
+            whole state (with ``bounds`` and per-sentence ``sentences``); ``result`` only the
+            :class:`DocumentOutput` fields.
 
     Returns:
         A compiled graph. Invoke it with ``{"text": document}``, the same ``context`` as the
@@ -310,26 +300,23 @@ def build_document_graph(
         raise ConfigError("max_sentence_chars must be at least 1")
     if wave_size < 1:
         raise ConfigError("wave_size must be at least 1")
-    graph: StateGraph[DocumentState, RunContext, Any, Any] = StateGraph(
-        DocumentState,
-        context_schema=RunContext,
-        input_schema=TextInput,
-        output_schema=DocumentOutput if output == "result" else DocumentState,
-    )
-    graph.add_node(
-        "sentence",
-        _sentence_node(sentence_graph, keep_raw=keep_raw_diagnostics),
-        input_schema=SentenceTask,
-    )
-    graph.add_node("split", _splitter(max_sentence_chars))
-    graph.add_node("advance", _advance(wave_size))
-    graph.add_node("merge", RunnableLambda(_merge, afunc=_amerge, name="merge"))
-    graph.add_edge(START, "split")
-    graph.add_conditional_edges("split", _waves(wave_size), ["sentence", "merge"])
-    graph.add_edge("sentence", "advance")
-    graph.add_conditional_edges("advance", _waves(wave_size), ["sentence", "merge"])
-    graph.add_edge("merge", END)
-    compiled = graph.compile(checkpointer=checkpointer, name=name)
+
+    def wire(graph: StateGraph[Any, RunContext, Any, Any]) -> str:
+        graph.add_node(
+            "sentence",
+            _sentence_node(sentence_graph, keep_raw=keep_raw_diagnostics),
+            input_schema=SentenceTask,
+        )
+        graph.add_node("split", _splitter(max_sentence_chars))
+        graph.add_node("advance", _advance(wave_size))
+        graph.add_node("merge", RunnableLambda(_merge, afunc=_amerge, name="merge"))
+        graph.add_edge(START, "split")
+        graph.add_conditional_edges("split", _waves(wave_size), ["sentence", "merge"])
+        graph.add_edge("sentence", "advance")
+        graph.add_conditional_edges("advance", _waves(wave_size), ["sentence", "merge"])
+        return "merge"
+
+    compiled = compile_graph(DocumentState, DocumentOutput, wire, compile, name="samalign_document")
     return compiled.with_config(recursion_limit=RECURSION_LIMIT)
 
 

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Unpack
 
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import Checkpointer
 
 from samalign.agents.anchor_filter import anchor_filter_node
 from samalign.agents.recover import recover_node
 from samalign.agents.relations import relation_check_node, relation_node
+from samalign.graphs.compile import CompileOptions, add_step, compile_graph
 from samalign.graphs.context import RunContext
 from samalign.graphs.ner import add_ner_stages
 from samalign.graphs.options import PipelineOptions
-from samalign.graphs.schemas import JointOutput, OutputKind, TextInput
+from samalign.graphs.schemas import JointOutput
 from samalign.graphs.state import JointState, ParallelJointState
 
 JointGraph = CompiledStateGraph[JointState, RunContext, Any, Any]
@@ -43,26 +43,17 @@ def add_relation_stages(
         )
         graph.add_edge([after, *decoders], "relations_check")
         decoders = ["relations_check"]
-    graph.add_node(
-        "anchor_filter",
-        anchor_filter_node(
-            aggregate=options.aggregate_relations, constrain=options.anchor_constraint
-        ),
+    constraint = anchor_filter_node(
+        aggregate=options.aggregate_relations, constrain=options.anchor_constraint
     )
-    graph.add_edge(decoders if len(decoders) > 1 else decoders[0], "anchor_filter")
-    if not options.recover_dropped:
-        return "anchor_filter"
-    graph.add_node("recover", recover_node(options))
-    graph.add_edge("anchor_filter", "recover")
-    return "recover"
+    last = add_step(graph, decoders, "anchor_filter", constraint)
+    return (
+        add_step(graph, last, "recover", recover_node(options)) if options.recover_dropped else last
+    )
 
 
 def build_joint_graph(
-    options: PipelineOptions | None = None,
-    *,
-    checkpointer: Checkpointer = None,
-    name: str = "samalign_joint",
-    output: OutputKind = "state",
+    options: PipelineOptions | None = None, **compile: Unpack[CompileOptions]
 ) -> JointGraph:
     """Build the joint entity + relation graph.
 
@@ -81,11 +72,8 @@ def build_joint_graph(
 
     Args:
         options: Ablation switches and agent settings (defaults: the full pipelines).
-        checkpointer: Optional LangGraph checkpointer.
-        name: Graph name (shown in traces and when used as a subgraph).
-        output: ``state`` (default): ``invoke`` returns the whole state, every stage's
-            intermediate result included; ``result``: only the :class:`JointOutput` fields (what a
-            server shows).
+        **compile: :class:`~samalign.graphs.compile.CompileOptions` (the name defaults to
+            ``samalign_joint``; ``output="result"`` returns only the :class:`JointOutput` fields).
 
     Returns:
         A compiled graph. Invoke it with ``{"text": ...}`` and
@@ -101,16 +89,11 @@ def build_joint_graph(
     """
     options = options or PipelineOptions()
     state = ParallelJointState if options.relation_schedule == "parallel" else JointState
-    graph: StateGraph[JointState, RunContext, Any, Any] = StateGraph(
-        state,
-        context_schema=RunContext,
-        input_schema=TextInput,
-        output_schema=JointOutput if output == "result" else state,
-    )
-    last = add_ner_stages(graph, options)
-    last = add_relation_stages(graph, options, last)
-    graph.add_edge(last, END)
-    return graph.compile(checkpointer=checkpointer, name=name)
+
+    def wire(graph: StateGraph[Any, RunContext, Any, Any]) -> str:
+        return add_relation_stages(graph, options, add_ner_stages(graph, options))
+
+    return compile_graph(state, JointOutput, wire, compile, name="samalign_joint")
 
 
 __all__ = ["JointGraph", "add_relation_stages", "build_joint_graph"]

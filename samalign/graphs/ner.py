@@ -6,20 +6,20 @@ With ``ner_mode="supervised"`` the graph is the one ``supervised_ner`` stage ins
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Unpack
 
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import Checkpointer
 
 from samalign.agents.archetype import archetype_node
 from samalign.agents.calibrate import calibrate_node
 from samalign.agents.candidates import consensus_node, merge_node
 from samalign.agents.extractors import extractor_node
 from samalign.agents.supervised import supervised_ner_node
+from samalign.graphs.compile import CompileOptions, add_step, compile_graph
 from samalign.graphs.context import RunContext
 from samalign.graphs.options import PipelineOptions
-from samalign.graphs.schemas import NerOutput, OutputKind, TextInput
+from samalign.graphs.schemas import NerOutput
 from samalign.graphs.state import NerState
 
 NerGraph = CompiledStateGraph[NerState, RunContext, Any, Any]
@@ -45,23 +45,17 @@ def add_ner_stages(graph: StateGraph[Any, RunContext, Any, Any], options: Pipeli
     for name in extractors:
         graph.add_edge(START, name)
     join = "consensus" if options.runs_consensus else "merge"
-    graph.add_node(join, consensus_node(options) if join == "consensus" else merge_node(options))
-    graph.add_edge(extractors if len(extractors) > 1 else extractors[0], join)
-    graph.add_node("archetype", archetype_node(options, direct=not options.use_calibration))
-    graph.add_edge(join, "archetype")
-    if not options.use_calibration:
-        return "archetype"
-    graph.add_node("calibrate", calibrate_node(options))
-    graph.add_edge("archetype", "calibrate")
-    return "calibrate"
+    join_node = consensus_node(options) if join == "consensus" else merge_node(options)
+    last = add_step(graph, extractors, join, join_node)
+    typing = archetype_node(options, direct=not options.use_calibration)
+    last = add_step(graph, last, "archetype", typing)
+    if options.use_calibration:
+        last = add_step(graph, last, "calibrate", calibrate_node(options))
+    return last
 
 
 def build_ner_graph(
-    options: PipelineOptions | None = None,
-    *,
-    checkpointer: Checkpointer = None,
-    name: str = "samalign_ner",
-    output: OutputKind = "state",
+    options: PipelineOptions | None = None, **compile: Unpack[CompileOptions]
 ) -> NerGraph:
     """Build the SAM-NER graph.
 
@@ -72,11 +66,8 @@ def build_ner_graph(
 
     Args:
         options: Ablation switches and agent settings (defaults: the full pipeline).
-        checkpointer: Optional LangGraph checkpointer.
-        name: Graph name (shown in traces and when used as a subgraph).
-        output: ``state`` (default): ``invoke`` returns the whole state, every stage's
-            intermediate result included; ``result``: only the :class:`NerOutput` fields (what a
-            server shows).
+        **compile: :class:`~samalign.graphs.compile.CompileOptions` (the name defaults to
+            ``samalign_ner``; ``output="result"`` returns only the :class:`NerOutput` fields).
 
     Returns:
         A compiled graph. Invoke it with ``{"text": ...}`` and
@@ -89,15 +80,13 @@ def build_ner_graph(
         >>> graph.invoke({"text": "LSTM was proposed by Sepp Hochreiter."}, context=ctx)
     """
     options = options or PipelineOptions()
-    graph: StateGraph[NerState, RunContext, Any, Any] = StateGraph(
+    return compile_graph(
         NerState,
-        context_schema=RunContext,
-        input_schema=TextInput,
-        output_schema=NerOutput if output == "result" else NerState,
+        NerOutput,
+        lambda graph: add_ner_stages(graph, options),
+        compile,
+        name="samalign_ner",
     )
-    last = add_ner_stages(graph, options)
-    graph.add_edge(last, END)
-    return graph.compile(checkpointer=checkpointer, name=name)
 
 
 __all__ = ["NerGraph", "add_ner_stages", "build_ner_graph"]

@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from samalign.agents.state import TraceFields, TripletFields
 from samalign.types import Diagnostic, DroppedTriplet, Entity, NoiseRecord, StageUsage, Triplet
 
 OutputKind = Literal["state", "result"]
@@ -56,7 +57,7 @@ class NerOutput(BaseModel):
     usage: dict[str, StageUsage] = Field(default_factory=dict)
 
 
-class JointOutput(NerOutput):
+class JointOutput(TripletFields, NerOutput):
     """What the joint graph returns with ``output="result"``: NER's plus the triplets.
 
     Attributes:
@@ -64,11 +65,29 @@ class JointOutput(NerOutput):
         dropped_triplets: Candidates the anchor filter removed, with the reason.
     """
 
+
+class DocumentResultFields(BaseModel):
+    """What the document graph's ``merge`` node writes: all sentences' results, merged.
+
+    Attributes:
+        entities: All entities, in document offsets and document order.
+        triplets: All kept triplets, in document offsets.
+        dropped_triplets: All triplets the anchor filter removed.
+        errors: ``"sentence i [start, end): reason"`` for each sentence that failed.
+    """
+
+    entities: list[Entity] = Field(default_factory=list)
     triplets: list[Triplet] = Field(default_factory=list)
     dropped_triplets: list[DroppedTriplet] = Field(default_factory=list)
+    errors: list[str] = Field(default_factory=list)
 
 
-class DocumentOutput(BaseModel):
+class _Identified(BaseModel):
+    id: str | None = None
+    text: str
+
+
+class DocumentOutput(TraceFields, DocumentResultFields, _Identified):
     """What the document graph returns with ``output="result"`` (document offsets).
 
     Attributes:
@@ -83,15 +102,12 @@ class DocumentOutput(BaseModel):
         usage: Per-stage model calls, tokens and latency, summed over sentences.
     """
 
-    id: str | None = None
-    text: str
-    entities: list[Entity] = Field(default_factory=list)
-    triplets: list[Triplet] = Field(default_factory=list)
-    dropped_triplets: list[DroppedTriplet] = Field(default_factory=list)
-    errors: list[str] = Field(default_factory=list)
-    failed_stages: list[str] = Field(default_factory=list)
-    diagnostics: list[Diagnostic] = Field(default_factory=list)
-    usage: dict[str, StageUsage] = Field(default_factory=dict)
 
-
-__all__ = ["DocumentOutput", "JointOutput", "NerOutput", "OutputKind", "TextInput"]
+__all__ = [
+    "DocumentOutput",
+    "DocumentResultFields",
+    "JointOutput",
+    "NerOutput",
+    "OutputKind",
+    "TextInput",
+]

@@ -33,7 +33,27 @@ DefinitionSetName = Literal["domain", "reference"]
 DEFINITION_SETS: tuple[str, ...] = ("domain", "reference")
 
 
-class EntityType(BaseModel):
+class _TargetType(BaseModel):
+    """What entity and relation types share: a label, a verbalised name, a definition."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    label: str = Field(min_length=1, max_length=100)
+    name: str = Field(default="", max_length=100)
+    definition: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _default_name(self) -> Self:
+        if not self.name:
+            object.__setattr__(self, "name", self.label)
+        return self
+
+    def _is_called(self, name: str) -> bool:
+        """Whether ``name`` is this type's verbalised name or label (case-insensitive)."""
+        return name.strip().casefold() in (self.name.casefold(), self.label.casefold())
+
+
+class EntityType(_TargetType):
     """One target entity type.
 
     Attributes:
@@ -44,36 +64,14 @@ class EntityType(BaseModel):
             data and gold answers; the calibrator still sees every label).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    label: str = Field(min_length=1, max_length=100)
-    name: str = Field(default="", max_length=100)
-    definition: str = Field(min_length=1)
     archetype: Archetype | None = None
 
-    @model_validator(mode="after")
-    def _default_name(self) -> Self:
-        if not self.name:
-            object.__setattr__(self, "name", self.label)
-        return self
 
-
-class RelationType(BaseModel):
+class RelationType(_TargetType):
     """One target relation type with optional argument-type constraints."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    label: str = Field(min_length=1, max_length=100)
-    name: str = Field(default="", max_length=100)
-    definition: str = Field(min_length=1)
     head_types: tuple[str, ...] = ()
     tail_types: tuple[str, ...] = ()
-
-    @model_validator(mode="after")
-    def _default_name(self) -> Self:
-        if not self.name:
-            object.__setattr__(self, "name", self.label)
-        return self
 
 
 class Domain(BaseModel):
@@ -108,16 +106,9 @@ class Domain(BaseModel):
     profile: ProfileName = "default"
     definitions: DefinitionSetName | None = None
 
-    @field_validator("entity_types")
+    @field_validator("entity_types", "relation_types")
     @classmethod
-    def _unique_entities(cls, value: tuple[EntityType, ...]) -> tuple[EntityType, ...]:
-        _check_unique([t.label for t in value], "label")
-        _check_unique([t.name.casefold() for t in value], "name")
-        return value
-
-    @field_validator("relation_types")
-    @classmethod
-    def _unique_relations(cls, value: tuple[RelationType, ...]) -> tuple[RelationType, ...]:
+    def _unique_types(cls, value: tuple[_TargetType, ...]) -> tuple[_TargetType, ...]:
         _check_unique([t.label for t in value], "label")
         _check_unique([t.name.casefold() for t in value], "name")
         return value
@@ -167,11 +158,8 @@ class Domain(BaseModel):
 
     def label_for_name(self, name: str) -> str | None:
         """Map a verbalised name or a label (case-insensitive) back to its label."""
-        key = name.strip().casefold()
-        for t in self.entity_types:
-            if key in (t.name.casefold(), t.label.casefold()):
-                return t.label
-        return None
+        found = next((t for t in self.entity_types if t._is_called(name)), None)
+        return found.label if found is not None else None
 
     def entity_type(self, label: str) -> EntityType:
         """The entity type with this label.
@@ -193,11 +181,7 @@ class Domain(BaseModel):
 
     def relation_for_name(self, name: str) -> RelationType | None:
         """The relation type with this verbalised name or label (case-insensitive)."""
-        key = name.strip().casefold()
-        for r in self.relation_types:
-            if key in (r.name.casefold(), r.label.casefold()):
-                return r
-        return None
+        return next((r for r in self.relation_types if r._is_called(name)), None)
 
     def relation_schema(self) -> list[dict[str, object]]:
         """The relation types as the relation prompts show them.

@@ -32,6 +32,25 @@ def mention_schema(schema: dict[str, Any], mentions: Sequence[str] | None) -> di
     return {"$ref": "#/$defs/mention"}
 
 
+def typed_record_schema(key: str, mention: dict[str, Any], types: Sequence[str]) -> dict[str, Any]:
+    """The JSON schema of one ``{key: mention, "type": type}`` answer record.
+
+    Args:
+        key: The mention's key (``entity``, ``mention``).
+        mention: The mention's schema (e.g. from :func:`mention_schema`).
+        types: The allowed types (an ``enum``, in this order, each once).
+    """
+    return {
+        "type": "object",
+        "properties": {
+            key: mention,
+            "type": {"type": "string", "enum": list(dict.fromkeys(types))},
+        },
+        "required": [key, "type"],
+        "additionalProperties": False,
+    }
+
+
 class ParsedTypedMentions(BaseModel):
     """A parsed ``{type: [mention, ...]}`` answer."""
 
@@ -182,15 +201,7 @@ class AssignmentsFormat:
             entity = {"type": "string", "enum": list(dict.fromkeys(mentions))}
         else:
             entity = {"type": "string", "minLength": 1, "maxLength": MAX_MENTION_CHARS}
-        record = {
-            "type": "object",
-            "properties": {
-                "entity": entity,
-                "type": {"type": "string", "enum": list(dict.fromkeys(types))},
-            },
-            "required": ["entity", "type"],
-            "additionalProperties": False,
-        }
+        record = typed_record_schema("entity", entity, types)
         return {"type": "array", "items": record, "maxItems": max_items}
 
     def render_gold(self, assignments: Mapping[str, str]) -> str:
@@ -368,13 +379,23 @@ class MarkedAssignmentsFormat:
         ) from problem
 
 
+ClassifierFormat = TypedMentionsFormat | MentionRecordsFormat
+"""The answer formats of the archetype classifier (samalign's, the reference profile's)."""
+
+CalibrationFormat = AssignmentsFormat | MarkedAssignmentsFormat
+"""The answer formats of the calibrator (samalign's, the reference profile's)."""
+
+
 __all__ = [
     "MAX_MENTION_CHARS",
     "AssignmentsFormat",
+    "CalibrationFormat",
+    "ClassifierFormat",
     "MarkedAssignmentsFormat",
     "MentionRecordsFormat",
     "ParsedAssignments",
     "ParsedTypedMentions",
     "TypedMentionsFormat",
     "mention_schema",
+    "typed_record_schema",
 ]

@@ -46,10 +46,10 @@ from samalign.prompts.domain import (
     ProfileName,
 )
 from samalign.prompts.formats import (
-    AssignmentsFormat,
+    CalibrationFormat,
+    ClassifierFormat,
     MarkedAssignmentsFormat,
     MentionRecordsFormat,
-    TypedMentionsFormat,
 )
 from samalign.prompts.reference import reference_data
 from samalign.prompts.specs import (
@@ -170,8 +170,8 @@ class PromptProfile:
         compact_answers: bool,
         show_labels: bool,
         archetype_names: Sequence[str],
-        classifier_format: TypedMentionsFormat | MentionRecordsFormat,
-        calibration_format: AssignmentsFormat | MarkedAssignmentsFormat,
+        classifier_format: ClassifierFormat,
+        calibration_format: CalibrationFormat,
         present_archetypes_only: bool,
     ) -> None:
         if len(archetype_names) != len(Archetype):
@@ -247,7 +247,7 @@ class PromptProfile:
         domain: Domain,
         types: list[str],
         text: str,
-        fmt: TypedMentionsFormat | MentionRecordsFormat,
+        fmt: ClassifierFormat,
         mentions: Sequence[str] | None,
         max_items: int,
     ) -> StagePrompt:

@@ -24,7 +24,12 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from samalign.errors import InputError, OutputParseError
-from samalign.prompts.formats import ParsedTypedMentions, TypedMentionsFormat, mention_schema
+from samalign.prompts.formats import (
+    ParsedTypedMentions,
+    TypedMentionsFormat,
+    mention_schema,
+    typed_record_schema,
+)
 
 SUPERVISED_NER_INSTRUCTION = (
     "You are an expert in named entity recognition. Please extract every entity of the "
@@ -47,18 +52,12 @@ class EntityRecordsFormat:
     """
 
     def schema(
-        self,
-        types: Sequence[str],
-        *,
-        mentions: Sequence[str] | None = None,
-        max_items: int = 128,
+        self, types: Sequence[str], *, mentions: Sequence[str] | None = None, max_items: int = 128
     ) -> dict[str, Any]:
-        """JSON schema of an answer.
+        """JSON schema of an answer: at most ``max_items`` records of a mention and its type.
 
-        Args:
-            types: The allowed types (the domain's type names).
-            mentions: If given, mentions are restricted to these strings (``enum``).
-            max_items: Upper bound on records.
+        ``types`` are the allowed types (the domain's type names); ``mentions``, if given,
+        restrict the mentions to these strings (``enum``), as in the typed-mentions format.
 
         Raises:
             InputError: If ``types`` is empty.
@@ -67,15 +66,7 @@ class EntityRecordsFormat:
             raise InputError("a supervised NER answer schema needs at least one type")
         schema: dict[str, Any] = {"type": "array"}
         mention = mention_schema(schema, mentions)
-        schema["items"] = {
-            "type": "object",
-            "properties": {
-                "mention": mention,
-                "type": {"type": "string", "enum": list(dict.fromkeys(types))},
-            },
-            "required": ["mention", "type"],
-            "additionalProperties": False,
-        }
+        schema["items"] = typed_record_schema("mention", mention, types)
         schema["maxItems"] = max_items
         return schema
 
