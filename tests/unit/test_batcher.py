@@ -328,14 +328,15 @@ async def test_queue_wait_percentiles() -> None:
         assert stats["queue_wait_p95_s"] == pytest.approx(0.04)
         assert stats["queue_wait_mean_s"] == pytest.approx(0.02)
 
-    @pytest.mark.parametrize(
-        ("kwargs", "message"),
-        [
-            ({"max_batch_size": 0}, "max_batch_size"),
-            ({"max_wait_s": -1}, "max_wait_s"),
-            ({"max_queue": 0}, "max_queue"),
-        ],
-    )
-    def test_invalid_settings(kwargs: dict[str, float], message: str) -> None:
-        with pytest.raises(ConfigError, match=message):
-            MicroBatcher(Recorder(), **kwargs)  # type: ignore[arg-type]
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_batch_size": 0}, "max_batch_size"),
+        ({"max_wait_s": -1}, "max_wait_s"),
+        ({"max_queue": 0}, "max_queue"),
+    ],
+)
+def test_invalid_settings(kwargs: dict[str, float], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        MicroBatcher(Recorder(), **kwargs)  # type: ignore[arg-type]
