@@ -18,11 +18,13 @@ touching the network, exactly what the OS reports for a closed port.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import re
 import socket
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,9 @@ from typing import Any
 import pytest
 from langchain_core.messages import BaseMessage
 
+from samalign.finetune.builders import SourceDataset, read_source
+from samalign.prompts import load_domain
+from samalign.prompts.domain import Domain
 from samalign.serving.models import StageModels
 from samalign.testing import BLOCK_ENV
 from samalign.testing.fakes import ScriptedChatModel, fake_stage_models
@@ -191,6 +196,24 @@ class FakeNer:
     def models(self, **kwargs: Any) -> StageModels:
         return fake_stage_models(self.scripts_by_stage(), **kwargs)
 
+    @staticmethod
+    def gold_of(
+        domain: str | Path | Domain, **mentions: Sequence[str]
+    ) -> dict[str, tuple[str, str]]:
+        """A ``gold`` table from a domain: each mention → its type's (archetype, name).
+
+        Args:
+            domain: The domain (or what :func:`load_domain` takes) whose types the mentions have.
+            **mentions: Entity-type label → the mentions of that type (in table order).
+        """
+        spec = domain if isinstance(domain, Domain) else load_domain(domain)
+        gold: dict[str, tuple[str, str]] = {}
+        for label, names in mentions.items():
+            entity_type = spec.entity_type(label)
+            archetype = entity_type.archetype.value if entity_type.archetype else "Misc"
+            gold.update(dict.fromkeys(names, (archetype, entity_type.name)))
+        return gold
+
 
 @pytest.fixture
 def fake_ner() -> type[FakeNer]:
@@ -206,50 +229,101 @@ def calls_of(models: StageModels, stage: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
+def armonk_scripts() -> dict[str, Any]:
+    """Every stage's answer for "John Smith works for IBM in Armonk ." (conll04 types, Work_For).
+
+    Fixed strings, not a :class:`FakeNer`: every text gets the same answers, so a test can count
+    requests whatever it sends.
+    """
+    return {
+        "anchor": '{"person": ["John Smith"], "organization": ["IBM"], "location": ["Armonk"]}',
+        "explorer": '{"person": ["John Smith"], "organization": ["IBM"], "location": ["Armonk"]}',
+        "archetype": '{"Person": ["John Smith"], "Organization": ["IBM"], "Location": ["Armonk"]}',
+        "direct_typing": (
+            '{"person": ["John Smith"], "organization": ["IBM"], "location": ["Armonk"]}'
+        ),
+        "calibrate": '{"John Smith": "person", "IBM": "organization", "Armonk": "location"}',
+        "relations_forward": json.dumps(
+            [{"subject": "John Smith", "relations": [{"relation": "work for", "object": "IBM"}]}]
+        ),
+        "relations_reverse": "[]",
+    }
+
+
+@contextlib.contextmanager
+def _raising(error: type[Exception], *fragments: str) -> Iterator[None]:
+    with pytest.raises(error) as caught:
+        yield
+    message = str(caught.value)
+    for fragment in fragments:
+        assert fragment in message
+
+
+@pytest.fixture
+def raises_mentioning() -> Callable[..., AbstractContextManager[None]]:
+    """``with raises_mentioning(Error, *fragments):`` the block raises ``Error`` naming each."""
+    return _raising
+
+
+@pytest.fixture
 def stage_calls() -> Callable[[StageModels, str], list[dict[str, Any]]]:
     """``stage_calls(models, stage)``: the recorded calls of a fake stage model."""
     return calls_of
 
 
-# three sentences in CrossRE's published layout (mainlp/CrossRE, crossre_data/ai-test.json):
-# "ner" = [start, end, type] and "relations" = [h_start, h_end, t_start, t_end, type,
-# explanation, uncertain, syntax-ambiguity], ends inclusive
-def _tokens(text: str) -> list[str]:
-    return text.split()
+def _crossre(
+    doc_key: str,
+    text: str,
+    ner: list[tuple[int, int, str]],
+    relations: list[tuple[int, int, int, int, str, bool]],
+) -> dict[str, Any]:
+    """A record in CrossRE's published layout (mainlp/CrossRE, crossre_data/ai-test.json).
+
+    ``ner`` rows are ``[start, end, type]``; a ``relations`` row ``(h_start, h_end, t_start,
+    t_end, type, uncertain)`` is written as the published ``[h_start, h_end, t_start, t_end,
+    type, explanation, uncertain, syntax-ambiguity]`` with no explanation and no ambiguity; ends
+    are inclusive.
+    """
+    return {
+        "doc_key": doc_key,
+        "sentence": text.split(),
+        "ner": [list(span) for span in ner],
+        "relations": [
+            [h0, h1, t0, t1, kind, "", uncertain, False]
+            for h0, h1, t0, t1, kind, uncertain in relations
+        ],
+    }
 
 
+_ELRA = (
+    "Finally , every other year , ELRA organizes a major conference LREC , the "
+    "International Language Resources and Evaluation Conference ."
+)
+_ADABOOST = (
+    "Unlike neural network s and Support vector machine , the AdaBoost training "
+    "process selects only those features known to improve the predictive power ."
+)
 CROSSRE_SAMPLE: list[dict[str, Any]] = [
-    {
-        "doc_key": "ai-test-2",
-        "sentence": _tokens(
-            "Finally , every other year , ELRA organizes a major conference LREC , the "
-            "International Language Resources and Evaluation Conference ."
-        ),
-        "ner": [[6, 6, "organisation"], [11, 11, "conference"], [14, 19, "conference"]],
-        "relations": [
-            [6, 6, 11, 11, "role", "", False, False],
-            [14, 19, 11, 11, "named", "", False, False],
-        ],
-    },
-    {
-        "doc_key": "ai-test-4",
-        "sentence": _tokens(
-            "Unlike neural network s and Support vector machine , the AdaBoost training "
-            "process selects only those features known to improve the predictive power ."
-        ),
-        "ner": [[1, 2, "algorithm"], [5, 7, "algorithm"], [10, 10, "algorithm"]],
-        "relations": [
-            [1, 2, 10, 10, "compare", "", False, False],
-            [5, 7, 10, 10, "compare", "", True, False],
-        ],
-    },
-    {
-        "doc_key": "ai-test-13",
-        "sentence": _tokens("Nonetheless , stemming reduces precision , or TRUE negative rate ."),
-        "ner": [[4, 4, "metrics"], [7, 9, "metrics"]],
-        "relations": [],
-    },
+    _crossre(
+        "ai-test-2",
+        _ELRA,
+        [(6, 6, "organisation"), (11, 11, "conference"), (14, 19, "conference")],
+        [(6, 6, 11, 11, "role", False), (14, 19, 11, 11, "named", False)],
+    ),
+    _crossre(
+        "ai-test-4",
+        _ADABOOST,
+        [(1, 2, "algorithm"), (5, 7, "algorithm"), (10, 10, "algorithm")],
+        [(1, 2, 10, 10, "compare", False), (5, 7, 10, 10, "compare", True)],
+    ),
+    _crossre(
+        "ai-test-13",
+        "Nonetheless , stemming reduces precision , or TRUE negative rate .",
+        [(4, 4, "metrics"), (7, 9, "metrics")],
+        [],
+    ),
 ]
+"""Three hand-made CrossRE records (sentences of CrossRE's AI test split)."""
 
 
 @pytest.fixture
@@ -268,6 +342,32 @@ def write_crossre() -> Callable[[Path, list[dict[str, Any]]], Path]:
         return path
 
     return write
+
+
+@pytest.fixture
+def crossre_path(
+    tmp_path: Path,
+    crossre_records: list[dict[str, Any]],
+    write_crossre: Callable[[Path, list[dict[str, Any]]], Path],
+) -> Path:
+    """The three :data:`CROSSRE_SAMPLE` records written to ``tmp_path / "ai-test.json"``."""
+    return write_crossre(tmp_path / "ai-test.json", crossre_records)
+
+
+@pytest.fixture
+def crossner_ai_train(shared_data: Path) -> Callable[[int], SourceDataset]:
+    """``crossner_ai_train(n)``: the first ``n`` records of CrossNER AI's BIO train split."""
+
+    def head(n: int) -> SourceDataset:
+        dataset = read_source(shared_data / "crossner" / "ai" / "train.txt")
+        return SourceDataset(
+            path=dataset.path,
+            format="bio",
+            records=dataset.records[:n],
+            label_set=dataset.label_set,
+        )
+
+    return head
 
 
 @pytest.fixture

@@ -10,9 +10,10 @@ is ready to run, jumping straight to the next timer. The batcher's own clock
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import selectors
-from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -140,6 +141,19 @@ async def running_batch(
     return fake, batcher, running
 
 
+@contextlib.asynccontextmanager
+async def recording(
+    fake: Recorder | None = None, **settings: Any
+) -> AsyncIterator[tuple[Recorder, MicroBatcher[str, str]]]:
+    """A batcher over ``fake`` (a new :class:`Recorder` by default), closed when the block ends."""
+    fake = Recorder() if fake is None else fake
+    batcher = MicroBatcher(fake, **settings)
+    try:
+        yield fake, batcher
+    finally:
+        await batcher.aclose()
+
+
 async def _results(batcher: MicroBatcher[str, str], requests: list[str]) -> list[str]:
     answers = await asyncio.gather(*(batcher.submit(r) for r in requests))
     return [result for result, _ in answers]
@@ -147,44 +161,38 @@ async def _results(batcher: MicroBatcher[str, str], requests: list[str]) -> list
 
 @virtual_time
 async def test_bounded_batch_size_and_order() -> None:
-    fake = Recorder()
-    batcher = MicroBatcher(fake, max_batch_size=4, max_wait_s=0.01)
-    requests = [f"r{i}" for i in range(10)]
-    assert await _results(batcher, requests) == [r.upper() for r in requests]
-    assert [len(b) for b in fake.batches] == [4, 4, 2]
-    assert [r for b in fake.batches for r in b] == requests
-    stats = batcher.stats.snapshot()
-    assert stats["batches"] == 3 and stats["requests"] == 10 and stats["largest_batch"] == 4
-    assert stats["mean_batch_size"] == pytest.approx(10 / 3)
-    await batcher.aclose()
+    async with recording(max_batch_size=4, max_wait_s=0.01) as (fake, batcher):
+        requests = [f"r{i}" for i in range(10)]
+        assert await _results(batcher, requests) == [r.upper() for r in requests]
+        assert [len(b) for b in fake.batches] == [4, 4, 2]
+        assert [r for b in fake.batches for r in b] == requests
+        stats = batcher.stats.snapshot()
+        assert stats["batches"] == 3 and stats["requests"] == 10 and stats["largest_batch"] == 4
+        assert stats["mean_batch_size"] == pytest.approx(10 / 3)
 
 
 @virtual_time
 async def test_bounded_wait_a_lone_request_waits_at_most_max_wait() -> None:
-    fake = Recorder()
-    batcher = MicroBatcher(fake, max_batch_size=8, max_wait_s=0.05)
-    start = now()
-    solo = asyncio.create_task(batcher.submit("solo"))
-    await settle()
-    assert fake.batches == [] and not solo.done()  # waiting for companions
-    result, info = await solo
-    assert result == "SOLO" and info.batch_size == 1
-    assert fake.started_at == [pytest.approx(start + 0.05)]  # it ran when max_wait_s was up
-    assert info.queue_wait_s == pytest.approx(0.05)
-    assert now() == pytest.approx(start + 0.05)  # and not a moment later
-    await batcher.aclose()
+    async with recording(max_batch_size=8, max_wait_s=0.05) as (fake, batcher):
+        start = now()
+        solo = asyncio.create_task(batcher.submit("solo"))
+        await settle()
+        assert fake.batches == [] and not solo.done()  # waiting for companions
+        result, info = await solo
+        assert result == "SOLO" and info.batch_size == 1
+        assert fake.started_at == [pytest.approx(start + 0.05)]  # it ran when max_wait_s was up
+        assert info.queue_wait_s == pytest.approx(0.05)
+        assert now() == pytest.approx(start + 0.05)  # and not a moment later
 
 
 @virtual_time
 async def test_a_full_batch_starts_without_waiting() -> None:
-    fake = Recorder()
-    batcher = MicroBatcher(fake, max_batch_size=2, max_wait_s=5.0)
-    start = now()
-    answers = await asyncio.gather(batcher.submit("a"), batcher.submit("b"))
-    assert [result for result, _ in answers] == ["A", "B"]
-    assert fake.started_at == [start]  # no time passed: the full batch did not wait 5 s
-    assert [info.queue_wait_s for _, info in answers] == [0.0, 0.0]
-    await batcher.aclose()
+    async with recording(max_batch_size=2, max_wait_s=5.0) as (fake, batcher):
+        start = now()
+        answers = await asyncio.gather(batcher.submit("a"), batcher.submit("b"))
+        assert [result for result, _ in answers] == ["A", "B"]
+        assert fake.started_at == [start]  # no time passed: the full batch did not wait 5 s
+        assert [info.queue_wait_s for _, info in answers] == [0.0, 0.0]
 
 
 @virtual_time
@@ -247,43 +255,37 @@ async def test_a_cancelled_caller_is_dropped_from_the_queue() -> None:
 
 @virtual_time
 async def test_a_failing_batch_fails_only_its_own_requests() -> None:
-    fake = Recorder()
-    batcher = MicroBatcher(fake, max_batch_size=3, max_wait_s=0.01)
-    outcomes = await asyncio.gather(
-        *(batcher.submit(r) for r in ["a", "bad", "c", "d"]), return_exceptions=True
-    )
-    assert isinstance(outcomes[1], RuntimeError)
-    assert [o[0] for i, o in enumerate(outcomes) if i != 1] == ["A", "C", "D"]  # type: ignore[index]
-    # the failed batch [a, bad, c] was retried one by one; [d] was never affected
-    assert fake.batches == [["a", "bad", "c"], ["a"], ["bad"], ["c"], ["d"]]
-    assert batcher.stats.failed_batches == 1  # retries are not counted as batches
-    await batcher.aclose()
+    async with recording(max_batch_size=3, max_wait_s=0.01) as (fake, batcher):
+        outcomes = await asyncio.gather(
+            *(batcher.submit(r) for r in ["a", "bad", "c", "d"]), return_exceptions=True
+        )
+        assert isinstance(outcomes[1], RuntimeError)
+        assert [o[0] for i, o in enumerate(outcomes) if i != 1] == ["A", "C", "D"]  # type: ignore[index]
+        # the failed batch [a, bad, c] was retried one by one; [d] was never affected
+        assert fake.batches == [["a", "bad", "c"], ["a"], ["bad"], ["c"], ["d"]]
+        assert batcher.stats.failed_batches == 1  # retries are not counted as batches
 
 
 @virtual_time
 async def test_without_isolation_the_batch_fails_and_the_next_one_runs() -> None:
-    fake = Recorder()
-    batcher = MicroBatcher(fake, max_batch_size=2, max_wait_s=0.01, isolate_failures=False)
-    outcomes = await asyncio.gather(
-        *(batcher.submit(r) for r in ["a", "bad", "c"]), return_exceptions=True
-    )
-    assert isinstance(outcomes[0], RuntimeError) and isinstance(outcomes[1], RuntimeError)
-    assert outcomes[2][0] == "C"  # type: ignore[index]
-    assert (await batcher.submit("after"))[0] == "AFTER"
-    await batcher.aclose()
+    async with recording(max_batch_size=2, max_wait_s=0.01, isolate_failures=False) as (_, batcher):
+        outcomes = await asyncio.gather(
+            *(batcher.submit(r) for r in ["a", "bad", "c"]), return_exceptions=True
+        )
+        assert isinstance(outcomes[0], RuntimeError) and isinstance(outcomes[1], RuntimeError)
+        assert outcomes[2][0] == "C"  # type: ignore[index]
+        assert (await batcher.submit("after"))[0] == "AFTER"
 
 
 @virtual_time
 async def test_per_request_errors_from_the_batch_function() -> None:
-    fake = Recorder()
-    batcher = MicroBatcher(fake, max_batch_size=4, max_wait_s=0.01)
-    outcomes = await asyncio.gather(
-        *(batcher.submit(r) for r in ["ok", "reject"]), return_exceptions=True
-    )
-    assert outcomes[0][0] == "OK"  # type: ignore[index]
-    assert isinstance(outcomes[1], ValueError)
-    assert len(fake.batches) == 1  # an error result is not a failed batch
-    await batcher.aclose()
+    async with recording(max_batch_size=4, max_wait_s=0.01) as (fake, batcher):
+        outcomes = await asyncio.gather(
+            *(batcher.submit(r) for r in ["ok", "reject"]), return_exceptions=True
+        )
+        assert outcomes[0][0] == "OK"  # type: ignore[index]
+        assert isinstance(outcomes[1], ValueError)
+        assert len(fake.batches) == 1  # an error result is not a failed batch
 
 
 @virtual_time
@@ -315,17 +317,16 @@ async def test_close_fails_waiting_and_running_requests_and_refuses_new_ones() -
 
 @virtual_time
 async def test_queue_wait_percentiles() -> None:
-    fake = Recorder(delay=0.02)
-    batcher = MicroBatcher(fake, max_batch_size=2, max_wait_s=0.0)
-    await _results(batcher, [f"r{i}" for i in range(6)])
-    stats = batcher.stats.snapshot()
-    assert stats["batches"] == 3
-    # batches of 0.02 s: the first pair waited for none, the second for one, the last for two
-    assert sorted(batcher.stats.queue_waits_s) == pytest.approx([0, 0, 0.02, 0.02, 0.04, 0.04])
-    assert 0 <= stats["queue_wait_p50_s"] <= stats["queue_wait_p95_s"]
-    assert stats["queue_wait_p50_s"] == pytest.approx(0.02)
-    assert stats["queue_wait_p95_s"] == pytest.approx(0.04)
-    assert stats["queue_wait_mean_s"] == pytest.approx(0.02)
+    async with recording(Recorder(delay=0.02), max_batch_size=2, max_wait_s=0.0) as (_, batcher):
+        await _results(batcher, [f"r{i}" for i in range(6)])
+        stats = batcher.stats.snapshot()
+        assert stats["batches"] == 3
+        # batches of 0.02 s: the first pair waited for none, the second for one, the last for two
+        assert sorted(batcher.stats.queue_waits_s) == pytest.approx([0, 0, 0.02, 0.02, 0.04, 0.04])
+        assert 0 <= stats["queue_wait_p50_s"] <= stats["queue_wait_p95_s"]
+        assert stats["queue_wait_p50_s"] == pytest.approx(0.02)
+        assert stats["queue_wait_p95_s"] == pytest.approx(0.04)
+        assert stats["queue_wait_mean_s"] == pytest.approx(0.02)
 
 
 @pytest.mark.parametrize(

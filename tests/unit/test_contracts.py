@@ -45,13 +45,8 @@ from samalign.testing.fakes import ScriptedChatModel, fake_stage_models
 
 TEXT = "John Smith , who works for IBM in Armonk , met Mary Jones in Boston ."
 NER = ["John Smith", "IBM", "Armonk", "Mary Jones", "Boston"]
-GOLD = {
-    "John Smith": ("Person", "person"),
-    "Mary Jones": ("Person", "person"),
-    "IBM": ("Organization", "organization"),
-    "Armonk": ("Location", "location"),
-    "Boston": ("Location", "location"),
-}
+GOLD_TYPES = {"Peop": ["John Smith", "Mary Jones"], "Org": ["IBM"], "Loc": ["Armonk", "Boston"]}
+"""The gold CoNLL04 type of each mention (``FakeNer.gold_of``)."""
 FORWARD = [
     {"subject": "John Smith", "pairs": [{"object": "IBM", "relation": "work for"}]},
     {"subject": "ibm", "pairs": [{"object": "Armonk", "relation": "organization based in"}]},
@@ -60,7 +55,9 @@ REVERSE = [{"object": "Boston", "pairs": [{"subject": "Mary Jones", "relation": 
 
 
 def joint_models(fake_ner: Any, **overrides: Any) -> StageModels:
-    scripts = fake_ner(anchor={TEXT: NER}, explorer={TEXT: NER}, gold=GOLD).scripts_by_stage()
+    scripts = fake_ner(
+        anchor={TEXT: NER}, explorer={TEXT: NER}, gold=fake_ner.gold_of("conll04", **GOLD_TYPES)
+    ).scripts_by_stage()
     scripts["relations_forward"] = json.dumps(FORWARD)
     scripts["relations_reverse"] = json.dumps(REVERSE)
     scripts.update(overrides)
@@ -126,7 +123,7 @@ def test_document_result_reads_a_real_graph_run(fake_ner: Any) -> None:
     fakes = fake_ner(
         anchor={TEXT: NER, "Mary Jones lives in Boston .": ["Mary Jones", "Boston"]},
         explorer={TEXT: NER, "Mary Jones lives in Boston .": ["Mary Jones", "Boston"]},
-        gold=GOLD,
+        gold=fake_ner.gold_of("conll04", **GOLD_TYPES),
     )
     graph = build_document_graph(build_ner_graph())
     state = graph.invoke({"text": document}, context=RunContext("conll04", fakes.models()))
@@ -291,7 +288,9 @@ def test_the_recover_stage_asks_the_anchor_through_the_builder(
     text = "Mary Jones works for Acme ."
     forward = [{"subject": "Mary Jones", "pairs": [{"object": "Acme", "relation": "work for"}]}]
     scripts = fake_ner(
-        anchor={text: ["Mary Jones"]}, explorer={text: ["Mary Jones"]}, gold=GOLD
+        anchor={text: ["Mary Jones"]},
+        explorer={text: ["Mary Jones"]},
+        gold=fake_ner.gold_of("conll04", **GOLD_TYPES),
     ).scripts_by_stage()
     scripts["anchor"] = [json.dumps({"person": ["Mary Jones"]}), '{"organization": ["Acme"]}']
     scripts["relations_forward"] = json.dumps(forward)

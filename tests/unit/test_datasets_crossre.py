@@ -16,10 +16,8 @@ Records = list[dict[str, Any]]
 Writer = Callable[[Path, Records], Path]
 
 
-def test_reads_the_published_layout_with_exclusive_ends(
-    tmp_path: Path, crossre_records: Records, write_crossre: Writer
-) -> None:
-    path = write_crossre(tmp_path / "ai-test.json", crossre_records)
+def test_reads_the_published_layout_with_exclusive_ends(crossre_path: Path) -> None:
+    path = crossre_path
     assert detect_format(path) == "crossre"
     data = read_file(path)
     assert data.format == "crossre" and data.relations

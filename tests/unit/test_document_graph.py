@@ -26,14 +26,12 @@ S1 = "John Smith works for IBM in Armonk."
 S2 = "Dr. Mary Jones moved to Boston in 2019."
 S3 = "Acme Corp. hired 3.5 thousand people in Ohio, Texas and Maine last year."
 DOC = f"{S1}  {S2}\n\n{S3}"
-GOLD = {
-    "John Smith": ("Person", "person"),
-    "Mary Jones": ("Person", "person"),
-    "IBM": ("Organization", "organization"),
-    "Armonk": ("Location", "location"),
-    "Boston": ("Location", "location"),
-    "Acme Corp.": ("Organization", "organization"),
+GOLD_TYPES = {
+    "Peop": ["John Smith", "Mary Jones"],
+    "Org": ["IBM", "Acme Corp."],
+    "Loc": ["Armonk", "Boston"],
 }
+"""The gold CoNLL04 type of each mention (``FakeNer.gold_of``)."""
 NER = {
     S1: ["John Smith", "IBM", "Armonk"],
     S2: ["Mary Jones", "Boston"],
@@ -58,7 +56,7 @@ def relation_answer(messages: Any) -> str:
 
 
 def context(fake_ner: Any) -> RunContext:
-    ner = fake_ner(anchor=NER, explorer=NER, gold=GOLD)
+    ner = fake_ner(anchor=NER, explorer=NER, gold=fake_ner.gold_of("conll04", **GOLD_TYPES))
     scripts = ner.scripts_by_stage()
     scripts["relations_forward"] = relation_answer
     scripts["relations_reverse"] = "[]"

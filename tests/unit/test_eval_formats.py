@@ -96,12 +96,9 @@ def test_a_tag_first_bio_file_scores_without_conversion(
 
 
 def test_a_crossre_file_scores_entities_and_relations(
-    tmp_path: Path,
-    crossre_records: Records,
-    write_crossre: Writer,
-    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path, crossre_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = write_crossre(tmp_path / "ai-test.json", crossre_records)
+    path = crossre_path
     domain = _domain(tmp_path, CROSSRE_DOMAIN)
     out = tmp_path / "crossre.json"
     args = (str(path), "--graph", "joint", "--domain", str(domain), "--out", str(out))
@@ -153,12 +150,9 @@ def test_instruction_formats_are_refused_by_eval_with_the_reason(
 
 
 def test_gold_triplets_the_domain_rejects_are_reported_up_front(
-    tmp_path: Path,
-    crossre_records: Records,
-    write_crossre: Writer,
-    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path, crossre_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = write_crossre(tmp_path / "ai-test.json", crossre_records)
+    path = crossre_path
     strict = json.loads(json.dumps(CROSSRE_DOMAIN))
     strict["relation_types"][0]["tail_types"] = ["organisation"]  # role: ELRA -> LREC breaks it
     domain = _domain(tmp_path, strict)

@@ -459,11 +459,7 @@ async def test_chart_title_names_the_dataset_and_the_domain_once(shared_data: Pa
 
 def test_relation_arguments_all_links_every_occurrence(fake_ner: Any) -> None:
     text = "IBM hired John Smith . Later , John Smith moved to Boston ."
-    gold = {
-        "IBM": ("Organization", "organization"),
-        "John Smith": ("Person", "person"),
-        "Boston": ("Location", "location"),
-    }
+    gold = fake_ner.gold_of("conll04", Org=["IBM"], Peop=["John Smith"], Loc=["Boston"])
     ner = fake_ner(anchor={text: list(gold)}, explorer={text: list(gold)}, gold=gold)
     scripts = ner.scripts_by_stage()
     scripts["relations_forward"] = json.dumps(

@@ -40,11 +40,9 @@ def test_custom_domain_example_loads() -> None:
 def test_custom_domain_example_runs_through_the_joint_graph(fake_ner: Any) -> None:
     domain = load_domain(EXAMPLES / "custom_domain.yaml")
     text = "Pfizer developed Paxlovid , which treats COVID-19 ."
-    gold = {
-        "Pfizer": ("Organization", "organization"),
-        "Paxlovid": ("Medicine", "drug"),
-        "COVID-19": ("Medicine", "disease"),
-    }
+    gold = fake_ner.gold_of(
+        domain, organization=["Pfizer"], drug=["Paxlovid"], disease=["COVID-19"]
+    )
     forward = [
         {"subject": "Pfizer", "pairs": [{"object": "Paxlovid", "relation": "develops"}]},
         {"subject": "Paxlovid", "pairs": [{"object": "COVID-19", "relation": "treats"}]},

@@ -6,6 +6,7 @@ import json
 import random
 import re
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,9 @@ from samalign.prompts import load_domain
 from samalign.prompts.specs import CALIBRATION_FORMAT, EXTRACTION_FORMAT
 from samalign.testing.fakes import fake_stage_models
 from samalign.types import Archetype
+
+TrainHead = Callable[[int], SourceDataset]
+"""The ``crossner_ai_train`` fixture: the first ``n`` CrossNER AI train records."""
 
 PILENER = "pilener_slimer/5pos_5neg_perNE_top391NEs_TrueDef/validation.jsonl"
 ARCHETYPES = [a.value for a in Archetype]
@@ -313,13 +317,10 @@ def test_calibrate_examples_round_trip_through_the_parser(shared_data: Path) -> 
 # ------------------------------------------------------------------------------------------
 
 
-def test_builders_render_exactly_what_the_graph_sends(shared_data: Path) -> None:
+def test_builders_render_exactly_what_the_graph_sends(crossner_ai_train: TrainHead) -> None:
     """Answer every stage with the builders' gold answers and compare the prompts sent."""
     domain = load_domain("crossner_ai")
-    dataset = read_source(shared_data / "crossner" / "ai" / "train.txt")
-    dataset = SourceDataset(
-        path=dataset.path, format="bio", records=dataset.records[:12], label_set=dataset.label_set
-    )
+    dataset = crossner_ai_train(12)
     explorer, _ = build_extraction_examples(
         "explorer", [dataset], domain=domain, shuffle_types=False
     )

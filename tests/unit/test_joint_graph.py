@@ -20,14 +20,12 @@ from samalign.testing.fakes import ScriptedChatModel, fake_stage_models
 TEXT = "John Smith , who works for IBM in Armonk , met Mary Jones of Acme in Boston ."
 # NER: John Smith, IBM, Armonk, Mary Jones, Boston (Acme is missed by NER)
 NER = ["John Smith", "IBM", "Armonk", "Mary Jones", "Boston"]
-GOLD = {
-    "John Smith": ("Person", "person"),
-    "Mary Jones": ("Person", "person"),
-    "IBM": ("Organization", "organization"),
-    "Acme": ("Organization", "organization"),
-    "Armonk": ("Location", "location"),
-    "Boston": ("Location", "location"),
+GOLD_TYPES = {
+    "Peop": ["John Smith", "Mary Jones"],
+    "Org": ["IBM", "Acme"],
+    "Loc": ["Armonk", "Boston"],
 }
+"""The gold CoNLL04 type of each mention (``FakeNer.gold_of``)."""
 FORWARD = [
     {
         "subject": "John Smith",  # shared subject: two pairs
@@ -73,7 +71,9 @@ def prompt_of(messages: Sequence[BaseMessage]) -> str:
 def models(
     fake_ner: Any, *, forward: Any = None, reverse: Any = None, anchor: Any = None
 ) -> StageModels:
-    ner = fake_ner(anchor={TEXT: NER}, explorer={TEXT: NER}, gold=GOLD)
+    ner = fake_ner(
+        anchor={TEXT: NER}, explorer={TEXT: NER}, gold=fake_ner.gold_of("conll04", **GOLD_TYPES)
+    )
     scripts = ner.scripts_by_stage()
     scripts["relations_forward"] = json.dumps(FORWARD) if forward is None else forward
     scripts["relations_reverse"] = json.dumps(REVERSE) if reverse is None else reverse
@@ -293,7 +293,7 @@ def test_repeated_mention_uses_closest_pair(fake_ner: Any) -> None:
     ner = fake_ner(
         anchor={text: ["IBM", "John Smith", "Boston"]},
         explorer={text: ["IBM", "John Smith", "Boston"]},
-        gold=GOLD,
+        gold=fake_ner.gold_of("conll04", **GOLD_TYPES),
     )
     scripts = ner.scripts_by_stage()
     scripts["relations_forward"] = json.dumps(
@@ -312,7 +312,11 @@ def test_repeated_mention_uses_closest_pair(fake_ner: Any) -> None:
 
 
 def _run(fake_ner: Any, text: str, anchor: Sequence[str], **options: Any) -> tuple[Any, Any]:
-    ner = fake_ner(anchor={text: anchor}, explorer={text: anchor}, gold=GOLD)
+    ner = fake_ner(
+        anchor={text: anchor},
+        explorer={text: anchor},
+        gold=fake_ner.gold_of("conll04", **GOLD_TYPES),
+    )
     scripts = ner.scripts_by_stage()
     answer = [{"subject": "John Smith", "pairs": [{"object": "IBM", "relation": "work for"}]}]
     scripts["relations_forward"] = json.dumps(answer)

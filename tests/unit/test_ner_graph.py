@@ -171,11 +171,9 @@ def test_repeated_mention_is_grounded_to_every_occurrence(fake_ner: Any) -> None
 
 def test_non_ascii_offsets(fake_ner: Any) -> None:
     text = "Jürgen Schmidhuber élève 東京 LSTM"
-    gold = {
-        "Jürgen Schmidhuber": ("Person", "researcher"),
-        "東京": ("Location", "location"),
-        "LSTM": ("Computer_Science", "algorithm"),
-    }
+    gold = fake_ner.gold_of(
+        "crossner_ai", researcher=["Jürgen Schmidhuber"], location=["東京"], algorithm=["LSTM"]
+    )
     fakes = fake_ner(
         # the anchor drops the umlaut; grounding must map it back to the source characters
         anchor={text: ["Jurgen Schmidhuber", "東京", "LSTM"]},

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,9 @@ from samalign.finetune.builders.sources import SourceDataset, SourceMention, Sou
 from samalign.prompts import load_domain
 from samalign.prompts.profiles import prompt_profile
 from samalign.types import Archetype
+
+TrainHead = Callable[[int], SourceDataset]
+"""The ``crossner_ai_train`` fixture: the first ``n`` CrossNER AI train records."""
 
 REF = prompt_profile("reference")
 CLASSIFIER_INSTRUCTION = (
@@ -251,12 +255,9 @@ def test_default_recipe_never_tags_value_types(shared_data: Path, tmp_path: Path
         assert not {m for ms in json.loads(ex.answer).values() for m in ms} & years
 
 
-def test_reference_explorer_and_calibrator_examples(shared_data: Path) -> None:
+def test_reference_explorer_and_calibrator_examples(crossner_ai_train: TrainHead) -> None:
     domain = load_domain("crossner_ai")
-    dataset = read_source(shared_data / "crossner" / "ai" / "train.txt")
-    dataset = SourceDataset(
-        path=dataset.path, format="bio", records=dataset.records[:5], label_set=dataset.label_set
-    )
+    dataset = crossner_ai_train(5)
     explorer, _ = build_extraction_examples(
         "explorer", [dataset], domain=domain, shuffle_types=False, profile="reference"
     )

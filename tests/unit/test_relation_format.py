@@ -90,6 +90,17 @@ def test_schema_accepts_each_directions_gold_and_only_its_own_blocks() -> None:
     assert is_valid(reverse_schema, [])
 
 
+def one_pair(pair: dict[str, Any], **block: Any) -> list[dict[str, Any]]:
+    """An answer of one block (anchor ``John`` unless ``block`` says otherwise) with ``pair``.
+
+    ``ANCHOR``/``OTHER`` stand for the direction's keys (:func:`test_schema_rejects` fills them).
+    """
+    return [{"ANCHOR": "John", **block, "pairs": [pair]}]
+
+
+WORK_FOR_IBM = {"OTHER": "IBM", "relation": "work for"}
+
+
 @BOTH
 @pytest.mark.parametrize(
     "answer",
@@ -98,62 +109,23 @@ def test_schema_accepts_each_directions_gold_and_only_its_own_blocks() -> None:
         pytest.param(["John"], id="block-not-an-object"),
         pytest.param([{"ANCHOR": "John", "pairs": []}], id="empty-pairs"),
         pytest.param([{"ANCHOR": "John"}], id="no-pairs"),
-        pytest.param([{"pairs": [{"OTHER": "IBM", "relation": "work for"}]}], id="no-anchor"),
+        pytest.param([{"pairs": [WORK_FOR_IBM]}], id="no-anchor"),
+        pytest.param(one_pair({"OTHER": "IBM", "relation": "founded"}), id="relation-outside-enum"),
+        pytest.param(one_pair({"OTHER": "IBM", "relation": "Work For"}), id="relation-other-case"),
+        pytest.param(one_pair({"OTHER": "IBM"}), id="pair-without-relation"),
+        pytest.param(one_pair({"relation": "work for"}), id="pair-without-mention"),
         pytest.param(
-            [{"ANCHOR": "John", "pairs": [{"OTHER": "IBM", "relation": "founded"}]}],
-            id="relation-outside-enum",
+            one_pair({"ANCHOR": "IBM", "relation": "work for"}), id="pair-with-the-anchor-key"
         ),
+        pytest.param(one_pair({**WORK_FOR_IBM, "x": 1}), id="extra-pair-key"),
+        pytest.param(one_pair(WORK_FOR_IBM, OTHER="IBM"), id="extra-block-key"),
+        pytest.param(one_pair(WORK_FOR_IBM, ANCHOR=""), id="empty-anchor"),
+        pytest.param(one_pair({"OTHER": "", "relation": "work for"}), id="empty-mention"),
         pytest.param(
-            [{"ANCHOR": "John", "pairs": [{"OTHER": "IBM", "relation": "Work For"}]}],
-            id="relation-other-case",
-        ),
-        pytest.param(
-            [{"ANCHOR": "John", "pairs": [{"OTHER": "IBM"}]}],
-            id="pair-without-relation",
-        ),
-        pytest.param(
-            [{"ANCHOR": "John", "pairs": [{"relation": "work for"}]}],
-            id="pair-without-mention",
-        ),
-        pytest.param(
-            [{"ANCHOR": "John", "pairs": [{"ANCHOR": "IBM", "relation": "work for"}]}],
-            id="pair-with-the-anchor-key",
-        ),
-        pytest.param(
-            [{"ANCHOR": "John", "pairs": [{"OTHER": "IBM", "relation": "work for", "x": 1}]}],
-            id="extra-pair-key",
-        ),
-        pytest.param(
-            [
-                {
-                    "ANCHOR": "John",
-                    "OTHER": "IBM",
-                    "pairs": [{"OTHER": "IBM", "relation": "work for"}],
-                }
-            ],
-            id="extra-block-key",
-        ),
-        pytest.param(
-            [{"ANCHOR": "", "pairs": [{"OTHER": "IBM", "relation": "work for"}]}],
-            id="empty-anchor",
-        ),
-        pytest.param(
-            [{"ANCHOR": "John", "pairs": [{"OTHER": "", "relation": "work for"}]}],
-            id="empty-mention",
-        ),
-        pytest.param(
-            [
-                {
-                    "ANCHOR": "x" * (MAX_MENTION_CHARS + 1),
-                    "pairs": [{"OTHER": "I", "relation": "live in"}],
-                }
-            ],
+            one_pair({"OTHER": "I", "relation": "live in"}, ANCHOR="x" * (MAX_MENTION_CHARS + 1)),
             id="overlong-mention",
         ),
-        pytest.param(
-            [{"ANCHOR": 3, "pairs": [{"OTHER": "IBM", "relation": "work for"}]}],
-            id="number-anchor",
-        ),
+        pytest.param(one_pair(WORK_FOR_IBM, ANCHOR=3), id="number-anchor"),
         pytest.param(
             [{"subject": "John", "relation": "work for", "object": "IBM"}],
             id="flat-record",

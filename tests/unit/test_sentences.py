@@ -43,17 +43,194 @@ def assert_valid(text: str, spans: list[Span], max_chars: int = DEFAULT_MAX_CHAR
 
 
 # ---------------------------------------------------------------------------------------------
-# English rules
+# splits by example: English rules, quotes and brackets, other languages
 # ---------------------------------------------------------------------------------------------
 
 
-def test_basic_terminators() -> None:
-    assert sentences("It rains. Does it? Yes! It does.") == [
-        "It rains.",
-        "Does it?",
-        "Yes!",
-        "It does.",
-    ]
+SPLITS = [
+    # English rules
+    pytest.param(
+        "It rains. Does it? Yes! It does.",
+        ["It rains.", "Does it?", "Yes!", "It does."],
+        id="basic_terminators",
+    ),
+    pytest.param(
+        "  no punctuation at all  ",
+        ["no punctuation at all"],
+        id="text_without_terminator_is_one_sentence",
+    ),
+    pytest.param(
+        "Really?! Yes!!! Hmm... Ok… Fine?? Sure.",
+        ["Really?!", "Yes!!!", "Hmm...", "Ok…", "Fine??", "Sure."],
+        id="runs_of_terminators",
+    ),
+    pytest.param(
+        "We waited... and waited… and then it came. ok fine.",
+        ["We waited... and waited… and then it came. ok fine."],
+        id="lowercase_after_terminator_does_not_split",
+    ),
+    pytest.param(
+        "I met DR. Who and MR. Bean.",
+        ["I met DR. Who and MR. Bean."],
+        id="abbreviation_matching_ignores_case",
+    ),
+    pytest.param(
+        "Item No. 5 sold. He said no. Then he left. See Vol. 2 and pp. 10-12.",
+        ["Item No. 5 sold.", "He said no.", "Then he left.", "See Vol. 2 and pp. 10-12."],
+        id="number_abbreviations_hold_only_before_digits",
+    ),
+    pytest.param(
+        "Go to example.com. Then sign in.",
+        ["Go to example.com.", "Then sign in."],
+        id="period_after_url_at_sentence_end_splits",
+    ),
+    pytest.param(
+        "He was born in 1990. 2020 was a hard year.",
+        ["He was born in 1990.", "2020 was a hard year."],
+        id="digits_start_sentences",
+    ),
+    pytest.param(
+        "1. Introduction\n2. Methods used here. Results follow.\nSteps: 1. Mix. 2. Bake.\nIV. End",
+        [
+            "1. Introduction\n2. Methods used here.",
+            "Results follow.",
+            "Steps: 1. Mix.",
+            "2. Bake.",
+            "IV. End",
+        ],
+        id="enumeration_markers",
+    ),
+    pytest.param(
+        "The team scored 42. Then it lost.",
+        ["The team scored 42.", "Then it lost."],
+        id="score_in_mid_sentence_still_splits",
+    ),
+    # quotes, brackets, paragraphs
+    pytest.param(
+        'He said "Stop." Then he left. (It was late.) She wrote ‘Fine!’ And «Oui.» Ok.',
+        [
+            'He said "Stop."',
+            "Then he left.",
+            "(It was late.)",
+            "She wrote ‘Fine!’",
+            "And «Oui.»",
+            "Ok.",
+        ],
+        id="closing_quotes_and_brackets_stay_with_the_sentence",
+    ),
+    pytest.param(
+        'He works at "Acme Inc." He likes it.',
+        ['He works at "Acme Inc."', "He likes it."],
+        id="closing_quote_after_abbreviation_ends_the_sentence",
+    ),
+    pytest.param(
+        'It ended. "Why?" she asked. “Because.” (See above.)',
+        ["It ended.", '"Why?" she asked.', "“Because.”", "(See above.)"],
+        id="opening_quote_starts_a_sentence",
+    ),
+    pytest.param(
+        "Title without period\n\nfirst paragraph, lowercase\r\n\r\nDr.\n \t\nSmith\u2029next",
+        ["Title without period", "first paragraph, lowercase", "Dr.", "Smith", "next"],
+        id="paragraph_breaks_always_split",
+    ),
+    pytest.param(
+        "A hard-wrapped\nline of text. And\nanother one.",
+        ["A hard-wrapped\nline of text.", "And\nanother one."],
+        id="single_newline_does_not_split",
+    ),
+    # other languages and scripts
+    pytest.param(
+        "今天天气很好。我们去公园吧！你来吗？好的｡",
+        ["今天天气很好。", "我们去公园吧！", "你来吗？", "好的｡"],
+        id="chinese_and_japanese_full_width_terminators",
+    ),
+    pytest.param(
+        "「行こう。」と彼は言った。「はい。」「いいえ。」",
+        ["「行こう。」と彼は言った。", "「はい。」", "「いいえ。」"],
+        id="cjk_quotes_after_terminator-1",
+    ),
+    pytest.param(
+        "他说：“好。”然后走了。他走了。”",
+        ["他说：“好。”然后走了。", "他走了。”"],
+        id="cjk_quotes_after_terminator-2",
+    ),
+    pytest.param(
+        "यह एक वाक्य है। यह दूसरा वाक्य है॥ तीसरा।",
+        ["यह एक वाक्य है।", "यह दूसरा वाक्य है॥", "तीसरा।"],
+        id="hindi_danda",
+    ),
+    pytest.param(
+        "هل أنت بخير؟ نعم، أنا بخير. شكرا!",
+        ["هل أنت بخير؟", "نعم، أنا بخير.", "شكرا!"],
+        id="arabic_and_urdu-1",
+    ),
+    pytest.param(
+        "یہ پہلا جملہ ہے۔ یہ دوسرا ہے۔",
+        ["یہ پہلا جملہ ہے۔", "یہ دوسرا ہے۔"],
+        id="arabic_and_urdu-2",
+    ),
+    pytest.param(
+        "Τι κάνεις\u037e Καλά. ευχαριστώ.",
+        ["Τι κάνεις\u037e", "Καλά. ευχαριστώ."],
+        id="greek_armenian_ethiopic-1",
+    ),
+    pytest.param(
+        "Ես եմ։ Դու ես։",
+        ["Ես եմ։", "Դու ես։"],
+        id="greek_armenian_ethiopic-2",
+    ),
+    pytest.param(
+        "ሰላም ነው። እንዴት ነህ፧ ደህና።",
+        ["ሰላም ነው።", "እንዴት ነህ፧", "ደህና።"],
+        id="greek_armenian_ethiopic-3",
+    ),
+    pytest.param(
+        "First part; Second part.",
+        ["First part; Second part."],
+        id="ascii_semicolon_is_not_a_terminator",
+    ),
+    pytest.param(
+        "¿Cómo estás? ¡Muy bien! Gracias, Sr. García.",
+        ["¿Cómo estás?", "¡Muy bien!", "Gracias, Sr. García."],
+        id="spanish_inverted_marks",
+    ),
+    pytest.param(
+        "Das ist z.B. ein Test, d.h. Übung. Die Übung endet bzw. Endet nie.",
+        ["Das ist z.B. ein Test, d.h. Übung.", "Die Übung endet bzw. Endet nie."],
+        id="german_and_french-1",
+    ),
+    pytest.param(
+        "Il a dit : « Bonjour. » Ensuite, M. Dupont est parti. Élise aussi.",
+        ["Il a dit : « Bonjour. »", "Ensuite, M. Dupont est parti.", "Élise aussi."],
+        id="german_and_french-2",
+    ),
+    pytest.param(
+        "Il a dit : « Oui ! » Puis « Non. »\u00a0Fin ? Oui.",
+        ["Il a dit : « Oui ! »", "Puis « Non. »", "Fin ?", "Oui."],
+        id="french_spaced_guillemets_and_german_openers-1",
+    ),
+    pytest.param(
+        "Er sagte es. »Hallo«, rief sie. »Komm!« Dann ging sie.",
+        ["Er sagte es.", "»Hallo«, rief sie.", "»Komm!«", "Dann ging sie."],
+        id="french_spaced_guillemets_and_german_openers-2",
+    ),
+    pytest.param(
+        "Это т.е. пример. Следующее предложение. и это тоже.",
+        ["Это т.е. пример.", "Следующее предложение. и это тоже."],
+        id="russian",
+    ),
+]
+"""``(text, sentences)``: what the splitter makes of each text."""
+
+
+@pytest.mark.parametrize(("text", "expected"), SPLITS)
+def test_splits(text: str, expected: list[str]) -> None:
+    assert sentences(text) == expected
+
+
+# ---------------------------------------------------------------------------------------------
+# English rules: offsets, abbreviations, numbers
+# ---------------------------------------------------------------------------------------------
 
 
 def test_offsets_are_exact_and_trimmed() -> None:
@@ -71,27 +248,6 @@ def test_returns_project_spans() -> None:
 @pytest.mark.parametrize("text", ["", " ", "\n\n\t  \r\n", "\u3000\xa0\u2029"])
 def test_whitespace_only_yields_nothing(text: str) -> None:
     assert split_sentences(text) == []
-
-
-def test_text_without_terminator_is_one_sentence() -> None:
-    assert sentences("  no punctuation at all  ") == ["no punctuation at all"]
-
-
-def test_runs_of_terminators() -> None:
-    assert sentences("Really?! Yes!!! Hmm... Ok… Fine?? Sure.") == [
-        "Really?!",
-        "Yes!!!",
-        "Hmm...",
-        "Ok…",
-        "Fine??",
-        "Sure.",
-    ]
-
-
-def test_lowercase_after_terminator_does_not_split() -> None:
-    assert sentences("We waited... and waited… and then it came. ok fine.") == [
-        "We waited... and waited… and then it came. ok fine."
-    ]
 
 
 @pytest.mark.parametrize(
@@ -113,19 +269,6 @@ def test_lowercase_after_terminator_does_not_split() -> None:
 )
 def test_abbreviations_do_not_split(text: str) -> None:
     assert sentences(text) == [text]
-
-
-def test_abbreviation_matching_ignores_case() -> None:
-    assert sentences("I met DR. Who and MR. Bean.") == ["I met DR. Who and MR. Bean."]
-
-
-def test_number_abbreviations_hold_only_before_digits() -> None:
-    assert sentences("Item No. 5 sold. He said no. Then he left. See Vol. 2 and pp. 10-12.") == [
-        "Item No. 5 sold.",
-        "He said no.",
-        "Then he left.",
-        "See Vol. 2 and pp. 10-12.",
-    ]
 
 
 def test_custom_abbreviations_replace_the_default() -> None:
@@ -170,175 +313,9 @@ def test_numbers_urls_emails_and_files_do_not_split(text: str) -> None:
     assert sentences(text) == [text]
 
 
-def test_period_after_url_at_sentence_end_splits() -> None:
-    assert sentences("Go to example.com. Then sign in.") == ["Go to example.com.", "Then sign in."]
-
-
-def test_digits_start_sentences() -> None:
-    assert sentences("He was born in 1990. 2020 was a hard year.") == [
-        "He was born in 1990.",
-        "2020 was a hard year.",
-    ]
-
-
-def test_enumeration_markers() -> None:
-    text = (
-        "1. Introduction\n2. Methods used here. Results follow.\nSteps: 1. Mix. 2. Bake.\nIV. End"
-    )
-    assert sentences(text) == [
-        "1. Introduction\n2. Methods used here.",
-        "Results follow.",
-        "Steps: 1. Mix.",
-        "2. Bake.",
-        "IV. End",
-    ]
-
-
-def test_score_in_mid_sentence_still_splits() -> None:
-    assert sentences("The team scored 42. Then it lost.") == [
-        "The team scored 42.",
-        "Then it lost.",
-    ]
-
-
-# ---------------------------------------------------------------------------------------------
-# quotes, brackets, paragraphs
-# ---------------------------------------------------------------------------------------------
-
-
-def test_closing_quotes_and_brackets_stay_with_the_sentence() -> None:
-    text = 'He said "Stop." Then he left. (It was late.) She wrote ‘Fine!’ And «Oui.» Ok.'
-    assert sentences(text) == [
-        'He said "Stop."',
-        "Then he left.",
-        "(It was late.)",
-        "She wrote ‘Fine!’",
-        "And «Oui.»",
-        "Ok.",
-    ]
-
-
-def test_closing_quote_after_abbreviation_ends_the_sentence() -> None:
-    assert sentences('He works at "Acme Inc." He likes it.') == [
-        'He works at "Acme Inc."',
-        "He likes it.",
-    ]
-
-
-def test_opening_quote_starts_a_sentence() -> None:
-    assert sentences('It ended. "Why?" she asked. “Because.” (See above.)') == [
-        "It ended.",
-        '"Why?" she asked.',
-        "“Because.”",
-        "(See above.)",
-    ]
-
-
-def test_paragraph_breaks_always_split() -> None:
-    text = "Title without period\n\nfirst paragraph, lowercase\r\n\r\nDr.\n \t\nSmith\u2029next"
-    assert sentences(text) == [
-        "Title without period",
-        "first paragraph, lowercase",
-        "Dr.",
-        "Smith",
-        "next",
-    ]
-
-
-def test_single_newline_does_not_split() -> None:
-    assert sentences("A hard-wrapped\nline of text. And\nanother one.") == [
-        "A hard-wrapped\nline of text.",
-        "And\nanother one.",
-    ]
-
-
 # ---------------------------------------------------------------------------------------------
 # other languages and scripts
 # ---------------------------------------------------------------------------------------------
-
-
-def test_chinese_and_japanese_full_width_terminators() -> None:
-    assert sentences("今天天气很好。我们去公园吧！你来吗？好的｡") == [
-        "今天天气很好。",
-        "我们去公园吧！",
-        "你来吗？",
-        "好的｡",
-    ]
-
-
-def test_cjk_quotes_after_terminator() -> None:
-    assert sentences("「行こう。」と彼は言った。「はい。」「いいえ。」") == [
-        "「行こう。」と彼は言った。",
-        "「はい。」",
-        "「いいえ。」",
-    ]
-    assert sentences("他说：“好。”然后走了。他走了。”") == ["他说：“好。”然后走了。", "他走了。”"]
-
-
-def test_hindi_danda() -> None:
-    text = "यह एक वाक्य है। यह दूसरा वाक्य है॥ तीसरा।"
-    assert sentences(text) == ["यह एक वाक्य है।", "यह दूसरा वाक्य है॥", "तीसरा।"]
-
-
-def test_arabic_and_urdu() -> None:
-    assert sentences("هل أنت بخير؟ نعم، أنا بخير. شكرا!") == [
-        "هل أنت بخير؟",
-        "نعم، أنا بخير.",
-        "شكرا!",
-    ]
-    assert sentences("یہ پہلا جملہ ہے۔ یہ دوسرا ہے۔") == ["یہ پہلا جملہ ہے۔", "یہ دوسرا ہے۔"]
-
-
-def test_greek_armenian_ethiopic() -> None:
-    assert sentences("Τι κάνεις\u037e Καλά. ευχαριστώ.") == ["Τι κάνεις\u037e", "Καλά. ευχαριστώ."]
-    assert sentences("Ես եմ։ Դու ես։") == ["Ես եմ։", "Դու ես։"]
-    assert sentences("ሰላም ነው። እንዴት ነህ፧ ደህና።") == ["ሰላም ነው።", "እንዴት ነህ፧", "ደህና።"]
-
-
-def test_ascii_semicolon_is_not_a_terminator() -> None:
-    assert sentences("First part; Second part.") == ["First part; Second part."]
-
-
-def test_spanish_inverted_marks() -> None:
-    assert sentences("¿Cómo estás? ¡Muy bien! Gracias, Sr. García.") == [
-        "¿Cómo estás?",
-        "¡Muy bien!",
-        "Gracias, Sr. García.",
-    ]
-
-
-def test_german_and_french() -> None:
-    assert sentences("Das ist z.B. ein Test, d.h. Übung. Die Übung endet bzw. Endet nie.") == [
-        "Das ist z.B. ein Test, d.h. Übung.",
-        "Die Übung endet bzw. Endet nie.",
-    ]
-    assert sentences("Il a dit : « Bonjour. » Ensuite, M. Dupont est parti. Élise aussi.") == [
-        "Il a dit : « Bonjour. »",
-        "Ensuite, M. Dupont est parti.",
-        "Élise aussi.",
-    ]
-
-
-def test_french_spaced_guillemets_and_german_openers() -> None:
-    assert sentences("Il a dit : « Oui ! » Puis « Non. »\u00a0Fin ? Oui.") == [
-        "Il a dit : « Oui ! »",
-        "Puis « Non. »",
-        "Fin ?",
-        "Oui.",
-    ]
-    assert sentences("Er sagte es. »Hallo«, rief sie. »Komm!« Dann ging sie.") == [
-        "Er sagte es.",
-        "»Hallo«, rief sie.",
-        "»Komm!«",
-        "Dann ging sie.",
-    ]
-
-
-def test_russian() -> None:
-    assert sentences("Это т.е. пример. Следующее предложение. и это тоже.") == [
-        "Это т.е. пример.",
-        "Следующее предложение. и это тоже.",
-    ]
 
 
 def test_emoji_and_mixed_scripts() -> None:

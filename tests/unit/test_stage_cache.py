@@ -23,17 +23,6 @@ from samalign.prompts import load_domain
 from samalign.testing.fakes import ScriptedChatModel, fake_stage_models
 
 TEXT = "John Smith works for IBM in Armonk ."
-SCRIPTS: dict[str, Any] = {
-    "anchor": '{"person": ["John Smith"], "organization": ["IBM"]}',
-    "explorer": '{"person": ["John Smith"], "organization": ["IBM"], "location": ["Armonk"]}',
-    "archetype": '{"Person": ["John Smith"], "Organization": ["IBM"]}',
-    "direct_typing": '{"person": ["John Smith"], "organization": ["IBM"]}',
-    "calibrate": '{"John Smith": "person", "IBM": "organization"}',
-    "relations_forward": json.dumps(
-        [{"subject": "John Smith", "relations": [{"relation": "work for", "object": "IBM"}]}]
-    ),
-    "relations_reverse": "[]",
-}
 
 
 def model_calls(models: Any) -> int:
@@ -108,8 +97,8 @@ def test_cache_config_parsing() -> None:
             CacheConfig.parse(bad)
 
 
-def test_rerunning_makes_no_repeated_model_call() -> None:
-    models = fake_stage_models(SCRIPTS)
+def test_rerunning_makes_no_repeated_model_call(armonk_scripts: dict[str, Any]) -> None:
+    models = fake_stage_models(armonk_scripts)
     cache = MemoryCache()
     context = RunContext(load_domain("conll04"), models, cache=cache)
     graph = build_joint_graph()
@@ -120,7 +109,7 @@ def test_rerunning_makes_no_repeated_model_call() -> None:
     assert model_calls(models) == made, "no repeated model call"
     assert second["entities"] == first["entities"] and second["triplets"] == first["triplets"]
     for stage, usage in second["usage"].items():
-        if stage in SCRIPTS:
+        if stage in armonk_scripts:
             assert usage.calls == 0 and usage.cached == 1 and usage.prompt_tokens == 0, stage
     assert first["usage"]["anchor"].calls == 1 and first["usage"]["anchor"].cached == 0
     # a batch whose texts repeat: each distinct sentence is asked once
@@ -128,8 +117,8 @@ def test_rerunning_makes_no_repeated_model_call() -> None:
     assert model_calls(models) == made + 6
 
 
-async def test_async_path_uses_the_cache_too() -> None:
-    models = fake_stage_models(SCRIPTS)
+async def test_async_path_uses_the_cache_too(armonk_scripts: dict[str, Any]) -> None:
+    models = fake_stage_models(armonk_scripts)
     context = RunContext(load_domain("conll04"), models, cache="memory")
     graph = build_ner_graph()
     await graph.ainvoke({"text": "Alice met Bob ."}, context=context)
@@ -138,8 +127,10 @@ async def test_async_path_uses_the_cache_too() -> None:
     assert model_calls(models) == made
 
 
-def test_another_domain_or_ablation_is_not_served_from_the_cache() -> None:
-    models = fake_stage_models(SCRIPTS)
+def test_another_domain_or_ablation_is_not_served_from_the_cache(
+    armonk_scripts: dict[str, Any],
+) -> None:
+    models = fake_stage_models(armonk_scripts)
     cache = MemoryCache()
     graph = build_ner_graph()
     graph.invoke({"text": TEXT}, context=RunContext(load_domain("conll04"), models, cache=cache))
@@ -159,8 +150,8 @@ def test_another_domain_or_ablation_is_not_served_from_the_cache() -> None:
     assert model_calls(models) == made + 1 and calls("direct_typing") == 1
 
 
-def test_parse_failures_and_retries_replay_identically() -> None:
-    scripts = {**SCRIPTS, "anchor": ["not json", '{"person": ["John Smith"]}']}
+def test_parse_failures_and_retries_replay_identically(armonk_scripts: dict[str, Any]) -> None:
+    scripts = {**armonk_scripts, "anchor": ["not json", '{"person": ["John Smith"]}']}
     models = fake_stage_models(scripts)
     context = RunContext(load_domain("conll04"), models, cache=MemoryCache())
     graph = build_ner_graph()

@@ -34,13 +34,8 @@ SENTENCES = [
     ["Nothing", "happened", "on", "Tuesday", "."],
     ["Paris", "is", "nice", "."],  # one entity: the relation decoders are not needed
 ]
-GOLD = {
-    "John Smith": ("Person", "person"),
-    "Mary Jones": ("Person", "person"),
-    "IBM": ("Organization", "organization"),
-    "Boston": ("Location", "location"),
-    "Paris": ("Location", "location"),
-}
+GOLD_TYPES = {"Peop": ["John Smith", "Mary Jones"], "Org": ["IBM"], "Loc": ["Boston", "Paris"]}
+"""The gold CoNLL04 type of each mention (``FakeNer.gold_of``)."""
 
 
 @pytest.fixture
@@ -92,8 +87,9 @@ class FakeServer:
 
     def __init__(self, fake_ner: Any) -> None:
         texts = [" ".join(t) for t in SENTENCES]
-        table = {t: [m for m in GOLD if m in t] for t in texts}
-        ner = fake_ner(anchor=table, explorer=table, gold=GOLD)
+        self.gold = fake_ner.gold_of("conll04", **GOLD_TYPES)
+        table = {t: [m for m in self.gold if m in t] for t in texts}
+        ner = fake_ner(anchor=table, explorer=table, gold=self.gold)
         scripts = ner.scripts_by_stage()
         scripts["relations_forward"] = _relations
         scripts["relations_reverse"] = _reverse
@@ -164,7 +160,7 @@ async def test_benchmark_runs_every_graph_and_option(
     result = await bench.main_async(args, server)
     if graph == "document":
         assert result["sentences"] == 4 and result["errors"] == 0
-        assert result["entities"] == len(GOLD)
+        assert result["entities"] == len(fake.gold)
         return
     assert result["n"] == 4 and result["errors"] == 0
     assert [r["concurrency"] for r in result["runs"]] == [1, 3]

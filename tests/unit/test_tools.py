@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,23 +17,15 @@ from samalign.prompts import load_domain
 from samalign.testing.fakes import ScriptedChatModel, ScriptedToolCaller, fake_stage_models
 
 TEXT = "John Smith works for IBM in Armonk ."
-SCRIPTS: dict[str, Any] = {
-    "anchor": '{"person": ["John Smith"], "organization": ["IBM"], "location": ["Armonk"]}',
-    "explorer": '{"person": ["John Smith"], "organization": ["IBM"], "location": ["Armonk"]}',
-    "archetype": '{"Person": ["John Smith"], "Organization": ["IBM"], "Location": ["Armonk"]}',
-    "calibrate": '{"John Smith": "person", "IBM": "organization", "Armonk": "location"}',
-    "relations_forward": json.dumps(
-        [{"subject": "John Smith", "relations": [{"relation": "work for", "object": "IBM"}]}]
-    ),
-    "relations_reverse": "[]",
-}
 
 
-def context() -> RunContext:
-    return RunContext(domain=load_domain("conll04"), models=fake_stage_models(SCRIPTS))
+@pytest.fixture
+def context(armonk_scripts: dict[str, Any]) -> Callable[[], RunContext]:
+    """``context()``: a fresh conll04 context whose fake models answer :data:`TEXT`."""
+    return lambda: RunContext(load_domain("conll04"), fake_stage_models(armonk_scripts))
 
 
-def test_ner_tool_schema_and_compact_answer() -> None:
+def test_ner_tool_schema_and_compact_answer(context: Callable[[], RunContext]) -> None:
     tool = as_tool(build_ner_graph(), context())
     assert tool.name == "extract_entities"
     schema = tool.args_schema.model_json_schema()  # type: ignore[union-attr]
@@ -56,7 +49,7 @@ def test_ner_tool_schema_and_compact_answer() -> None:
     assert message.artifact["entities"][0].span.text == "John Smith"  # the full typed result
 
 
-def test_joint_tool_answers_triplets_and_offers_domains() -> None:
+def test_joint_tool_answers_triplets_and_offers_domains(context: Callable[[], RunContext]) -> None:
     tool = as_tool(build_joint_graph(), context(), domains=["crossner_ai"])
     assert tool.name == "extract_entities_and_relations"
     schema = tool.args_schema.model_json_schema()  # type: ignore[union-attr]
@@ -72,8 +65,8 @@ def test_joint_tool_answers_triplets_and_offers_domains() -> None:
     ]
 
 
-def test_labels_restrict_what_the_stages_are_asked() -> None:
-    models = fake_stage_models(SCRIPTS)
+def test_labels_restrict_what_the_stages_are_asked(armonk_scripts: dict[str, Any]) -> None:
+    models = fake_stage_models(armonk_scripts)
     tool = as_tool(build_ner_graph(), RunContext("conll04", models))
     tool.invoke({"text": TEXT, "labels": ["person"]})  # a name works as well as a tag
     chat = models["anchor"].chat_model
@@ -88,7 +81,9 @@ def test_restrict_labels_drops_relations_of_removed_types() -> None:
     assert [r.label for r in domain.relation_types] == ["Kill", "Work_For"]
 
 
-def test_bad_arguments_come_back_as_messages_the_agent_can_read() -> None:
+def test_bad_arguments_come_back_as_messages_the_agent_can_read(
+    context: Callable[[], RunContext],
+) -> None:
     tool = as_tool(build_ner_graph(), context())
     unknown = tool.invoke({"text": TEXT, "labels": ["spaceship"]})
     assert "no entity label 'spaceship'" in unknown and "Peop" in unknown
@@ -101,14 +96,14 @@ def test_bad_arguments_come_back_as_messages_the_agent_can_read() -> None:
     assert "InputError" in too_long and "document graph" in too_long
 
 
-def test_document_tool_runs_long_texts() -> None:
+def test_document_tool_runs_long_texts(context: Callable[[], RunContext]) -> None:
     tool = as_tool(build_document_graph(build_joint_graph()), context())
     answer = json.loads(tool.invoke({"text": f"{TEXT} {TEXT}"}))
     starts = [e["start"] for e in answer["entities"] if e["text"] == "John Smith"]
     assert starts == [0, len(TEXT) + 1]
 
 
-async def test_tool_runs_async() -> None:
+async def test_tool_runs_async(context: Callable[[], RunContext]) -> None:
     tool = as_tool(build_ner_graph(), context())
     answer = json.loads(await tool.ainvoke({"text": TEXT}))
     assert [e["text"] for e in answer["entities"]] == ["John Smith", "IBM", "Armonk"]
@@ -121,7 +116,9 @@ def test_tool_from_a_json_context_is_rejected_when_invalid() -> None:
         as_tool(build_ner_graph(), {"domain": "conll04", "models": {"servr": "http://x"}})
 
 
-def test_react_agent_calls_the_tool_and_receives_the_entities() -> None:
+def test_react_agent_calls_the_tool_and_receives_the_entities(
+    context: Callable[[], RunContext],
+) -> None:
     agent_model = ScriptedToolCaller(
         replies=[
             AIMessage(
