@@ -28,8 +28,7 @@ from samalign.datasets.records import (
     EntityMention,
     Origin,
     Record,
-    token_entity,
-    token_offsets,
+    TokenSpans,
 )
 from samalign.errors import InputError, quoted
 
@@ -202,10 +201,9 @@ def read_bio(path: str | Path, *, columns: BioColumns = "auto", strict: bool = F
                     "I- tag must follow B- or I- of the same label)"
                 )
             repaired.append(f"{where} ({tags[pos]})")
-        text = " ".join(tokens)
-        offsets = token_offsets(tokens)
+        spans = TokenSpans(tokens)
         entities: list[EntityMention] = [
-            token_entity(text, offsets, start, end, label)
+            spans.entity(start, end, label)
             for start, end, label in sorted(bio_to_spans(tags, repair=True))
         ]
         labels.update(dict.fromkeys(e.type for e in entities))
@@ -213,7 +211,7 @@ def read_bio(path: str | Path, *, columns: BioColumns = "auto", strict: bool = F
         records.append(
             Record(
                 id=f"{file.parent.name}-{file.stem}-{index}",
-                text=text,
+                text=spans.text,
                 tokens=tuple(tokens),
                 tags=tuple(tags),
                 entities=tuple(entities),

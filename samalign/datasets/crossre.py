@@ -29,24 +29,19 @@ from typing import Any
 
 from samalign.datasets.files import (
     LabelSet,
-    check_tokens,
     has_relations,
     int_field,
     json_array,
     json_lines,
-    read_text,
 )
 from samalign.datasets.records import (
     DataFile,
     EntityMention,
-    Origin,
     Record,
     RelationMention,
-    relation_file,
-    token_entity,
-    token_offsets,
-    token_record,
+    TokenSpans,
 )
+from samalign.datasets.relational import CROSSRE_LAYOUT, RelationReading
 from samalign.errors import InputError, quoted
 
 EXCLUSIVE_HINT = (
@@ -77,26 +72,9 @@ def _span(item: Any, n: int, at: str, what: str) -> tuple[int, int]:
 
 
 def _record(
-    index: int,
-    line: int | None,
-    data: Any,
-    file: Path,
-    entity_labels: LabelSet,
-    relation_labels: LabelSet,
-    require_relations: bool,
+    index: int, line: int | None, value: Any, reading: RelationReading
 ) -> tuple[Record, bool]:
-    where = f"{file}:{line}" if line is not None else f"{file} record {index}"
-    if not isinstance(data, dict):
-        raise InputError(f"{where}: expected an object, got {type(data).__name__}")
-    key = data.get("doc_key")
-    if key is not None:
-        where += f" (doc_key {quoted(key)})"
-    if "sentence" not in data and "tokens" in data:
-        raise InputError(
-            f"{where}: field 'sentence' is missing and the record has 'tokens' instead: that is "
-            "the SpERT layout; read the file with --format spert"
-        )
-    tokens = check_tokens(data.get("sentence"), "sentence", where)
+    where, data, key, tokens = reading.start(index, line, value)
     if "ner" not in data:
         hint = (
             " and the record has 'entities' instead: that is the SpERT layout (exclusive "
@@ -107,8 +85,7 @@ def _record(
         raise InputError(f"{where}: field 'ner' is missing{hint}")
     if not isinstance(data["ner"], list):
         raise InputError(f"{where}: field 'ner' must be a list of [start, end, type]")
-    text = " ".join(tokens)
-    offsets = token_offsets(tokens)
+    spans = TokenSpans(tokens)
     entities: dict[EntityMention, int] = {}
     by_span: dict[tuple[int, int], int] = {}
     for k, item in enumerate(data["ner"]):
@@ -116,13 +93,11 @@ def _record(
         if not isinstance(item, list) or len(item) != 3:
             raise InputError(f"{at}: expected [start, end, type], got {quoted(item)}")
         start, end = _span(item, len(tokens), at, "entity")
-        type_ = entity_labels.check(item[2], "entity", at)
-        index_of = entities.setdefault(
-            token_entity(text, offsets, start, end, type_), len(entities)
-        )
+        type_ = reading.entity_labels.check(item[2], "entity", at)
+        index_of = entities.setdefault(spans.entity(start, end, type_), len(entities))
         by_span.setdefault((start, end), index_of)
     listed = has_relations(
-        data, where, require_relations, "[[h_start, h_end, t_start, t_end, type]]"
+        data, where, reading.require_relations, "[[h_start, h_end, t_start, t_end, type]]"
     )
     relations: dict[RelationMention, None] = {}
     raw = data.get("relations", [])
@@ -144,11 +119,10 @@ def _record(
                     "record's 'ner' spans; every relation argument must be an entity"
                 )
             args.append(by_span[span])
-        type_ = relation_labels.check(item[4], "relation", at)
+        type_ = reading.relation_labels.check(item[4], "relation", at)
         relations.setdefault(RelationMention(type=type_, head=args[0], tail=args[1]), None)
-    rid = str(key) if key is not None else f"{file.stem}:{index}"
-    origin = Origin(file=str(file), index=index, line=line)
-    return token_record(rid, tokens, entities, relations, key, origin), listed
+    rid = str(key) if key is not None else f"{reading.file.stem}:{index}"
+    return reading.record(rid, tokens, entities, relations, key, index, line), listed
 
 
 def read_crossre(
@@ -172,17 +146,14 @@ def read_crossre(
     Raises:
         InputError: On a malformed file or record (naming the file, line, field and fix).
     """
-    file = Path(path)
-    entities, relations = LabelSet(entity_labels), LabelSet(relation_labels)
-    items = _items(file, read_text(file))
-    return relation_file(
-        file,
-        "crossre",
-        (
-            _record(i, line, item, file, entities, relations, require_relations)
-            for i, line, item in items
-        ),
+    reading = RelationReading(
+        CROSSRE_LAYOUT,
+        Path(path),
+        LabelSet(entity_labels),
+        LabelSet(relation_labels),
+        require_relations,
     )
+    return reading.read(_items(reading.file, reading.text()), _record)
 
 
 __all__ = ["EXCLUSIVE_HINT", "read_crossre"]

@@ -194,6 +194,22 @@ def token_entity(
     )
 
 
+class TokenSpans:
+    """One tokenised sentence: its text (the tokens joined by single spaces) and its mentions.
+
+    Args:
+        tokens: The sentence's tokens.
+    """
+
+    def __init__(self, tokens: Sequence[str]) -> None:
+        self.text = " ".join(tokens)
+        self.offsets = token_offsets(tokens)
+
+    def entity(self, start: int, end: int, type_: str) -> EntityMention:
+        """The mention over tokens ``[start, end)`` (checked by the caller)."""
+        return token_entity(self.text, self.offsets, start, end, type_)
+
+
 def token_record(
     rid: str,
     tokens: Sequence[str],
@@ -252,6 +268,7 @@ __all__ = [
     "Origin",
     "Record",
     "RelationMention",
+    "TokenSpans",
     "relation_file",
     "token_entity",
     "token_offsets",

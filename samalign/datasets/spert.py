@@ -32,7 +32,6 @@ from typing import Any
 
 from samalign.datasets.files import (
     LabelSet,
-    check_tokens,
     has_relations,
     int_field,
     json_array,
@@ -42,14 +41,11 @@ from samalign.datasets.files import (
 from samalign.datasets.records import (
     DataFile,
     EntityMention,
-    Origin,
     Record,
     RelationMention,
-    relation_file,
-    token_entity,
-    token_offsets,
-    token_record,
+    TokenSpans,
 )
+from samalign.datasets.relational import SPERT_LAYOUT, RelationReading
 from samalign.errors import InputError, quoted
 
 INCLUSIVE_HINT = (
@@ -95,8 +91,7 @@ def _entities(
     raw = data["entities"]
     if not isinstance(raw, list):
         raise InputError(f"{where}: field 'entities' must be a list of {{'type', 'start', 'end'}}")
-    text = " ".join(tokens)
-    offsets = token_offsets(tokens)
+    spans = TokenSpans(tokens)
     unique: dict[EntityMention, int] = {}
     position: list[int] = []
     for k, ent in enumerate(raw):
@@ -111,8 +106,7 @@ def _entities(
                 f"{len(tokens)} tokens; {INCLUSIVE_HINT}"
             )
         type_ = labels.check(ent["type"], "entity", at)
-        mention = token_entity(text, offsets, start, end, type_)
-        position.append(unique.setdefault(mention, len(unique)))
+        position.append(unique.setdefault(spans.entity(start, end, type_), len(unique)))
     return list(unique), position
 
 
@@ -142,31 +136,14 @@ def _relations(
 
 
 def _record(
-    index: int,
-    data: Any,
-    file: Path,
-    entity_labels: LabelSet,
-    relation_labels: LabelSet,
-    require_relations: bool,
+    index: int, line: int | None, value: Any, reading: RelationReading
 ) -> tuple[Record, bool]:
-    where = f"{file} record {index}"
-    if not isinstance(data, dict):
-        raise InputError(f"{where}: expected an object, got {type(data).__name__}")
-    orig_id = data.get("orig_id")
-    if orig_id is not None:
-        where += f" (orig_id {quoted(orig_id)})"
-    if "tokens" not in data and "sentence" in data:
-        raise InputError(
-            f"{where}: field 'tokens' is missing and the record has 'sentence' instead: that is "
-            "the CrossRE layout; read the file with --format crossre"
-        )
-    tokens = check_tokens(data.get("tokens"), "tokens", where)
-    entities, position = _entities(data, tokens, where, entity_labels)
-    listed = has_relations(data, where, require_relations, "[{'type', 'head', 'tail'}]")
-    relations = _relations(data, where, position, relation_labels) if listed else []
-    rid = f"{file.stem}:{orig_id if orig_id is not None else index}"
-    origin = Origin(file=str(file), index=index)
-    return token_record(rid, tokens, entities, relations, orig_id, origin), listed
+    where, data, orig_id, tokens = reading.start(index, line, value)
+    entities, position = _entities(data, tokens, where, reading.entity_labels)
+    listed = has_relations(data, where, reading.require_relations, "[{'type', 'head', 'tail'}]")
+    relations = _relations(data, where, position, reading.relation_labels) if listed else []
+    rid = f"{reading.file.stem}:{orig_id if orig_id is not None else index}"
+    return reading.record(rid, tokens, entities, relations, orig_id, index, line), listed
 
 
 def read_spert(
@@ -205,15 +182,9 @@ def read_spert(
         if relation_labels is not None
         else LabelSet(read_label_map(rel_map), f"from {rel_map}")
     )
-    items = json_array(file, read_text(file))
-    return relation_file(
-        file,
-        "spert",
-        (
-            _record(i, item, file, entities, relations, require_relations)
-            for i, item in enumerate(items)
-        ),
-    )
+    reading = RelationReading(SPERT_LAYOUT, file, entities, relations, require_relations)
+    items = json_array(file, reading.text())
+    return reading.read(((i, None, item) for i, item in enumerate(items)), _record)
 
 
 __all__ = ["INCLUSIVE_HINT", "read_label_map", "read_spert"]

@@ -21,7 +21,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -42,8 +42,15 @@ STAGE_LEARNING_RATES: dict[str, float] = {
 DEFAULT_LEARNING_RATE = 2e-5
 """Learning rate for stages Table 7 does not list (the explorer's)."""
 
+T = TypeVar("T")
+
 EARLY_STOPPING_METRICS: tuple[str, ...] = ("eval_loss", "eval_loss_ner", "eval_loss_re")
 """Dev metrics early stopping can watch (the eval-loss keys of the loss log)."""
+
+
+def option(default: T, help: str) -> T:
+    """A :class:`TrainConfig` field with a default and its help text (``--help`` shows it)."""
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass
@@ -65,184 +72,129 @@ class TrainConfig:
             "adapter_model.safetensors, this config, loss log, checkpoints/)."
         }
     )
-    stage: str = field(
-        default="",
-        metadata={
-            "help": "Stage the adapter serves (explorer, anchor, archetype, calibrate, "
-            "relations_forward, ...); picks Table 7's learning rate when "
-            "learning_rate is not set."
-        },
+    stage: str = option(
+        "",
+        "Stage the adapter serves (explorer, anchor, archetype, calibrate, "
+        "relations_forward, ...); picks Table 7's learning rate when "
+        "learning_rate is not set.",
     )
-    eval_file: str | None = field(
-        default=None, metadata={"help": "Optional JSONL of held-out examples for eval loss."}
+    eval_file: str | None = option(None, "Optional JSONL of held-out examples for eval loss.")
+    init_adapter: str | None = option(
+        None,
+        "Start from this adapter folder's LoRA weights instead of a fresh LoRA "
+        "(a curriculum's previous phase, e.g. AnchorAlign's warm-up on simple sentences); "
+        "its rank and target modules must be this run's.",
     )
-    init_adapter: str | None = field(
-        default=None,
-        metadata={
-            "help": "Start from this adapter folder's LoRA weights instead of a fresh LoRA "
-            "(a curriculum's previous phase, e.g. AnchorAlign's warm-up on simple sentences); "
-            "its rank and target modules must be this run's."
-        },
+    eval_fraction: float = option(
+        0.0,
+        "Hold out this fraction of the training examples (seeded) for eval "
+        "loss when eval_file is not given; 0 = no eval split.",
     )
-    eval_fraction: float = field(
-        default=0.0,
-        metadata={
-            "help": "Hold out this fraction of the training examples (seeded) for eval "
-            "loss when eval_file is not given; 0 = no eval split."
-        },
+    lora_r: int = option(8, "LoRA rank r (Table 7: 8).")
+    lora_alpha: int = option(16, "LoRA scaling alpha (Table 7: 16).")
+    lora_dropout: float = option(0.0, "Dropout on the LoRA input.")
+    target_modules: str | list[str] = option(  # noqa: RUF009 (the default is a str)
+        "all-linear",
+        "Modules to adapt: 'all-linear' (every linear projection except "
+        "the output head) or a list of module names (e.g. [q_proj, v_proj]).",
     )
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank r (Table 7: 8)."})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling alpha (Table 7: 16)."})
-    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA input."})
-    target_modules: str | list[str] = field(
-        default="all-linear",
-        metadata={
-            "help": "Modules to adapt: 'all-linear' (every linear projection except "
-            "the output head) or a list of module names (e.g. [q_proj, v_proj])."
-        },
+    use_rslora: bool = option(False, "Rank-stabilised LoRA scaling alpha/sqrt(r).")
+    learning_rate: float | None = option(
+        None,
+        "Peak learning rate; default by stage (Table 7: explorer 2e-5, "
+        "archetype classifier 3e-5; other stages 2e-5).",
     )
-    use_rslora: bool = field(
-        default=False, metadata={"help": "Rank-stabilised LoRA scaling alpha/sqrt(r)."}
+    lr_scheduler: str = option("cosine", "Schedule after warmup: cosine, linear or constant.")
+    warmup_ratio: float = option(0.05, "Fraction of optimizer steps of linear warmup.")
+    weight_decay: float = option(0.0, "AdamW weight decay.")
+    max_grad_norm: float = option(1.0, "Gradient clipping norm (0 = no clipping).")
+    num_epochs: float = option(3.0, "Training epochs (Table 7: 3).")
+    max_steps: int | None = option(
+        None, "Stop after this many optimizer steps (overrides num_epochs)."
     )
-    learning_rate: float | None = field(
-        default=None,
-        metadata={
-            "help": "Peak learning rate; default by stage (Table 7: explorer 2e-5, "
-            "archetype classifier 3e-5; other stages 2e-5)."
-        },
+    batch_size: int = option(2, "Examples per micro-batch (Table 7: 2).")
+    gradient_accumulation: int = option(
+        8,
+        "Micro-batches per optimizer step (Table 7: 8, per device). SAM-NER "
+        "trained on 3 GPUs, an effective batch of 2 x 8 x 3 = 48; the defaults give 16 "
+        "on one device. Set 24 (at batch_size 2) to match the paper's effective batch "
+        "on one device (docs/finetune.md).",
     )
-    lr_scheduler: str = field(
-        default="cosine", metadata={"help": "Schedule after warmup: cosine, linear or constant."}
+    cutoff_len: int = option(
+        1024,
+        "Longest example in tokens (prompt + answer); longer examples are "
+        "dropped and counted (truncating would cut the gold answer).",
     )
-    warmup_ratio: float = field(
-        default=0.05, metadata={"help": "Fraction of optimizer steps of linear warmup."}
+    group_by_length: bool = option(
+        True,
+        "Batch examples of similar length (less padding; see "
+        "docs/benchmarks.md for the measured effect).",
     )
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
-    max_grad_norm: float = field(
-        default=1.0, metadata={"help": "Gradient clipping norm (0 = no clipping)."}
+    joint_lambda: float = option(
+        1.0,
+        "λ of the joint loss L = L_NER + λ·L_RE: the loss of relation "
+        "('re') examples is weighted by λ.",
     )
-    num_epochs: float = field(default=3.0, metadata={"help": "Training epochs (Table 7: 3)."})
-    max_steps: int | None = field(
-        default=None,
-        metadata={"help": "Stop after this many optimizer steps (overrides num_epochs)."},
+    sentence_groups: bool = option(
+        True,
+        "Keep the examples of one sentence (the same 'group', written by "
+        "`finetune build joint`: its NER, forward and reverse examples) in one "
+        "micro-batch, so L = L_NER + λ·L_RE is one optimisation step per sentence; a "
+        "micro-batch then holds batch_size sentences (up to 3 x batch_size sequences). "
+        "Examples without a group are unaffected.",
     )
-    batch_size: int = field(default=2, metadata={"help": "Examples per micro-batch (Table 7: 2)."})
-    gradient_accumulation: int = field(
-        default=8,
-        metadata={
-            "help": "Micro-batches per optimizer step (Table 7: 8, per device). SAM-NER "
-            "trained on 3 GPUs, an effective batch of 2 x 8 x 3 = 48; the defaults give 16 "
-            "on one device. Set 24 (at batch_size 2) to match the paper's effective batch "
-            "on one device (docs/finetune.md)."
-        },
+    anchor_align_alpha: float = option(
+        0.0,
+        "α of AnchorAlign Eq. 12: weight of the NER-RE alignment term (Eq. 4-5, "
+        "KL from the NER target's distributions over each entity's tokens to each "
+        "relation decoder's). 0 = off. Needs grouped examples (build joint).",
     )
-    cutoff_len: int = field(
-        default=1024,
-        metadata={
-            "help": "Longest example in tokens (prompt + answer); longer examples are "
-            "dropped and counted (truncating would cut the gold answer)."
-        },
+    anchor_align_beta: float = option(
+        0.0,
+        "β of AnchorAlign Eq. 12: weight of the forward-reverse alignment term "
+        "(Eq. 6-7, symmetric KL between the two relation decoders' distributions over "
+        "each gold triplet's tokens). 0 = off. Needs grouped examples (build joint).",
     )
-    group_by_length: bool = field(
-        default=True,
-        metadata={
-            "help": "Batch examples of similar length (less padding; see "
-            "docs/benchmarks.md for the measured effect)."
-        },
+    anchor_align_gamma: float = option(
+        0.0,
+        "γ of AnchorAlign Eq. 12: weight of negative suppression (Eq. 8-10, "
+        "-log(1-p) of the sentence's prompt tokens that are in no target, over each "
+        "relation decoder's target steps). 0 = off. Needs grouped examples.",
     )
-    joint_lambda: float = field(
-        default=1.0,
-        metadata={
-            "help": "λ of the joint loss L = L_NER + λ·L_RE: the loss of relation "
-            "('re') examples is weighted by λ."
-        },
+    early_stopping_patience: int | None = option(
+        None,
+        "Stop when the dev metric has not improved for this many evaluations "
+        "(eval_steps, default once per epoch) and write the best evaluation's adapter; "
+        "null = train to the end. Needs eval_file or eval_fraction.",
     )
-    sentence_groups: bool = field(
-        default=True,
-        metadata={
-            "help": "Keep the examples of one sentence (the same 'group', written by "
-            "`finetune build joint`: its NER, forward and reverse examples) in one "
-            "micro-batch, so L = L_NER + λ·L_RE is one optimisation step per sentence; a "
-            "micro-batch then holds batch_size sentences (up to 3 x batch_size sequences). "
-            "Examples without a group are unaffected."
-        },
+    early_stopping_metric: str = option(
+        "eval_loss",
+        "Dev metric of early stopping (lower is better): eval_loss (all "
+        "examples), eval_loss_ner or eval_loss_re (one task's examples). A dev F1 "
+        "would need generation at every evaluation; the dev loss is what is measured.",
     )
-    anchor_align_alpha: float = field(
-        default=0.0,
-        metadata={
-            "help": "α of AnchorAlign Eq. 12: weight of the NER-RE alignment term (Eq. 4-5, "
-            "KL from the NER target's distributions over each entity's tokens to each "
-            "relation decoder's). 0 = off. Needs grouped examples (build joint)."
-        },
+    early_stopping_min_delta: float = option(
+        0.0, "An evaluation improves only if the metric drops by more than this."
     )
-    anchor_align_beta: float = field(
-        default=0.0,
-        metadata={
-            "help": "β of AnchorAlign Eq. 12: weight of the forward-reverse alignment term "
-            "(Eq. 6-7, symmetric KL between the two relation decoders' distributions over "
-            "each gold triplet's tokens). 0 = off. Needs grouped examples (build joint)."
-        },
+    precision: str = option(
+        "auto", "auto (bf16 where the GPU supports it, else fp32), bf16 or fp32."
     )
-    anchor_align_gamma: float = field(
-        default=0.0,
-        metadata={
-            "help": "γ of AnchorAlign Eq. 12: weight of negative suppression (Eq. 8-10, "
-            "-log(1-p) of the sentence's prompt tokens that are in no target, over each "
-            "relation decoder's target steps). 0 = off. Needs grouped examples."
-        },
+    gradient_checkpointing: bool = option(
+        False, "Trade compute for memory (recompute activations)."
     )
-    early_stopping_patience: int | None = field(
-        default=None,
-        metadata={
-            "help": "Stop when the dev metric has not improved for this many evaluations "
-            "(eval_steps, default once per epoch) and write the best evaluation's adapter; "
-            "null = train to the end. Needs eval_file or eval_fraction."
-        },
+    device: str = option("auto", "auto (cuda if available, else cpu), cpu or cuda.")
+    seed: int = option(42, "Seed for LoRA init, shuffling and dropout.")
+    logging_steps: int = option(10, "Log the loss every this many optimizer steps.")
+    eval_steps: int | None = option(
+        None, "Evaluate every this many optimizer steps (default: once per epoch and at the end)."
     )
-    early_stopping_metric: str = field(
-        default="eval_loss",
-        metadata={
-            "help": "Dev metric of early stopping (lower is better): eval_loss (all "
-            "examples), eval_loss_ner or eval_loss_re (one task's examples). A dev F1 "
-            "would need generation at every evaluation; the dev loss is what is measured."
-        },
+    save_steps: int | None = option(
+        None,
+        "Write a resumable checkpoint every this many optimizer steps "
+        "(default: at the end of every epoch).",
     )
-    early_stopping_min_delta: float = field(
-        default=0.0,
-        metadata={"help": "An evaluation improves only if the metric drops by more than this."},
-    )
-    precision: str = field(
-        default="auto",
-        metadata={"help": "auto (bf16 where the GPU supports it, else fp32), bf16 or fp32."},
-    )
-    gradient_checkpointing: bool = field(
-        default=False, metadata={"help": "Trade compute for memory (recompute activations)."}
-    )
-    device: str = field(
-        default="auto", metadata={"help": "auto (cuda if available, else cpu), cpu or cuda."}
-    )
-    seed: int = field(default=42, metadata={"help": "Seed for LoRA init, shuffling and dropout."})
-    logging_steps: int = field(
-        default=10, metadata={"help": "Log the loss every this many optimizer steps."}
-    )
-    eval_steps: int | None = field(
-        default=None,
-        metadata={
-            "help": "Evaluate every this many optimizer steps (default: once per "
-            "epoch and at the end)."
-        },
-    )
-    save_steps: int | None = field(
-        default=None,
-        metadata={
-            "help": "Write a resumable checkpoint every this many optimizer steps "
-            "(default: at the end of every epoch)."
-        },
-    )
-    save_total_limit: int = field(
-        default=2, metadata={"help": "Keep at most this many checkpoints (oldest removed)."}
-    )
-    progress_bar: bool = field(default=True, metadata={"help": "Show a progress bar."})
+    save_total_limit: int = option(2, "Keep at most this many checkpoints (oldest removed).")
+    progress_bar: bool = option(True, "Show a progress bar.")
 
     def __post_init__(self) -> None:
         self.validate()

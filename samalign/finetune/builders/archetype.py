@@ -27,13 +27,12 @@ from samalign.agents.grounding import GroundingMode
 from samalign.errors import ConfigError
 from samalign.finetune.builders.common import (
     DEFAULT_MAX_TEXT_CHARS,
-    builder_profile,
+    ExampleSet,
+    domain_label,
     ground_gold,
-    stage_spec,
-    too_long,
-    training_answer,
+    profile_and_spec,
 )
-from samalign.finetune.builders.io import BuildReport, ChatExample
+from samalign.finetune.builders.io import BuildResult
 from samalign.finetune.builders.sources import SourceDataset, SourceRecord
 from samalign.prompts.archetypes import archetype_table
 from samalign.prompts.domain import Domain
@@ -127,7 +126,7 @@ def build_archetype_examples(
     grounding: GroundingMode = "flat",
     max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
     profile: str | None = None,
-) -> tuple[list[ChatExample], BuildReport]:
+) -> BuildResult:
     """Build archetype classifier examples (or ``direct_typing`` examples).
 
     Args:
@@ -156,7 +155,8 @@ def build_archetype_examples(
     check_options(unmapped, schema)
     if direct and domain is None:
         raise ConfigError("direct typing examples need a domain (its type names are the schema)")
-    chosen = builder_profile(domain, profile)
+    # the direct_typing node renders the archetype spec too
+    chosen, spec = profile_and_spec("archetype", domain, profile)
     if chosen.name == "reference" and not direct:
         from samalign.finetune.builders.archetype_reference import (  # local: one-way import
             build_reference_archetype_examples,
@@ -171,17 +171,12 @@ def build_archetype_examples(
             max_text_chars=max_text_chars,
         )
     stage = DIRECT_TYPING_STAGE if direct else "archetype"
-    spec = stage_spec("archetype", domain, chosen)  # the direct_typing node renders it too
     project = ArchetypeProjection(archetype_map, domain)
-    report = BuildReport(stage=stage)
-    examples: list[ChatExample] = []
+    built = ExampleSet(stage, compact=chosen.compact_answers)
+    report = built.report
     unmapped_labels: set[str] = set()
     for dataset in datasets:
-        for rec in dataset.records:
-            report.records += 1
-            if too_long(rec, max_text_chars):
-                report.skip("text_too_long")
-                continue
+        for rec in built.fitting(dataset.records, max_text_chars):
             gold: list[tuple[str, str]] = []
             for m in rec.mentions:
                 if not direct and project.dropped(m.type):
@@ -208,20 +203,12 @@ def build_archetype_examples(
             prompt = spec.render(
                 {"labels": types, "text": tag_entities(rec.text, [s for s, _ in tagged_spans])}
             )
-            examples.append(
-                ChatExample(
-                    id=rec.id,
-                    stage=stage,
-                    task="ner",
-                    prompt=prompt,
-                    answer=training_answer(chosen.classifier_answer(types, answer), chosen),
-                    source=rec.origin,
-                )
+            built.add(
+                rec, task="ner", prompt=prompt, answer=chosen.classifier_answer(types, answer)
             )
-    report.examples = len(examples)
     if unmapped_labels:
         report.count("unmapped_labels", len(unmapped_labels))
-    return examples, report
+    return built.result()
 
 
 def _target(
@@ -235,13 +222,7 @@ def _target(
 ) -> str | None:
     if direct:
         assert domain is not None
-        resolved = domain.label_for_name(label)
-        if resolved is None:
-            raise ConfigError(
-                f"{rec.origin}: label {label!r} is not in domain {domain.name!r} "
-                f"(labels {domain.labels})"
-            )
-        return profile.show(domain, resolved)
+        return profile.show(domain, domain_label(domain, label, rec.origin))
     archetype = project(label)
     if archetype is None:
         if unmapped == "error":

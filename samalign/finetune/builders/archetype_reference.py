@@ -47,8 +47,8 @@ from samalign.finetune.builders.archetype import (
     check_options,
     record_schema,
 )
-from samalign.finetune.builders.common import DEFAULT_MAX_TEXT_CHARS, stage_spec, too_long
-from samalign.finetune.builders.io import BuildReport, ChatExample
+from samalign.finetune.builders.common import DEFAULT_MAX_TEXT_CHARS, ExampleSet, stage_spec
+from samalign.finetune.builders.io import BuildResult
 from samalign.finetune.builders.sources import SourceDataset, SourceRecord
 from samalign.prompts.domain import Domain
 from samalign.prompts.profiles import prompt_profile
@@ -117,7 +117,7 @@ def build_reference_archetype_examples(
     unmapped: Unmapped = "skip",
     schema: Literal["instance", "full"] = "instance",
     max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
-) -> tuple[list[ChatExample], BuildReport]:
+) -> BuildResult:
     """Build archetype classifier examples with the SAM-NER authors' recipe (module docs).
 
     Args:
@@ -138,8 +138,8 @@ def build_reference_archetype_examples(
     profile = prompt_profile("reference")
     spec = stage_spec("archetype", domain, profile)
     project = ArchetypeProjection(archetype_map, domain, exact=True)
-    report = BuildReport(stage="archetype")
-    examples: list[ChatExample] = []
+    built = ExampleSet("archetype", compact=profile.compact_answers)
+    report = built.report
 
     def archetype_of(label: str, rec: SourceRecord) -> Archetype | None:
         archetype = project(label)
@@ -154,11 +154,7 @@ def build_reference_archetype_examples(
         return Archetype.MISC if unmapped == "misc" else None
 
     for dataset in datasets:
-        for rec in dataset.records:
-            report.records += 1
-            if too_long(rec, max_text_chars):
-                report.skip("text_too_long")
-                continue
+        for rec in built.fitting(dataset.records, max_text_chars):
             if has_chinese(rec.text):
                 report.skip("chinese_text")
                 continue
@@ -203,18 +199,11 @@ def build_reference_archetype_examples(
             wanted = list(Archetype) if schema == "full" else projected
             types = [profile.archetype_name(a) for a in Archetype if a in wanted]
             rendered = {profile.archetype_name(a): ms for a, ms in answer.items()}
-            examples.append(
-                ChatExample(
-                    id=rec.id,
-                    stage="archetype",
-                    task="ner",
-                    prompt=spec.render({"labels": types, "text": tagged}),
-                    answer=profile.classifier_answer(types, rendered),
-                    source=rec.origin,
-                )
+            prompt = spec.render({"labels": types, "text": tagged})
+            built.add(
+                rec, task="ner", prompt=prompt, answer=profile.classifier_answer(types, rendered)
             )
-    report.examples = len(examples)
-    return examples, report
+    return built.result()
 
 
 __all__ = ["build_reference_archetype_examples", "has_chinese", "tag_first_occurrences"]

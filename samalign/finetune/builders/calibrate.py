@@ -13,17 +13,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from samalign.agents.grounding import GroundingMode
-from samalign.errors import ConfigError
 from samalign.finetune.builders.archetype import ArchetypeProjection
 from samalign.finetune.builders.common import (
     DEFAULT_MAX_TEXT_CHARS,
-    builder_profile,
+    ExampleSet,
+    domain_label,
     ground_gold,
-    stage_spec,
-    too_long,
-    training_answer,
+    profile_and_spec,
 )
-from samalign.finetune.builders.io import BuildReport, ChatExample
+from samalign.finetune.builders.io import BuildResult
 from samalign.finetune.builders.sources import SourceDataset
 from samalign.prompts.domain import Domain
 from samalign.types import Archetype
@@ -37,7 +35,7 @@ def build_calibrate_examples(
     grounding: GroundingMode = "flat",
     max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
     profile: str | None = None,
-) -> tuple[list[ChatExample], BuildReport]:
+) -> BuildResult:
     """Build calibrator examples for a domain.
 
     Args:
@@ -55,26 +53,13 @@ def build_calibrate_examples(
     Raises:
         ConfigError: A gold label is not in the domain.
     """
-    chosen = builder_profile(domain, profile)
-    spec = stage_spec("calibrate", domain, chosen)
+    chosen, spec = profile_and_spec("calibrate", domain, profile)
     project = ArchetypeProjection(archetype_map, domain)
-    report = BuildReport(stage="calibrate")
-    examples: list[ChatExample] = []
+    built = ExampleSet("calibrate", compact=chosen.compact_answers)
+    report = built.report
     for dataset in datasets:
-        for rec in dataset.records:
-            report.records += 1
-            if too_long(rec, max_text_chars):
-                report.skip("text_too_long")
-                continue
-            gold: list[tuple[str, str]] = []
-            for m in rec.mentions:
-                label = domain.label_for_name(m.type)
-                if label is None:
-                    raise ConfigError(
-                        f"{rec.origin}: label {m.type!r} is not in domain {domain.name!r} "
-                        f"(labels {domain.labels})"
-                    )
-                gold.append((m.text, label))
+        for rec in built.fitting(dataset.records, max_text_chars):
+            gold = [(m.text, domain_label(domain, m.type, rec.origin)) for m in rec.mentions]
             grounded = ground_gold(rec.text, gold, grounding=grounding, report=report)
             if not grounded:
                 report.skip("no_entities")  # nothing archetyped: the calibrator is not called
@@ -88,18 +73,8 @@ def build_calibrate_examples(
                 answer[span.text] = chosen.show(domain, label)
                 report.count("mentions")
             prompt = spec.render(chosen.calibrator_variables(domain, rec.text, initial))
-            examples.append(
-                ChatExample(
-                    id=rec.id,
-                    stage="calibrate",
-                    task="ner",
-                    prompt=prompt,
-                    answer=training_answer(chosen.calibration_answer(answer), chosen),
-                    source=rec.origin,
-                )
-            )
-    report.examples = len(examples)
-    return examples, report
+            built.add(rec, task="ner", prompt=prompt, answer=chosen.calibration_answer(answer))
+    return built.result()
 
 
 __all__ = ["build_calibrate_examples"]

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from samalign.agents.base import AgentSettings
 from samalign.agents.grounding import GroundingMode, find_occurrences, ground_mentions
 from samalign.errors import ConfigError
-from samalign.finetune.builders.io import BuildReport
+from samalign.finetune.builders.io import BuildReport, BuildResult, ChatExample, Task
 from samalign.finetune.builders.sources import SourceDataset, SourceRecord
 from samalign.prompts.domain import Domain
 from samalign.prompts.profiles import PromptProfile, prompt_profile, resolve_profile
@@ -46,6 +46,18 @@ def stage_spec(
         raise ConfigError(f"no prompt spec for stage {stage!r}; known: {sorted(specs)}")
     spec = specs[stage]
     return spec.with_template(domain.prompts.get(stage)) if domain is not None else spec
+
+
+def profile_and_spec(
+    stage: str, domain: Domain | None, profile: str | None = None
+) -> tuple[PromptProfile, StageSpec]:
+    """The prompt profile a builder renders with (:func:`builder_profile`) and its stage spec.
+
+    Raises:
+        ConfigError: Unknown profile, or no spec for the stage.
+    """
+    chosen = builder_profile(domain, profile)
+    return chosen, stage_spec(stage, domain, chosen)
 
 
 def type_names(
@@ -85,6 +97,20 @@ def type_names(
             f"(labels {domain.labels}); use the dataset's domain, or map them with a label map"
         )
     return names
+
+
+def domain_label(domain: Domain, name: str, origin: str) -> str:
+    """The domain label a gold label (a label or a type name of the domain) stands for.
+
+    Raises:
+        ConfigError: The domain has neither, naming ``origin`` (the record).
+    """
+    label = domain.label_for_name(name)
+    if label is None:
+        raise ConfigError(
+            f"{origin}: label {name!r} is not in domain {domain.name!r} (labels {domain.labels})"
+        )
+    return label
 
 
 def grounded(text: str, mention: str) -> bool:
@@ -201,13 +227,66 @@ def too_long(record: SourceRecord, max_text_chars: int) -> bool:
     return len(record.text) > max_text_chars
 
 
+class ExampleSet:
+    """A builder's output as it is made: its examples and the report that counts them.
+
+    Args:
+        stage: The stage the examples train (the report's stage and every example's).
+        compact: Write the gold answers as compact JSON (:func:`compact_answer`); ``False``
+            keeps them as rendered (a profile's ``compact_answers``, see
+            :func:`training_answer`).
+    """
+
+    def __init__(self, stage: str, *, compact: bool = True) -> None:
+        self.stage = stage
+        self.compact = compact
+        self.report = BuildReport(stage=stage)
+        self.examples: list[ChatExample] = []
+
+    def fitting(
+        self, records: Iterable[SourceRecord], max_text_chars: int
+    ) -> Iterator[SourceRecord]:
+        """The records to build from: those short enough for inference.
+
+        Every record is counted in the report's ``records``; a longer one is skipped as
+        ``text_too_long`` (see :func:`too_long`).
+        """
+        for record in records:
+            self.report.records += 1
+            if too_long(record, max_text_chars):
+                self.report.skip("text_too_long")
+                continue
+            yield record
+
+    def add(self, record: SourceRecord, *, task: Task, prompt: str, answer: str) -> None:
+        """Add the example of one source record (its id, and its origin as the source)."""
+        self.examples.append(
+            ChatExample(
+                id=record.id,
+                stage=self.stage,
+                task=task,
+                prompt=prompt,
+                answer=compact_answer(answer) if self.compact else answer,
+                source=record.origin,
+            )
+        )
+
+    def result(self) -> BuildResult:
+        """The examples, and the report with their count."""
+        self.report.examples = len(self.examples)
+        return self.examples, self.report
+
+
 __all__ = [
     "DEFAULT_MAX_TEXT_CHARS",
+    "ExampleSet",
     "NegativeSampler",
     "builder_profile",
     "compact_answer",
+    "domain_label",
     "ground_gold",
     "grounded",
+    "profile_and_spec",
     "stage_spec",
     "too_long",
     "training_answer",

@@ -26,16 +26,14 @@ from typing import Literal
 from samalign.errors import ConfigError
 from samalign.finetune.builders.common import (
     DEFAULT_MAX_TEXT_CHARS,
+    ExampleSet,
     NegativeSampler,
-    builder_profile,
     grounded,
-    stage_spec,
-    too_long,
-    training_answer,
+    profile_and_spec,
     type_frequencies,
     type_names,
 )
-from samalign.finetune.builders.io import BuildReport, ChatExample
+from samalign.finetune.builders.io import BuildResult
 from samalign.finetune.builders.sources import SourceDataset
 from samalign.prompts.domain import Domain
 from samalign.prompts.profiles import PromptProfile
@@ -56,7 +54,7 @@ def build_extraction_examples(
     max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
     seed: int = 0,
     profile: str | None = None,
-) -> tuple[list[ChatExample], BuildReport]:
+) -> BuildResult:
     """Build anchor or explorer examples from source datasets.
 
     Args:
@@ -90,13 +88,12 @@ def build_extraction_examples(
         raise ConfigError(f"extractor stage must be 'anchor' or 'explorer', got {stage!r}")
     if negative_ratio < 0:
         raise ConfigError(f"negative_ratio must be >= 0, got {negative_ratio}")
-    chosen = builder_profile(domain, profile)
-    spec = stage_spec(stage, domain, chosen)
+    chosen, spec = profile_and_spec(stage, domain, profile)
     if shuffle_types is None:
         shuffle_types = stage == "explorer"
     rng = random.Random(seed)
-    report = BuildReport(stage=stage)
-    examples: list[ChatExample] = []
+    built = ExampleSet(stage, compact=chosen.compact_answers)
+    report = built.report
     all_types: set[str] = set()
     for dataset in datasets:
         labels = {t for rec in dataset.records for t in (*rec.types, *rec.asked)}
@@ -111,11 +108,7 @@ def build_extraction_examples(
         closed = dataset.label_set is not None and all_labels
         label_order = _label_order(dataset, names, domain, chosen)
         sampler = NegativeSampler({names[t]: w for t, w in type_frequencies(dataset).items()}, rng)
-        for rec in dataset.records:
-            report.records += 1
-            if too_long(rec, max_text_chars):
-                report.skip("text_too_long")
-                continue
+        for rec in built.fitting(dataset.records, max_text_chars):
             answer: dict[str, list[str]] = {}
             for m in rec.mentions:
                 if not keep_ungrounded and not grounded(rec.text, m.text):
@@ -143,19 +136,10 @@ def build_extraction_examples(
                 report.count("examples_without_entities")
             all_types.update(schema)
             prompt = spec.render({"labels": schema, "text": rec.text})
-            examples.append(
-                ChatExample(
-                    id=rec.id,
-                    stage=stage,
-                    task="ner",
-                    prompt=prompt,
-                    answer=training_answer(chosen.extraction_answer(schema, answer), chosen),
-                    source=rec.origin,
-                )
-            )
-    report.examples = len(examples)
+            rendered = chosen.extraction_answer(schema, answer)
+            built.add(rec, task="ner", prompt=prompt, answer=rendered)
     report.count("types", len(all_types))
-    return examples, report
+    return built.result()
 
 
 def _label_order(

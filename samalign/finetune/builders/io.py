@@ -114,6 +114,10 @@ class BuildReport:
         return "; ".join(parts)
 
 
+BuildResult = tuple[list[ChatExample], BuildReport]
+"""What a builder returns: the examples it made and the report of what it did."""
+
+
 def write_examples(path: str | Path, examples: Iterable[ChatExample]) -> int:
     """Write examples as JSONL (UTF-8, one record per line); returns how many.
 
@@ -212,6 +216,7 @@ def read_examples(path: str | Path) -> list[ChatExample]:
 __all__ = [
     "TASKS",
     "BuildReport",
+    "BuildResult",
     "ChatExample",
     "Task",
     "example_from_json",

@@ -24,7 +24,7 @@ from dataclasses import replace
 from typing import Literal
 
 from samalign.finetune.builders.extraction import build_extraction_examples
-from samalign.finetune.builders.io import BuildReport, ChatExample
+from samalign.finetune.builders.io import BuildReport, BuildResult, ChatExample
 from samalign.finetune.builders.relations import build_relation_examples
 from samalign.finetune.builders.sources import SourceDataset
 from samalign.finetune.builders.supervised import build_supervised_examples
@@ -48,7 +48,7 @@ def build_joint_examples(
     directions: Sequence[str] = ("relations_forward", "relations_reverse"),
     shuffle_types: bool = False,
     seed: int = 0,
-) -> tuple[list[ChatExample], BuildReport]:
+) -> BuildResult:
     """Build the joint NER + relation mixture from SpERT-style data.
 
     Args:

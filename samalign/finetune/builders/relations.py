@@ -19,11 +19,10 @@ from collections.abc import Sequence
 from samalign.errors import ConfigError
 from samalign.finetune.builders.common import (
     DEFAULT_MAX_TEXT_CHARS,
-    compact_answer,
+    ExampleSet,
     stage_spec,
-    too_long,
 )
-from samalign.finetune.builders.io import BuildReport, ChatExample
+from samalign.finetune.builders.io import BuildResult
 from samalign.finetune.builders.sources import SourceDataset
 from samalign.prompts.domain import Domain
 from samalign.prompts.specs import RELATION_FORMATS
@@ -38,7 +37,7 @@ def build_relation_examples(
     domain: Domain,
     keep_empty: bool = True,
     max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
-) -> tuple[list[ChatExample], BuildReport]:
+) -> BuildResult:
     """Build ``relations_forward`` or ``relations_reverse`` examples.
 
     Args:
@@ -65,19 +64,15 @@ def build_relation_examples(
     names = domain.relation_names
     schema = domain.relation_schema()
     forward = stage == "relations_forward"
-    report = BuildReport(stage=stage)
-    examples: list[ChatExample] = []
+    built = ExampleSet(stage)
+    report = built.report
     for dataset in datasets:
         if not dataset.has_relations:
             raise ConfigError(
                 f"{dataset.path}: relation examples need SpERT-style data with relations "
                 f"(spert or crossre), got {dataset.format!r}"
             )
-        for rec in dataset.records:
-            report.records += 1
-            if too_long(rec, max_text_chars):
-                report.skip("text_too_long")
-                continue
+        for rec in built.fitting(dataset.records, max_text_chars):
             ordered: list[tuple[tuple[int, int], tuple[str, str, str]]] = []
             for rel in rec.relations:
                 relation = domain.relation_for_name(rel.type)
@@ -111,18 +106,8 @@ def build_relation_examples(
                 report.count("examples_without_relations")
             report.count("triples", len(set(triples)))
             prompt = spec.render({"relations": schema, "text": rec.text})
-            examples.append(
-                ChatExample(
-                    id=rec.id,
-                    stage=stage,
-                    task="re",
-                    prompt=prompt,
-                    answer=compact_answer(fmt.render_gold(triples, names)),
-                    source=rec.origin,
-                )
-            )
-    report.examples = len(examples)
-    return examples, report
+            built.add(rec, task="re", prompt=prompt, answer=fmt.render_gold(triples, names))
+    return built.result()
 
 
 __all__ = ["RELATION_STAGES", "build_relation_examples"]

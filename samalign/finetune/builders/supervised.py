@@ -15,13 +15,12 @@ from collections.abc import Sequence
 from samalign.errors import ConfigError
 from samalign.finetune.builders.common import (
     DEFAULT_MAX_TEXT_CHARS,
-    compact_answer,
+    ExampleSet,
     grounded,
     stage_spec,
-    too_long,
     type_names,
 )
-from samalign.finetune.builders.io import BuildReport, ChatExample
+from samalign.finetune.builders.io import BuildResult
 from samalign.finetune.builders.sources import SourceDataset
 from samalign.prompts.domain import Domain
 from samalign.prompts.supervised import SUPERVISED_NER_FORMAT
@@ -34,7 +33,7 @@ def build_supervised_examples(
     domain: Domain,
     keep_empty: bool = True,
     max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
-) -> tuple[list[ChatExample], BuildReport]:
+) -> BuildResult:
     """Build ``supervised_ner`` examples from fully annotated data (SpERT, BIO).
 
     Args:
@@ -55,8 +54,8 @@ def build_supervised_examples(
     """
     spec = stage_spec(SUPERVISED_NER_STAGE, domain)
     schema = domain.names
-    report = BuildReport(stage=SUPERVISED_NER_STAGE)
-    examples: list[ChatExample] = []
+    built = ExampleSet(SUPERVISED_NER_STAGE)
+    report = built.report
     for dataset in datasets:
         if dataset.label_set is None:
             raise ConfigError(
@@ -66,11 +65,7 @@ def build_supervised_examples(
         used = {m.type for r in dataset.records for m in r.mentions}
         labels = sorted({*dataset.label_set, *used})
         names = type_names(labels, domain=domain, origin=str(dataset.path))
-        for rec in dataset.records:
-            report.records += 1
-            if too_long(rec, max_text_chars):
-                report.skip("text_too_long")
-                continue
+        for rec in built.fitting(dataset.records, max_text_chars):
             ordered = sorted(
                 enumerate(rec.mentions),
                 key=lambda item: (item[1].start if item[1].start is not None else -1, item[0]),
@@ -91,18 +86,9 @@ def build_supervised_examples(
             report.count("strings_with_several_types", len(strings) - len(set(strings)))
             report.count("mentions", len(entities))
             prompt = spec.render({"labels": schema, "text": rec.text})
-            examples.append(
-                ChatExample(
-                    id=rec.id,
-                    stage=SUPERVISED_NER_STAGE,
-                    task="ner",
-                    prompt=prompt,
-                    answer=compact_answer(SUPERVISED_NER_FORMAT.render_gold(schema, entities)),
-                    source=rec.origin,
-                )
-            )
-    report.examples = len(examples)
-    return examples, report
+            answer = SUPERVISED_NER_FORMAT.render_gold(schema, entities)
+            built.add(rec, task="ner", prompt=prompt, answer=answer)
+    return built.result()
 
 
 __all__ = ["build_supervised_examples"]
