@@ -1,6 +1,6 @@
 """Fault injection: ``samalign extract`` against a misbehaving server, killed and resumed.
 
-1,000 records at concurrency 64 through the real command (a real process, the real server
+500 records at concurrency 64 through the real command (a real process, the real server
 backend) against a fake OpenAI-compatible server on 127.0.0.1 (``tests/fault_server.py``) that
 answers 5 % of requests with a 5xx, lets 2 % time out, and gives 1 % broken answers (cut off,
 HTML, cut-off JSON, no choices, null choices) plus 0.5 % deeply nested answer content. The run
@@ -32,7 +32,7 @@ from fault_server import DOMAIN_YAML, GARBAGE, fault_server, write_records
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-RECORDS = 1000
+RECORDS = 500
 RETRIES = 3  # samalign's default: 4 attempts in all
 TIMEOUT_S = 3.0  # --timeout; an injected timeout hangs twice as long
 
