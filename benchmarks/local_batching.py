@@ -145,11 +145,23 @@ def _current_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+BUSY = """
+import os
+parent = os.getppid()
+while os.getppid() == parent:  # ends when the benchmark does, even when it is killed
+    for _ in range(100_000):
+        pass
+"""
+
+
 def busy_processes(count: int) -> list[subprocess.Popen[bytes]]:
-    """``count`` CPU-bound co-processes (each keeps one core busy) until they are killed."""
+    """``count`` CPU-bound co-processes (each keeps one core busy) until they are killed.
+
+    Each also ends when the benchmark's process does (killed or crashed): an orphan would
+    load every later measurement on the machine.
+    """
     return [
-        subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
-        for _ in range(count)
+        subprocess.Popen([sys.executable, "-c", BUSY], start_new_session=True) for _ in range(count)
     ]
 
 

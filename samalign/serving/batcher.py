@@ -1,9 +1,12 @@
 """A dynamic micro-batcher: collect concurrent requests, run them together.
 
 Pure asyncio, independent of any model. Requests submitted while a batch runs wait in a
-bounded queue; the next batch starts as soon as the previous one is done and either
-``max_batch_size`` requests are waiting or the oldest waiting request has waited
-``max_wait_s``. A request whose caller is cancelled while it waits is dropped from the queue;
+bounded queue; the next batch starts when ``max_batch_size`` requests are waiting, or else
+``max_wait_s`` after the later of the oldest request's arrival and the previous batch's end
+(and, with an ``incoming`` count, once no request is still being prepared, up to
+``max_incoming_wait_s``): the callers a batch answers often send their next requests at once,
+and they join the next batch instead of waiting a whole batch longer.
+A request whose caller is cancelled while it waits is dropped from the queue;
 a batch that fails fails only its own requests (and, with ``isolate_failures``, each request
 of a failed batch is retried alone, so one bad request cannot fail the others).
 """
@@ -26,6 +29,9 @@ log = logging.getLogger(__name__)
 
 Req = TypeVar("Req")
 Res = TypeVar("Res")
+
+_TICK = 1e-6
+"""Clock slack (s): a wait this close to its end is over (no busy loop on float rounding)."""
 
 BatchFn = Callable[[list[Req]], Awaitable[Sequence[Res | BaseException]]]
 """Runs one batch; returns one result or exception per request, in order."""
@@ -97,6 +103,9 @@ class MicroBatcher(Generic[Req, Res]):
             with :class:`~samalign.errors.BackendError`; ``None`` waits as long as it takes.
         isolate_failures: Retry each request of a failed batch alone.
         name: For logs and error messages.
+        incoming: Requests on their way to :meth:`submit` (e.g. being tokenised); a batch
+            that is not full waits for them, up to ``max_incoming_wait_s``.
+        max_incoming_wait_s: Longest a batch waits for ``incoming`` requests.
     """
 
     def __init__(
@@ -109,6 +118,8 @@ class MicroBatcher(Generic[Req, Res]):
         queue_timeout_s: float | None = None,
         isolate_failures: bool = True,
         name: str = "batcher",
+        incoming: Callable[[], int] | None = None,
+        max_incoming_wait_s: float = 0.05,
     ) -> None:
         self._run_batch = run_batch
         self.max_batch_size = at_least("max_batch_size", max_batch_size)
@@ -117,7 +128,10 @@ class MicroBatcher(Generic[Req, Res]):
         self.queue_timeout_s = queue_timeout_s
         self.isolate_failures = isolate_failures
         self.name = name
+        self.incoming = incoming
+        self.max_incoming_wait_s = at_least("max_incoming_wait_s", max_incoming_wait_s, 0)
         self.stats = BatcherStats()
+        self._free_since = 0.0
         self._queue: deque[_Item[Req, Res]] = deque()
         self._arrived: asyncio.Event | None = None
         self._room: asyncio.Condition | None = None
@@ -201,16 +215,7 @@ class MicroBatcher(Generic[Req, Res]):
             while not self._queue:
                 self._arrived.clear()
                 await self._arrived.wait()
-            deadline = self._queue[0].enqueued + self.max_wait_s
-            while self._live_count() < self.max_batch_size:
-                remaining = deadline - time.perf_counter()
-                if remaining <= 0:
-                    break
-                self._arrived.clear()
-                try:
-                    await asyncio.wait_for(self._arrived.wait(), remaining)
-                except TimeoutError:
-                    break
+            await self._gather()
             batch: list[_Item[Req, Res]] = []
             while self._queue and len(batch) < self.max_batch_size:
                 item = self._queue.popleft()
@@ -219,6 +224,24 @@ class MicroBatcher(Generic[Req, Res]):
             await self._notify_room()
             if batch:
                 await self._run(batch)
+
+    async def _gather(self) -> None:
+        """Wait for companions of the queued requests (see the module docstring)."""
+        assert self._arrived is not None
+        start = max(self._queue[0].enqueued, self._free_since)
+        deadline = start + self.max_wait_s
+        longest = deadline + self.max_incoming_wait_s
+        while self._live_count() < self.max_batch_size:
+            now = time.perf_counter() + _TICK  # a float clock: "due" within a microsecond
+            if now >= deadline:
+                if self.incoming is None or now >= longest or self.incoming() <= 0:
+                    return
+                wait = min(longest - now, max(self.max_wait_s, 0.001)) + _TICK  # poll the count
+            else:
+                wait = deadline - now + _TICK
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), wait)
 
     async def _run(self, batch: list[_Item[Req, Res]]) -> None:
         start = time.perf_counter()
@@ -245,6 +268,7 @@ class MicroBatcher(Generic[Req, Res]):
                 results = [exc] * len(batch)
         finally:
             self._running = []
+            self._free_since = time.perf_counter()
         for item, info, result in zip(batch, infos, results, strict=True):
             if item.future.done():
                 continue

@@ -14,10 +14,12 @@ Two settings fix that:
   imported yet and the environment does not set it.
 * Intra-op threads that follow the cores the *other* processes leave free
   (:class:`CpuShare`: the usable cores minus what the rest of the machine used in the last
-  half second, from ``/proc/stat``), up to the count that pays off for the model (the
-  backend times a forward pass with one thread and with every core once: for a small model
-  waking a second thread for each operator costs more than it saves); the backend updates
-  ``torch.set_num_threads`` on its generation thread before each batch.
+  half second, from ``/proc/stat``), up to the count that pays off for the model (a small
+  model gets one thread on two cores or fewer, and on more the backend times a forward pass
+  with one thread and with every core but one, once: for a small model waking a second
+  thread for each operator costs more than it saves, and one core is left to the Python side
+  of a batch); the backend updates ``torch.set_num_threads`` on its generation thread before
+  each batch.
 
 Inter-op threads are left alone: eager generation does not use them (they serve TorchScript
 ``fork`` and similar), and their count is process-wide and can be set only once.

@@ -234,7 +234,9 @@ class TransformersEngine:
             max_queue=max_queue,
             queue_timeout_s=queue_timeout_s,
             name="transformers backend",
+            incoming=lambda: self._preparing,
         )
+        self._preparing = 0  # requests being tokenised: the next batch waits for them
         self._generate_counts = (0, 0, 0.0)
         self._closed = False
 
@@ -330,10 +332,15 @@ class TransformersEngine:
         """The most intra-op threads worth using for this model on this CPU (measured once).
 
         More threads pay off only when the operators are large enough to split: for a small
-        model every operator waking a second thread costs more than it saves. Times a
+        model every operator waking a second thread costs more than it saves. And a small
+        model's batches are not only torch: the grammar masks, stop checks, tokenisation and
+        the caller's own graph run in Python beside it, so one core is left to them. Times a
         decoding-sized and a prompt-sized forward pass with one thread and with all usable
-        cores (on the generation thread, at its first batch) and keeps the faster; models of a
-        billion parameters and more use every core without measuring.
+        cores but one (on the generation thread, at its first batch) and keeps the faster;
+        with two cores or fewer that is one thread without measuring (measured on 2 cores with
+        idle threads sleeping: two intra-op threads ran the joint graph at 1.8 sentences/s, one
+        at 3.1-4.1, and one kept its speed beside a busy co-process; ``docs/benchmarks.md``).
+        Models of a billion parameters and more use every core without measuring.
         """
         import torch
 
@@ -343,6 +350,9 @@ class TransformersEngine:
             return 1
         if sum(p.numel() for p in self.model.parameters()) >= 1_000_000_000:
             return cores
+        cores -= 1  # the Python side's core
+        if cores <= 1:
+            return 1
         shapes = [
             torch.full(shape, self.pad_token_id, device=self.device) for shape in ((16, 1), (4, 64))
         ]
@@ -506,7 +516,11 @@ class TransformersEngine:
     async def _submit(self, request: GenerationRequest) -> GenerationResult:
         if self._closed:
             raise BackendError("the transformers backend is closed")
-        prepared = await asyncio.to_thread(self._prepare, request)
+        self._preparing += 1  # on the engine's loop, as the batcher reads it
+        try:
+            prepared = await asyncio.to_thread(self._prepare, request)
+        finally:
+            self._preparing -= 1
         result, info = await self.batcher.submit(prepared)
         return GenerationResult(
             text=result.text,
@@ -577,8 +591,11 @@ class TransformersEngine:
         if self.prefix_cache.enabled:
             for prepared in batch:
                 prepared.plan = self.prefix_cache.match(prepared.row_adapter, prepared.prompt_ids)
-        computed = [len(p.prompt_ids) - p.plan.cached for p in batch]  # tokens to prefill
-        for group in length_groups(computed, self.max_padding_ratio):
+        # grouped by the whole prompt's length, cached part included: a cached head shortens
+        # every row's prefill alike, so the cache never splits a batch that plain prompts
+        # would generate together (each extra group is a whole extra decoding loop)
+        lengths = [len(p.prompt_ids) for p in batch]
+        for group in length_groups(lengths, self.max_padding_ratio):
             rows = [batch[i] for i in group]
             try:
                 answers = await loop.run_in_executor(self._pool, self._generate_batch, rows)

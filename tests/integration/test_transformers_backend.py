@@ -366,6 +366,43 @@ async def test_prefix_cache_reuses_stage_heads_and_answers_the_same_tokens(
     assert stats["prefix_cache_entries"] >= 4
 
 
+async def test_a_cached_head_never_splits_a_batch_into_more_generate_calls(
+    tiny_model_dir: Path,
+) -> None:
+    """Batches are split by the whole prompt's length, the cached part included.
+
+    Split by the length left to compute, the cached rows of one stage (prompts of ~2,400
+    tokens, ~50 to compute) fell into several groups, each a whole decoding loop of its own:
+    the cache made a stage slower than no cache on a small model.
+    """
+    long = (
+        "Grace Hopper , who later rose to rear admiral in the navy reserve and lectured for "
+        "decades at universities , conferences and schools across the whole country , built "
+        "the first compiler for the UNIVAC machine with Richard Ridgway ."
+    )  # what is left to compute after the cached head: ~10 times the short ones'
+    per_sentence = _graph_requests([*CACHE_SENTENCES[:2], "Alan Turing spoke .", long])
+    waves = [
+        [r for rs in per_sentence[:2] for r in rs],
+        [r for rs in per_sentence[2:] for r in rs],
+    ]
+    calls = {}
+    for name, mb in (("plain", 0.0), ("cached", 256.0)):
+        engine = TransformersEngine(
+            tiny_model_dir, prefix_cache_mb=mb, max_batch_size=32, max_wait_ms=500
+        )  # the default max_padding_ratio
+        try:
+            await _waves(engine, waves[:1])
+            engine.reset_stats()
+            await _waves(engine, waves[1:])
+            stats = engine.stats()
+        finally:
+            engine.close()
+        calls[name] = stats["generate_calls"]
+        if name == "cached":
+            assert stats["prefix_cache_hits"] == len(waves[1])
+    assert calls["cached"] == calls["plain"]
+
+
 async def test_prefix_cache_stays_within_its_bound(tiny_model_dir: Path) -> None:
     per_sentence = _graph_requests(CACHE_SENTENCES[:4])
     waves = [[r for r in rs] for rs in per_sentence]  # one sentence per wave
@@ -405,3 +442,28 @@ def test_threads_follow_the_setting(tiny_model_dir: Path) -> None:
     assert torch.get_num_threads() == mine  # set on the generation thread, not the caller's
     with pytest.raises(ConfigError, match="threads must be"):
         TransformersEngine(tiny_model_dir, threads=0)
+
+
+def test_auto_threads_leave_a_core_to_the_python_side(tiny_model_dir: Path) -> None:
+    """A small model gets one intra-op thread on two cores (measured: two were 2x slower)."""
+    from samalign.serving.threads import CpuShare
+
+    engine = TransformersEngine(tiny_model_dir, adapters=["anchor"], device="cpu")
+    try:
+        timed: list[int] = []
+        forward = engine.model.forward
+
+        def counting(*args: Any, **kwargs: Any) -> Any:
+            timed.append(1)
+            return forward(*args, **kwargs)
+
+        engine.model.forward = counting
+        for cores in (1, 2):
+            engine._cpu_share = CpuShare(cores=cores)
+            assert engine._calibrate_threads() == 1
+        assert timed == []  # decided without timing anything
+        engine._cpu_share = CpuShare(cores=4)
+        assert engine._calibrate_threads() in (1, 3)  # one core stays free
+        assert timed  # this time it measured
+    finally:
+        engine.close()

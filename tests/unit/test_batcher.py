@@ -209,6 +209,50 @@ async def test_requests_arriving_during_a_batch_form_the_next_batch() -> None:
 
 
 @virtual_time
+async def test_follow_up_requests_join_the_next_batch() -> None:
+    """The callers a batch answers send their next requests at once: they are not left behind.
+
+    Before, the next batch started the moment the previous one ended, with whatever had queued
+    meanwhile, and the follow-ups waited a whole batch longer (waves of half-full batches).
+    """
+    fake = Recorder(delay=1.0)
+    async with recording(fake, max_batch_size=8, max_wait_s=0.01) as (_, batcher):
+
+        async def sentence(name: str) -> None:
+            await batcher.submit(f"{name}-a")
+            await asyncio.sleep(0.002)  # the caller's own work between its requests
+            await batcher.submit(f"{name}-b")
+
+        first = [asyncio.create_task(sentence(f"s{i}")) for i in range(3)]
+        await fake.started.wait()  # s0..s2 run; three more sentences queue meanwhile
+        await asyncio.gather(*first, *(sentence(f"t{i}") for i in range(3)))
+        assert [sorted(b) for b in fake.batches] == [
+            ["s0-a", "s1-a", "s2-a"],
+            ["s0-b", "s1-b", "s2-b", "t0-a", "t1-a", "t2-a"],
+            ["t0-b", "t1-b", "t2-b"],
+        ]
+
+
+@virtual_time
+async def test_a_batch_waits_for_requests_still_being_prepared_but_not_forever() -> None:
+    preparing = 2
+    fake = Recorder()
+    async with recording(
+        fake, max_batch_size=8, max_wait_s=0.01, incoming=lambda: preparing,
+        max_incoming_wait_s=0.1,
+    ) as (_, batcher):  # fmt: skip
+        start = now()
+        early = asyncio.create_task(batcher.submit("early"))
+        await asyncio.sleep(0.03)  # past max_wait_s, but two requests are being prepared
+        assert fake.batches == []
+        preparing = 1
+        late = asyncio.create_task(batcher.submit("late"))
+        await asyncio.gather(early, late)  # the last one never comes: the wait is bounded
+        assert fake.batches == [["early", "late"]]
+        assert fake.started_at[0] == pytest.approx(start + 0.11, abs=0.011)
+
+
+@virtual_time
 async def test_bounded_queue_backpressure_then_clear_error() -> None:
     fake, batcher, running = await running_batch(max_batch_size=1, max_wait_s=0.0, max_queue=2)
     queued = [asyncio.create_task(batcher.submit(f"q{i}")) for i in range(2)]
@@ -335,6 +379,7 @@ async def test_queue_wait_percentiles() -> None:
         ({"max_batch_size": 0}, "max_batch_size"),
         ({"max_wait_s": -1}, "max_wait_s"),
         ({"max_queue": 0}, "max_queue"),
+        ({"max_incoming_wait_s": -1}, "max_incoming_wait_s"),
     ],
 )
 def test_invalid_settings(kwargs: dict[str, float], message: str) -> None:
