@@ -12,6 +12,7 @@ from typing import Any
 
 from samalign.batch.outputs import check_output_path
 from samalign.cli.options import (
+    CONCURRENCY_HELP,
     MODEL_DIR_ENV,
     Subcommands,
     add_backend_flags,
@@ -20,6 +21,7 @@ from samalign.cli.options import (
     add_pipeline_flags,
     bounded,
     chosen_backend,
+    concurrency_for,
     parse_pairs,
     pipeline_values,
     stage_adapters,
@@ -104,7 +106,7 @@ def add_parser(sub: Subcommands) -> None:
         p.add_argument("--limit", type=int, help="evaluate only the first N sentences"), minimum=1
     )
     bounded(
-        p.add_argument("--concurrency", type=int, default=16, help="sentences in flight"),
+        p.add_argument("--concurrency", type=int, help=f"sentences {CONCURRENCY_HELP}"),
         minimum=1,
     )
     p.add_argument(
@@ -291,7 +293,7 @@ async def _evaluate(
         "graph": args.graph,
         "limit": args.limit,
         "exclude_labels": args.exclude_label,
-        "concurrency": args.concurrency,
+        "concurrency": concurrency_for(args, backends.name),
         "fresh": args.fresh,
         "retry_errors": args.retry_errors,
         "progress": not args.quiet,

@@ -13,6 +13,7 @@ from samalign.batch.outputs import JobSummary, check_output_path
 from samalign.batch.ray_job import RayOptions
 from samalign.batch.records import check_input_file
 from samalign.cli.options import (
+    CONCURRENCY_HELP,
     MODEL_BACKENDS,
     Subcommands,
     add_backend_flags,
@@ -22,6 +23,7 @@ from samalign.cli.options import (
     backend_spec,
     bounded,
     chosen_backend,
+    concurrency_for,
     pipeline_values,
     refuse_flags,
     stage_adapters,
@@ -93,7 +95,7 @@ def add_parser(sub: Subcommands) -> None:
         "resume); OUT.samalign.json beside it records the configuration",
     )
     bounded(
-        p.add_argument("--concurrency", type=int, default=16, help="records in flight"),
+        p.add_argument("--concurrency", type=int, help=f"records {CONCURRENCY_HELP}"),
         minimum=1,
     )
     p.add_argument("--format", choices=["auto", "jsonl", "text"], default="auto")
@@ -169,6 +171,7 @@ def _job(args: argparse.Namespace) -> ExtractJob:
     sentence_graph = sentence_graph_of(domain, args.graph, args.sentence_graph)
     options = PipelineOptions(**pipeline_values(args, joint=sentence_graph == "joint"))
     stages = options.joint_model_stages if sentence_graph == "joint" else options.model_stages
+    backend = chosen_backend(args)
     # One place decides each stage's adapter: --adapter, else the domain, else the stage name.
     adapters = stage_adapters(args, stages, domain.adapter_for)
     domain = domain.model_copy(update={"adapters": {**domain.adapters, **adapters}})
@@ -178,8 +181,8 @@ def _job(args: argparse.Namespace) -> ExtractJob:
         sentence_graph=sentence_graph,
         options=options,
         adapters=adapters,
-        backend=backend_spec(args, chosen_backend(args)),
-        concurrency=args.concurrency,
+        backend=backend_spec(args, backend),
+        concurrency=concurrency_for(args, backend),
     )
 
 

@@ -472,6 +472,28 @@ def add_backend_flags(p: argparse.ArgumentParser, *, backends: Sequence[str]) ->
     )
 
 
+SERVER_CONCURRENCY = 64
+"""Default records in flight with ``--server``: a vLLM server runs many sequences at once and
+one record has one or two requests there at a time (docs/benchmarks.md: the joint graph at 16
+in flight reached 59 % of its best rate, at 64 90 %)."""
+
+LOCAL_CONCURRENCY = 16
+"""Default records in flight in-process (the transformers backend batches up to 16 rows)."""
+
+
+def concurrency_for(args: argparse.Namespace, backend: str) -> int:
+    """``--concurrency``, else the default for ``backend`` (more for a server)."""
+    if args.concurrency is not None:
+        return int(args.concurrency)
+    return SERVER_CONCURRENCY if backend == "server" else LOCAL_CONCURRENCY
+
+
+CONCURRENCY_HELP = (
+    f"in flight at once (default: {SERVER_CONCURRENCY} with --server, {LOCAL_CONCURRENCY} "
+    "otherwise)"
+)
+
+
 def chosen_backend(args: argparse.Namespace, *, default: str | None = "transformers") -> str:
     """The backend the flags select: ``--backend``, else server with ``--server``.
 

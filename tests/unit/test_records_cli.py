@@ -736,3 +736,19 @@ def test_lora_rank_bucket_too_big(rank: int) -> None:
 
 def test_vllm_rank_values() -> None:
     assert VLLM_LORA_RANKS == (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--server", "http://127.0.0.1:9"], 64),  # a server runs many sequences at once
+        (["--model", "DIR"], 16),
+        (["--server", "http://127.0.0.1:9", "--concurrency", "3"], 3),
+        (["--model", "DIR", "--concurrency", "40"], 40),
+    ],
+)
+def test_extract_concurrency_defaults_to_more_for_a_server(flags: list[str], expected: int) -> None:
+    from samalign.cli.extract import _job
+
+    args = cli.build_parser().parse_args(["extract", "in.txt", "--domain", "conll04", *flags])
+    assert _job(args).concurrency == expected
